@@ -1,0 +1,10 @@
+//! `baton-node`: one node of a baton cluster.
+//!
+//! Modules by responsibility: [`raft`] (openraft types, tuning, network),
+//! [`store`] (sled log, state machine, snapshots), [`domain`] (the pure
+//! replicated state), [`api`] (tonic services), [`http`] (health and metrics),
+//! [`config`] (flags, env, TOML) and [`node`] (assembling and running a node).
+
+pub mod domain;
+pub mod raft;
+pub mod store;

@@ -1,0 +1,78 @@
+//! openraft glue: the type configuration, the Raft tuning, and the network.
+
+pub mod network;
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::{BasicNode, SnapshotPolicy};
+
+use crate::domain::{Command, CommandResult};
+
+openraft::declare_raft_types!(
+    /// baton's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A node's id in the cluster: a positive integer chosen by the operator.
+pub type NodeId = u64;
+pub type BatonRaft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+
+/// Snapshot chunks stay well under the 4 MiB default gRPC message limit.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// Raft timing and log-compaction settings of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    /// A follower that hears no heartbeat for a random time in
+    /// `[election_timeout_ms, 2 × election_timeout_ms)` starts an election.
+    pub election_timeout_ms: u64,
+    /// Build a snapshot (and purge the log behind it) every this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the snapshot, so that slightly lagging
+    /// followers catch up from the log instead of a snapshot.
+    pub keep_behind_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        // etcd's defaults are a 100 ms heartbeat and a 1 s election timeout; we
+        // elect a little faster because a failover delays every handoff.
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_ms: 500,
+            snapshot_every: 10_000,
+            keep_behind_snapshot: 1_000,
+        }
+    }
+}
+
+impl RaftTuning {
+    pub fn to_config(&self) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+        let config = openraft::Config {
+            cluster_name: "baton".to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            ..Default::default()
+        };
+        Ok(Arc::new(config.validate()?))
+    }
+}

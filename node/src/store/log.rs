@@ -1,0 +1,247 @@
+//! The Raft log and vote in sled.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
+
+use super::{decode, encode, io_err};
+use crate::raft::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+const LOG_TREE: &str = "log";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// The Raft log (one sled key per entry, big-endian index) and the vote. Cheap to
+/// clone: clones share the same trees.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    /// The commit index openraft last reported, for `/metrics` and `/readyz`.
+    committed: AtomicU64,
+}
+
+fn key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn index_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+impl LogStore {
+    pub(super) fn open(db: sled::Db) -> Result<Self, StorageError> {
+        let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let log = db.open_tree(LOG_TREE).map_err(err)?;
+        let meta = db.open_tree(super::META_TREE).map_err(err)?;
+        let store = Self {
+            inner: Arc::new(Inner { db, log, meta, committed: AtomicU64::new(0) }),
+        };
+        // A crash between persisting `last_purged` and deleting the entries
+        // behind it leaves those entries; finish the purge now.
+        if let Some(purged) = store.last_purged()? {
+            store.remove_range(..=purged.index)?;
+        }
+        if let Some(c) = store.read_committed_sync()? {
+            store.inner.committed.store(c.index, Ordering::Relaxed);
+        }
+        Ok(store)
+    }
+
+    /// The highest log index openraft has reported as committed (0 if none).
+    pub fn committed_index(&self) -> u64 {
+        self.inner.committed.load(Ordering::Relaxed)
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        self.read_meta(KEY_LAST_PURGED, ErrorSubject::Logs)
+    }
+
+    fn read_committed_sync(&self) -> Result<Option<LogId>, StorageError> {
+        self.read_meta(KEY_COMMITTED, ErrorSubject::Store)
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<Option<T>, StorageError> {
+        let stored = self.inner.meta.get(key);
+        match stored.map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))? {
+            Some(bytes) => Ok(Some(
+                decode(&bytes).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, *e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> Result<(), StorageError> {
+        let bytes = encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, *e))?;
+        self.inner.meta.insert(key, bytes).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
+        self.inner.db.flush_async().await.map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<(), StorageError> {
+        let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
+        let mut batch = sled::Batch::default();
+        for item in self.inner.log.range(key_range(range)) {
+            let (k, _) = item.map_err(err)?;
+            batch.remove(k);
+        }
+        self.inner.log.apply_batch(batch).map_err(err)
+    }
+}
+
+fn key_range(range: impl RangeBounds<u64>) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
+    let map = |b: Bound<&u64>| match b {
+        Bound::Included(i) => Bound::Included(key(*i)),
+        Bound::Excluded(i) => Bound::Excluded(key(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (map(range.start_bound()), map(range.end_bound()))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let mut entries = Vec::new();
+        for item in self.inner.log.range(key_range(range)) {
+            let (k, v) = item.map_err(err)?;
+            let entry: Entry = decode(&v).map_err(|e| {
+                let index = index_of(&k).unwrap_or_default();
+                StorageError::from(openraft::StorageIOError::read_log_at_index(index, &*e))
+            })?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last_in_log = match self
+            .inner
+            .log
+            .last()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
+        {
+            Some((_, v)) => {
+                let entry: Entry = decode(&v)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, *e))?;
+                Some(entry.log_id)
+            }
+            None => None,
+        };
+        let last_log_id = std::cmp::max(last_in_log, last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote)?;
+        // Durability: a vote must survive a crash before we answer the candidate,
+        // or we could vote twice in one term.
+        self.flush(ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(KEY_VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed: the commit index is a hint that speeds up re-applying after
+        // a restart; losing it costs nothing but that.
+        match committed {
+            Some(c) => self.write_meta(KEY_COMMITTED, &c, ErrorSubject::Store)?,
+            None => {
+                self.inner
+                    .meta
+                    .remove(KEY_COMMITTED)
+                    .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Delete, e))?;
+            }
+        }
+        self.inner.committed.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.read_committed_sync()
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = encode(&entry).map_err(|e| {
+                StorageError::from(openraft::StorageIOError::write_log_entry(entry.log_id, &*e))
+            })?;
+            batch.insert(&key(entry.log_id.index), bytes);
+        }
+        self.inner
+            .log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // Durability: openraft counts an entry towards the commit quorum once the
+        // callback fires, so it fires only after sled's flush has completed.
+        let flushed = self.inner.db.flush_async().await;
+        match flushed {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(message)));
+                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.remove_range(log_id.index..)?;
+        // Durability: conflicting entries must not reappear after a crash and be
+        // counted as ours once we have accepted the leader's log in their place.
+        self.flush(ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Durability: `last_purged` is persisted before any entry is deleted, so
+        // after a crash the log never looks shorter than it claims to be; `open`
+        // finishes an interrupted purge.
+        self.write_meta(KEY_LAST_PURGED, &log_id, ErrorSubject::Logs)?;
+        self.flush(ErrorSubject::Logs).await?;
+        self.remove_range(..=log_id.index)
+    }
+}

@@ -1,0 +1,108 @@
+//! Durable storage on sled: the Raft log and vote ([`LogStore`]) and the state
+//! machine with its snapshots ([`StateMachineStore`]), in one sled database under
+//! the node's data dir.
+//!
+//! Durability contract: nothing openraft is told is persisted (a vote, a log
+//! append, an applied state, a snapshot) is acknowledged before `sled` has flushed
+//! it to disk. Each point where that matters says so in a comment.
+
+mod log;
+mod state_machine;
+
+use std::path::{Path, PathBuf};
+
+pub use log::LogStore;
+use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+pub use state_machine::StateMachineStore;
+
+use crate::raft::{NodeId, StorageError};
+
+/// On-disk format written by this binary. Bumped on any incompatible change; a
+/// node refuses to start on a data dir of another format instead of misreading it.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_TREE: &str = "meta";
+const KEY_FORMAT_VERSION: &[u8] = b"format_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the sled database at {path}: {source} (is another baton-node using this data dir?)")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("data dir {path} holds baton on-disk format {found}, this binary reads format {FORMAT_VERSION}; use a matching baton-node or a fresh --data-dir")]
+    FormatVersion { path: PathBuf, found: u32 },
+    #[error("data dir {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// Opens (or creates) the node's storage under `data_dir`.
+pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
+    let path = data_dir.join("sled");
+    let sled_err = |source| OpenError::Sled { path: path.clone(), source };
+    let db = sled::Config::new()
+        .path(&path)
+        // Flushes are explicit (see the durability contract); the background
+        // flusher only adds writes.
+        .flush_every_ms(None)
+        .open()
+        .map_err(sled_err)?;
+    check_format(&db, &path)?;
+    let corrupt = |e: StorageError| OpenError::Corrupt { path: path.clone(), reason: e.to_string() };
+    let log = LogStore::open(db.clone()).map_err(corrupt)?;
+    let sm = StateMachineStore::open(db).map_err(corrupt)?;
+    Ok((log, sm))
+}
+
+/// Writes the format version into a fresh database, or checks the one found.
+fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
+    let sled_err = |source| OpenError::Sled { path: path.to_path_buf(), source };
+    let meta = db.open_tree(META_TREE).map_err(sled_err)?;
+    match meta.get(KEY_FORMAT_VERSION).map_err(sled_err)? {
+        Some(v) => {
+            let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| OpenError::Corrupt {
+                path: path.to_path_buf(),
+                reason: "format version key is not 4 bytes".into(),
+            })?;
+            let found = u32::from_be_bytes(bytes);
+            if found != FORMAT_VERSION {
+                return Err(OpenError::FormatVersion { path: path.to_path_buf(), found });
+            }
+        }
+        None => {
+            // Only a database with nothing else in it is fresh; one with data
+            // but no version was not written by baton.
+            let names = db.tree_names();
+            let has_data = names.iter().any(|n| {
+                db.open_tree(n).map(|t| !t.is_empty()).unwrap_or(true)
+            });
+            if has_data {
+                return Err(OpenError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: "it holds data but no format version".into(),
+                });
+            }
+            meta.insert(KEY_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes()).map_err(sled_err)?;
+            db.flush().map_err(sled_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    bincode::serialize(value)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    bincode::deserialize(bytes)
+}
+
+/// Builds an openraft storage error from any error, naming what failed.
+fn io_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageIOError::new(subject, verb, &e).into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! The state machine and its snapshots in sled.
+//!
+//! The applied state lives in one sled tree per *generation* (`sm.<n>`); the
+//! `meta` tree names the current generation. Applying entries writes into the
+//! current generation with one atomic batch. Installing a snapshot fills a fresh
+//! generation, then switches `sm_generation` and the stored snapshot in one atomic
+//! batch, so a crash leaves either the old state or the new one, never a mix, and
+//! no key of the old state survives into the new one.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, io_err, META_TREE};
+use crate::domain::{CommandResult, State};
+use crate::raft::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+const KEY_GENERATION: &[u8] = b"sm_generation";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_STATE: &[u8] = b"state";
+const GENERATION_PREFIX: &str = "sm.";
+
+/// The state machine. Cheap to clone: clones (the snapshot builder, the API's
+/// read handle) share one state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    meta: sled::Tree,
+    applied: Mutex<Applied>,
+}
+
+/// Everything the state machine holds, as of `last_applied`.
+struct Applied {
+    generation: u64,
+    tree: sled::Tree,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    state: State,
+}
+
+/// What a snapshot carries.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    state: State,
+}
+
+/// A snapshot as kept on disk: its metadata and its bytes, in one sled value.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+fn generation_tree_name(generation: u64) -> String {
+    format!("{GENERATION_PREFIX}{generation}")
+}
+
+fn sm_err(verb: ErrorVerb) -> impl Fn(sled::Error) -> StorageError {
+    move |e| io_err(ErrorSubject::StateMachine, verb, e)
+}
+
+fn codec_err(verb: ErrorVerb) -> impl Fn(bincode::Error) -> StorageError {
+    move |e| io_err(ErrorSubject::StateMachine, verb, *e)
+}
+
+impl StateMachineStore {
+    pub(super) fn open(db: sled::Db) -> Result<Self, StorageError> {
+        let read = sm_err(ErrorVerb::Read);
+        let meta = db.open_tree(META_TREE).map_err(&read)?;
+        let generation = match meta.get(KEY_GENERATION).map_err(&read)? {
+            Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
+            None => 0,
+        };
+        let current = generation_tree_name(generation);
+        // A crash during a snapshot install can leave a half-written newer
+        // generation, and a crash right after one the old generation: drop both.
+        for name in db.tree_names() {
+            let is_stale = std::str::from_utf8(&name)
+                .is_ok_and(|n| n.starts_with(GENERATION_PREFIX) && n != current);
+            if is_stale {
+                db.drop_tree(&name).map_err(sm_err(ErrorVerb::Delete))?;
+            }
+        }
+        let tree = db.open_tree(&current).map_err(&read)?;
+        let get = |key: &[u8]| tree.get(key).map_err(&read);
+        let last_applied = match get(KEY_APPLIED)? {
+            Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
+            None => None,
+        };
+        let membership = match get(KEY_MEMBERSHIP)? {
+            Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
+            None => StoredMembership::default(),
+        };
+        let state = match get(KEY_STATE)? {
+            Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
+            None => State::default(),
+        };
+        let applied = Applied { generation, tree, last_applied, membership, state };
+        Ok(Self { inner: Arc::new(Inner { db, meta, applied: Mutex::new(applied) }) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        // A panic while holding the lock cannot leave `Applied` half-updated in a
+        // way the disk disagrees with: the disk is written first, memory after.
+        self.inner.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The revision of the last applied entry (0 before the first).
+    pub fn revision(&self) -> u64 {
+        self.lock().state.revision
+    }
+
+    /// Writes the applied position, membership and state into `tree` as one
+    /// atomic batch.
+    fn write_applied(
+        tree: &sled::Tree,
+        last_applied: &Option<LogId>,
+        membership: &StoredMembership,
+        state: &State,
+    ) -> Result<(), StorageError> {
+        let write = codec_err(ErrorVerb::Write);
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_APPLIED, encode(last_applied).map_err(&write)?);
+        batch.insert(KEY_MEMBERSHIP, encode(membership).map_err(&write)?);
+        batch.insert(KEY_STATE, encode(state).map_err(&write)?);
+        tree.apply_batch(batch).map_err(sm_err(ErrorVerb::Write))
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.inner.db.flush_async().await.map_err(sm_err(ErrorVerb::Write))?;
+        Ok(())
+    }
+
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let err = |e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
+        match self.inner.meta.get(KEY_SNAPSHOT).map_err(err)? {
+            Some(v) => Ok(Some(decode(&v).map_err(|e| err_codec_snapshot(*e))?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn err_codec_snapshot(e: bincode::ErrorKind) -> StorageError {
+    io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let payload = {
+            let applied = self.lock();
+            SnapshotPayload {
+                last_applied: applied.last_applied,
+                membership: applied.membership.clone(),
+                state: applied.state.clone(),
+            }
+        };
+        let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let last = payload.last_applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: payload.membership,
+            snapshot_id: format!(
+                "{}-{}-{nanos:x}",
+                last.map_or(0, |l| l.leader_id.term),
+                last.map_or(0, |l| l.index)
+            ),
+        };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let bytes = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
+        let signature = Some(meta.signature());
+        self.inner
+            .meta
+            .insert(KEY_SNAPSHOT, bytes)
+            .map_err(|e| io_err(ErrorSubject::Snapshot(signature.clone()), ErrorVerb::Write, e))?;
+        // Durability: openraft purges the log behind a snapshot once this returns,
+        // so the snapshot must be on disk first.
+        self.flush().await?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.lock();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let results = {
+            let mut guard = self.lock();
+            let applied = &mut *guard;
+            // Work on copies and swap them in only once the batch is written, so
+            // memory never runs ahead of disk.
+            let mut state = applied.state.clone();
+            let mut membership = applied.membership.clone();
+            let mut last_applied = applied.last_applied;
+            let mut results = Vec::new();
+            for entry in entries {
+                let index = entry.log_id.index;
+                let result = match &entry.payload {
+                    EntryPayload::Blank => state.apply(index, None),
+                    EntryPayload::Normal(command) => state.apply(index, Some(command)),
+                    EntryPayload::Membership(m) => {
+                        membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        state.apply(index, None)
+                    }
+                };
+                last_applied = Some(entry.log_id);
+                results.push(result);
+            }
+            Self::write_applied(&applied.tree, &last_applied, &membership, &state)?;
+            applied.state = state;
+            applied.membership = membership;
+            applied.last_applied = last_applied;
+            results
+        };
+        // Durability: the replies to these entries' proposers are sent when this
+        // returns, and they report the applied state, so it is flushed first.
+        self.flush().await?;
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let signature = Some(meta.signature());
+        let snap_err = |verb| {
+            let signature = signature.clone();
+            move |e: sled::Error| io_err(ErrorSubject::Snapshot(signature.clone()), verb, e)
+        };
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload = decode(&data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(signature.clone(), &*e))
+        })?;
+        if payload.last_applied != meta.last_log_id {
+            let reason = std::io::Error::other(format!(
+                "snapshot data is at {:?} but its metadata says {:?}",
+                payload.last_applied, meta.last_log_id
+            ));
+            return Err(StorageIOError::read_snapshot(signature, &reason).into());
+        }
+
+        // 1. Fill a fresh generation and make it durable.
+        let (old_generation, new_generation) = {
+            let applied = self.lock();
+            (applied.generation, applied.generation + 1)
+        };
+        let name = generation_tree_name(new_generation);
+        let tree = self.inner.db.open_tree(&name).map_err(snap_err(ErrorVerb::Write))?;
+        tree.clear().map_err(snap_err(ErrorVerb::Write))?;
+        Self::write_applied(&tree, &meta.last_log_id, &meta.last_membership, &payload.state)?;
+        self.flush().await?;
+
+        // 2. Switch to it and record the snapshot in one atomic step.
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let mut switch = sled::Batch::default();
+        switch.insert(KEY_GENERATION, encode(&new_generation).map_err(codec_err(ErrorVerb::Write))?);
+        switch.insert(KEY_SNAPSHOT, encode(&stored).map_err(codec_err(ErrorVerb::Write))?);
+        self.inner.meta.apply_batch(switch).map_err(snap_err(ErrorVerb::Write))?;
+        // Durability: openraft deletes the log that this snapshot replaces once we
+        // return, so the switch must be on disk first.
+        self.flush().await?;
+
+        {
+            let mut applied = self.lock();
+            *applied = Applied {
+                generation: new_generation,
+                tree,
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+                state: payload.state,
+            };
+        }
+        // 3. Drop the old generation; if we crash first, `open` drops it.
+        self.inner
+            .db
+            .drop_tree(generation_tree_name(old_generation))
+            .map_err(snap_err(ErrorVerb::Delete))?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.stored_snapshot()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+

@@ -1,0 +1,12 @@
+//! Compiles the .proto files with protox (pure Rust), so building baton needs no
+//! system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["baton/v1/raft.proto", "baton/v1/admin.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = protox::compile(files, ["."])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}
