@@ -44,38 +44,58 @@ async fn append_acknowledged(log: &mut LogStore, entries: Vec<Entry>) {
 }
 
 const CHILD_DIR: &str = "BATON_TEST_CRASH_CHILD_DIR";
+const CHILD_STEP: &str = "BATON_TEST_CRASH_CHILD_STEP";
 
-/// An entry acknowledged by `append` survives the process dying without any
-/// clean close: the child appends, then aborts (no destructors run, so sled's
-/// own flush-on-drop never happens), and the parent reopens the data dir.
-#[test]
-fn acknowledged_append_survives_abort() {
-    if let Ok(dir) = std::env::var(CHILD_DIR) {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
-            let (mut log, _sm) = open(std::path::Path::new(&dir)).expect("open");
-            append_acknowledged(&mut log, (1..=100).map(|i| barrier(1, i)).collect()).await;
-            log.save_vote(&openraft::Vote::new(3, 7)).await.expect("vote");
-        });
-        std::process::abort();
-    }
-
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Runs one step of [`acknowledged_writes_survive_abort`] in a child process
+/// that then aborts: no destructors run, so sled's own flush-on-drop never
+/// happens and only what was flushed before the acknowledgement is on disk.
+fn crash_after(dir: &std::path::Path, step: &str) {
     let status = Process::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "store::tests::acknowledged_append_survives_abort", "--nocapture"])
-        .env(CHILD_DIR, dir.path())
+        .args(["--exact", "store::tests::acknowledged_writes_survive_abort", "--nocapture"])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_STEP, step)
         .status()
         .expect("spawn child");
     assert!(!status.success(), "the child must die by abort, not exit cleanly");
+}
 
+/// An entry acknowledged by `append`, and a vote saved by `save_vote`, are there
+/// after the process dies without a clean close. Each step runs alone in its own
+/// child, so no later flush can hide a missing one.
+#[test]
+fn acknowledged_writes_survive_abort() {
+    if let (Ok(dir), Ok(step)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_STEP)) {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let (mut log, _sm) = open(std::path::Path::new(&dir)).expect("open");
+            match step.as_str() {
+                "append" => {
+                    append_acknowledged(&mut log, (1..=100).map(|i| barrier(1, i)).collect()).await
+                }
+                "vote" => log.save_vote(&openraft::Vote::new(3, 7)).await.expect("vote"),
+                other => panic!("unknown step {other}"),
+            }
+            // Abort while `log` is alive: dropping the last sled handle would
+            // flush, which is exactly the clean close this test must not have.
+            std::process::abort();
+        })
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Create the database first, so that the child's only flush is the one under test.
+    drop(open(dir.path()).expect("create"));
+    crash_after(dir.path(), "append");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let (mut log, _sm) = open(dir.path()).expect("reopen after abort");
         let entries = log.try_get_log_entries(1..=100).await.expect("read");
         assert_eq!(entries.len(), 100, "every acknowledged entry is on disk");
-        assert_eq!(entries.last().map(|e| e.log_id.index), Some(100));
         let state = log.get_log_state().await.expect("state");
         assert_eq!(state.last_log_id, Some(log_id(1, 1, 100)));
+    });
+    crash_after(dir.path(), "vote");
+    rt.block_on(async {
+        let (mut log, _sm) = open(dir.path()).expect("reopen after abort");
         assert_eq!(log.read_vote().await.expect("vote"), Some(openraft::Vote::new(3, 7)));
     });
 }
