@@ -1,1 +1,36 @@
+//! `baton-client`: talk to a baton cluster from Rust.
+//!
+//! - [`AdminClient`]: cluster status and membership changes; finds the leader
+//!   among the endpoints it is given.
+//! - `batonctl` (`src/bin/batonctl.rs`): the admin CLI built on it.
+//!
+//! The worker SDK and the shard map come with later issues.
 
+mod admin;
+
+pub use admin::{AdminClient, ClientError, MemberStatus};
+pub use baton_proto::v1 as proto;
+
+/// The gRPC status code in the canonical SCREAMING_SNAKE form operators know
+/// from other gRPC tools (`NOT_FOUND`, `FAILED_PRECONDITION`).
+pub fn code_name(code: tonic::Code) -> String {
+    let camel = format!("{code:?}");
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn code_names_are_canonical() {
+        assert_eq!(super::code_name(tonic::Code::NotFound), "NOT_FOUND");
+        assert_eq!(super::code_name(tonic::Code::FailedPrecondition), "FAILED_PRECONDITION");
+        assert_eq!(super::code_name(tonic::Code::Ok), "OK");
+    }
+}

@@ -5,6 +5,13 @@
 //! replicated state), [`api`] (tonic services), [`http`] (health and metrics),
 //! [`config`] (flags, env, TOML) and [`node`] (assembling and running a node).
 
+pub mod api;
+pub mod config;
 pub mod domain;
+pub mod http;
+pub mod node;
 pub mod raft;
 pub mod store;
+
+pub use config::{Args, Bootstrap, NodeConfig};
+pub use node::Node;

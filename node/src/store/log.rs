@@ -63,6 +63,10 @@ impl LogStore {
         self.inner.committed.load(Ordering::Relaxed)
     }
 
+    pub(super) async fn flush_and_close(self) -> Result<(), StorageError> {
+        self.flush(ErrorSubject::Store).await
+    }
+
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
         self.read_meta(KEY_LAST_PURGED, ErrorSubject::Logs)
     }

@@ -87,6 +87,14 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Flushes and closes the storage. Every acknowledged write was flushed
+/// already; this only makes sure nothing buffered is left behind.
+pub async fn close(log: LogStore, sm: StateMachineStore) -> anyhow::Result<()> {
+    log.flush_and_close().await?;
+    drop(sm);
+    Ok(())
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
     bincode::serialize(value)
 }

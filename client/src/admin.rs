@@ -1,0 +1,217 @@
+//! The admin client.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use baton_proto::v1::admin_client::AdminClient as Grpc;
+use baton_proto::v1::{
+    AddNodeRequest, BarrierRequest, BarrierResponse, ClusterStatusRequest, ClusterStatusResponse,
+    MembershipResponse, PromoteNodeRequest, RemoveNodeRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+
+use crate::code_name;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no endpoint given; pass --endpoints HOST:PORT[,HOST:PORT…]")]
+    NoEndpoints,
+    #[error("endpoint {endpoint:?} is not HOST:PORT: {reason}")]
+    BadEndpoint { endpoint: String, reason: String },
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(Status),
+    #[error("no baton node answered within {waited:?} (tried {endpoints}); last error: {last}")]
+    Unavailable { waited: Duration, endpoints: String, last: String },
+}
+
+impl ClientError {
+    /// The gRPC code of a server's answer, if the error is one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+/// One member's own view, as `batonctl cluster status` shows it.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub addr: String,
+    pub voter: bool,
+    /// The member's own answer; `None` if it could not be reached.
+    pub status: Option<ClusterStatusResponse>,
+    /// Why it could not be reached.
+    pub error: Option<String>,
+    /// Highest index the leader knows this member has.
+    pub matched_index: Option<u64>,
+}
+
+/// An admin client over a list of endpoints. Calls go to the leader, found
+/// through whichever endpoint answers; a call that fails with UNAVAILABLE
+/// (node down, no leader yet, leadership moved) is retried against the current
+/// leader until `timeout` passes. Every other answer is returned as it is.
+pub struct AdminClient {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    leader: Option<(String, Grpc<Channel>)>,
+}
+
+fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+        ClientError::BadEndpoint { endpoint: addr.to_string(), reason: e.to_string() }
+    })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(1).min(timeout))
+        .timeout(timeout)
+        .connect_lazy())
+}
+
+impl AdminClient {
+    /// A client for a cluster reachable at any of `endpoints` (`HOST:PORT`).
+    /// Connects lazily: nothing is dialled until the first call.
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .flat_map(|e| e.split(','))
+            .map(|e| e.trim().trim_start_matches("http://").to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        for e in &endpoints {
+            channel(e, timeout)?;
+        }
+        Ok(Self { endpoints, timeout, leader: None })
+    }
+
+    fn grpc(&self, addr: &str) -> Result<Grpc<Channel>, ClientError> {
+        Ok(Grpc::new(channel(addr, self.timeout)?))
+    }
+
+    /// Finds the leader: the first endpoint that answers names it.
+    async fn find_leader(&mut self) -> Result<Grpc<Channel>, Status> {
+        if let Some((_, client)) = &self.leader {
+            return Ok(client.clone());
+        }
+        let mut last = Status::unavailable("no endpoint tried");
+        for addr in self.endpoints.clone() {
+            let mut client = self.grpc(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            match client.cluster_status(ClusterStatusRequest {}).await {
+                Ok(reply) => {
+                    let status = reply.into_inner();
+                    if status.leader_id == 0 {
+                        last = Status::unavailable(format!("{addr} knows no leader yet"));
+                        continue;
+                    }
+                    let leader = if status.leader_id == status.node_id {
+                        client
+                    } else {
+                        self.grpc(&status.leader_addr).map_err(|e| Status::internal(e.to_string()))?
+                    };
+                    self.leader = Some((status.leader_addr, leader.clone()));
+                    return Ok(leader);
+                }
+                Err(s) if s.code() == Code::Unavailable => last = s,
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last)
+    }
+
+    /// Runs `call` against the leader, retrying on UNAVAILABLE until the timeout.
+    async fn on_leader<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Grpc<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let result = match self.find_leader().await {
+                Ok(client) => call(client).await.map(Response::into_inner),
+                Err(s) => Err(s),
+            };
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(s) if s.code() == Code::Unavailable => {
+                    self.leader = None;
+                    if start.elapsed() + pause > self.timeout {
+                        return Err(ClientError::Unavailable {
+                            waited: start.elapsed(),
+                            endpoints: self.endpoints.join(","),
+                            last: s.message().to_string(),
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(s) => return Err(ClientError::Status(s)),
+            }
+        }
+    }
+
+    /// The leader's view of the cluster.
+    pub async fn cluster_status(&mut self) -> Result<ClusterStatusResponse, ClientError> {
+        self.on_leader(|mut c| async move { c.cluster_status(ClusterStatusRequest {}).await }).await
+    }
+
+    /// The leader's view plus every member's own answer (or why it gave none).
+    pub async fn member_statuses(
+        &mut self,
+    ) -> Result<(ClusterStatusResponse, Vec<MemberStatus>), ClientError> {
+        let leader = self.cluster_status().await?;
+        let mut members = Vec::new();
+        for m in &leader.members {
+            let (status, error) = if m.id == leader.node_id {
+                (Some(leader.clone()), None)
+            } else {
+                let short = self.timeout.min(Duration::from_secs(2));
+                match Grpc::new(channel(&m.addr, short)?).cluster_status(ClusterStatusRequest {}).await {
+                    Ok(r) => (Some(r.into_inner()), None),
+                    Err(s) => (None, Some(format!("{}: {}", code_name(s.code()), s.message()))),
+                }
+            };
+            members.push(MemberStatus {
+                id: m.id,
+                addr: m.addr.clone(),
+                voter: m.voter,
+                status,
+                error,
+                matched_index: m.matched_index,
+            });
+        }
+        Ok((leader, members))
+    }
+
+    /// Adds a node as a learner; with `promote`, makes it a voter once caught up.
+    pub async fn add_node(
+        &mut self,
+        id: u64,
+        addr: &str,
+        promote: bool,
+    ) -> Result<MembershipResponse, ClientError> {
+        let request = AddNodeRequest { id, addr: addr.to_string(), promote };
+        self.on_leader(|mut c| {
+            let request = request.clone();
+            async move { c.add_node(request).await }
+        })
+        .await
+    }
+
+    pub async fn promote_node(&mut self, id: u64) -> Result<MembershipResponse, ClientError> {
+        self.on_leader(|mut c| async move { c.promote_node(PromoteNodeRequest { id }).await }).await
+    }
+
+    pub async fn remove_node(&mut self, id: u64) -> Result<MembershipResponse, ClientError> {
+        self.on_leader(|mut c| async move { c.remove_node(RemoveNodeRequest { id }).await }).await
+    }
+
+    /// Commits an empty entry; returns once the leader has applied it.
+    pub async fn barrier(&mut self) -> Result<BarrierResponse, ClientError> {
+        self.on_leader(|mut c| async move { c.barrier(BarrierRequest {}).await }).await
+    }
+}

@@ -1,0 +1,336 @@
+//! The `Admin` service: cluster status and membership changes.
+//!
+//! Calls that change the cluster run on the leader. Any other node forwards them
+//! there once (a forwarded request is never forwarded again, so a stale view of
+//! who leads cannot make requests bounce between nodes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use baton_proto::v1::admin_client::AdminClient;
+use baton_proto::v1::admin_server::Admin;
+use baton_proto::v1::{
+    AddNodeRequest, BarrierRequest, BarrierResponse, ClusterStatusRequest, ClusterStatusResponse,
+    Member, MembershipResponse, PromoteNodeRequest, RemoveNodeRequest,
+};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::{not_leader, write_error};
+use crate::config::parse_peer_addr;
+use crate::domain::Command;
+use crate::raft::{BatonRaft, NodeId};
+use crate::store::{LogStore, StateMachineStore};
+
+/// Set on a request that one node forwarded to the node it believes leads.
+const FORWARDED_BY: &str = "baton-forwarded-by";
+
+/// How long a new node may take to catch up before `AddNode` gives up waiting.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the leader waits for a node it is asked to add to answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct AdminApi {
+    id: NodeId,
+    addr: String,
+    raft: BatonRaft,
+    log: LogStore,
+    sm: StateMachineStore,
+    /// The channel to the last leader we forwarded to.
+    leader_channel: Mutex<Option<(String, Channel)>>,
+}
+
+enum Route {
+    Local,
+    Forward(AdminClient<Channel>),
+}
+
+type Metrics = RaftMetrics<NodeId, BasicNode>;
+
+impl AdminApi {
+    pub fn new(id: NodeId, addr: String, raft: BatonRaft, log: LogStore, sm: StateMachineStore) -> Self {
+        Self { id, addr, raft, log, sm, leader_channel: Mutex::new(None) }
+    }
+
+    fn metrics(&self) -> Metrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    fn leader(metrics: &Metrics) -> Option<(NodeId, String)> {
+        let id = metrics.current_leader?;
+        let addr = metrics.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Decides whether this node handles a leader-only request or forwards it.
+    fn route<T>(&self, request: &Request<T>) -> Result<Route, Status> {
+        let metrics = self.metrics();
+        if metrics.current_leader == Some(self.id) {
+            return Ok(Route::Local);
+        }
+        let leader = Self::leader(&metrics);
+        let Some((leader_id, leader_addr)) = leader.clone() else {
+            return Err(not_leader(None));
+        };
+        if request.metadata().contains_key(FORWARDED_BY) {
+            return Err(not_leader(leader));
+        }
+        let channel = {
+            let mut cached = self.leader_channel.lock().unwrap_or_else(|p| p.into_inner());
+            match &*cached {
+                Some((addr, channel)) if *addr == leader_addr => channel.clone(),
+                _ => {
+                    let channel = Endpoint::from_shared(format!("http://{leader_addr}"))
+                        .map_err(|e| {
+                            Status::internal(format!(
+                                "leader {leader_id} has an unusable address {leader_addr:?}: {e}"
+                            ))
+                        })?
+                        .connect_timeout(Duration::from_secs(1))
+                        .connect_lazy();
+                    *cached = Some((leader_addr.clone(), channel.clone()));
+                    channel
+                }
+            }
+        };
+        Ok(Route::Forward(AdminClient::new(channel)))
+    }
+
+    fn forwarded<T>(&self, request: Request<T>) -> Request<T> {
+        let timeout = request.metadata().get("grpc-timeout").cloned();
+        let mut forwarded = Request::new(request.into_inner());
+        if let Some(timeout) = timeout {
+            forwarded.metadata_mut().insert("grpc-timeout", timeout);
+        }
+        forwarded.metadata_mut().insert(FORWARDED_BY, self.id.into());
+        forwarded
+    }
+
+    fn status(&self) -> ClusterStatusResponse {
+        let metrics = self.metrics();
+        let (leader_id, leader_addr) = Self::leader(&metrics).unwrap_or_default();
+        let state = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        ClusterStatusResponse {
+            node_id: self.id,
+            node_addr: self.addr.clone(),
+            state: state.to_string(),
+            term: metrics.current_term,
+            leader_id,
+            leader_addr,
+            last_log_index: metrics.last_log_index.unwrap_or_default(),
+            committed_index: self.log.committed_index(),
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
+            purged_index: metrics.purged.map_or(0, |l| l.index),
+            revision: self.sm.revision(),
+            members: members(&metrics),
+        }
+    }
+
+    /// Checks that `addr` is a running baton node with id `id` that belongs to
+    /// no cluster yet, so that a typo or a wrong port changes nothing.
+    async fn probe_new_node(&self, id: NodeId, addr: &str) -> Result<(), Status> {
+        let unreachable = |e: String| {
+            Status::failed_precondition(format!(
+                "cannot reach node {id} at {addr} ({e}); start it first, e.g. `baton-node --id {id} --listen {addr} --join {}`, and check that the leader can reach that address",
+                self.addr
+            ))
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::invalid_argument(format!("address {addr:?} is not usable: {e}")))?
+            .connect_timeout(PROBE_TIMEOUT)
+            .timeout(PROBE_TIMEOUT);
+        let channel = endpoint.connect().await.map_err(|e| unreachable(e.to_string()))?;
+        let remote = AdminClient::new(channel)
+            .cluster_status(ClusterStatusRequest {})
+            .await
+            .map_err(|s| unreachable(s.message().to_string()))?
+            .into_inner();
+        if remote.node_id != id {
+            return Err(Status::failed_precondition(format!(
+                "{addr} answers as node {}, not node {id}; check the id and the address",
+                remote.node_id
+            )));
+        }
+        // A fresh node (started with --join) has no membership yet. One with a
+        // membership may rejoin only if it was part of this cluster before;
+        // a node that formed its own cluster would bring a conflicting log.
+        let ours: BTreeSet<NodeId> = members(&self.metrics()).iter().map(|m| m.id).collect();
+        let shares_history = remote.members.iter().any(|m| m.id != id && ours.contains(&m.id));
+        if !remote.members.is_empty() && !shares_history {
+            let theirs: Vec<u64> = remote.members.iter().map(|m| m.id).collect();
+            return Err(Status::failed_precondition(format!(
+                "node {id} at {addr} already belongs to another cluster (members {theirs:?}); restart it with an empty --data-dir and `--join {}`",
+                self.addr
+            )));
+        }
+        Ok(())
+    }
+
+    fn membership_response(&self, revision: u64) -> MembershipResponse {
+        MembershipResponse { revision, members: members(&self.metrics()) }
+    }
+}
+
+fn members(metrics: &Metrics) -> Vec<Member> {
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let matched: BTreeMap<NodeId, u64> = metrics
+        .replication
+        .as_ref()
+        .map(|r| r.iter().map(|(id, log)| (*id, log.map_or(0, |l| l.index))).collect())
+        .unwrap_or_default();
+    membership
+        .nodes()
+        .map(|(id, node)| Member {
+            id: *id,
+            addr: node.addr.clone(),
+            voter: voters.contains(id),
+            matched_index: matched.get(id).copied(),
+        })
+        .collect()
+}
+
+fn validate_id(id: NodeId) -> Result<(), Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument("node id must be a positive integer (1, 2, …); 0 is reserved"));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.status()))
+    }
+
+    async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let AddNodeRequest { id, addr, promote } = request.get_ref().clone();
+        validate_id(id)?;
+        parse_peer_addr(&addr).map_err(Status::invalid_argument)?;
+        if let Route::Forward(mut leader) = self.route(&request)? {
+            return leader.add_node(self.forwarded(request)).await;
+        }
+        let current = members(&self.metrics());
+        if let Some(m) = current.iter().find(|m| m.id == id) {
+            return Err(Status::already_exists(format!(
+                "node {id} is already a {} of this cluster at {}; to replace it, remove it first (`batonctl cluster remove-node {id}`) or pick another id",
+                if m.voter { "voter" } else { "learner" },
+                m.addr
+            )));
+        }
+        if let Some(m) = current.iter().find(|m| m.addr == addr) {
+            return Err(Status::already_exists(format!(
+                "address {addr} already belongs to node {}; each node needs its own address",
+                m.id
+            )));
+        }
+        self.probe_new_node(id, &addr).await?;
+
+        let added = tokio::time::timeout(
+            CATCH_UP_TIMEOUT,
+            self.raft.add_learner(id, BasicNode::new(addr.clone()), true),
+        )
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "node {id} was added as a learner but has not caught up within {}s; it keeps catching up: check it with `batonctl cluster status`, then `batonctl cluster promote {id}`",
+                CATCH_UP_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(write_error)?;
+        let mut revision = added.log_id.index;
+        if promote {
+            let promoted = self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_error)?;
+            revision = promoted.log_id.index;
+        }
+        tracing::info!(node = id, %addr, promote, "added node");
+        Ok(Response::new(self.membership_response(revision)))
+    }
+
+    async fn promote_node(
+        &self,
+        request: Request<PromoteNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let id = request.get_ref().id;
+        validate_id(id)?;
+        if let Route::Forward(mut leader) = self.route(&request)? {
+            return leader.promote_node(self.forwarded(request)).await;
+        }
+        match members(&self.metrics()).iter().find(|m| m.id == id) {
+            None => {
+                return Err(Status::not_found(format!(
+                    "node {id} is not a member of this cluster; add it first with `batonctl cluster add-node {id} HOST:PORT`"
+                )))
+            }
+            Some(m) if m.voter => {
+                return Err(Status::failed_precondition(format!("node {id} is already a voter")))
+            }
+            Some(_) => {}
+        }
+        let changed = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)?;
+        tracing::info!(node = id, "promoted node to voter");
+        Ok(Response::new(self.membership_response(changed.log_id.index)))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let id = request.get_ref().id;
+        validate_id(id)?;
+        if let Route::Forward(mut leader) = self.route(&request)? {
+            return leader.remove_node(self.forwarded(request)).await;
+        }
+        let current = members(&self.metrics());
+        let Some(member) = current.iter().find(|m| m.id == id) else {
+            let known: Vec<u64> = current.iter().map(|m| m.id).collect();
+            return Err(Status::not_found(format!(
+                "node {id} is not a member of this cluster (members: {known:?})"
+            )));
+        };
+        let change = if member.voter {
+            let voters = current.iter().filter(|m| m.voter).count();
+            if voters == 1 {
+                return Err(Status::failed_precondition(format!(
+                    "node {id} is the last voter; a cluster cannot remove its last voter (add and promote another node first)"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        // retain=false: a removed voter does not linger as a learner.
+        let changed = self.raft.change_membership(change, false).await.map_err(write_error)?;
+        tracing::info!(node = id, "removed node");
+        Ok(Response::new(self.membership_response(changed.log_id.index)))
+    }
+
+    async fn barrier(&self, request: Request<BarrierRequest>) -> Result<Response<BarrierResponse>, Status> {
+        if let Route::Forward(mut leader) = self.route(&request)? {
+            return leader.barrier(self.forwarded(request)).await;
+        }
+        let written = self.raft.client_write(Command::Barrier).await.map_err(write_error)?;
+        Ok(Response::new(BarrierResponse { revision: written.data.revision, leader_id: self.id }))
+    }
+}
+

@@ -1,0 +1,54 @@
+//! The gRPC services a node serves: `Raft` (internal, between nodes) and
+//! `Admin` (operators). Errors from openraft and from validation are turned into
+//! gRPC statuses here, in one place.
+
+pub mod admin;
+pub mod raft;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::BasicNode;
+use tonic::Status;
+
+use crate::raft::NodeId;
+
+/// The reply to a request that only the leader can answer, sent by a node that
+/// is not the leader and cannot forward it.
+pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
+    match leader {
+        Some((id, addr)) => Status::unavailable(format!(
+            "this node is not the leader; the leader is node {id} at {addr}: send the request there or retry"
+        )),
+        None => Status::unavailable(
+            "no leader is known right now (an election may be under way, or a majority of voters is down); retry in a moment",
+        ),
+    }
+}
+
+fn forward_to_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
+    not_leader(f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())))
+}
+
+/// Maps a failed Raft write (a proposal or a membership change) to a status.
+pub fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward_to_leader(&f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(p) => Status::aborted(format!(
+                "another membership change is still being committed ({p}); retry when it is done"
+            )),
+            ChangeMembershipError::EmptyMembership(_) => Status::failed_precondition(
+                "the change would leave the cluster with no voter; add another voter first",
+            ),
+            ChangeMembershipError::LearnerNotFound(l) => Status::not_found(format!(
+                "node {} is not a learner of this cluster; add it first with `batonctl cluster add-node`",
+                l.node_id
+            )),
+        },
+        RaftError::Fatal(f) => fatal(&f),
+    }
+}
+
+/// A Raft error that means this node can no longer serve.
+pub fn fatal(e: &openraft::error::Fatal<NodeId>) -> Status {
+    Status::unavailable(format!("this node's Raft has stopped ({e}); use another node"))
+}

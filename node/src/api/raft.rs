@@ -1,0 +1,52 @@
+//! The internal `Raft` service: decodes openraft requests from peers, hands them
+//! to the local Raft, and encodes the result (success or Raft error) back.
+
+use baton_proto::v1::raft_server::Raft as RaftService;
+use baton_proto::v1::RaftPayload;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::raft::BatonRaft;
+
+pub struct RaftApi {
+    raft: BatonRaft,
+}
+
+impl RaftApi {
+    pub fn new(raft: BatonRaft) -> Self {
+        Self { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(request: &Request<RaftPayload>) -> Result<T, Status> {
+    bincode::deserialize(&request.get_ref().data).map_err(|e| {
+        Status::invalid_argument(format!(
+            "cannot decode the Raft request ({e}); are both nodes running the same baton version?"
+        ))
+    })
+}
+
+fn encode<T: Serialize>(result: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = bincode::serialize(result)
+        .map_err(|e| Status::internal(format!("cannot encode the Raft reply: {e}")))?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftApi {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&request)?;
+        encode(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&request)?;
+        encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&request)?;
+        encode(&self.raft.install_snapshot(rpc).await)
+    }
+}

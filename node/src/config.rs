@@ -1,0 +1,359 @@
+//! Node configuration: command-line flags, `BATON_*` environment variables and
+//! an optional TOML file, resolved into a [`NodeConfig`].
+//!
+//! Precedence: flag > environment variable > config file > built-in default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::raft::{NodeId, RaftTuning};
+
+/// Default gRPC address of a node.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Default HTTP address (health and metrics).
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7480";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "baton-data";
+
+/// baton-node: one node of a baton cluster (a Raft-replicated assignment store).
+///
+/// With no flags it starts a single-node cluster on 127.0.0.1:7400 with its data
+/// in ./baton-data. Every flag can also be set as a BATON_* environment variable
+/// (shown below) or as a kebab-case key in the TOML file given with --config.
+///
+/// Three nodes on one machine, static bootstrap (run each line in its own terminal):
+///
+///   baton-node --id 1 --listen 127.0.0.1:7401 --http 127.0.0.1:7481 --data-dir d1 --initial-members 1=127.0.0.1:7401,2=127.0.0.1:7402,3=127.0.0.1:7403
+///
+///   baton-node --id 2 --listen 127.0.0.1:7402 --http 127.0.0.1:7482 --data-dir d2 --initial-members 1=127.0.0.1:7401,2=127.0.0.1:7402,3=127.0.0.1:7403
+///
+///   baton-node --id 3 --listen 127.0.0.1:7403 --http 127.0.0.1:7483 --data-dir d3 --initial-members 1=127.0.0.1:7401,2=127.0.0.1:7402,3=127.0.0.1:7403
+///
+/// Adding a node to a running cluster:
+///
+///   baton-node --id 4 --listen 127.0.0.1:7404 --http 127.0.0.1:7484 --data-dir d4 --join 127.0.0.1:7401
+#[derive(Parser, Debug, Default, Deserialize)]
+#[command(name = "baton-node", version, verbatim_doc_comment)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Args {
+    /// TOML file with any of these options as kebab-case keys (id = 2,
+    /// listen = "10.0.0.2:7400", initial-members = "1=…,2=…"). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "BATON_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// This node's id: a positive integer, unique in the cluster and never reused
+    /// for a node that lost its data. [default: 1]
+    #[arg(long, env = "BATON_ID")]
+    pub id: Option<NodeId>,
+
+    /// Address the gRPC server (workers, admin, Raft) listens on. Port 0 picks a
+    /// free port. [default: 127.0.0.1:7400]
+    #[arg(long, env = "BATON_LISTEN", value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address other nodes and clients use to reach this node. [default: the
+    /// listen address; required when listening on 0.0.0.0]
+    #[arg(long, env = "BATON_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+
+    /// Directory for the Raft log, state machine and snapshots. [default: ./baton-data]
+    #[arg(long, env = "BATON_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address of the HTTP server for /healthz, /readyz and /metrics. [default: 127.0.0.1:7480]
+    #[arg(long, env = "BATON_HTTP", value_name = "IP:PORT")]
+    pub http: Option<SocketAddr>,
+
+    /// Static bootstrap: all initial nodes as ID=HOST:PORT,ID=HOST:PORT,… The same
+    /// list is given to every node; the lowest id initializes the cluster the
+    /// first time (restarts are safe).
+    #[arg(long, env = "BATON_INITIAL_MEMBERS", value_name = "ID=HOST:PORT,…", conflicts_with = "join")]
+    pub initial_members: Option<String>,
+
+    /// Join a running cluster through any of its nodes (HOST:PORT, several
+    /// comma-separated for failover): this node is added as a learner, catches
+    /// up, and is promoted to voter. Ignored once this node has joined.
+    #[arg(long, env = "BATON_JOIN", value_name = "HOST:PORT,…")]
+    pub join: Option<String>,
+
+    /// Leader heartbeat interval in milliseconds. [default: 100]
+    #[arg(long, env = "BATON_HEARTBEAT_MS", value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// A follower that hears from no leader for between this and twice this many
+    /// milliseconds starts an election. [default: 500]
+    #[arg(long, env = "BATON_ELECTION_TIMEOUT_MS", value_name = "MS")]
+    pub election_timeout_ms: Option<u64>,
+
+    /// Take a snapshot and compact the log every this many entries. [default: 10000]
+    #[arg(long, env = "BATON_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    pub snapshot_every: Option<u64>,
+}
+
+/// How a node becomes part of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A cluster of this one node (the embedded default).
+    SingleNode,
+    /// Static membership; the lowest id initializes the cluster.
+    InitialMembers(BTreeMap<NodeId, String>),
+    /// Ask a running cluster, through any of these nodes, to add this node.
+    Join(Vec<String>),
+}
+
+/// A node's resolved configuration.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    /// `None`: advertise the address the listener is bound to.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// `None`: no HTTP server.
+    pub http: Option<SocketAddr>,
+    pub bootstrap: Bootstrap,
+    pub tuning: RaftTuning,
+}
+
+impl NodeConfig {
+    /// A single-node configuration on an OS-chosen port, for tests and tools.
+    pub fn ephemeral(id: NodeId, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            data_dir,
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            bootstrap: Bootstrap::SingleNode,
+            tuning: RaftTuning::default(),
+        }
+    }
+}
+
+impl Args {
+    /// Merges the config file (if any) under the flags and resolves defaults.
+    pub fn resolve(self) -> anyhow::Result<NodeConfig> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<Args>(&text)
+                    .with_context(|| format!("config file {} is not valid", path.display()))?
+            }
+            None => Args::default(),
+        };
+        let id = self.id.or(file.id).unwrap_or(1);
+        if id == 0 {
+            bail!("--id must be a positive integer (1, 2, …); 0 is reserved");
+        }
+        let listen = match self.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN.parse()?,
+        };
+        let advertise = self.advertise.or(file.advertise);
+        if let Some(a) = &advertise {
+            parse_peer_addr(a).map_err(|e| anyhow::anyhow!("--advertise: {e}"))?;
+        }
+        let initial_members = self.initial_members.or(file.initial_members);
+        let join = self.join.or(file.join);
+        let bootstrap = match (initial_members, join) {
+            (Some(_), Some(_)) => bail!("--initial-members and --join exclude each other: use --initial-members to form a new cluster, --join to enter a running one"),
+            (Some(list), None) => {
+                let members = parse_initial_members(&list)?;
+                let Some(own) = members.get(&id) else {
+                    bail!("--initial-members does not list this node's id {id}; it lists {:?}", members.keys().collect::<Vec<_>>());
+                };
+                if let Some(a) = &advertise {
+                    if a != own {
+                        bail!("--advertise {a} differs from this node's address {own} in --initial-members; the other nodes would not reach it");
+                    }
+                }
+                Bootstrap::InitialMembers(members)
+            }
+            (None, Some(list)) => {
+                let addrs: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                if addrs.is_empty() {
+                    bail!("--join needs at least one HOST:PORT of a running node");
+                }
+                for a in &addrs {
+                    parse_peer_addr(a).map_err(|e| anyhow::anyhow!("--join: {e}"))?;
+                }
+                Bootstrap::Join(addrs)
+            }
+            (None, None) => Bootstrap::SingleNode,
+        };
+        // With static bootstrap this node's address is the one the others know.
+        let advertise = match (&bootstrap, advertise) {
+            (Bootstrap::InitialMembers(m), None) => m.get(&id).cloned(),
+            (_, a) => a,
+        };
+        if advertise.is_none() && listen.ip().is_unspecified() {
+            bail!("--advertise is required when --listen is {listen}: other nodes cannot reach an unspecified address");
+        }
+        let defaults = RaftTuning::default();
+        let tuning = RaftTuning {
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(defaults.heartbeat_ms),
+            election_timeout_ms: self
+                .election_timeout_ms
+                .or(file.election_timeout_ms)
+                .unwrap_or(defaults.election_timeout_ms),
+            snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(defaults.snapshot_every),
+            keep_behind_snapshot: defaults.keep_behind_snapshot,
+        };
+        if tuning.election_timeout_ms <= tuning.heartbeat_ms * 2 {
+            bail!(
+                "--election-timeout-ms ({}) must be more than twice --heartbeat-ms ({}), or followers start elections against a healthy leader",
+                tuning.election_timeout_ms,
+                tuning.heartbeat_ms
+            );
+        }
+        let http = match self.http.or(file.http) {
+            Some(http) => Some(http),
+            None => Some(DEFAULT_HTTP.parse()?),
+        };
+        Ok(NodeConfig {
+            id,
+            listen,
+            advertise,
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            http,
+            bootstrap,
+            tuning,
+        })
+    }
+}
+
+/// Checks that `addr` is `HOST:PORT` as other nodes dial it: a host name, an
+/// IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535.
+pub fn parse_peer_addr(addr: &str) -> Result<(), String> {
+    let bad = |why: &str| format!("address {addr:?} is not HOST:PORT ({why}); example: 10.0.0.5:7400");
+    if addr.contains("://") {
+        return Err(bad("leave out the scheme"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(bad("the port must be 1 to 65535")),
+        Ok(_) => {}
+    }
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    if !host_ok {
+        return Err(bad("the host must be a name, an IPv4 address or [IPv6]"));
+    }
+    Ok(())
+}
+
+/// Parses `1=host:port,2=host:port,…`.
+pub fn parse_initial_members(list: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut members = BTreeMap::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((id, addr)) = item.split_once('=') else {
+            bail!("--initial-members: {item:?} is not ID=HOST:PORT");
+        };
+        let id: NodeId = match id.trim().parse() {
+            Ok(0) | Err(_) => bail!("--initial-members: {id:?} in {item:?} is not a positive node id"),
+            Ok(id) => id,
+        };
+        let addr = addr.trim().to_string();
+        parse_peer_addr(&addr).map_err(|e| anyhow::anyhow!("--initial-members: {e}"))?;
+        if let Some(previous) = members.insert(id, addr.clone()) {
+            bail!("--initial-members names node {id} twice ({previous} and {addr})");
+        }
+    }
+    if members.is_empty() {
+        bail!("--initial-members is empty; give ID=HOST:PORT for every initial node");
+    }
+    let mut addrs: Vec<&String> = members.values().collect();
+    addrs.sort();
+    if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+        bail!("--initial-members gives two nodes the same address {}", w[0]);
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("baton-node").chain(list.iter().copied()))
+    }
+
+    #[test]
+    fn no_flags_is_the_embedded_single_node_default() -> anyhow::Result<()> {
+        let config = args(&[]).resolve()?;
+        assert_eq!(config.id, 1);
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.http.map(|h| h.to_string()).as_deref(), Some(DEFAULT_HTTP));
+        assert_eq!(config.bootstrap, Bootstrap::SingleNode);
+        Ok(())
+    }
+
+    #[test]
+    fn initial_members_set_the_advertised_address() -> anyhow::Result<()> {
+        let config = args(&["--id", "2", "--initial-members", "1=a:1, 2=b:2,3=c:3"]).resolve()?;
+        assert_eq!(config.advertise.as_deref(), Some("b:2"));
+        let Bootstrap::InitialMembers(m) = config.bootstrap else { panic!("not static") };
+        assert_eq!(m.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_membership_flags_are_refused_with_the_reason() {
+        let cases = [
+            (vec!["--id", "3", "--initial-members", "1=a:1,2=b:2"], "does not list this node's id 3"),
+            (vec!["--initial-members", "1=a:1,1=b:2"], "names node 1 twice"),
+            (vec!["--initial-members", "1=a:1,2=a:1"], "same address"),
+            (vec!["--initial-members", "x=a:1"], "not a positive node id"),
+            (vec!["--initial-members", "1=a"], "no port"),
+            (vec!["--join", "http://a:1"], "scheme"),
+            (vec!["--listen", "0.0.0.0:7400"], "--advertise is required"),
+            (vec!["--heartbeat-ms", "300"], "more than twice"),
+        ];
+        for (flags, expected) in cases {
+            let err = args(&flags).resolve().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(expected), "{flags:?}: expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn config_file_fills_what_flags_leave_out() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("baton.toml");
+        std::fs::write(&path, "id = 7\nlisten = \"127.0.0.1:9000\"\ndata-dir = \"/var/lib/baton\"\n")?;
+        let config = args(&["--config", path.to_str().unwrap_or_default(), "--id", "8"]).resolve()?;
+        assert_eq!(config.id, 8, "the flag wins over the file");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/baton"));
+
+        std::fs::write(&path, "idd = 7\n")?;
+        let err = args(&["--config", path.to_str().unwrap_or_default()]).resolve().err();
+        assert!(format!("{err:?}").contains("unknown field"), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn peer_addresses() {
+        for ok in ["127.0.0.1:7400", "node-1.baton.svc:7400", "[::1]:7400"] {
+            assert_eq!(parse_peer_addr(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "127.0.0.1", "127.0.0.1:0", "host:99999", ":7400", "a b:1", "[zz]:1", "http://a:1"] {
+            assert!(parse_peer_addr(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Assembling and running one node: storage, Raft, the gRPC and HTTP servers,
+//! cluster formation (single node, static bootstrap or join), and shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use baton_proto::v1::admin_client::AdminClient;
+use baton_proto::v1::admin_server::AdminServer;
+use baton_proto::v1::raft_server::RaftServer;
+use baton_proto::v1::AddNodeRequest;
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::admin::AdminApi;
+use crate::api::raft::RaftApi;
+use crate::config::{Bootstrap, NodeConfig};
+use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
+use crate::raft::{BatonRaft, NodeId};
+use crate::store::{self, LogStore, StateMachineStore};
+
+/// How long shutdown waits for in-flight requests before closing anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running node.
+pub struct Node {
+    id: NodeId,
+    addr: String,
+    grpc_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    raft: BatonRaft,
+    log: LogStore,
+    sm: StateMachineStore,
+    stop: watch::Sender<bool>,
+    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Node {
+    /// Opens the data dir, starts Raft and the servers, and makes the node part
+    /// of a cluster as `config.bootstrap` says. With `Bootstrap::Join` this
+    /// returns once the cluster has added (and promoted) this node.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        let (log, sm) = store::open(&config.data_dir)?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+        let grpc_addr = listener.local_addr()?;
+        let addr = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+        let http_listener = match config.http {
+            Some(http) => Some(
+                crate::http::bind(http)
+                    .await
+                    .with_context(|| format!("cannot listen on {http} (--http)"))?,
+            ),
+            None => None,
+        };
+        let http_addr = http_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+
+        let raft_config = config.tuning.to_config().context("invalid Raft timing")?;
+        let raft = BatonRaft::new(config.id, raft_config, Network::default(), log.clone(), sm.clone())
+            .await
+            .context("cannot start Raft")?;
+
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let raft_service = RaftServer::new(RaftApi::new(raft.clone()))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let admin_service =
+            AdminServer::new(AdminApi::new(config.id, addr.clone(), raft.clone(), log.clone(), sm.clone()));
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(raft_service)
+                .add_service(admin_service)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    until_stopped(stopped.clone()),
+                ),
+        );
+        let http_task = http_listener.map(|l| {
+            tokio::spawn(crate::http::serve(l, raft.clone(), log.clone(), until_stopped(stopped.clone())))
+        });
+
+        let node = Node { id: config.id, addr, grpc_addr, http_addr, raft, log, sm, stop, grpc_task, http_task };
+        if let Err(e) = node.form_cluster(&config.bootstrap).await {
+            node.shutdown().await?;
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address other nodes and clients reach this node at.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn raft(&self) -> &BatonRaft {
+        &self.raft
+    }
+
+    /// The state machine's revision (index of the last applied entry).
+    pub fn revision(&self) -> u64 {
+        self.sm.revision()
+    }
+
+    async fn form_cluster(&self, bootstrap: &Bootstrap) -> anyhow::Result<()> {
+        match bootstrap {
+            Bootstrap::SingleNode => {
+                self.initialize(BTreeMap::from([(self.id, self.addr.clone())])).await
+            }
+            Bootstrap::InitialMembers(members) => {
+                // Only the lowest id initializes; the others wait to be contacted.
+                if members.keys().next() == Some(&self.id) {
+                    self.initialize(members.clone()).await?;
+                }
+                Ok(())
+            }
+            Bootstrap::Join(seeds) => {
+                if self.raft.is_initialized().await? {
+                    tracing::info!("already a member; --join ignored");
+                    return Ok(());
+                }
+                join(self.id, &self.addr, seeds).await
+            }
+        }
+    }
+
+    /// Initializes the cluster unless this node's disk says it already was.
+    async fn initialize(&self, members: BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+        if self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+        match self.raft.initialize(nodes.clone()).await {
+            Ok(()) => {
+                tracing::info!(members = ?nodes.keys().collect::<Vec<_>>(), "initialized the cluster");
+                Ok(())
+            }
+            // Another path (a vote or log from a peer) got there first: fine.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(e).context("cannot initialize the cluster"),
+        }
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish (up to a bound),
+    /// stops Raft and flushes storage.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.grpc_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("gRPC server ended with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("gRPC server task failed: {e}"),
+            Err(_) => tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}"),
+        }
+        if let Some(task) = self.http_task {
+            match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
+                Ok(Ok(Ok(()))) => {}
+                other => tracing::warn!("HTTP server did not stop cleanly: {other:?}"),
+            }
+        }
+        self.raft.shutdown().await.context("Raft did not shut down cleanly")?;
+        drop(self.raft);
+        store::close(self.log, self.sm).await
+    }
+}
+
+/// Asks a running cluster, through any of `seeds`, to add this node and
+/// promote it to voter. Retries while the cluster is unreachable or has no
+/// leader; gives up at once on an answer that retrying cannot change.
+async fn join(id: NodeId, addr: &str, seeds: &[String]) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        for seed in seeds {
+            let mut client = match AdminClient::connect(format!("http://{seed}")).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::warn!("cannot reach {seed} to join the cluster: {e}");
+                    continue;
+                }
+            };
+            let request = AddNodeRequest { id, addr: addr.to_string(), promote: true };
+            match client.add_node(request).await {
+                Ok(reply) => {
+                    let revision = reply.get_ref().revision;
+                    tracing::info!(%seed, revision, "joined the cluster as a voter");
+                    return Ok(());
+                }
+                Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Aborted) => {
+                    tracing::warn!("joining through {seed}: {}; retrying", s.message());
+                }
+                Err(s) if s.code() == tonic::Code::AlreadyExists => bail!(
+                    "cannot join: {}. This node's data dir is empty, so if it is that member it lost its Raft state and must not vote under the same id again: remove it first or join with a new --id",
+                    s.message()
+                ),
+                Err(s) => bail!("cannot join through {seed}: {} ({:?})", s.message(), s.code()),
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
