@@ -87,8 +87,9 @@ pub struct Args {
     #[arg(long, env = "BATON_HEARTBEAT_MS", value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
 
-    /// A follower that hears from no leader for between this and twice this many
-    /// milliseconds starts an election. [default: 500]
+    /// Election timeout in milliseconds (randomized up to twice this). A crashed
+    /// leader is replaced after about 3–4 times this value, because openraft first
+    /// waits out the old leader's lease. Must exceed twice --heartbeat-ms. [default: 250]
     #[arg(long, env = "BATON_ELECTION_TIMEOUT_MS", value_name = "MS")]
     pub election_timeout_ms: Option<u64>,
 

@@ -68,6 +68,14 @@ impl AdminApi {
     fn route<T>(&self, request: &Request<T>) -> Result<Route, Status> {
         let metrics = self.metrics();
         if metrics.current_leader == Some(self.id) {
+            // A leader that has committed its own removal keeps leading until its
+            // next tick; openraft 0.9 must not be asked to propose in that window
+            // (it trips a debug assertion). Send the caller elsewhere.
+            if !metrics.membership_config.membership().voter_ids().any(|v| v == self.id) {
+                return Err(Status::unavailable(
+                    "this node has been removed from the cluster and is stepping down; retry on another node",
+                ));
+            }
             return Ok(Route::Local);
         }
         let leader = Self::leader(&metrics);

@@ -1,0 +1,443 @@
+//! In-process cluster tests: several nodes in one process, talking real gRPC
+//! over loopback on ports the OS picks, with real sled data dirs. Waits are on
+//! Raft metrics (events), never sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use baton_client::AdminClient;
+use baton_node::raft::RaftTuning;
+use baton_node::{Bootstrap, Node, NodeConfig};
+use baton_proto::v1::admin_client::AdminClient as RawAdmin;
+use baton_proto::v1::{AddNodeRequest, BarrierRequest, PromoteNodeRequest, RemoveNodeRequest};
+use openraft::ServerState;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    root: TempDir,
+    running: BTreeMap<u64, Node>,
+    /// Every node's gRPC address, kept across restarts (it is in the membership).
+    addrs: BTreeMap<u64, SocketAddr>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Self { root: tempfile::tempdir().expect("tempdir"), running: BTreeMap::new(), addrs: BTreeMap::new() }
+    }
+
+    fn config(&self, id: u64, bootstrap: Bootstrap) -> NodeConfig {
+        let mut config = NodeConfig::ephemeral(id, self.root.path().join(format!("node-{id}")));
+        config.bootstrap = bootstrap;
+        if let Some(addr) = self.addrs.get(&id) {
+            config.listen = *addr;
+        }
+        config
+    }
+
+    async fn start(&mut self, config: NodeConfig) -> &Node {
+        let id = config.id;
+        let node = Node::start(config).await.expect("node starts");
+        self.addrs.insert(id, node.grpc_addr());
+        self.running.insert(id, node);
+        &self.running[&id]
+    }
+
+    /// Starts node `id` as a one-node cluster.
+    async fn start_single(&mut self, id: u64) {
+        let config = self.config(id, Bootstrap::SingleNode);
+        self.start(config).await;
+    }
+
+    /// Starts node `id` and has it join through every running node.
+    async fn join(&mut self, id: u64) {
+        let seeds = self.running.values().map(|n| n.addr().to_string()).collect();
+        let config = self.config(id, Bootstrap::Join(seeds));
+        self.start(config).await;
+    }
+
+    async fn stop(&mut self, id: u64) {
+        let node = self.running.remove(&id).expect("node is running");
+        node.shutdown().await.expect("clean shutdown");
+    }
+
+    /// Restarts a stopped node from its data dir, on its old address.
+    async fn restart(&mut self, id: u64) {
+        assert!(!self.running.contains_key(&id));
+        let seeds = self.running.values().map(|n| n.addr().to_string()).collect();
+        let config = self.config(id, Bootstrap::Join(seeds));
+        self.start(config).await;
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.running[&id]
+    }
+
+    fn admin(&self) -> AdminClient {
+        let endpoints: Vec<String> = self.running.values().map(|n| n.addr().to_string()).collect();
+        AdminClient::new(&endpoints, WAIT).expect("admin client")
+    }
+
+    /// Waits until the running nodes agree on a leader among them, other than
+    /// `not`, and that node knows it leads. Returns its id.
+    async fn leader(&self, not: Option<u64>, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        let running: BTreeSet<u64> = self.running.keys().copied().collect();
+        let any = self.running.values().next().expect("a running node");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = any
+            .raft()
+            .wait(Some(left))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| running.contains(&l) && Some(l) != not),
+                "a running node leads",
+            )
+            .await
+            .expect("a leader is elected in time");
+        let leader = seen.current_leader.expect("leader");
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.node(leader)
+            .raft()
+            .wait(Some(left))
+            .state(ServerState::Leader, "the leader knows it leads")
+            .await
+            .expect("leader state in time");
+        leader
+    }
+
+    /// Waits until every running node has applied `revision`.
+    async fn applied_everywhere(&self, revision: u64) {
+        for node in self.running.values() {
+            node.raft()
+                .wait(Some(WAIT))
+                .applied_index_at_least(Some(revision), format!("node {} applies {revision}", node.id()))
+                .await
+                .expect("applied in time");
+        }
+    }
+
+    /// Commits `n` barriers through the admin API and returns the last revision.
+    async fn write(&self, n: usize) -> u64 {
+        let mut admin = self.admin();
+        let mut revision = 0;
+        for _ in 0..n {
+            let reply = admin.barrier().await.expect("barrier committed");
+            assert!(reply.revision > revision, "revisions strictly increase");
+            revision = reply.revision;
+        }
+        revision
+    }
+
+    fn voters(&self, id: u64) -> BTreeSet<u64> {
+        self.node(id).raft().metrics().borrow().membership_config.membership().voter_ids().collect()
+    }
+
+    fn members(&self, id: u64) -> BTreeSet<u64> {
+        self.node(id).raft().metrics().borrow().membership_config.membership().nodes().map(|(i, _)| *i).collect()
+    }
+
+    async fn shutdown(mut self) {
+        for id in self.running.keys().copied().collect::<Vec<_>>() {
+            self.stop(id).await;
+        }
+    }
+}
+
+async fn three_nodes() -> Cluster {
+    let mut cluster = Cluster::new();
+    cluster.start_single(1).await;
+    cluster.join(2).await;
+    cluster.join(3).await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
+    let mut cluster = three_nodes().await;
+    let leader = cluster.leader(None, WAIT).await;
+    assert_eq!(cluster.voters(leader), BTreeSet::from([1, 2, 3]));
+
+    let revision = cluster.write(20).await;
+    cluster.applied_everywhere(revision).await;
+    for node in cluster.running.values() {
+        assert_eq!(node.revision(), revision, "node {} state machine is at the same revision", node.id());
+    }
+
+    // Stop the leader: the two others elect a new one within 2 s.
+    cluster.stop(leader).await;
+    let stopped_at = Instant::now();
+    let new_leader = cluster.leader(Some(leader), Duration::from_secs(2)).await;
+    eprintln!("new leader {new_leader} elected {:?} after stopping {leader}", stopped_at.elapsed());
+    assert_ne!(new_leader, leader);
+
+    // They keep committing without it.
+    let later = cluster.write(20).await;
+    assert!(later > revision);
+    cluster.applied_everywhere(later).await;
+
+    // The stopped node restarts from its data dir and catches up.
+    let before_restart = Instant::now();
+    cluster.restart(leader).await;
+    let restarted = cluster.node(leader).raft().metrics().borrow().clone();
+    assert!(
+        restarted.last_log_index.unwrap_or(0) >= revision,
+        "restarted node reloaded its log from disk (last log {:?}, had {revision})",
+        restarted.last_log_index
+    );
+    let last = cluster.write(5).await;
+    cluster.applied_everywhere(last).await;
+    eprintln!("restarted node caught up in {:?}", before_restart.elapsed());
+    assert_eq!(cluster.node(leader).revision(), last);
+
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_requests_to_a_follower_are_forwarded_to_the_leader() {
+    let cluster = three_nodes().await;
+    let leader = cluster.leader(None, WAIT).await;
+    let follower = cluster.running.keys().copied().find(|id| *id != leader).expect("a follower");
+    let mut raw = RawAdmin::connect(format!("http://{}", cluster.node(follower).addr()))
+        .await
+        .expect("connect to follower");
+    let reply = raw.barrier(BarrierRequest {}).await.expect("forwarded barrier").into_inner();
+    assert_eq!(reply.leader_id, leader, "the leader committed it");
+    cluster.node(follower)
+        .raft()
+        .wait(Some(WAIT))
+        .applied_index_at_least(Some(reply.revision), "follower applies the forwarded write")
+        .await
+        .expect("applied");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_added_after_log_purge_catches_up_by_snapshot() {
+    let mut cluster = Cluster::new();
+    cluster.start_single(1).await;
+    let revision = cluster.write(50).await;
+
+    let node = cluster.node(1);
+    node.raft().trigger().snapshot().await.expect("trigger snapshot");
+    node.raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= revision), "snapshot built")
+        .await
+        .expect("snapshot");
+    node.raft().trigger().purge_log(revision).await.expect("trigger purge");
+    node.raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= revision), "log purged")
+        .await
+        .expect("purged");
+
+    // The log no longer holds what the new node needs: it must get a snapshot.
+    cluster.join(2).await;
+    cluster.applied_everywhere(revision).await;
+    let learner = cluster.node(2).raft().metrics().borrow().clone();
+    assert!(
+        learner.snapshot.is_some_and(|s| s.index >= revision),
+        "node 2 installed a snapshot covering the purged log: {:?}",
+        learner.snapshot
+    );
+    assert_eq!(cluster.node(2).revision(), cluster.node(1).revision());
+    assert_eq!(cluster.voters(2), BTreeSet::from([1, 2]));
+
+    // And it keeps replicating from the log afterwards.
+    let later = cluster.write(3).await;
+    cluster.applied_everywhere(later).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_from_three_to_five_and_shrinks_back_to_three() {
+    let mut cluster = three_nodes().await;
+    cluster.join(4).await;
+    cluster.join(5).await;
+    let leader = cluster.leader(None, WAIT).await;
+    assert_eq!(cluster.voters(leader), BTreeSet::from([1, 2, 3, 4, 5]));
+    let revision = cluster.write(10).await;
+    cluster.applied_everywhere(revision).await;
+
+    // Remove the leader and one other node: the leader steps down once the
+    // change is committed, and the remaining three carry on.
+    let other = cluster.running.keys().copied().find(|id| *id != leader).expect("another node");
+    let mut admin = cluster.admin();
+    admin.remove_node(leader).await.expect("remove the leader");
+    admin.remove_node(other).await.expect("remove another voter");
+    cluster.stop(leader).await;
+    cluster.stop(other).await;
+
+    let survivor = *cluster.running.keys().next().expect("survivors");
+    let expected: BTreeSet<u64> = cluster.running.keys().copied().collect();
+    assert_eq!(expected.len(), 3);
+    cluster
+        .node(survivor)
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.membership_config.membership().voter_ids().collect::<BTreeSet<_>>() == expected,
+            "membership shrinks to three",
+        )
+        .await
+        .expect("three voters");
+    assert_eq!(cluster.members(survivor), expected, "removed voters do not linger as learners");
+    let new_leader = cluster.leader(Some(leader), WAIT).await;
+    assert!(expected.contains(&new_leader));
+    let later = cluster.write(5).await;
+    cluster.applied_everywhere(later).await;
+    cluster.shutdown().await;
+}
+
+/// Every bad membership request answers with a precise status and leaves the
+/// cluster exactly as it was: no membership change, no log entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_membership_requests_are_refused_and_change_nothing() {
+    let mut cluster = Cluster::new();
+    cluster.start_single(1).await;
+    let node = cluster.node(1);
+    cluster.leader(None, WAIT).await;
+    let mut raw = RawAdmin::connect(format!("http://{}", node.addr())).await.expect("connect");
+    let before = node.raft().metrics().borrow().clone();
+
+    let add = |id: u64, addr: &str| AddNodeRequest { id, addr: addr.to_string(), promote: true };
+    let cases: Vec<(&str, Result<(), tonic::Status>, tonic::Code, &str)> = vec![
+        (
+            "remove an unknown node",
+            raw.remove_node(RemoveNodeRequest { id: 9 }).await.map(drop),
+            tonic::Code::NotFound,
+            "node 9 is not a member",
+        ),
+        (
+            "promote an unknown node",
+            raw.promote_node(PromoteNodeRequest { id: 9 }).await.map(drop),
+            tonic::Code::NotFound,
+            "node 9 is not a member",
+        ),
+        (
+            "add with a malformed address",
+            raw.add_node(add(2, "localhost")).await.map(drop),
+            tonic::Code::InvalidArgument,
+            "not HOST:PORT",
+        ),
+        (
+            "add with a port out of range",
+            raw.add_node(add(2, "127.0.0.1:70000")).await.map(drop),
+            tonic::Code::InvalidArgument,
+            "port must be 1 to 65535",
+        ),
+        (
+            "add node id 0",
+            raw.add_node(add(0, "127.0.0.1:7999")).await.map(drop),
+            tonic::Code::InvalidArgument,
+            "positive integer",
+        ),
+        (
+            "remove the last voter",
+            raw.remove_node(RemoveNodeRequest { id: 1 }).await.map(drop),
+            tonic::Code::FailedPrecondition,
+            "last voter",
+        ),
+        (
+            "add an id twice",
+            raw.add_node(add(1, "127.0.0.1:7999")).await.map(drop),
+            tonic::Code::AlreadyExists,
+            "node 1 is already a voter",
+        ),
+        (
+            "promote a voter",
+            raw.promote_node(PromoteNodeRequest { id: 1 }).await.map(drop),
+            tonic::Code::FailedPrecondition,
+            "already a voter",
+        ),
+        (
+            "add a node nobody runs",
+            raw.add_node(add(2, "127.0.0.1:1")).await.map(drop),
+            tonic::Code::FailedPrecondition,
+            "cannot reach node 2",
+        ),
+    ];
+    for (what, result, code, message) in cases {
+        let status = result.err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(status.message().contains(message), "{what}: {:?} lacks {message:?}", status.message());
+    }
+
+    // A node that formed its own cluster cannot be added: its log would conflict.
+    let mut other = Cluster::new();
+    other.start_single(2).await;
+    other.leader(None, WAIT).await;
+    let status = raw
+        .add_node(add(2, other.node(2).addr()))
+        .await
+        .err()
+        .expect("a node of another cluster is refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("already belongs to another cluster"), "{}", status.message());
+    // Nor can an address that answers as a different id.
+    let status = raw.add_node(add(3, other.node(2).addr())).await.err().expect("wrong id refused");
+    assert!(status.message().contains("answers as node 2, not node 3"), "{}", status.message());
+    other.shutdown().await;
+
+    let after = node.raft().metrics().borrow().clone();
+    assert_eq!(after.membership_config, before.membership_config, "membership unchanged");
+    assert_eq!(after.last_log_index, before.last_log_index, "nothing was written to the log");
+    cluster.shutdown().await;
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect http");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reports_health_readiness_and_raft_metrics() {
+    let mut cluster = Cluster::new();
+    cluster.start_single(1).await;
+    cluster.leader(None, WAIT).await;
+    let revision = cluster.write(3).await;
+    let http = cluster.node(1).http_addr().expect("http enabled");
+    assert_eq!(http_get(http, "/healthz").await.0, 200);
+    let (code, body) = http_get(http, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = http_get(http, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "baton_raft_is_leader 1".to_string(),
+        "baton_raft_leader_id 1".to_string(),
+        format!("baton_raft_applied_index {revision}"),
+        format!("baton_raft_committed_index {revision}"),
+        "baton_raft_voters 1".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+    assert_eq!(http_get(http, "/nope").await.0, 404);
+    cluster.shutdown().await;
+}
+
+/// A learner waiting to join has no leader: not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_has_not_joined_is_not_ready() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeConfig::ephemeral(7, root.path().join("n7"));
+    // Static bootstrap where this node is not the lowest id: it waits for node 1.
+    config.bootstrap = Bootstrap::InitialMembers(BTreeMap::from([
+        (1, "127.0.0.1:1".to_string()),
+        (7, "127.0.0.1:2".to_string()),
+    ]));
+    config.tuning = RaftTuning::default();
+    let node = Node::start(config).await.expect("start");
+    let (code, body) = http_get(node.http_addr().expect("http"), "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("no leader"), "{body}");
+    node.shutdown().await.expect("shutdown");
+}
