@@ -22,7 +22,11 @@ pub enum ClientError {
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(Status),
     #[error("no baton node answered within {waited:?} (tried {endpoints}); last error: {last}")]
-    Unavailable { waited: Duration, endpoints: String, last: String },
+    Unavailable {
+        waited: Duration,
+        endpoints: String,
+        last: String,
+    },
 }
 
 impl ClientError {
@@ -60,9 +64,11 @@ pub struct AdminClient {
 }
 
 fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-        ClientError::BadEndpoint { endpoint: addr.to_string(), reason: e.to_string() }
-    })?;
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| ClientError::BadEndpoint {
+            endpoint: addr.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(1).min(timeout))
         .timeout(timeout)
@@ -85,7 +91,11 @@ impl AdminClient {
         for e in &endpoints {
             channel(e, timeout)?;
         }
-        Ok(Self { endpoints, timeout, leader: None })
+        Ok(Self {
+            endpoints,
+            timeout,
+            leader: None,
+        })
     }
 
     fn grpc(&self, addr: &str) -> Result<Grpc<Channel>, ClientError> {
@@ -99,7 +109,9 @@ impl AdminClient {
         }
         let mut last = Status::unavailable("no endpoint tried");
         for addr in self.endpoints.clone() {
-            let mut client = self.grpc(&addr).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let mut client = self
+                .grpc(&addr)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             match client.cluster_status(ClusterStatusRequest {}).await {
                 Ok(reply) => {
                     let status = reply.into_inner();
@@ -110,7 +122,8 @@ impl AdminClient {
                     let leader = if status.leader_id == status.node_id {
                         client
                     } else {
-                        self.grpc(&status.leader_addr).map_err(|e| Status::internal(e.to_string()))?
+                        self.grpc(&status.leader_addr)
+                            .map_err(|e| Status::internal(e.to_string()))?
                     };
                     self.leader = Some((status.leader_addr, leader.clone()));
                     return Ok(leader);
@@ -156,7 +169,8 @@ impl AdminClient {
 
     /// The leader's view of the cluster.
     pub async fn cluster_status(&mut self) -> Result<ClusterStatusResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.cluster_status(ClusterStatusRequest {}).await }).await
+        self.on_leader(|mut c| async move { c.cluster_status(ClusterStatusRequest {}).await })
+            .await
     }
 
     /// The leader's view plus every member's own answer (or why it gave none).
@@ -170,9 +184,15 @@ impl AdminClient {
                 (Some(leader.clone()), None)
             } else {
                 let short = self.timeout.min(Duration::from_secs(2));
-                match Grpc::new(channel(&m.addr, short)?).cluster_status(ClusterStatusRequest {}).await {
+                match Grpc::new(channel(&m.addr, short)?)
+                    .cluster_status(ClusterStatusRequest {})
+                    .await
+                {
                     Ok(r) => (Some(r.into_inner()), None),
-                    Err(s) => (None, Some(format!("{}: {}", code_name(s.code()), s.message()))),
+                    Err(s) => (
+                        None,
+                        Some(format!("{}: {}", code_name(s.code()), s.message())),
+                    ),
                 }
             };
             members.push(MemberStatus {
@@ -194,7 +214,11 @@ impl AdminClient {
         addr: &str,
         promote: bool,
     ) -> Result<MembershipResponse, ClientError> {
-        let request = AddNodeRequest { id, addr: addr.to_string(), promote };
+        let request = AddNodeRequest {
+            id,
+            addr: addr.to_string(),
+            promote,
+        };
         self.on_leader(|mut c| {
             let request = request.clone();
             async move { c.add_node(request).await }
@@ -203,15 +227,18 @@ impl AdminClient {
     }
 
     pub async fn promote_node(&mut self, id: u64) -> Result<MembershipResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.promote_node(PromoteNodeRequest { id }).await }).await
+        self.on_leader(|mut c| async move { c.promote_node(PromoteNodeRequest { id }).await })
+            .await
     }
 
     pub async fn remove_node(&mut self, id: u64) -> Result<MembershipResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.remove_node(RemoveNodeRequest { id }).await }).await
+        self.on_leader(|mut c| async move { c.remove_node(RemoveNodeRequest { id }).await })
+            .await
     }
 
     /// Commits an empty entry; returns once the leader has applied it.
     pub async fn barrier(&mut self) -> Result<BarrierResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.barrier(BarrierRequest {}).await }).await
+        self.on_leader(|mut c| async move { c.barrier(BarrierRequest {}).await })
+            .await
     }
 }

@@ -30,7 +30,10 @@ mod tests {
     #[test]
     fn code_names_are_canonical() {
         assert_eq!(super::code_name(tonic::Code::NotFound), "NOT_FOUND");
-        assert_eq!(super::code_name(tonic::Code::FailedPrecondition), "FAILED_PRECONDITION");
+        assert_eq!(
+            super::code_name(tonic::Code::FailedPrecondition),
+            "FAILED_PRECONDITION"
+        );
         assert_eq!(super::code_name(tonic::Code::Ok), "OK");
     }
 }

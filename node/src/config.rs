@@ -74,7 +74,12 @@ pub struct Args {
     /// Static bootstrap: all initial nodes as ID=HOST:PORT,ID=HOST:PORT,… The same
     /// list is given to every node; the lowest id initializes the cluster the
     /// first time (restarts are safe).
-    #[arg(long, env = "BATON_INITIAL_MEMBERS", value_name = "ID=HOST:PORT,…", conflicts_with = "join")]
+    #[arg(
+        long,
+        env = "BATON_INITIAL_MEMBERS",
+        value_name = "ID=HOST:PORT,…",
+        conflicts_with = "join"
+    )]
     pub initial_members: Option<String>,
 
     /// Join a running cluster through any of its nodes (HOST:PORT, several
@@ -200,12 +205,18 @@ impl Args {
         }
         let defaults = RaftTuning::default();
         let tuning = RaftTuning {
-            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(defaults.heartbeat_ms),
+            heartbeat_ms: self
+                .heartbeat_ms
+                .or(file.heartbeat_ms)
+                .unwrap_or(defaults.heartbeat_ms),
             election_timeout_ms: self
                 .election_timeout_ms
                 .or(file.election_timeout_ms)
                 .unwrap_or(defaults.election_timeout_ms),
-            snapshot_every: self.snapshot_every.or(file.snapshot_every).unwrap_or(defaults.snapshot_every),
+            snapshot_every: self
+                .snapshot_every
+                .or(file.snapshot_every)
+                .unwrap_or(defaults.snapshot_every),
             keep_behind_snapshot: defaults.keep_behind_snapshot,
         };
         if tuning.election_timeout_ms <= tuning.heartbeat_ms * 2 {
@@ -223,7 +234,10 @@ impl Args {
             id,
             listen,
             advertise,
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             http,
             bootstrap,
             tuning,
@@ -234,7 +248,8 @@ impl Args {
 /// Checks that `addr` is `HOST:PORT` as other nodes dial it: a host name, an
 /// IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535.
 pub fn parse_peer_addr(addr: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("address {addr:?} is not HOST:PORT ({why}); example: 10.0.0.5:7400");
+    let bad =
+        |why: &str| format!("address {addr:?} is not HOST:PORT ({why}); example: 10.0.0.5:7400");
     if addr.contains("://") {
         return Err(bad("leave out the scheme"));
     }
@@ -250,7 +265,9 @@ pub fn parse_peer_addr(addr: &str) -> Result<(), String> {
     } else {
         !host.is_empty()
             && host.len() <= 253
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
     };
     if !host_ok {
         return Err(bad("the host must be a name, an IPv4 address or [IPv6]"));
@@ -266,7 +283,9 @@ pub fn parse_initial_members(list: &str) -> anyhow::Result<BTreeMap<NodeId, Stri
             bail!("--initial-members: {item:?} is not ID=HOST:PORT");
         };
         let id: NodeId = match id.trim().parse() {
-            Ok(0) | Err(_) => bail!("--initial-members: {id:?} in {item:?} is not a positive node id"),
+            Ok(0) | Err(_) => {
+                bail!("--initial-members: {id:?} in {item:?} is not a positive node id")
+            }
             Ok(id) => id,
         };
         let addr = addr.trim().to_string();
@@ -281,7 +300,10 @@ pub fn parse_initial_members(list: &str) -> anyhow::Result<BTreeMap<NodeId, Stri
     let mut addrs: Vec<&String> = members.values().collect();
     addrs.sort();
     if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
-        bail!("--initial-members gives two nodes the same address {}", w[0]);
+        bail!(
+            "--initial-members gives two nodes the same address {}",
+            w[0]
+        );
     }
     Ok(members)
 }
@@ -300,7 +322,10 @@ mod tests {
         assert_eq!(config.id, 1);
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        assert_eq!(config.http.map(|h| h.to_string()).as_deref(), Some(DEFAULT_HTTP));
+        assert_eq!(
+            config.http.map(|h| h.to_string()).as_deref(),
+            Some(DEFAULT_HTTP)
+        );
         assert_eq!(config.bootstrap, Bootstrap::SingleNode);
         Ok(())
     }
@@ -309,7 +334,9 @@ mod tests {
     fn initial_members_set_the_advertised_address() -> anyhow::Result<()> {
         let config = args(&["--id", "2", "--initial-members", "1=a:1, 2=b:2,3=c:3"]).resolve()?;
         assert_eq!(config.advertise.as_deref(), Some("b:2"));
-        let Bootstrap::InitialMembers(m) = config.bootstrap else { panic!("not static") };
+        let Bootstrap::InitialMembers(m) = config.bootstrap else {
+            panic!("not static")
+        };
         assert_eq!(m.len(), 3);
         Ok(())
     }
@@ -317,8 +344,14 @@ mod tests {
     #[test]
     fn bad_membership_flags_are_refused_with_the_reason() {
         let cases = [
-            (vec!["--id", "3", "--initial-members", "1=a:1,2=b:2"], "does not list this node's id 3"),
-            (vec!["--initial-members", "1=a:1,1=b:2"], "names node 1 twice"),
+            (
+                vec!["--id", "3", "--initial-members", "1=a:1,2=b:2"],
+                "does not list this node's id 3",
+            ),
+            (
+                vec!["--initial-members", "1=a:1,1=b:2"],
+                "names node 1 twice",
+            ),
             (vec!["--initial-members", "1=a:1,2=a:1"], "same address"),
             (vec!["--initial-members", "x=a:1"], "not a positive node id"),
             (vec!["--initial-members", "1=a"], "no port"),
@@ -327,8 +360,15 @@ mod tests {
             (vec!["--heartbeat-ms", "300"], "more than twice"),
         ];
         for (flags, expected) in cases {
-            let err = args(&flags).resolve().err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains(expected), "{flags:?}: expected {expected:?} in {err:?}");
+            let err = args(&flags)
+                .resolve()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains(expected),
+                "{flags:?}: expected {expected:?} in {err:?}"
+            );
         }
     }
 
@@ -336,14 +376,20 @@ mod tests {
     fn config_file_fills_what_flags_leave_out() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("baton.toml");
-        std::fs::write(&path, "id = 7\nlisten = \"127.0.0.1:9000\"\ndata-dir = \"/var/lib/baton\"\n")?;
-        let config = args(&["--config", path.to_str().unwrap_or_default(), "--id", "8"]).resolve()?;
+        std::fs::write(
+            &path,
+            "id = 7\nlisten = \"127.0.0.1:9000\"\ndata-dir = \"/var/lib/baton\"\n",
+        )?;
+        let config =
+            args(&["--config", path.to_str().unwrap_or_default(), "--id", "8"]).resolve()?;
         assert_eq!(config.id, 8, "the flag wins over the file");
         assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/baton"));
 
         std::fs::write(&path, "idd = 7\n")?;
-        let err = args(&["--config", path.to_str().unwrap_or_default()]).resolve().err();
+        let err = args(&["--config", path.to_str().unwrap_or_default()])
+            .resolve()
+            .err();
         assert!(format!("{err:?}").contains("unknown field"), "{err:?}");
         Ok(())
     }
@@ -353,7 +399,16 @@ mod tests {
         for ok in ["127.0.0.1:7400", "node-1.baton.svc:7400", "[::1]:7400"] {
             assert_eq!(parse_peer_addr(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "127.0.0.1", "127.0.0.1:0", "host:99999", ":7400", "a b:1", "[zz]:1", "http://a:1"] {
+        for bad in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "host:99999",
+            ":7400",
+            "a b:1",
+            "[zz]:1",
+            "http://a:1",
+        ] {
             assert!(parse_peer_addr(bad).is_err(), "{bad}");
         }
     }

@@ -44,12 +44,27 @@ impl Gauges {
         };
         Ok(Self {
             term: gauge("baton_raft_term", "Current Raft term.")?,
-            leader_id: gauge("baton_raft_leader_id", "Id of the leader this node follows; 0 when none is known.")?,
+            leader_id: gauge(
+                "baton_raft_leader_id",
+                "Id of the leader this node follows; 0 when none is known.",
+            )?,
             is_leader: gauge("baton_raft_is_leader", "1 if this node is the leader.")?,
-            last_log_index: gauge("baton_raft_last_log_index", "Index of the last entry in this node's log.")?,
-            committed_index: gauge("baton_raft_committed_index", "Highest log index known to be committed.")?,
-            applied_index: gauge("baton_raft_applied_index", "Highest log index applied to the state machine.")?,
-            snapshot_index: gauge("baton_raft_snapshot_index", "Last log index covered by this node's snapshot.")?,
+            last_log_index: gauge(
+                "baton_raft_last_log_index",
+                "Index of the last entry in this node's log.",
+            )?,
+            committed_index: gauge(
+                "baton_raft_committed_index",
+                "Highest log index known to be committed.",
+            )?,
+            applied_index: gauge(
+                "baton_raft_applied_index",
+                "Highest log index applied to the state machine.",
+            )?,
+            snapshot_index: gauge(
+                "baton_raft_snapshot_index",
+                "Last log index covered by this node's snapshot.",
+            )?,
             voters: gauge("baton_raft_voters", "Voters in the cluster membership.")?,
             learners: gauge("baton_raft_learners", "Learners in the cluster membership.")?,
             registry,
@@ -64,7 +79,10 @@ fn as_gauge(v: u64) -> i64 {
 async fn healthz(State(http): State<Http>) -> (StatusCode, String) {
     match &http.raft.metrics().borrow().running_state {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
-        Err(fatal) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}\n")),
+        Err(fatal) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {fatal}\n"),
+        ),
     }
 }
 
@@ -73,12 +91,18 @@ async fn readyz(State(http): State<Http>) -> (StatusCode, String) {
     let applied = metrics.last_applied.map_or(0, |l| l.index);
     let committed = http.log.committed_index();
     match metrics.current_leader {
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known\n".into()),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader known\n".into(),
+        ),
         Some(_) if applied < committed => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: applied {applied} of {committed} committed entries\n"),
         ),
-        Some(leader) => (StatusCode::OK, format!("ready: leader {leader}, applied {applied}\n")),
+        Some(leader) => (
+            StatusCode::OK,
+            format!("ready: leader {leader}, applied {applied}\n"),
+        ),
     }
 }
 
@@ -88,17 +112,25 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
     g.term.set(as_gauge(m.current_term));
     g.leader_id.set(as_gauge(m.current_leader.unwrap_or(0)));
     g.is_leader.set(i64::from(m.current_leader == Some(m.id)));
-    g.last_log_index.set(as_gauge(m.last_log_index.unwrap_or(0)));
+    g.last_log_index
+        .set(as_gauge(m.last_log_index.unwrap_or(0)));
     g.committed_index.set(as_gauge(http.log.committed_index()));
-    g.applied_index.set(as_gauge(m.last_applied.map_or(0, |l| l.index)));
-    g.snapshot_index.set(as_gauge(m.snapshot.map_or(0, |l| l.index)));
+    g.applied_index
+        .set(as_gauge(m.last_applied.map_or(0, |l| l.index)));
+    g.snapshot_index
+        .set(as_gauge(m.snapshot.map_or(0, |l| l.index)));
     let membership = m.membership_config.membership();
-    g.voters.set(as_gauge(membership.voter_ids().count() as u64));
-    g.learners.set(as_gauge(membership.learner_ids().count() as u64));
+    g.voters
+        .set(as_gauge(membership.voter_ids().count() as u64));
+    g.learners
+        .set(as_gauge(membership.learner_ids().count() as u64));
     let mut text = Vec::new();
     match TextEncoder::new().encode(&g.registry.gather(), &mut text) {
         Ok(()) => (StatusCode::OK, String::from_utf8_lossy(&text).into_owned()),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        ),
     }
 }
 
@@ -114,12 +146,18 @@ pub async fn serve(
     log: LogStore,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = Http { raft, log, gauges: Gauges::new()? };
+    let state = Http {
+        raft,
+        log,
+        gauges: Gauges::new()?,
+    };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

@@ -54,7 +54,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node.id(),
         node.grpc_addr(),
         node.addr(),
-        node.http_addr().map_or("(off)".to_string(), |a| a.to_string()),
+        node.http_addr()
+            .map_or("(off)".to_string(), |a| a.to_string()),
         data_dir.display()
     );
     let signal = stop.await?;

@@ -54,7 +54,10 @@ impl Node {
             .await
             .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
         let grpc_addr = listener.local_addr()?;
-        let addr = config.advertise.clone().unwrap_or_else(|| grpc_addr.to_string());
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| grpc_addr.to_string());
         let http_listener = match config.http {
             Some(http) => Some(
                 crate::http::bind(http)
@@ -63,12 +66,21 @@ impl Node {
             ),
             None => None,
         };
-        let http_addr = http_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let http_addr = http_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
 
         let raft_config = config.tuning.to_config().context("invalid Raft timing")?;
-        let raft = BatonRaft::new(config.id, raft_config, Network::default(), log.clone(), sm.clone())
-            .await
-            .context("cannot start Raft")?;
+        let raft = BatonRaft::new(
+            config.id,
+            raft_config,
+            Network::default(),
+            log.clone(),
+            sm.clone(),
+        )
+        .await
+        .context("cannot start Raft")?;
 
         let (stop, stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -78,8 +90,13 @@ impl Node {
         let raft_service = RaftServer::new(RaftApi::new(raft.clone()))
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-        let admin_service =
-            AdminServer::new(AdminApi::new(config.id, addr.clone(), raft.clone(), log.clone(), sm.clone()));
+        let admin_service = AdminServer::new(AdminApi::new(
+            config.id,
+            addr.clone(),
+            raft.clone(),
+            log.clone(),
+            sm.clone(),
+        ));
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(raft_service)
@@ -90,10 +107,26 @@ impl Node {
                 ),
         );
         let http_task = http_listener.map(|l| {
-            tokio::spawn(crate::http::serve(l, raft.clone(), log.clone(), until_stopped(stopped.clone())))
+            tokio::spawn(crate::http::serve(
+                l,
+                raft.clone(),
+                log.clone(),
+                until_stopped(stopped.clone()),
+            ))
         });
 
-        let node = Node { id: config.id, addr, grpc_addr, http_addr, raft, log, sm, stop, grpc_task, http_task };
+        let node = Node {
+            id: config.id,
+            addr,
+            grpc_addr,
+            http_addr,
+            raft,
+            log,
+            sm,
+            stop,
+            grpc_task,
+            http_task,
+        };
         if let Err(e) = node.form_cluster(&config.bootstrap).await {
             node.shutdown().await?;
             return Err(e);
@@ -130,7 +163,8 @@ impl Node {
     async fn form_cluster(&self, bootstrap: &Bootstrap) -> anyhow::Result<()> {
         match bootstrap {
             Bootstrap::SingleNode => {
-                self.initialize(BTreeMap::from([(self.id, self.addr.clone())])).await
+                self.initialize(BTreeMap::from([(self.id, self.addr.clone())]))
+                    .await
             }
             Bootstrap::InitialMembers(members) => {
                 // Only the lowest id initializes; the others wait to be contacted.
@@ -154,8 +188,10 @@ impl Node {
         if self.raft.is_initialized().await? {
             return Ok(());
         }
-        let nodes: BTreeMap<NodeId, BasicNode> =
-            members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
         match self.raft.initialize(nodes.clone()).await {
             Ok(()) => {
                 tracing::info!(members = ?nodes.keys().collect::<Vec<_>>(), "initialized the cluster");
@@ -183,7 +219,10 @@ impl Node {
                 other => tracing::warn!("HTTP server did not stop cleanly: {other:?}"),
             }
         }
-        self.raft.shutdown().await.context("Raft did not shut down cleanly")?;
+        self.raft
+            .shutdown()
+            .await
+            .context("Raft did not shut down cleanly")?;
         drop(self.raft);
         store::close(self.log, self.sm).await
     }
@@ -203,7 +242,11 @@ async fn join(id: NodeId, addr: &str, seeds: &[String]) -> anyhow::Result<()> {
                     continue;
                 }
             };
-            let request = AddNodeRequest { id, addr: addr.to_string(), promote: true };
+            let request = AddNodeRequest {
+                id,
+                addr: addr.to_string(),
+                promote: true,
+            };
             match client.add_node(request).await {
                 Ok(reply) => {
                     let revision = reply.get_ref().revision;

@@ -26,7 +26,11 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Self {
-        Self { root: tempfile::tempdir().expect("tempdir"), running: BTreeMap::new(), addrs: BTreeMap::new() }
+        Self {
+            root: tempfile::tempdir().expect("tempdir"),
+            running: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+        }
     }
 
     fn config(&self, id: u64, bootstrap: Bootstrap) -> NodeConfig {
@@ -54,7 +58,11 @@ impl Cluster {
 
     /// Starts node `id` and has it join through every running node.
     async fn join(&mut self, id: u64) {
-        let seeds = self.running.values().map(|n| n.addr().to_string()).collect();
+        let seeds = self
+            .running
+            .values()
+            .map(|n| n.addr().to_string())
+            .collect();
         let config = self.config(id, Bootstrap::Join(seeds));
         self.start(config).await;
     }
@@ -67,7 +75,11 @@ impl Cluster {
     /// Restarts a stopped node from its data dir, on its old address.
     async fn restart(&mut self, id: u64) {
         assert!(!self.running.contains_key(&id));
-        let seeds = self.running.values().map(|n| n.addr().to_string()).collect();
+        let seeds = self
+            .running
+            .values()
+            .map(|n| n.addr().to_string())
+            .collect();
         let config = self.config(id, Bootstrap::Join(seeds));
         self.start(config).await;
     }
@@ -77,7 +89,11 @@ impl Cluster {
     }
 
     fn admin(&self) -> AdminClient {
-        let endpoints: Vec<String> = self.running.values().map(|n| n.addr().to_string()).collect();
+        let endpoints: Vec<String> = self
+            .running
+            .values()
+            .map(|n| n.addr().to_string())
+            .collect();
         AdminClient::new(&endpoints, WAIT).expect("admin client")
     }
 
@@ -92,7 +108,10 @@ impl Cluster {
             .raft()
             .wait(Some(left))
             .metrics(
-                |m| m.current_leader.is_some_and(|l| running.contains(&l) && Some(l) != not),
+                |m| {
+                    m.current_leader
+                        .is_some_and(|l| running.contains(&l) && Some(l) != not)
+                },
                 "a running node leads",
             )
             .await
@@ -113,7 +132,10 @@ impl Cluster {
         for node in self.running.values() {
             node.raft()
                 .wait(Some(WAIT))
-                .applied_index_at_least(Some(revision), format!("node {} applies {revision}", node.id()))
+                .applied_index_at_least(
+                    Some(revision),
+                    format!("node {} applies {revision}", node.id()),
+                )
                 .await
                 .expect("applied in time");
         }
@@ -132,11 +154,26 @@ impl Cluster {
     }
 
     fn voters(&self, id: u64) -> BTreeSet<u64> {
-        self.node(id).raft().metrics().borrow().membership_config.membership().voter_ids().collect()
+        self.node(id)
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     fn members(&self, id: u64) -> BTreeSet<u64> {
-        self.node(id).raft().metrics().borrow().membership_config.membership().nodes().map(|(i, _)| *i).collect()
+        self.node(id)
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(i, _)| *i)
+            .collect()
     }
 
     async fn shutdown(mut self) {
@@ -163,14 +200,22 @@ async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
     let revision = cluster.write(20).await;
     cluster.applied_everywhere(revision).await;
     for node in cluster.running.values() {
-        assert_eq!(node.revision(), revision, "node {} state machine is at the same revision", node.id());
+        assert_eq!(
+            node.revision(),
+            revision,
+            "node {} state machine is at the same revision",
+            node.id()
+        );
     }
 
     // Stop the leader: the two others elect a new one within 2 s.
     cluster.stop(leader).await;
     let stopped_at = Instant::now();
     let new_leader = cluster.leader(Some(leader), Duration::from_secs(2)).await;
-    eprintln!("new leader {new_leader} elected {:?} after stopping {leader}", stopped_at.elapsed());
+    eprintln!(
+        "new leader {new_leader} elected {:?} after stopping {leader}",
+        stopped_at.elapsed()
+    );
     assert_ne!(new_leader, leader);
 
     // They keep committing without it.
@@ -199,13 +244,23 @@ async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
 async fn admin_requests_to_a_follower_are_forwarded_to_the_leader() {
     let cluster = three_nodes().await;
     let leader = cluster.leader(None, WAIT).await;
-    let follower = cluster.running.keys().copied().find(|id| *id != leader).expect("a follower");
+    let follower = cluster
+        .running
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .expect("a follower");
     let mut raw = RawAdmin::connect(format!("http://{}", cluster.node(follower).addr()))
         .await
         .expect("connect to follower");
-    let reply = raw.barrier(BarrierRequest {}).await.expect("forwarded barrier").into_inner();
+    let reply = raw
+        .barrier(BarrierRequest {})
+        .await
+        .expect("forwarded barrier")
+        .into_inner();
     assert_eq!(reply.leader_id, leader, "the leader committed it");
-    cluster.node(follower)
+    cluster
+        .node(follower)
         .raft()
         .wait(Some(WAIT))
         .applied_index_at_least(Some(reply.revision), "follower applies the forwarded write")
@@ -221,16 +276,30 @@ async fn learner_added_after_log_purge_catches_up_by_snapshot() {
     let revision = cluster.write(50).await;
 
     let node = cluster.node(1);
-    node.raft().trigger().snapshot().await.expect("trigger snapshot");
+    node.raft()
+        .trigger()
+        .snapshot()
+        .await
+        .expect("trigger snapshot");
     node.raft()
         .wait(Some(WAIT))
-        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= revision), "snapshot built")
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= revision),
+            "snapshot built",
+        )
         .await
         .expect("snapshot");
-    node.raft().trigger().purge_log(revision).await.expect("trigger purge");
+    node.raft()
+        .trigger()
+        .purge_log(revision)
+        .await
+        .expect("trigger purge");
     node.raft()
         .wait(Some(WAIT))
-        .metrics(|m| m.purged.is_some_and(|p| p.index >= revision), "log purged")
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index >= revision),
+            "log purged",
+        )
         .await
         .expect("purged");
 
@@ -264,10 +333,18 @@ async fn membership_grows_from_three_to_five_and_shrinks_back_to_three() {
 
     // Remove the leader and one other node: the leader steps down once the
     // change is committed, and the remaining three carry on.
-    let other = cluster.running.keys().copied().find(|id| *id != leader).expect("another node");
+    let other = cluster
+        .running
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .expect("another node");
     let mut admin = cluster.admin();
     admin.remove_node(leader).await.expect("remove the leader");
-    admin.remove_node(other).await.expect("remove another voter");
+    admin
+        .remove_node(other)
+        .await
+        .expect("remove another voter");
     cluster.stop(leader).await;
     cluster.stop(other).await;
 
@@ -279,12 +356,22 @@ async fn membership_grows_from_three_to_five_and_shrinks_back_to_three() {
         .raft()
         .wait(Some(WAIT))
         .metrics(
-            |m| m.membership_config.membership().voter_ids().collect::<BTreeSet<_>>() == expected,
+            |m| {
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect::<BTreeSet<_>>()
+                    == expected
+            },
             "membership shrinks to three",
         )
         .await
         .expect("three voters");
-    assert_eq!(cluster.members(survivor), expected, "removed voters do not linger as learners");
+    assert_eq!(
+        cluster.members(survivor),
+        expected,
+        "removed voters do not linger as learners"
+    );
     let new_leader = cluster.leader(Some(leader), WAIT).await;
     assert!(expected.contains(&new_leader));
     let later = cluster.write(5).await;
@@ -300,10 +387,16 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
     cluster.start_single(1).await;
     let node = cluster.node(1);
     cluster.leader(None, WAIT).await;
-    let mut raw = RawAdmin::connect(format!("http://{}", node.addr())).await.expect("connect");
+    let mut raw = RawAdmin::connect(format!("http://{}", node.addr()))
+        .await
+        .expect("connect");
     let before = node.raft().metrics().borrow().clone();
 
-    let add = |id: u64, addr: &str| AddNodeRequest { id, addr: addr.to_string(), promote: true };
+    let add = |id: u64, addr: &str| AddNodeRequest {
+        id,
+        addr: addr.to_string(),
+        promote: true,
+    };
     let cases: Vec<(&str, Result<(), tonic::Status>, tonic::Code, &str)> = vec![
         (
             "remove an unknown node",
@@ -313,7 +406,9 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         ),
         (
             "promote an unknown node",
-            raw.promote_node(PromoteNodeRequest { id: 9 }).await.map(drop),
+            raw.promote_node(PromoteNodeRequest { id: 9 })
+                .await
+                .map(drop),
             tonic::Code::NotFound,
             "node 9 is not a member",
         ),
@@ -349,7 +444,9 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         ),
         (
             "promote a voter",
-            raw.promote_node(PromoteNodeRequest { id: 1 }).await.map(drop),
+            raw.promote_node(PromoteNodeRequest { id: 1 })
+                .await
+                .map(drop),
             tonic::Code::FailedPrecondition,
             "already a voter",
         ),
@@ -363,7 +460,11 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
     for (what, result, code, message) in cases {
         let status = result.err().unwrap_or_else(|| panic!("{what}: accepted"));
         assert_eq!(status.code(), code, "{what}: {status:?}");
-        assert!(status.message().contains(message), "{what}: {:?} lacks {message:?}", status.message());
+        assert!(
+            status.message().contains(message),
+            "{what}: {:?} lacks {message:?}",
+            status.message()
+        );
     }
 
     // A node that formed its own cluster cannot be added: its log would conflict.
@@ -373,29 +474,57 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
     let status = raw
         .add_node(add(2, other.node(2).addr()))
         .await
-        .err()
-        .expect("a node of another cluster is refused");
+        .expect_err("a node of another cluster is refused");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains("already belongs to another cluster"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains("already belongs to another cluster"),
+        "{}",
+        status.message()
+    );
     // Nor can an address that answers as a different id.
-    let status = raw.add_node(add(3, other.node(2).addr())).await.err().expect("wrong id refused");
-    assert!(status.message().contains("answers as node 2, not node 3"), "{}", status.message());
+    let status = raw
+        .add_node(add(3, other.node(2).addr()))
+        .await
+        .expect_err("wrong id refused");
+    assert!(
+        status.message().contains("answers as node 2, not node 3"),
+        "{}",
+        status.message()
+    );
     other.shutdown().await;
 
     let after = node.raft().metrics().borrow().clone();
-    assert_eq!(after.membership_config, before.membership_config, "membership unchanged");
-    assert_eq!(after.last_log_index, before.last_log_index, "nothing was written to the log");
+    assert_eq!(
+        after.membership_config, before.membership_config,
+        "membership unchanged"
+    );
+    assert_eq!(
+        after.last_log_index, before.last_log_index,
+        "nothing was written to the log"
+    );
     cluster.shutdown().await;
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect http");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
-    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     (code, body)
 }
 
@@ -418,7 +547,10 @@ async fn http_reports_health_readiness_and_raft_metrics() {
         format!("baton_raft_committed_index {revision}"),
         "baton_raft_voters 1".to_string(),
     ] {
-        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
     }
     assert_eq!(http_get(http, "/nope").await.0, 404);
     cluster.shutdown().await;

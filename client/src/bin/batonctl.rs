@@ -24,7 +24,12 @@ use serde_json::{json, Value};
 #[command(name = "batonctl", version, verbatim_doc_comment)]
 struct Cli {
     /// Nodes to talk to, HOST:PORT, comma-separated.
-    #[arg(long, env = "BATON_ENDPOINTS", default_value = "127.0.0.1:7400", global = true)]
+    #[arg(
+        long,
+        env = "BATON_ENDPOINTS",
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
     endpoints: String,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
@@ -91,7 +96,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cluster(ClusterCommand::AddNode { id, addr, promote }) => {
             let reply = client.add_node(id, &addr, promote).await?;
-            let what = if promote { "added and promoted to voter" } else { "added as a learner" };
+            let what = if promote {
+                "added and promoted to voter"
+            } else {
+                "added as a learner"
+            };
             print_membership(cli.json, &format!("node {id} {what}"), &reply);
         }
         Command::Cluster(ClusterCommand::Promote { id }) => {
@@ -107,7 +116,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.json {
                 print_json(&json!({ "revision": reply.revision, "leader_id": reply.leader_id }));
             } else {
-                println!("committed at revision {} by leader {}", reply.revision, reply.leader_id);
+                println!(
+                    "committed at revision {} by leader {}",
+                    reply.revision, reply.leader_id
+                );
             }
         }
     }
@@ -115,7 +127,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    );
 }
 
 fn member_json(m: &Member) -> Value {
@@ -202,18 +217,31 @@ fn print_membership(json_out: bool, what: &str, reply: &MembershipResponse) {
     println!("{what} (revision {})", reply.revision);
     let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into()]];
     for m in &reply.members {
-        rows.push(vec![m.id.to_string(), m.addr.clone(), if m.voter { "voter" } else { "learner" }.into()]);
+        rows.push(vec![
+            m.id.to_string(),
+            m.addr.clone(),
+            if m.voter { "voter" } else { "learner" }.into(),
+        ]);
     }
     print_table(&rows);
 }
 
 fn print_table(rows: &[Vec<String>]) {
     let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().map(|r| r.get(c).map_or(0, String::len)).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for row in rows {
-        let line: Vec<String> =
-            row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         println!("{}", line.join("  ").trim_end());
     }
 }

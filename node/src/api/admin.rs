@@ -50,8 +50,21 @@ enum Route {
 type Metrics = RaftMetrics<NodeId, BasicNode>;
 
 impl AdminApi {
-    pub fn new(id: NodeId, addr: String, raft: BatonRaft, log: LogStore, sm: StateMachineStore) -> Self {
-        Self { id, addr, raft, log, sm, leader_channel: Mutex::new(None) }
+    pub fn new(
+        id: NodeId,
+        addr: String,
+        raft: BatonRaft,
+        log: LogStore,
+        sm: StateMachineStore,
+    ) -> Self {
+        Self {
+            id,
+            addr,
+            raft,
+            log,
+            sm,
+            leader_channel: Mutex::new(None),
+        }
     }
 
     fn metrics(&self) -> Metrics {
@@ -60,7 +73,12 @@ impl AdminApi {
 
     fn leader(metrics: &Metrics) -> Option<(NodeId, String)> {
         let id = metrics.current_leader?;
-        let addr = metrics.membership_config.membership().get_node(&id)?.addr.clone();
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .addr
+            .clone();
         Some((id, addr))
     }
 
@@ -71,7 +89,12 @@ impl AdminApi {
             // A leader that has committed its own removal keeps leading until its
             // next tick; openraft 0.9 must not be asked to propose in that window
             // (it trips a debug assertion). Send the caller elsewhere.
-            if !metrics.membership_config.membership().voter_ids().any(|v| v == self.id) {
+            if !metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.id)
+            {
                 return Err(Status::unavailable(
                     "this node has been removed from the cluster and is stepping down; retry on another node",
                 ));
@@ -86,7 +109,10 @@ impl AdminApi {
             return Err(not_leader(leader));
         }
         let channel = {
-            let mut cached = self.leader_channel.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cached = self
+                .leader_channel
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match &*cached {
                 Some((addr, channel)) if *addr == leader_addr => channel.clone(),
                 _ => {
@@ -112,7 +138,9 @@ impl AdminApi {
         if let Some(timeout) = timeout {
             forwarded.metadata_mut().insert("grpc-timeout", timeout);
         }
-        forwarded.metadata_mut().insert(FORWARDED_BY, self.id.into());
+        forwarded
+            .metadata_mut()
+            .insert(FORWARDED_BY, self.id.into());
         forwarded
     }
 
@@ -156,7 +184,10 @@ impl AdminApi {
             .map_err(|e| Status::invalid_argument(format!("address {addr:?} is not usable: {e}")))?
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT);
-        let channel = endpoint.connect().await.map_err(|e| unreachable(e.to_string()))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let remote = AdminClient::new(channel)
             .cluster_status(ClusterStatusRequest {})
             .await
@@ -172,7 +203,10 @@ impl AdminApi {
         // membership may rejoin only if it was part of this cluster before;
         // a node that formed its own cluster would bring a conflicting log.
         let ours: BTreeSet<NodeId> = members(&self.metrics()).iter().map(|m| m.id).collect();
-        let shares_history = remote.members.iter().any(|m| m.id != id && ours.contains(&m.id));
+        let shares_history = remote
+            .members
+            .iter()
+            .any(|m| m.id != id && ours.contains(&m.id));
         if !remote.members.is_empty() && !shares_history {
             let theirs: Vec<u64> = remote.members.iter().map(|m| m.id).collect();
             return Err(Status::failed_precondition(format!(
@@ -184,7 +218,10 @@ impl AdminApi {
     }
 
     fn membership_response(&self, revision: u64) -> MembershipResponse {
-        MembershipResponse { revision, members: members(&self.metrics()) }
+        MembershipResponse {
+            revision,
+            members: members(&self.metrics()),
+        }
     }
 }
 
@@ -194,7 +231,11 @@ fn members(metrics: &Metrics) -> Vec<Member> {
     let matched: BTreeMap<NodeId, u64> = metrics
         .replication
         .as_ref()
-        .map(|r| r.iter().map(|(id, log)| (*id, log.map_or(0, |l| l.index))).collect())
+        .map(|r| {
+            r.iter()
+                .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
+                .collect()
+        })
         .unwrap_or_default();
     membership
         .nodes()
@@ -209,7 +250,9 @@ fn members(metrics: &Metrics) -> Vec<Member> {
 
 fn validate_id(id: NodeId) -> Result<(), Status> {
     if id == 0 {
-        return Err(Status::invalid_argument("node id must be a positive integer (1, 2, …); 0 is reserved"));
+        return Err(Status::invalid_argument(
+            "node id must be a positive integer (1, 2, …); 0 is reserved",
+        ));
     }
     Ok(())
 }
@@ -223,7 +266,10 @@ impl Admin for AdminApi {
         Ok(Response::new(self.status()))
     }
 
-    async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
         let AddNodeRequest { id, addr, promote } = request.get_ref().clone();
         validate_id(id)?;
         parse_peer_addr(&addr).map_err(Status::invalid_argument)?;
@@ -297,7 +343,9 @@ impl Admin for AdminApi {
             .await
             .map_err(write_error)?;
         tracing::info!(node = id, "promoted node to voter");
-        Ok(Response::new(self.membership_response(changed.log_id.index)))
+        Ok(Response::new(
+            self.membership_response(changed.log_id.index),
+        ))
     }
 
     async fn remove_node(
@@ -328,17 +376,32 @@ impl Admin for AdminApi {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
         // retain=false: a removed voter does not linger as a learner.
-        let changed = self.raft.change_membership(change, false).await.map_err(write_error)?;
+        let changed = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(write_error)?;
         tracing::info!(node = id, "removed node");
-        Ok(Response::new(self.membership_response(changed.log_id.index)))
+        Ok(Response::new(
+            self.membership_response(changed.log_id.index),
+        ))
     }
 
-    async fn barrier(&self, request: Request<BarrierRequest>) -> Result<Response<BarrierResponse>, Status> {
+    async fn barrier(
+        &self,
+        request: Request<BarrierRequest>,
+    ) -> Result<Response<BarrierResponse>, Status> {
         if let Route::Forward(mut leader) = self.route(&request)? {
             return leader.barrier(self.forwarded(request)).await;
         }
-        let written = self.raft.client_write(Command::Barrier).await.map_err(write_error)?;
-        Ok(Response::new(BarrierResponse { revision: written.data.revision, leader_id: self.id }))
+        let written = self
+            .raft
+            .client_write(Command::Barrier)
+            .await
+            .map_err(write_error)?;
+        Ok(Response::new(BarrierResponse {
+            revision: written.data.revision,
+            leader_id: self.id,
+        }))
     }
 }
-

@@ -25,7 +25,10 @@ pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
 }
 
 fn forward_to_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
-    not_leader(f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone())))
+    not_leader(
+        f.leader_id
+            .zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
+    )
 }
 
 /// Maps a failed Raft write (a proposal or a membership change) to a status.
@@ -50,5 +53,7 @@ pub fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) ->
 
 /// A Raft error that means this node can no longer serve.
 pub fn fatal(e: &openraft::error::Fatal<NodeId>) -> Status {
-    Status::unavailable(format!("this node's Raft has stopped ({e}); use another node"))
+    Status::unavailable(format!(
+        "this node's Raft has stopped ({e}); use another node"
+    ))
 }

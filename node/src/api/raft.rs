@@ -35,7 +35,10 @@ fn encode<T: Serialize>(result: &T) -> Result<Response<RaftPayload>, Status> {
 
 #[tonic::async_trait]
 impl RaftService for RaftApi {
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(&request)?;
         encode(&self.raft.append_entries(rpc).await)
     }
@@ -45,7 +48,10 @@ impl RaftService for RaftApi {
         encode(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(&request)?;
         encode(&self.raft.install_snapshot(rpc).await)
     }

@@ -64,7 +64,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         });
-        Peer { target, addr: node.addr.clone(), client }
+        Peer {
+            target,
+            addr: node.addr.clone(),
+            client,
+        }
     }
 }
 
@@ -89,7 +93,11 @@ type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E
 
 impl Peer {
     fn error(&self, message: impl Into<String>) -> PeerError {
-        PeerError { target: self.target, addr: self.addr.clone(), message: message.into() }
+        PeerError {
+            target: self.target,
+            addr: self.addr.clone(),
+            message: message.into(),
+        }
     }
 
     async fn call<Req, Resp, E>(
@@ -107,7 +115,11 @@ impl Peer {
             .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e.to_string()))))?;
         let mut client = match &self.client {
             Ok(client) => client.clone(),
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&self.error(e.to_string())))),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &self.error(e.to_string()),
+                )))
+            }
         };
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
@@ -117,12 +129,16 @@ impl Peer {
             RpcKind::InstallSnapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| self.status_to_error(status))?;
-        let result: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&reply.get_ref().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e.to_string()))))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&reply.get_ref().data)
+                .map_err(|e| RPCError::Network(NetworkError::new(&self.error(e.to_string()))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
-    fn status_to_error<E: std::error::Error>(&self, status: tonic::Status) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    fn status_to_error<E: std::error::Error>(
+        &self,
+        status: tonic::Status,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
         let err = self.error(format!("{}: {}", status.code(), status.message()));
         match status.code() {
             // Refused or reset connections: the peer is down. openraft backs off

@@ -45,7 +45,12 @@ impl LogStore {
         let log = db.open_tree(LOG_TREE).map_err(err)?;
         let meta = db.open_tree(super::META_TREE).map_err(err)?;
         let store = Self {
-            inner: Arc::new(Inner { db, log, meta, committed: AtomicU64::new(0) }),
+            inner: Arc::new(Inner {
+                db,
+                log,
+                meta,
+                committed: AtomicU64::new(0),
+            }),
         };
         // A crash between persisting `last_purged` and deleting the entries
         // behind it leaves those entries; finish the purge now.
@@ -82,9 +87,11 @@ impl LogStore {
     ) -> Result<Option<T>, StorageError> {
         let stored = self.inner.meta.get(key);
         match stored.map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))? {
-            Some(bytes) => Ok(Some(
-                decode(&bytes).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, *e))?,
-            )),
+            Some(bytes) => {
+                Ok(Some(decode(&bytes).map_err(|e| {
+                    io_err(subject.clone(), ErrorVerb::Read, *e)
+                })?))
+            }
             None => Ok(None),
         }
     }
@@ -96,12 +103,19 @@ impl LogStore {
         subject: ErrorSubject<NodeId>,
     ) -> Result<(), StorageError> {
         let bytes = encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, *e))?;
-        self.inner.meta.insert(key, bytes).map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        self.inner
+            .meta
+            .insert(key, bytes)
+            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         Ok(())
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
-        self.inner.db.flush_async().await.map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| io_err(subject, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -156,14 +170,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
         {
             Some((_, v)) => {
-                let entry: Entry = decode(&v)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, *e))?;
+                let entry: Entry =
+                    decode(&v).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, *e))?;
                 Some(entry.log_id)
             }
             None => None,
         };
         let last_log_id = std::cmp::max(last_in_log, last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -193,7 +210,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Delete, e))?;
             }
         }
-        self.inner.committed.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
+        self.inner
+            .committed
+            .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         Ok(())
     }
 
@@ -201,7 +220,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_committed_sync()
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

@@ -37,7 +37,10 @@ pub enum OpenError {
 /// Opens (or creates) the node's storage under `data_dir`.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
     let path = data_dir.join("sled");
-    let sled_err = |source| OpenError::Sled { path: path.clone(), source };
+    let sled_err = |source| OpenError::Sled {
+        path: path.clone(),
+        source,
+    };
     let db = sled::Config::new()
         .path(&path)
         // Flushes are explicit (see the durability contract); the background
@@ -46,7 +49,10 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         .open()
         .map_err(sled_err)?;
     check_format(&db, &path)?;
-    let corrupt = |e: StorageError| OpenError::Corrupt { path: path.clone(), reason: e.to_string() };
+    let corrupt = |e: StorageError| OpenError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
     let log = LogStore::open(db.clone()).map_err(corrupt)?;
     let sm = StateMachineStore::open(db).map_err(corrupt)?;
     Ok((log, sm))
@@ -54,7 +60,10 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
 
 /// Writes the format version into a fresh database, or checks the one found.
 fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
-    let sled_err = |source| OpenError::Sled { path: path.to_path_buf(), source };
+    let sled_err = |source| OpenError::Sled {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = db.open_tree(META_TREE).map_err(sled_err)?;
     match meta.get(KEY_FORMAT_VERSION).map_err(sled_err)? {
         Some(v) => {
@@ -64,23 +73,27 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
             })?;
             let found = u32::from_be_bytes(bytes);
             if found != FORMAT_VERSION {
-                return Err(OpenError::FormatVersion { path: path.to_path_buf(), found });
+                return Err(OpenError::FormatVersion {
+                    path: path.to_path_buf(),
+                    found,
+                });
             }
         }
         None => {
             // Only a database with nothing else in it is fresh; one with data
             // but no version was not written by baton.
             let names = db.tree_names();
-            let has_data = names.iter().any(|n| {
-                db.open_tree(n).map(|t| !t.is_empty()).unwrap_or(true)
-            });
+            let has_data = names
+                .iter()
+                .any(|n| db.open_tree(n).map(|t| !t.is_empty()).unwrap_or(true));
             if has_data {
                 return Err(OpenError::Corrupt {
                     path: path.to_path_buf(),
                     reason: "it holds data but no format version".into(),
                 });
             }
-            meta.insert(KEY_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes()).map_err(sled_err)?;
+            meta.insert(KEY_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes())
+                .map_err(sled_err)?;
             db.flush().map_err(sled_err)?;
         }
     }

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
-use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError,
-};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, io_err, META_TREE};
@@ -111,14 +109,29 @@ impl StateMachineStore {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => State::default(),
         };
-        let applied = Applied { generation, tree, last_applied, membership, state };
-        Ok(Self { inner: Arc::new(Inner { db, meta, applied: Mutex::new(applied) }) })
+        let applied = Applied {
+            generation,
+            tree,
+            last_applied,
+            membership,
+            state,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                meta,
+                applied: Mutex::new(applied),
+            }),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Applied> {
         // A panic while holding the lock cannot leave `Applied` half-updated in a
         // way the disk disagrees with: the disk is written first, memory after.
-        self.inner.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .applied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The revision of the last applied entry (0 before the first).
@@ -143,7 +156,11 @@ impl StateMachineStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        self.inner.db.flush_async().await.map_err(sm_err(ErrorVerb::Write))?;
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map_err(sm_err(ErrorVerb::Write))?;
         Ok(())
     }
 
@@ -171,7 +188,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             }
         };
         let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let last = payload.last_applied;
         let meta = SnapshotMeta {
             last_log_id: last,
@@ -182,17 +201,26 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last.map_or(0, |l| l.index)
             ),
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         let bytes = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
         let signature = Some(meta.signature());
-        self.inner
-            .meta
-            .insert(KEY_SNAPSHOT, bytes)
-            .map_err(|e| io_err(ErrorSubject::Snapshot(signature.clone()), ErrorVerb::Write, e))?;
+        self.inner.meta.insert(KEY_SNAPSHOT, bytes).map_err(|e| {
+            io_err(
+                ErrorSubject::Snapshot(signature.clone()),
+                ErrorVerb::Write,
+                e,
+            )
+        })?;
         // Durability: openraft purges the log behind a snapshot once this returns,
         // so the snapshot must be on disk first.
         self.flush().await?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -279,17 +307,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             (applied.generation, applied.generation + 1)
         };
         let name = generation_tree_name(new_generation);
-        let tree = self.inner.db.open_tree(&name).map_err(snap_err(ErrorVerb::Write))?;
+        let tree = self
+            .inner
+            .db
+            .open_tree(&name)
+            .map_err(snap_err(ErrorVerb::Write))?;
         tree.clear().map_err(snap_err(ErrorVerb::Write))?;
-        Self::write_applied(&tree, &meta.last_log_id, &meta.last_membership, &payload.state)?;
+        Self::write_applied(
+            &tree,
+            &meta.last_log_id,
+            &meta.last_membership,
+            &payload.state,
+        )?;
         self.flush().await?;
 
         // 2. Switch to it and record the snapshot in one atomic step.
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         let mut switch = sled::Batch::default();
-        switch.insert(KEY_GENERATION, encode(&new_generation).map_err(codec_err(ErrorVerb::Write))?);
-        switch.insert(KEY_SNAPSHOT, encode(&stored).map_err(codec_err(ErrorVerb::Write))?);
-        self.inner.meta.apply_batch(switch).map_err(snap_err(ErrorVerb::Write))?;
+        switch.insert(
+            KEY_GENERATION,
+            encode(&new_generation).map_err(codec_err(ErrorVerb::Write))?,
+        );
+        switch.insert(
+            KEY_SNAPSHOT,
+            encode(&stored).map_err(codec_err(ErrorVerb::Write))?,
+        );
+        self.inner
+            .meta
+            .apply_batch(switch)
+            .map_err(snap_err(ErrorVerb::Write))?;
         // Durability: openraft deletes the log that this snapshot replaces once we
         // return, so the switch must be on disk first.
         self.flush().await?;
@@ -319,4 +368,3 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
-

@@ -17,7 +17,8 @@ struct TempStore;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStore {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
-        let dir = tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         let (log, sm) =
             open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         Ok((dir, log, sm))
@@ -30,7 +31,10 @@ fn openraft_storage_suite() -> Result<(), StorageError> {
 }
 
 fn entry(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
-    Entry { log_id: log_id(term, 1, index), payload }
+    Entry {
+        log_id: log_id(term, 1, index),
+        payload,
+    }
 }
 
 fn barrier(term: u64, index: u64) -> Entry {
@@ -40,7 +44,9 @@ fn barrier(term: u64, index: u64) -> Entry {
 /// Appends and waits for openraft's flush callback, i.e. for the point where
 /// openraft counts the entries as durable.
 async fn append_acknowledged(log: &mut LogStore, entries: Vec<Entry>) {
-    log.blocking_append(entries).await.expect("append acknowledged");
+    log.blocking_append(entries)
+        .await
+        .expect("append acknowledged");
 }
 
 const CHILD_DIR: &str = "BATON_TEST_CRASH_CHILD_DIR";
@@ -51,12 +57,19 @@ const CHILD_STEP: &str = "BATON_TEST_CRASH_CHILD_STEP";
 /// happens and only what was flushed before the acknowledgement is on disk.
 fn crash_after(dir: &std::path::Path, step: &str) {
     let status = Process::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "store::tests::acknowledged_writes_survive_abort", "--nocapture"])
+        .args([
+            "--exact",
+            "store::tests::acknowledged_writes_survive_abort",
+            "--nocapture",
+        ])
         .env(CHILD_DIR, dir)
         .env(CHILD_STEP, step)
         .status()
         .expect("spawn child");
-    assert!(!status.success(), "the child must die by abort, not exit cleanly");
+    assert!(
+        !status.success(),
+        "the child must die by abort, not exit cleanly"
+    );
 }
 
 /// An entry acknowledged by `append`, and a vote saved by `save_vote`, are there
@@ -72,7 +85,10 @@ fn acknowledged_writes_survive_abort() {
                 "append" => {
                     append_acknowledged(&mut log, (1..=100).map(|i| barrier(1, i)).collect()).await
                 }
-                "vote" => log.save_vote(&openraft::Vote::new(3, 7)).await.expect("vote"),
+                "vote" => log
+                    .save_vote(&openraft::Vote::new(3, 7))
+                    .await
+                    .expect("vote"),
                 other => panic!("unknown step {other}"),
             }
             // Abort while `log` is alive: dropping the last sled handle would
@@ -96,13 +112,18 @@ fn acknowledged_writes_survive_abort() {
     crash_after(dir.path(), "vote");
     rt.block_on(async {
         let (mut log, _sm) = open(dir.path()).expect("reopen after abort");
-        assert_eq!(log.read_vote().await.expect("vote"), Some(openraft::Vote::new(3, 7)));
+        assert_eq!(
+            log.read_vote().await.expect("vote"),
+            Some(openraft::Vote::new(3, 7))
+        );
     });
 }
 
 fn membership(voters: &[u64]) -> Membership<u64, BasicNode> {
-    let nodes: BTreeMap<u64, BasicNode> =
-        voters.iter().map(|id| (*id, BasicNode::new(format!("127.0.0.1:{}", 7400 + id)))).collect();
+    let nodes: BTreeMap<u64, BasicNode> = voters
+        .iter()
+        .map(|id| (*id, BasicNode::new(format!("127.0.0.1:{}", 7400 + id))))
+        .collect();
     Membership::new(vec![voters.iter().copied().collect::<BTreeSet<_>>()], nodes)
 }
 
@@ -117,9 +138,19 @@ async fn applied_state_and_snapshot_survive_reopen() {
             barrier(1, 3),
         ];
         let results = sm.apply(entries).await.expect("apply");
-        assert_eq!(results.iter().map(|r| r.revision).collect::<Vec<_>>(), vec![1, 2, 3]);
-        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
-        sm.apply(vec![barrier(2, 4)]).await.expect("apply after snapshot");
+        assert_eq!(
+            results.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        sm.apply(vec![barrier(2, 4)])
+            .await
+            .expect("apply after snapshot");
         snapshot.meta
     };
     let (_log, mut sm) = open(dir.path()).expect("reopen");
@@ -127,7 +158,11 @@ async fn applied_state_and_snapshot_survive_reopen() {
     assert_eq!(applied, Some(log_id(2, 1, 4)));
     assert_eq!(stored_membership.membership(), &membership(&[1, 2, 3]));
     assert_eq!(sm.revision(), 4);
-    let current = sm.get_current_snapshot().await.expect("read").expect("a snapshot");
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("a snapshot");
     assert_eq!(current.meta, snapshot_meta);
 }
 
@@ -142,17 +177,27 @@ async fn installed_snapshot_replaces_the_whole_state_atomically() {
         ])
         .await
         .expect("apply");
-    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
 
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (_log, mut sm) = open(dir.path()).expect("open");
-        sm.apply(vec![entry(1, 1, EntryPayload::Membership(membership(&[9]))), barrier(1, 2)])
-            .await
-            .expect("apply");
+        sm.apply(vec![
+            entry(1, 1, EntryPayload::Membership(membership(&[9]))),
+            barrier(1, 2),
+        ])
+        .await
+        .expect("apply");
         let mut received = sm.begin_receiving_snapshot().await.expect("begin");
         *received = Cursor::new(snapshot.snapshot.get_ref().clone());
-        sm.install_snapshot(&snapshot.meta, received).await.expect("install");
+        sm.install_snapshot(&snapshot.meta, received)
+            .await
+            .expect("install");
         assert_eq!(sm.revision(), 11);
     }
     let db = sled::open(dir.path().join("sled")).expect("sled");
@@ -162,14 +207,24 @@ async fn installed_snapshot_replaces_the_whole_state_atomically() {
         .filter_map(|n| std::str::from_utf8(n).ok().map(str::to_string))
         .filter(|n| n.starts_with("sm."))
         .collect();
-    assert_eq!(generations, vec!["sm.1".to_string()], "old generation dropped, new one current");
+    assert_eq!(
+        generations,
+        vec!["sm.1".to_string()],
+        "old generation dropped, new one current"
+    );
     drop(db);
 
     let (_log, mut sm) = open(dir.path()).expect("reopen");
     let (applied, stored_membership) = sm.applied_state().await.expect("applied");
     assert_eq!(applied, Some(LogId::new(CommittedLeaderId::new(2, 1), 11)));
     assert_eq!(stored_membership.membership(), &membership(&[1, 2]));
-    assert_eq!(sm.get_current_snapshot().await.expect("read").map(|s| s.meta), Some(snapshot.meta));
+    assert_eq!(
+        sm.get_current_snapshot()
+            .await
+            .expect("read")
+            .map(|s| s.meta),
+        Some(snapshot.meta)
+    );
 }
 
 #[tokio::test]
@@ -185,8 +240,13 @@ async fn purge_and_truncate_are_durable_and_consistent() {
     let state = log.get_log_state().await.expect("state");
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 5)));
     assert_eq!(state.last_log_id, Some(log_id(1, 1, 15)));
-    let indexes: Vec<u64> =
-        log.try_get_log_entries(..).await.expect("read").iter().map(|e| e.log_id.index).collect();
+    let indexes: Vec<u64> = log
+        .try_get_log_entries(..)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
     assert_eq!(indexes, (6..=15).collect::<Vec<_>>());
 }
 
@@ -197,10 +257,14 @@ fn refuses_a_data_dir_of_another_format() {
     {
         let db = sled::open(dir.path().join("sled")).expect("sled");
         let meta = db.open_tree(META_TREE).expect("meta");
-        meta.insert(KEY_FORMAT_VERSION, &99u32.to_be_bytes()).expect("insert");
+        meta.insert(KEY_FORMAT_VERSION, &99u32.to_be_bytes())
+            .expect("insert");
         db.flush().expect("flush");
     }
     let err = open(dir.path()).err().expect("must refuse");
-    assert!(matches!(err, OpenError::FormatVersion { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, OpenError::FormatVersion { found: 99, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("format 99"), "{err}");
 }

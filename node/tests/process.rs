@@ -1,0 +1,275 @@
+//! Process-level tests with the built `baton-node` and `batonctl` binaries:
+//! real processes, real sockets, real data dirs, SIGKILL and SIGTERM.
+//!
+//! `batonctl` belongs to another package, so it must have been built next to
+//! `baton-node` first: `scripts/test` (the README's test command) does that.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_client::AdminClient;
+use baton_proto::v1::admin_client::AdminClient as RawAdmin;
+use baton_proto::v1::ClusterStatusRequest;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const NODE: &str = env!("CARGO_BIN_EXE_baton-node");
+const WAIT: Duration = Duration::from_secs(30);
+
+fn batonctl() -> PathBuf {
+    let path = Path::new(NODE).with_file_name("batonctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --bins`; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A `baton-node` process, killed if the test ends without stopping it.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(args: &[String], cwd: &Path, log: PathBuf) -> Proc {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(NODE)
+            .args(args)
+            .current_dir(cwd)
+            .env("BATON_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn baton-node");
+        Proc { child, log }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits"))
+    }
+
+    fn sigkill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Sends SIGTERM and waits for the exit; fails the test unless the node
+    /// exits 0 within `within`.
+    fn sigterm(mut self, within: Duration) {
+        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "exit after SIGTERM: {status}; log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                start.elapsed() < within,
+                "still running {within:?} after SIGTERM; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port. Static bootstrap needs addresses before the nodes
+/// start, so the port is released again; another process could take it in
+/// between, which on a test machine does not happen in practice.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+async fn status_of(addr: SocketAddr) -> Option<baton_proto::v1::ClusterStatusResponse> {
+    let mut client = RawAdmin::connect(format!("http://{addr}")).await.ok()?;
+    client
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// Polls a node (another process: there is no event to await) until it has
+/// applied `revision`.
+async fn wait_applied(addr: SocketAddr, revision: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if status_of(addr)
+            .await
+            .is_some_and(|s| s.applied_index >= revision)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not apply {revision} within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_survive_kill_9_of_the_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = |id: usize| -> Vec<String> {
+        vec![
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            addrs[id - 1].to_string(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            format!("node-{id}"),
+            "--initial-members".into(),
+            members.clone(),
+        ]
+    };
+    let log = |id: usize| dir.path().join(format!("node-{id}.log"));
+    let mut procs: Vec<Option<Proc>> = (1..=3)
+        .map(|id| Some(Proc::spawn(&args(id), dir.path(), log(id))))
+        .collect();
+
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    let mut revision = 0;
+    for _ in 0..10 {
+        revision = admin
+            .barrier()
+            .await
+            .expect("the cluster commits writes")
+            .revision;
+    }
+    let leader = admin.cluster_status().await.expect("status").leader_id;
+    let leader_index = usize::try_from(leader).expect("id") - 1;
+    for addr in &addrs {
+        wait_applied(*addr, revision).await;
+    }
+
+    // kill -9 the leader.
+    procs[leader_index]
+        .take()
+        .expect("leader process")
+        .sigkill();
+    let survivors: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader_index)
+        .map(|(_, a)| a.to_string())
+        .collect();
+    let mut admin = AdminClient::new(&survivors, WAIT).expect("client");
+    let after_kill = admin
+        .barrier()
+        .await
+        .expect("the survivors elect a leader and commit");
+    assert!(after_kill.revision > revision);
+    assert_ne!(after_kill.leader_id, leader, "a new leader committed it");
+    let status = admin.cluster_status().await.expect("status");
+    assert_ne!(status.leader_id, leader);
+    for _ in 0..10 {
+        revision = admin.barrier().await.expect("keeps serving").revision;
+    }
+
+    // The killed node restarts from its data dir and rejoins.
+    procs[leader_index] = Some(Proc::spawn(
+        &args(leader_index + 1),
+        dir.path(),
+        log(leader_index + 1),
+    ));
+    let restarted = addrs[leader_index];
+    wait_applied(restarted, revision).await;
+    let own = status_of(restarted).await.expect("restarted node answers");
+    assert_eq!(own.leader_id, status.leader_id, "it follows the new leader");
+    assert_eq!(own.members.len(), 3);
+
+    // batonctl shows all three members, reachable, with one leader.
+    let out = Command::new(batonctl())
+        .args([
+            "--endpoints",
+            &endpoints.join(","),
+            "--json",
+            "cluster",
+            "status",
+        ])
+        .output()
+        .expect("run batonctl");
+    assert!(
+        out.status.success(),
+        "batonctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let members = json["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{json}");
+    let leaders = members.iter().filter(|m| m["state"] == "leader").count();
+    assert_eq!(leaders, 1, "{json}");
+    assert!(members.iter().all(|m| m["error"].is_null()), "{json}");
+
+    // SIGTERM: every node exits 0 within a few seconds.
+    for proc in procs.into_iter().flatten() {
+        proc.sigterm(Duration::from_secs(8));
+    }
+}
+
+/// What the README promises: `baton-node` with no flags is a working
+/// single-node cluster on 127.0.0.1:7400, and `batonctl cluster status` shows
+/// it as leader. (Uses the default ports; nothing else in the suite does.)
+#[test]
+fn no_flags_starts_a_single_node_cluster_that_batonctl_shows_as_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Proc::spawn(&[], dir.path(), dir.path().join("node.log"));
+    let out = Command::new(batonctl())
+        .args(["cluster", "status"])
+        .output()
+        .expect("run batonctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "batonctl failed: {}\nnode log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log_text()
+    );
+    assert!(text.contains("leader: node 1 at 127.0.0.1:7400"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("1 "))
+        .unwrap_or_default();
+    assert!(row.contains("voter") && row.contains("leader"), "{text}");
+    assert!(
+        dir.path().join("baton-data").is_dir(),
+        "data in ./baton-data"
+    );
+    node.sigterm(Duration::from_secs(8));
+}
