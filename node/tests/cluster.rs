@@ -11,6 +11,7 @@ use baton_node::raft::RaftTuning;
 use baton_node::{Bootstrap, Node, NodeConfig};
 use baton_proto::v1::admin_client::AdminClient as RawAdmin;
 use baton_proto::v1::{AddNodeRequest, BarrierRequest, PromoteNodeRequest, RemoveNodeRequest};
+use openraft::storage::RaftLogStorage;
 use openraft::ServerState;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +35,7 @@ impl Cluster {
     }
 
     fn config(&self, id: u64, bootstrap: Bootstrap) -> NodeConfig {
-        let mut config = NodeConfig::ephemeral(id, self.root.path().join(format!("node-{id}")));
+        let mut config = NodeConfig::ephemeral(id, self.data_dir(id));
         config.bootstrap = bootstrap;
         if let Some(addr) = self.addrs.get(&id) {
             config.listen = *addr;
@@ -82,6 +83,10 @@ impl Cluster {
             .collect();
         let config = self.config(id, Bootstrap::Join(seeds));
         self.start(config).await;
+    }
+
+    fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self.root.path().join(format!("node-{id}"))
     }
 
     fn node(&self, id: u64) -> &Node {
@@ -223,15 +228,30 @@ async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
     assert!(later > revision);
     cluster.applied_everywhere(later).await;
 
-    // The stopped node restarts from its data dir and catches up.
+    // What the stopped node acknowledged is in its data dir.
+    {
+        let (mut log, sm) =
+            baton_node::store::open(&cluster.data_dir(leader)).expect("open stopped node's data");
+        let on_disk = log
+            .get_log_state()
+            .await
+            .expect("log state")
+            .last_log_id
+            .map_or(0, |l| l.index);
+        assert!(
+            on_disk >= revision,
+            "log on disk ends at {on_disk}, node had {revision}"
+        );
+        assert!(
+            sm.revision() >= revision,
+            "applied state on disk is at {}",
+            sm.revision()
+        );
+    }
+
+    // It restarts from that data dir and catches up.
     let before_restart = Instant::now();
     cluster.restart(leader).await;
-    let restarted = cluster.node(leader).raft().metrics().borrow().clone();
-    assert!(
-        restarted.last_log_index.unwrap_or(0) >= revision,
-        "restarted node reloaded its log from disk (last log {:?}, had {revision})",
-        restarted.last_log_index
-    );
     let last = cluster.write(5).await;
     cluster.applied_everywhere(last).await;
     eprintln!("restarted node caught up in {:?}", before_restart.elapsed());
@@ -392,6 +412,7 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         .expect("connect");
     let before = node.raft().metrics().borrow().clone();
 
+    let leader_addr = node.addr().to_string();
     let add = |id: u64, addr: &str| AddNodeRequest {
         id,
         addr: addr.to_string(),
@@ -441,6 +462,12 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
             raw.add_node(add(1, "127.0.0.1:7999")).await.map(drop),
             tonic::Code::AlreadyExists,
             "node 1 is already a voter",
+        ),
+        (
+            "add a second node on the leader's address",
+            raw.add_node(add(5, &leader_addr)).await.map(drop),
+            tonic::Code::AlreadyExists,
+            "already belongs to node 1",
         ),
         (
             "promote a voter",

@@ -228,12 +228,13 @@ impl AdminApi {
 fn members(metrics: &Metrics) -> Vec<Member> {
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let matched: BTreeMap<NodeId, u64> = metrics
+    // `None` for a member the leader has not heard from since it took office.
+    let matched: BTreeMap<NodeId, Option<u64>> = metrics
         .replication
         .as_ref()
         .map(|r| {
             r.iter()
-                .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
+                .map(|(id, log)| (*id, log.map(|l| l.index)))
                 .collect()
         })
         .unwrap_or_default();
@@ -243,7 +244,7 @@ fn members(metrics: &Metrics) -> Vec<Member> {
             id: *id,
             addr: node.addr.clone(),
             voter: voters.contains(id),
-            matched_index: matched.get(id).copied(),
+            matched_index: matched.get(id).copied().flatten(),
         })
         .collect()
 }
