@@ -65,6 +65,12 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// The leading field of a [`StoredSnapshot`].
+#[derive(Deserialize)]
+struct StoredSnapshotHead {
+    meta: SnapshotMeta,
+}
+
 fn generation_tree_name(generation: u64) -> String {
     format!("{GENERATION_PREFIX}{generation}")
 }
@@ -164,6 +170,21 @@ impl StateMachineStore {
         Ok(())
     }
 
+    /// The stored snapshot's metadata, without decoding its data.
+    fn stored_snapshot_meta(&self) -> Result<Option<SnapshotMeta>, StorageError> {
+        let err = |e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
+        match self.inner.meta.get(KEY_SNAPSHOT).map_err(err)? {
+            // `StoredSnapshot` starts with its metadata; bincode reads that
+            // prefix and leaves the data alone.
+            Some(v) => Ok(Some(
+                decode::<StoredSnapshotHead>(&v)
+                    .map_err(|e| err_codec_snapshot(*e))?
+                    .meta,
+            )),
+            None => Ok(None),
+        }
+    }
+
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         let err = |e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
         match self.inner.meta.get(KEY_SNAPSHOT).map_err(err)? {
@@ -179,47 +200,54 @@ fn err_codec_snapshot(e: bincode::ErrorKind) -> StorageError {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let payload = {
+        let (meta, data) = {
+            // One hold of the state lock from reading the state to storing the
+            // snapshot: a snapshot installed from the leader in the meantime
+            // (which switches under the same lock) is never replaced by this
+            // older one.
             let applied = self.lock();
-            SnapshotPayload {
+            let payload = SnapshotPayload {
                 last_applied: applied.last_applied,
                 membership: applied.membership.clone(),
                 state: applied.state.clone(),
+            };
+            let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let last = payload.last_applied;
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: payload.membership,
+                snapshot_id: format!(
+                    "{}-{}-{nanos:x}",
+                    last.map_or(0, |l| l.leader_id.term),
+                    last.map_or(0, |l| l.index)
+                ),
+            };
+            let stored = StoredSnapshot { meta, data };
+            let stored_is_newer = self
+                .stored_snapshot_meta()?
+                .is_some_and(|s| s.last_log_id > stored.meta.last_log_id);
+            if !stored_is_newer {
+                let bytes = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
+                self.inner.meta.insert(KEY_SNAPSHOT, bytes).map_err(|e| {
+                    io_err(
+                        ErrorSubject::Snapshot(Some(stored.meta.signature())),
+                        ErrorVerb::Write,
+                        e,
+                    )
+                })?;
             }
+            drop(applied);
+            (stored.meta, stored.data)
         };
-        let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let last = payload.last_applied;
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: payload.membership,
-            snapshot_id: format!(
-                "{}-{}-{nanos:x}",
-                last.map_or(0, |l| l.leader_id.term),
-                last.map_or(0, |l| l.index)
-            ),
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let bytes = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
-        let signature = Some(meta.signature());
-        self.inner.meta.insert(KEY_SNAPSHOT, bytes).map_err(|e| {
-            io_err(
-                ErrorSubject::Snapshot(signature.clone()),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
         // Durability: openraft purges the log behind a snapshot once this returns,
         // so the snapshot must be on disk first.
         self.flush().await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(Cursor::new(data)),
         })
     }
 }
@@ -335,10 +363,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             KEY_SNAPSHOT,
             encode(&stored).map_err(codec_err(ErrorVerb::Write))?,
         );
-        self.inner
-            .meta
-            .apply_batch(switch)
-            .map_err(snap_err(ErrorVerb::Write))?;
+        {
+            let _applied = self.lock();
+            self.inner
+                .meta
+                .apply_batch(switch)
+                .map_err(snap_err(ErrorVerb::Write))?;
+        }
         // Durability: openraft deletes the log that this snapshot replaces once we
         // return, so the switch must be on disk first.
         self.flush().await?;
