@@ -1,34 +1,411 @@
 //! The assignment domain: the replicated state and the commands that change it.
 //!
 //! Pure Rust: no async, no I/O, no clock. Every replica applies the same commands
-//! in the same order and must reach the same state, so nothing here may depend on
-//! anything but its inputs.
+//! in the same order and must reach the same state, so nothing here depends on
+//! anything but its inputs; commands carry the leader's clock where time matters.
 //!
-//! For now the state is only the revision; groups, sessions, the rebalancer,
-//! handoff and tombstones come next (issue #4).
+//! Event-sourced: a command is validated against the state and turned into
+//! [`Event`]s, and [`State::apply_event`] is the *only* code that changes the
+//! state. The watch API streams exactly these events, and replaying them over a
+//! snapshot reproduces the state at every later revision.
 
+pub mod assignment;
+mod error;
+pub mod hash;
+pub mod rebalancer;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+pub use assignment::{Assignment, PartitionRange, Reservation, Revoking, Slot};
+pub use error::{DomainError, ErrorKind};
+pub use hash::KeyHash;
+pub use rebalancer::{Move, Plan};
 use serde::{Deserialize, Serialize};
 
-/// A change proposed through Raft. Each variant is applied by [`State::apply`].
+use self::error::invalid;
+
+/// A group's settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Partition count P, 1..=65,536.
+    pub partitions: u32,
+    pub key_hash: KeyHash,
+    /// How long an owner has to release a revoked partition before its
+    /// session is ended.
+    pub handoff_timeout_ms: u64,
+    /// Handoffs in flight at once, at most.
+    pub max_in_flight: u32,
+    /// Lease TTL for workers that do not ask for one.
+    pub default_ttl_ms: u64,
+    /// How long an expired worker's partitions stay reserved for it.
+    pub rejoin_grace_ms: u64,
+    /// How long a tombstone is kept when its put names no TTL.
+    pub tombstone_ttl_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            key_hash: KeyHash::Xxh3,
+            handoff_timeout_ms: 30_000,
+            max_in_flight: validate::MAX_PARTITIONS,
+            default_ttl_ms: 10_000,
+            rejoin_grace_ms: 0,
+            tombstone_ttl_ms: 7 * 24 * 3_600_000,
+        }
+    }
+}
+
+impl GroupConfig {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        validate::partitions(self.partitions)?;
+        validate::range_ms(
+            "handoff timeout",
+            self.handoff_timeout_ms,
+            1_000,
+            validate::MAX_HANDOFF_TIMEOUT_MS,
+        )?;
+        if self.max_in_flight == 0 || self.max_in_flight > validate::MAX_PARTITIONS {
+            return Err(invalid("max in flight", self.max_in_flight, "1 to 65536"));
+        }
+        validate::ttl_ms("default lease TTL", self.default_ttl_ms)?;
+        validate::range_ms(
+            "rejoin grace",
+            self.rejoin_grace_ms,
+            0,
+            validate::MAX_REJOIN_GRACE_MS,
+        )?;
+        validate::range_ms(
+            "tombstone TTL",
+            self.tombstone_ttl_ms,
+            1_000,
+            validate::MAX_TOMBSTONE_TTL_MS,
+        )?;
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    Active,
+    /// Leaving gracefully: its partitions are handed off, then the session closes.
+    Draining,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The revision of the join: identifies this session of the worker id.
+    pub id: u64,
+    pub ttl_ms: u64,
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+    pub state: SessionState,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    pub partition: u32,
+    /// The key's hash when the partition came from it (kept so a split can
+    /// recompute the partition); `None` for an explicit partition.
+    pub hash: Option<u64>,
+    pub revision: u64,
+    pub expires_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub config: GroupConfig,
+    /// Revision of the last change to the config (compare-and-set updates).
+    pub config_revision: u64,
+    pub frozen: bool,
+    pub sessions: BTreeMap<String, Session>,
+    pub assignment: Assignment,
+    pub tombstones: BTreeMap<String, Tombstone>,
+}
+
+impl Group {
+    fn new(config: GroupConfig, revision: u64) -> Self {
+        Self {
+            assignment: Assignment::new(config.partitions),
+            config,
+            config_revision: revision,
+            frozen: false,
+            sessions: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+        }
+    }
+
+    /// Partitions held by `worker` (owned, moving or not), as ranges.
+    pub fn held_by(&self, worker: &str) -> Vec<PartitionRange> {
+        self.assignment.find(|s| s.owner.as_deref() == Some(worker))
+    }
+
+    fn check_partitions(&self, group: &str, ranges: &[PartitionRange]) -> Result<(), DomainError> {
+        let partitions = self.config.partitions;
+        for r in ranges {
+            if r.is_empty() || r.end > partitions {
+                return Err(DomainError::PartitionOutOfRange {
+                    group: group.to_string(),
+                    partition: if r.is_empty() { r.start } else { r.end - 1 },
+                    partitions,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a tombstone names its partition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Locator {
+    /// Hash the key with the group's key hash.
+    Key,
+    /// An explicit 64-bit hash key.
+    Hash(u64),
+    /// An explicit partition.
+    Partition(u32),
+}
+
+/// A change proposed through Raft.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Changes nothing but the revision; used to prove the cluster commits writes.
+    /// Changes nothing but the revision; proves the cluster commits writes.
     Barrier,
+    CreateGroup {
+        group: String,
+        config: GroupConfig,
+    },
+    /// Compare-and-set: applies only if the group's config revision is `expected_revision`.
+    /// The partition count changes only through `SplitGroup`.
+    UpdateGroup {
+        group: String,
+        config: GroupConfig,
+        expected_revision: u64,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    /// P → 2P: each partition's two children keep its owner, with new tokens.
+    SplitGroup {
+        group: String,
+        expected_revision: u64,
+    },
+    SetFrozen {
+        group: String,
+        frozen: bool,
+    },
+    Join {
+        group: String,
+        worker: String,
+        ttl_ms: Option<u64>,
+        weight: u32,
+        labels: BTreeMap<String, String>,
+        now_ms: u64,
+    },
+    Leave {
+        group: String,
+        worker: String,
+        drain: bool,
+    },
+    /// Proposed by the leader once a session's lease has passed.
+    ExpireSession {
+        group: String,
+        worker: String,
+        session: u64,
+        now_ms: u64,
+    },
+    /// The owner gives up `partitions`, all held with fencing token `token`.
+    Release {
+        group: String,
+        worker: String,
+        partitions: Vec<PartitionRange>,
+        token: u64,
+    },
+    /// Runs the rebalancer on the group's state and carries out its plan.
+    Rebalance {
+        group: String,
+        now_ms: u64,
+    },
+    /// Operator move: hand `partitions` to `to` (revoking them where held).
+    Move {
+        group: String,
+        partitions: Vec<PartitionRange>,
+        to: String,
+        now_ms: u64,
+    },
+    PutTombstone {
+        group: String,
+        key: String,
+        locator: Locator,
+        ttl_ms: Option<u64>,
+        now_ms: u64,
+    },
+    /// Removes every tombstone of the group that has expired by `now_ms`.
+    PurgeTombstones {
+        group: String,
+        now_ms: u64,
+    },
+}
+
+/// Why a worker's session ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReason {
+    Left,
+    Drained,
+    Expired,
+}
+
+/// One change to the state. Every event carries what is needed to replay it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    GroupCreated {
+        group: String,
+        config: GroupConfig,
+    },
+    GroupUpdated {
+        group: String,
+        config: GroupConfig,
+    },
+    GroupDeleted {
+        group: String,
+    },
+    GroupSplit {
+        group: String,
+        partitions: u32,
+    },
+    GroupFrozen {
+        group: String,
+        frozen: bool,
+    },
+    WorkerJoined {
+        group: String,
+        worker: String,
+        session: Session,
+    },
+    WorkerDraining {
+        group: String,
+        worker: String,
+    },
+    WorkerLeft {
+        group: String,
+        worker: String,
+        reason: LeaveReason,
+    },
+    /// `worker` now holds `partitions` with fencing token `token`.
+    Granted {
+        group: String,
+        worker: String,
+        partitions: Vec<PartitionRange>,
+        token: u64,
+    },
+    /// The holder of `partitions` must drain and release them (to `to`). A
+    /// handoff already in flight keeps its start time.
+    Revoking {
+        group: String,
+        partitions: Vec<PartitionRange>,
+        to: Option<String>,
+        since_ms: u64,
+    },
+    /// `partitions` are free.
+    Released {
+        group: String,
+        worker: String,
+        partitions: Vec<PartitionRange>,
+    },
+    /// `partitions` are free but kept for `worker` until `until_ms`.
+    Reserved {
+        group: String,
+        worker: String,
+        partitions: Vec<PartitionRange>,
+        until_ms: u64,
+    },
+    TombstoneAdded {
+        group: String,
+        key: String,
+        tombstone: Tombstone,
+    },
+    TombstonePurged {
+        group: String,
+        key: String,
+    },
+}
+
+impl Event {
+    pub fn group(&self) -> &str {
+        match self {
+            Event::GroupCreated { group, .. }
+            | Event::GroupUpdated { group, .. }
+            | Event::GroupDeleted { group }
+            | Event::GroupSplit { group, .. }
+            | Event::GroupFrozen { group, .. }
+            | Event::WorkerJoined { group, .. }
+            | Event::WorkerDraining { group, .. }
+            | Event::WorkerLeft { group, .. }
+            | Event::Granted { group, .. }
+            | Event::Revoking { group, .. }
+            | Event::Released { group, .. }
+            | Event::Reserved { group, .. }
+            | Event::TombstoneAdded { group, .. }
+            | Event::TombstonePurged { group, .. } => group,
+        }
+    }
+}
+
+/// What a command returns to its proposer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Done,
+    /// The group's config revision after a create, update or split.
+    Group {
+        config_revision: u64,
+    },
+    Joined {
+        session: u64,
+        granted: Vec<PartitionRange>,
+    },
+    Tombstone {
+        revision: u64,
+        partition: u32,
+    },
+    Purged {
+        count: u64,
+    },
+    Rebalanced {
+        moves: u64,
+    },
 }
 
 /// What applying one log entry produced, returned to the proposer.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CommandResult {
     /// The revision at which the entry was applied.
     pub revision: u64,
+    /// The command's reply, or why it changed nothing. A refused command is
+    /// still a committed log entry; it only bumps the revision.
+    pub outcome: Result<Reply, DomainError>,
+    /// The events it caused, in order, all at `revision`.
+    pub events: Vec<Event>,
+}
+
+impl Default for CommandResult {
+    fn default() -> Self {
+        Self {
+            revision: 0,
+            outcome: Ok(Reply::Done),
+            events: Vec::new(),
+        }
+    }
 }
 
 /// The replicated state.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// Cluster-wide counter bumped by every applied log entry: the Raft log index
-    /// of the last applied entry.
+    /// of the last applied entry. Fencing tokens are revisions.
     pub revision: u64,
+    pub groups: BTreeMap<String, Group>,
 }
 
 impl State {
@@ -36,24 +413,699 @@ impl State {
     /// carry no command (Raft's blank and membership entries); they still bump
     /// the revision so that revisions and log indexes stay the same number.
     pub fn apply(&mut self, revision: u64, command: Option<&Command>) -> CommandResult {
-        debug_assert!(revision > self.revision || self.revision == 0);
         self.revision = revision;
-        match command {
-            None | Some(Command::Barrier) => {}
+        let (outcome, events) = match command {
+            None | Some(Command::Barrier) => (Ok(Reply::Done), Vec::new()),
+            Some(command) => match self.decide(revision, command) {
+                Ok((reply, events)) => (Ok(reply), events),
+                Err(e) => (Err(e), Vec::new()),
+            },
+        };
+        for event in &events {
+            self.apply_event(revision, event);
         }
-        CommandResult { revision }
+        CommandResult {
+            revision,
+            outcome,
+            events,
+        }
     }
+
+    fn group(&self, name: &str) -> Result<&Group, DomainError> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| DomainError::GroupNotFound(name.to_string()))
+    }
+
+    fn session<'a>(
+        &'a self,
+        group: &str,
+        worker: &str,
+    ) -> Result<(&'a Group, &'a Session), DomainError> {
+        let g = self.group(group)?;
+        let s = g
+            .sessions
+            .get(worker)
+            .ok_or_else(|| DomainError::WorkerNotFound {
+                group: group.to_string(),
+                worker: worker.to_string(),
+            })?;
+        Ok((g, s))
+    }
+
+    /// Validates `command` against the state and returns the events it causes.
+    /// Changes nothing.
+    fn decide(&self, rev: u64, command: &Command) -> Result<(Reply, Vec<Event>), DomainError> {
+        match command {
+            Command::Barrier => Ok((Reply::Done, Vec::new())),
+            Command::CreateGroup { group, config } => {
+                validate::group_name(group)?;
+                config.validate()?;
+                if self.groups.contains_key(group) {
+                    return Err(DomainError::GroupExists(group.clone()));
+                }
+                let events = vec![Event::GroupCreated {
+                    group: group.clone(),
+                    config: config.clone(),
+                }];
+                Ok((
+                    Reply::Group {
+                        config_revision: rev,
+                    },
+                    events,
+                ))
+            }
+            Command::UpdateGroup {
+                group,
+                config,
+                expected_revision,
+            } => {
+                let g = self.group(group)?;
+                check_revision(group, g, *expected_revision)?;
+                config.validate()?;
+                if config.partitions != g.config.partitions {
+                    return Err(invalid(
+                        "partition count",
+                        config.partitions,
+                        format!(
+                            "stays {} in an update; split the group to double it",
+                            g.config.partitions
+                        ),
+                    ));
+                }
+                let events = vec![Event::GroupUpdated {
+                    group: group.clone(),
+                    config: config.clone(),
+                }];
+                Ok((
+                    Reply::Group {
+                        config_revision: rev,
+                    },
+                    events,
+                ))
+            }
+            Command::DeleteGroup { group } => {
+                self.group(group)?;
+                Ok((
+                    Reply::Done,
+                    vec![Event::GroupDeleted {
+                        group: group.clone(),
+                    }],
+                ))
+            }
+            Command::SplitGroup {
+                group,
+                expected_revision,
+            } => {
+                let g = self.group(group)?;
+                check_revision(group, g, *expected_revision)?;
+                let doubled = g.config.partitions * 2;
+                validate::partitions(doubled).map_err(|_| {
+                    invalid(
+                        "partition count",
+                        doubled,
+                        format!("at most {} after a split", validate::MAX_PARTITIONS),
+                    )
+                })?;
+                let events = vec![Event::GroupSplit {
+                    group: group.clone(),
+                    partitions: doubled,
+                }];
+                Ok((
+                    Reply::Group {
+                        config_revision: rev,
+                    },
+                    events,
+                ))
+            }
+            Command::SetFrozen { group, frozen } => {
+                let g = self.group(group)?;
+                let events = if g.frozen == *frozen {
+                    Vec::new()
+                } else {
+                    vec![Event::GroupFrozen {
+                        group: group.clone(),
+                        frozen: *frozen,
+                    }]
+                };
+                Ok((Reply::Done, events))
+            }
+            Command::Join {
+                group,
+                worker,
+                ttl_ms,
+                weight,
+                labels,
+                now_ms,
+            } => {
+                validate::worker_id(worker)?;
+                validate::weight(*weight)?;
+                validate::labels(labels)?;
+                let g = self.group(group)?;
+                let ttl = ttl_ms.unwrap_or(g.config.default_ttl_ms);
+                validate::ttl_ms("lease TTL", ttl)?;
+                if g.sessions.contains_key(worker) {
+                    return Err(DomainError::WorkerExists {
+                        group: group.clone(),
+                        worker: worker.clone(),
+                    });
+                }
+                let session = Session {
+                    id: rev,
+                    ttl_ms: ttl,
+                    weight: *weight,
+                    labels: labels.clone(),
+                    state: SessionState::Active,
+                };
+                let mut events = vec![Event::WorkerJoined {
+                    group: group.clone(),
+                    worker: worker.clone(),
+                    session,
+                }];
+                // Restart grace: what was kept for this worker comes back, with new tokens.
+                let kept = g.assignment.find(|s| {
+                    s.owner.is_none()
+                        && s.reserved
+                            .as_ref()
+                            .is_some_and(|r| r.worker == *worker && r.until_ms > *now_ms)
+                });
+                if !kept.is_empty() {
+                    events.push(Event::Granted {
+                        group: group.clone(),
+                        worker: worker.clone(),
+                        partitions: kept.clone(),
+                        token: rev,
+                    });
+                }
+                Ok((
+                    Reply::Joined {
+                        session: rev,
+                        granted: kept,
+                    },
+                    events,
+                ))
+            }
+            Command::Leave {
+                group,
+                worker,
+                drain,
+            } => {
+                let (g, s) = self.session(group, worker)?;
+                let mut events = Vec::new();
+                let held = g.held_by(worker);
+                if *drain && !held.is_empty() {
+                    if s.state != SessionState::Draining {
+                        events.push(Event::WorkerDraining {
+                            group: group.clone(),
+                            worker: worker.clone(),
+                        });
+                        events.extend(orphan_handoffs_to(group, g, worker));
+                    }
+                    return Ok((Reply::Done, events));
+                }
+                events.extend(hand_over(group, g, worker, rev, None));
+                events.extend(orphan_handoffs_to(group, g, worker));
+                let reason = if *drain {
+                    LeaveReason::Drained
+                } else {
+                    LeaveReason::Left
+                };
+                events.push(Event::WorkerLeft {
+                    group: group.clone(),
+                    worker: worker.clone(),
+                    reason,
+                });
+                Ok((Reply::Done, events))
+            }
+            Command::ExpireSession {
+                group,
+                worker,
+                session,
+                now_ms,
+            } => {
+                let (g, s) = self.session(group, worker)?;
+                if s.id != *session {
+                    return Err(DomainError::Precondition(format!(
+                        "worker {worker:?} in group {group:?} is in session {}, not {session}; nothing expired",
+                        s.id
+                    )));
+                }
+                let grace =
+                    (g.config.rejoin_grace_ms > 0).then(|| now_ms + g.config.rejoin_grace_ms);
+                let mut events = hand_over(group, g, worker, rev, grace);
+                events.extend(orphan_handoffs_to(group, g, worker));
+                events.push(Event::WorkerLeft {
+                    group: group.clone(),
+                    worker: worker.clone(),
+                    reason: LeaveReason::Expired,
+                });
+                Ok((Reply::Done, events))
+            }
+            Command::Release {
+                group,
+                worker,
+                partitions,
+                token,
+            } => {
+                let (g, s) = self.session(group, worker)?;
+                g.check_partitions(group, partitions)?;
+                for r in partitions {
+                    for p in r.start..r.end {
+                        let slot = g.assignment.slot(p);
+                        if slot.owner.as_deref() != Some(worker.as_str()) || slot.token != *token {
+                            let detail = match &slot.owner {
+                                Some(o) => format!(" (held by {o:?} with token {})", slot.token),
+                                None => " (it is free)".to_string(),
+                            };
+                            return Err(DomainError::StaleRelease {
+                                group: group.clone(),
+                                worker: worker.clone(),
+                                partition: p,
+                                token: *token,
+                                detail,
+                            });
+                        }
+                    }
+                }
+                let mut events = Vec::new();
+                let mut released: Vec<u32> = Vec::new();
+                let mut by_recipient: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+                for r in partitions {
+                    for p in r.start..r.end {
+                        released.push(p);
+                        let slot = g.assignment.slot(p);
+                        let recipient = slot
+                            .revoking
+                            .as_ref()
+                            .and_then(|rv| rv.to.as_ref())
+                            .filter(|to| {
+                                g.sessions
+                                    .get(*to)
+                                    .is_some_and(|s| s.state == SessionState::Active)
+                            });
+                        if let Some(to) = recipient {
+                            by_recipient.entry(to.clone()).or_default().push(p);
+                        }
+                    }
+                }
+                released.sort_unstable();
+                released.dedup();
+                events.push(Event::Released {
+                    group: group.clone(),
+                    worker: worker.clone(),
+                    partitions: assignment::ranges_of(released.iter().copied()),
+                });
+                for (to, mut ps) in by_recipient {
+                    ps.sort_unstable();
+                    ps.dedup();
+                    events.push(Event::Granted {
+                        group: group.clone(),
+                        worker: to,
+                        partitions: assignment::ranges_of(ps),
+                        token: rev,
+                    });
+                }
+                // A draining worker that has given up everything has left.
+                if s.state == SessionState::Draining {
+                    let still_held = g
+                        .held_by(worker)
+                        .iter()
+                        .flat_map(|r| r.start..r.end)
+                        .any(|p| released.binary_search(&p).is_err());
+                    if !still_held {
+                        events.push(Event::WorkerLeft {
+                            group: group.clone(),
+                            worker: worker.clone(),
+                            reason: LeaveReason::Drained,
+                        });
+                    }
+                }
+                Ok((Reply::Done, events))
+            }
+            Command::Rebalance { group, now_ms } => {
+                let g = self.group(group)?;
+                let plan = rebalancer::plan(g, *now_ms);
+                let moves = plan.moves.len() as u64;
+                Ok((
+                    Reply::Rebalanced { moves },
+                    plan_events(group, &plan, rev, *now_ms),
+                ))
+            }
+            Command::Move {
+                group,
+                partitions,
+                to,
+                now_ms,
+            } => {
+                let (g, s) = self.session(group, to)?;
+                if s.state != SessionState::Active {
+                    return Err(DomainError::Precondition(format!(
+                        "worker {to:?} is draining; move partitions to an active worker"
+                    )));
+                }
+                g.check_partitions(group, partitions)?;
+                let mut grant: Vec<u32> = Vec::new();
+                let mut revoke: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+                for r in partitions {
+                    for p in r.start..r.end {
+                        let slot = g.assignment.slot(p);
+                        match &slot.owner {
+                            None => grant.push(p),
+                            Some(o) if o == to && slot.revoking.is_none() => {}
+                            Some(o) => revoke.entry(o.clone()).or_default().push(p),
+                        }
+                    }
+                }
+                let mut moves = Vec::new();
+                if !grant.is_empty() {
+                    grant.sort_unstable();
+                    grant.dedup();
+                    moves.push(Move::Grant {
+                        to: to.clone(),
+                        partitions: assignment::ranges_of(grant),
+                    });
+                }
+                for (from, mut ps) in revoke {
+                    ps.sort_unstable();
+                    ps.dedup();
+                    moves.push(Move::Revoke {
+                        from,
+                        to: Some(to.clone()),
+                        partitions: assignment::ranges_of(ps),
+                    });
+                }
+                let events = plan_events(group, &Plan { moves }, rev, *now_ms);
+                Ok((Reply::Done, events))
+            }
+            Command::PutTombstone {
+                group,
+                key,
+                locator,
+                ttl_ms,
+                now_ms,
+            } => {
+                validate::key(key)?;
+                let g = self.group(group)?;
+                if let Some(existing) = g.tombstones.get(key) {
+                    // Idempotent: the first put stands.
+                    let reply = Reply::Tombstone {
+                        revision: existing.revision,
+                        partition: existing.partition,
+                    };
+                    return Ok((reply, Vec::new()));
+                }
+                let ttl = ttl_ms.unwrap_or(g.config.tombstone_ttl_ms);
+                validate::range_ms("tombstone TTL", ttl, 1_000, validate::MAX_TOMBSTONE_TTL_MS)?;
+                let partitions = g.config.partitions;
+                let (partition, hash) = match locator {
+                    Locator::Key => {
+                        let h = g.config.key_hash.hash(key.as_bytes());
+                        (hash::partition_of(h, partitions), Some(h))
+                    }
+                    Locator::Hash(h) => (hash::partition_of(*h, partitions), Some(*h)),
+                    Locator::Partition(p) => {
+                        g.check_partitions(group, &[PartitionRange::one(*p)])?;
+                        (*p, None)
+                    }
+                };
+                let tombstone = Tombstone {
+                    partition,
+                    hash,
+                    revision: rev,
+                    expires_at_ms: now_ms + ttl,
+                };
+                let events = vec![Event::TombstoneAdded {
+                    group: group.clone(),
+                    key: key.clone(),
+                    tombstone,
+                }];
+                Ok((
+                    Reply::Tombstone {
+                        revision: rev,
+                        partition,
+                    },
+                    events,
+                ))
+            }
+            Command::PurgeTombstones { group, now_ms } => {
+                let g = self.group(group)?;
+                let events: Vec<Event> = g
+                    .tombstones
+                    .iter()
+                    .filter(|(_, t)| t.expires_at_ms <= *now_ms)
+                    .map(|(key, _)| Event::TombstonePurged {
+                        group: group.clone(),
+                        key: key.clone(),
+                    })
+                    .collect();
+                Ok((
+                    Reply::Purged {
+                        count: events.len() as u64,
+                    },
+                    events,
+                ))
+            }
+        }
+    }
+
+    /// Applies one event. The only code that changes the state.
+    pub fn apply_event(&mut self, revision: u64, event: &Event) {
+        self.revision = self.revision.max(revision);
+        if let Event::GroupCreated { group, config } = event {
+            self.groups
+                .insert(group.clone(), Group::new(config.clone(), revision));
+            return;
+        }
+        if let Event::GroupDeleted { group } = event {
+            self.groups.remove(group);
+            return;
+        }
+        // Events are produced against the state they apply to, so the group
+        // exists; replaying a foreign event stream is the only way to miss.
+        let Some(g) = self.groups.get_mut(event.group()) else {
+            return;
+        };
+        match event {
+            Event::GroupCreated { .. } | Event::GroupDeleted { .. } => {}
+            Event::GroupUpdated { config, .. } => {
+                g.config = config.clone();
+                g.config_revision = revision;
+            }
+            Event::GroupSplit { partitions, .. } => {
+                g.config.partitions = *partitions;
+                g.config_revision = revision;
+                g.assignment.split();
+                // Children of an owned partition are new grants: new tokens.
+                let owned = g.assignment.find(|s| s.owner.is_some());
+                for r in owned {
+                    g.assignment.update(r, |s| Slot {
+                        token: revision,
+                        ..s.clone()
+                    });
+                }
+                for t in g.tombstones.values_mut() {
+                    t.partition = match t.hash {
+                        Some(h) => hash::partition_of(h, *partitions),
+                        None => t.partition * 2,
+                    };
+                }
+            }
+            Event::GroupFrozen { frozen, .. } => g.frozen = *frozen,
+            Event::WorkerJoined {
+                worker, session, ..
+            } => {
+                g.sessions.insert(worker.clone(), session.clone());
+            }
+            Event::WorkerDraining { worker, .. } => {
+                if let Some(s) = g.sessions.get_mut(worker) {
+                    s.state = SessionState::Draining;
+                }
+            }
+            Event::WorkerLeft { worker, .. } => {
+                g.sessions.remove(worker);
+            }
+            Event::Granted {
+                worker,
+                partitions,
+                token,
+                ..
+            } => {
+                for r in partitions {
+                    g.assignment.update(*r, |_| Slot {
+                        owner: Some(worker.clone()),
+                        token: *token,
+                        revoking: None,
+                        reserved: None,
+                    });
+                }
+            }
+            Event::Revoking {
+                partitions,
+                to,
+                since_ms,
+                ..
+            } => {
+                for r in partitions {
+                    g.assignment.update(*r, |s| Slot {
+                        revoking: Some(Revoking {
+                            to: to.clone(),
+                            since_ms: s.revoking.as_ref().map_or(*since_ms, |old| old.since_ms),
+                        }),
+                        ..s.clone()
+                    });
+                }
+            }
+            Event::Released { partitions, .. } => {
+                for r in partitions {
+                    g.assignment.update(*r, |_| Slot::default());
+                }
+            }
+            Event::Reserved {
+                worker,
+                partitions,
+                until_ms,
+                ..
+            } => {
+                for r in partitions {
+                    g.assignment.update(*r, |_| Slot {
+                        reserved: Some(Reservation {
+                            worker: worker.clone(),
+                            until_ms: *until_ms,
+                        }),
+                        ..Slot::default()
+                    });
+                }
+            }
+            Event::TombstoneAdded { key, tombstone, .. } => {
+                g.tombstones.insert(key.clone(), tombstone.clone());
+            }
+            Event::TombstonePurged { key, .. } => {
+                g.tombstones.remove(key);
+            }
+        }
+    }
+}
+
+fn check_revision(group: &str, g: &Group, expected: u64) -> Result<(), DomainError> {
+    if g.config_revision != expected {
+        return Err(DomainError::RevisionMismatch {
+            group: group.to_string(),
+            expected,
+            actual: g.config_revision,
+        });
+    }
+    Ok(())
+}
+
+/// Everything `worker` holds is let go at once (it left without draining, or
+/// its lease passed): handoffs in flight complete to their recipients, the rest
+/// is freed, or kept for the worker until `reserve_until`.
+fn hand_over(
+    group: &str,
+    g: &Group,
+    worker: &str,
+    rev: u64,
+    reserve_until: Option<u64>,
+) -> Vec<Event> {
+    let mut by_recipient: BTreeMap<String, Vec<PartitionRange>> = BTreeMap::new();
+    let mut rest: Vec<PartitionRange> = Vec::new();
+    for (range, slot) in g.assignment.runs() {
+        if slot.owner.as_deref() != Some(worker) {
+            continue;
+        }
+        let recipient = slot
+            .revoking
+            .as_ref()
+            .and_then(|r| r.to.as_ref())
+            .filter(|to| {
+                *to != worker
+                    && g.sessions
+                        .get(*to)
+                        .is_some_and(|s| s.state == SessionState::Active)
+            });
+        match recipient {
+            Some(to) => by_recipient.entry(to.clone()).or_default().push(range),
+            None => rest.push(range),
+        }
+    }
+    let mut events = Vec::new();
+    let all: Vec<PartitionRange> = {
+        let mut all: Vec<u32> = by_recipient
+            .values()
+            .flatten()
+            .chain(rest.iter())
+            .flat_map(|r| r.start..r.end)
+            .collect();
+        all.sort_unstable();
+        assignment::ranges_of(all)
+    };
+    if all.is_empty() {
+        return events;
+    }
+    events.push(Event::Released {
+        group: group.to_string(),
+        worker: worker.to_string(),
+        partitions: all,
+    });
+    for (to, partitions) in by_recipient {
+        events.push(Event::Granted {
+            group: group.to_string(),
+            worker: to,
+            partitions,
+            token: rev,
+        });
+    }
+    if let (Some(until_ms), false) = (reserve_until, rest.is_empty()) {
+        events.push(Event::Reserved {
+            group: group.to_string(),
+            worker: worker.to_string(),
+            partitions: rest,
+            until_ms,
+        });
+    }
+    events
+}
+
+/// Handoffs in flight *to* `worker`, who is going away, lose their recipient;
+/// the next rebalance picks another.
+fn orphan_handoffs_to(group: &str, g: &Group, worker: &str) -> Vec<Event> {
+    let partitions = g.assignment.find(|s| {
+        s.revoking
+            .as_ref()
+            .is_some_and(|r| r.to.as_deref() == Some(worker))
+    });
+    if partitions.is_empty() {
+        return Vec::new();
+    }
+    // `since_ms` is ignored for handoffs already in flight.
+    vec![Event::Revoking {
+        group: group.to_string(),
+        partitions,
+        to: None,
+        since_ms: 0,
+    }]
+}
+
+/// The events that carry out `plan`.
+fn plan_events(group: &str, plan: &Plan, rev: u64, now_ms: u64) -> Vec<Event> {
+    plan.moves
+        .iter()
+        .map(|m| match m {
+            Move::Grant { to, partitions } => Event::Granted {
+                group: group.to_string(),
+                worker: to.clone(),
+                partitions: partitions.clone(),
+                token: rev,
+            },
+            Move::Revoke { to, partitions, .. } => Event::Revoking {
+                group: group.to_string(),
+                partitions: partitions.clone(),
+                to: to.clone(),
+                since_ms: now_ms,
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_entry_bumps_the_revision_to_its_index() {
-        let mut state = State::default();
-        assert_eq!(state.apply(1, None).revision, 1);
-        assert_eq!(state.apply(2, Some(&Command::Barrier)).revision, 2);
-        assert_eq!(state.revision, 2);
-    }
-}
+mod tests;
