@@ -650,8 +650,8 @@ impl State {
                         s.id
                     )));
                 }
-                let grace =
-                    (g.config.rejoin_grace_ms > 0).then(|| now_ms + g.config.rejoin_grace_ms);
+                let grace = (g.config.rejoin_grace_ms > 0)
+                    .then(|| now_ms.saturating_add(g.config.rejoin_grace_ms));
                 let mut events = hand_over(group, g, worker, rev, grace);
                 events.extend(orphan_handoffs_to(group, g, worker));
                 events.push(Event::WorkerLeft {
@@ -832,7 +832,7 @@ impl State {
                     partition,
                     hash,
                     revision: rev,
-                    expires_at_ms: now_ms + ttl,
+                    expires_at_ms: now_ms.saturating_add(ttl),
                 };
                 let events = vec![Event::TombstoneAdded {
                     group: group.clone(),
