@@ -868,7 +868,9 @@ proptest! {
         let mut snapshot = None;
         for (i, op) in ops.iter().enumerate() {
             if i == cut {
-                snapshot = Some((sim.state.clone(), sim.history.len()));
+                // A snapshot as a node stores and ships it: encoded bytes.
+                let bytes = bincode::serialize(&sim.state).expect("encode snapshot");
+                snapshot = Some((bytes, sim.history.len()));
             }
             sim.run(op);
         }
@@ -878,7 +880,8 @@ proptest! {
         sim.settle();
         sim.assert_balanced();
 
-        let (mut rebuilt, from) = snapshot.expect("a snapshot point");
+        let (bytes, from) = snapshot.expect("a snapshot point");
+        let mut rebuilt: State = bincode::deserialize(&bytes).expect("decode snapshot");
         for (rev, event) in &sim.history[from..] {
             rebuilt.apply_event(*rev, event);
         }
