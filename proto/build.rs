@@ -2,7 +2,11 @@
 //! system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["baton/v1/raft.proto", "baton/v1/admin.proto"];
+    let files = [
+        "baton/v1/raft.proto",
+        "baton/v1/admin.proto",
+        "baton/v1/tombstones.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use baton_proto::v1::admin_client::AdminClient;
 use baton_proto::v1::admin_server::AdminServer;
 use baton_proto::v1::raft_server::RaftServer;
+use baton_proto::v1::tombstones_server::TombstonesServer;
 use baton_proto::v1::AddNodeRequest;
 use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
@@ -19,6 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminApi;
 use crate::api::raft::RaftApi;
+use crate::api::tombstones::TombstonesApi;
 use crate::config::{Bootstrap, NodeConfig};
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::raft::{BatonRaft, NodeId};
@@ -97,10 +99,13 @@ impl Node {
             log.clone(),
             sm.clone(),
         ));
+        let tombstones_service =
+            TombstonesServer::new(TombstonesApi::new(config.id, raft.clone(), sm.clone()));
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(raft_service)
                 .add_service(admin_service)
+                .add_service(tombstones_service)
                 .serve_with_incoming_shutdown(
                     TcpListenerStream::new(listener),
                     until_stopped(stopped.clone()),

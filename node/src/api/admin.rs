@@ -1,13 +1,13 @@
-//! The `Admin` service: cluster status and membership changes.
+//! The `Admin` service: cluster status and membership, groups, assignment and
+//! routing.
 //!
-//! Calls that change the cluster run on the leader. Any other node forwards them
-//! there once (a forwarded request is never forwarded again, so a stale view of
-//! who leads cannot make requests bounce between nodes).
+//! Calls that change state run on the leader, and so do linearizable reads; any
+//! other node forwards them there once (see `leader.rs`). Status is local.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
+use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient;
 use baton_proto::v1::admin_server::Admin;
 use baton_proto::v1::{
@@ -15,17 +15,17 @@ use baton_proto::v1::{
     Member, MembershipResponse, PromoteNodeRequest, RemoveNodeRequest,
 };
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
-use super::{not_leader, write_error};
+use super::convert;
+use super::leader::{now_ms, Leader};
+use super::{domain_error, write_error};
 use crate::config::parse_peer_addr;
-use crate::domain::Command;
+use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, State};
+use crate::on_leader;
 use crate::raft::{BatonRaft, NodeId};
 use crate::store::{LogStore, StateMachineStore};
-
-/// Set on a request that one node forwarded to the node it believes leads.
-const FORWARDED_BY: &str = "baton-forwarded-by";
 
 /// How long a new node may take to catch up before `AddNode` gives up waiting.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,18 +33,11 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct AdminApi {
-    id: NodeId,
     addr: String,
+    leader: Leader,
     raft: BatonRaft,
     log: LogStore,
     sm: StateMachineStore,
-    /// The channel to the last leader we forwarded to.
-    leader_channel: Mutex<Option<(String, Channel)>>,
-}
-
-enum Route {
-    Local,
-    Forward(AdminClient<Channel>),
 }
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
@@ -58,95 +51,37 @@ impl AdminApi {
         sm: StateMachineStore,
     ) -> Self {
         Self {
-            id,
             addr,
+            leader: Leader::new(id, raft.clone(), sm.clone()),
             raft,
             log,
             sm,
-            leader_channel: Mutex::new(None),
         }
     }
 
     fn metrics(&self) -> Metrics {
-        self.raft.metrics().borrow().clone()
+        self.leader.metrics()
     }
 
-    fn leader(metrics: &Metrics) -> Option<(NodeId, String)> {
-        let id = metrics.current_leader?;
-        let addr = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)?
-            .addr
-            .clone();
-        Some((id, addr))
-    }
-
-    /// Decides whether this node handles a leader-only request or forwards it.
-    fn route<T>(&self, request: &Request<T>) -> Result<Route, Status> {
-        let metrics = self.metrics();
-        if metrics.current_leader == Some(self.id) {
-            // A leader that has committed its own removal keeps leading until its
-            // next tick; openraft 0.9 must not be asked to propose in that window
-            // (it trips a debug assertion). Send the caller elsewhere.
-            if !metrics
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == self.id)
-            {
-                return Err(Status::unavailable(
-                    "this node has been removed from the cluster and is stepping down; retry on another node",
-                ));
-            }
-            return Ok(Route::Local);
-        }
-        let leader = Self::leader(&metrics);
-        let Some((leader_id, leader_addr)) = leader.clone() else {
-            return Err(not_leader(None));
-        };
-        if request.metadata().contains_key(FORWARDED_BY) {
-            return Err(not_leader(leader));
-        }
-        let channel = {
-            let mut cached = self
-                .leader_channel
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            match &*cached {
-                Some((addr, channel)) if *addr == leader_addr => channel.clone(),
-                _ => {
-                    let channel = Endpoint::from_shared(format!("http://{leader_addr}"))
-                        .map_err(|e| {
-                            Status::internal(format!(
-                                "leader {leader_id} has an unusable address {leader_addr:?}: {e}"
-                            ))
-                        })?
-                        .connect_timeout(Duration::from_secs(1))
-                        .connect_lazy();
-                    *cached = Some((leader_addr.clone(), channel.clone()));
-                    channel
-                }
-            }
-        };
-        Ok(Route::Forward(AdminClient::new(channel)))
-    }
-
-    fn forwarded<T>(&self, request: Request<T>) -> Request<T> {
-        let timeout = request.metadata().get("grpc-timeout").cloned();
-        let mut forwarded = Request::new(request.into_inner());
-        if let Some(timeout) = timeout {
-            forwarded.metadata_mut().insert("grpc-timeout", timeout);
-        }
-        forwarded
-            .metadata_mut()
-            .insert(FORWARDED_BY, self.id.into());
-        forwarded
+    /// The group as this node (the leader, just after a write) has it.
+    fn group_response(
+        &self,
+        revision: u64,
+        name: &str,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        let group = self
+            .sm
+            .read(|s| s.groups.get(name).map(|g| convert::group(name, g)));
+        let group = group.ok_or_else(|| group_not_found(name))?;
+        Ok(Response::new(pb::GroupResponse {
+            revision,
+            group: Some(group),
+        }))
     }
 
     fn status(&self) -> ClusterStatusResponse {
         let metrics = self.metrics();
-        let (leader_id, leader_addr) = Self::leader(&metrics).unwrap_or_default();
+        let (leader_id, leader_addr) = Leader::known_leader(&metrics).unwrap_or_default();
         let state = match metrics.state {
             ServerState::Leader => "leader",
             ServerState::Follower => "follower",
@@ -155,7 +90,7 @@ impl AdminApi {
             ServerState::Shutdown => "shutdown",
         };
         ClusterStatusResponse {
-            node_id: self.id,
+            node_id: self.leader.id(),
             node_addr: self.addr.clone(),
             state: state.to_string(),
             term: metrics.current_term,
@@ -274,9 +209,7 @@ impl Admin for AdminApi {
         let AddNodeRequest { id, addr, promote } = request.get_ref().clone();
         validate_id(id)?;
         parse_peer_addr(&addr).map_err(Status::invalid_argument)?;
-        if let Route::Forward(mut leader) = self.route(&request)? {
-            return leader.add_node(self.forwarded(request)).await;
-        }
+        on_leader!(self.leader, request, AdminClient::add_node, ());
         let current = members(&self.metrics());
         if let Some(m) = current.iter().find(|m| m.id == id) {
             return Err(Status::already_exists(format!(
@@ -324,9 +257,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<MembershipResponse>, Status> {
         let id = request.get_ref().id;
         validate_id(id)?;
-        if let Route::Forward(mut leader) = self.route(&request)? {
-            return leader.promote_node(self.forwarded(request)).await;
-        }
+        on_leader!(self.leader, request, AdminClient::promote_node, ());
         match members(&self.metrics()).iter().find(|m| m.id == id) {
             None => {
                 return Err(Status::not_found(format!(
@@ -355,9 +286,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<MembershipResponse>, Status> {
         let id = request.get_ref().id;
         validate_id(id)?;
-        if let Route::Forward(mut leader) = self.route(&request)? {
-            return leader.remove_node(self.forwarded(request)).await;
-        }
+        on_leader!(self.leader, request, AdminClient::remove_node, ());
         let current = members(&self.metrics());
         let Some(member) = current.iter().find(|m| m.id == id) else {
             let known: Vec<u64> = current.iter().map(|m| m.id).collect();
@@ -392,17 +321,303 @@ impl Admin for AdminApi {
         &self,
         request: Request<BarrierRequest>,
     ) -> Result<Response<BarrierResponse>, Status> {
-        if let Route::Forward(mut leader) = self.route(&request)? {
-            return leader.barrier(self.forwarded(request)).await;
-        }
-        let written = self
-            .raft
-            .client_write(Command::Barrier)
-            .await
-            .map_err(write_error)?;
+        on_leader!(self.leader, request, AdminClient::barrier, ());
+        let committed = self.leader.propose(Command::Barrier).await?;
         Ok(Response::new(BarrierResponse {
-            revision: written.data.revision,
-            leader_id: self.id,
+            revision: committed.revision,
+            leader_id: self.leader.id(),
         }))
     }
+
+    async fn create_group(
+        &self,
+        request: Request<pb::CreateGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::create_group, ());
+        let r = request.into_inner();
+        let config = convert::config(GroupConfig::default(), r.config.as_ref());
+        let committed = self
+            .leader
+            .propose(Command::CreateGroup {
+                group: r.group.clone(),
+                config,
+            })
+            .await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    async fn get_group(
+        &self,
+        request: Request<pb::GetGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        if !request.get_ref().serializable {
+            on_leader!(self.leader, request, AdminClient::get_group, ());
+        }
+        let r = request.into_inner();
+        let (revision, group) = self
+            .leader
+            .read(r.serializable, |s| {
+                (
+                    s.revision,
+                    s.groups.get(&r.group).map(|g| convert::group(&r.group, g)),
+                )
+            })
+            .await?;
+        let group = group.ok_or_else(|| group_not_found(&r.group))?;
+        Ok(Response::new(pb::GroupResponse {
+            revision,
+            group: Some(group),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        if !request.get_ref().serializable {
+            on_leader!(self.leader, request, AdminClient::list_groups, ());
+        }
+        let serializable = request.get_ref().serializable;
+        let (revision, groups) = self
+            .leader
+            .read(serializable, |s| {
+                (
+                    s.revision,
+                    s.groups
+                        .iter()
+                        .map(|(name, g)| convert::group(name, g))
+                        .collect(),
+                )
+            })
+            .await?;
+        Ok(Response::new(pb::ListGroupsResponse { revision, groups }))
+    }
+
+    async fn update_group(
+        &self,
+        request: Request<pb::UpdateGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::update_group, ());
+        let r = request.into_inner();
+        require_revision(r.if_revision)?;
+        // The compare-and-set on `if_revision` makes reading the current config
+        // here safe: if it changes before the update commits, the update fails.
+        let current = self
+            .sm
+            .read(|s| s.groups.get(&r.group).map(|g| g.config.clone()));
+        let current = current.ok_or_else(|| group_not_found(&r.group))?;
+        let config = convert::config(current, r.config.as_ref());
+        let command = Command::UpdateGroup {
+            group: r.group.clone(),
+            config,
+            expected_revision: r.if_revision,
+        };
+        let committed = self.leader.propose(command).await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::delete_group, ());
+        let group = request.into_inner().group;
+        let committed = self.leader.propose(Command::DeleteGroup { group }).await?;
+        Ok(Response::new(pb::DeleteGroupResponse {
+            revision: committed.revision,
+        }))
+    }
+
+    async fn split_group(
+        &self,
+        request: Request<pb::SplitGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::split_group, ());
+        let r = request.into_inner();
+        require_revision(r.if_revision)?;
+        let command = Command::SplitGroup {
+            group: r.group.clone(),
+            expected_revision: r.if_revision,
+        };
+        let committed = self.leader.propose(command).await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    async fn set_frozen(
+        &self,
+        request: Request<pb::SetFrozenRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::set_frozen, ());
+        let r = request.into_inner();
+        let command = Command::SetFrozen {
+            group: r.group.clone(),
+            frozen: r.frozen,
+        };
+        let committed = self.leader.propose(command).await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    async fn get_assignment(
+        &self,
+        request: Request<pb::GetAssignmentRequest>,
+    ) -> Result<Response<pb::AssignmentResponse>, Status> {
+        if !request.get_ref().serializable {
+            on_leader!(self.leader, request, AdminClient::get_assignment, ());
+        }
+        let r = request.into_inner();
+        let reply = self
+            .leader
+            .read(r.serializable, |s| {
+                s.groups
+                    .get(&r.group)
+                    .map(|g| convert::assignment(&r.group, s.revision, g))
+            })
+            .await?;
+        Ok(Response::new(
+            reply.ok_or_else(|| group_not_found(&r.group))?,
+        ))
+    }
+
+    async fn plan_assignment(
+        &self,
+        request: Request<pb::GetAssignmentRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        if !request.get_ref().serializable {
+            on_leader!(self.leader, request, AdminClient::plan_assignment, ());
+        }
+        let r = request.into_inner();
+        let now = now_ms();
+        let reply = self
+            .leader
+            .read(r.serializable, |s| {
+                s.groups
+                    .get(&r.group)
+                    .map(|g| convert::plan(s.revision, &rebalancer::plan(g, now)))
+            })
+            .await?;
+        Ok(Response::new(
+            reply.ok_or_else(|| group_not_found(&r.group))?,
+        ))
+    }
+
+    async fn move_partitions(
+        &self,
+        request: Request<pb::MovePartitionsRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::move_partitions, ());
+        let r = request.into_inner();
+        let partitions = convert::ranges_from("partitions", &r.partitions)?;
+        let command = Command::Move {
+            group: r.group.clone(),
+            partitions,
+            to: r.to,
+            now_ms: now_ms(),
+        };
+        let committed = self.leader.propose(command).await?;
+        // Revoked partitions keep their owner until released: name it.
+        let plan = self.sm.read(|s| moves_of(s, &r.group, &committed.events));
+        Ok(Response::new(convert::plan(committed.revision, &plan)))
+    }
+
+    async fn route(
+        &self,
+        request: Request<pb::RouteRequest>,
+    ) -> Result<Response<pb::RouteResponse>, Status> {
+        if !request.get_ref().serializable {
+            on_leader!(self.leader, request, AdminClient::route, ());
+        }
+        let r = request.into_inner();
+        let (locator, key) = match r.locator {
+            Some(pb::route_request::Locator::Key(key)) => {
+                domain::validate::key(&key).map_err(|e| domain_error(&e))?;
+                (Locator::Key, key)
+            }
+            Some(pb::route_request::Locator::Hash(h)) => (Locator::Hash(h), String::new()),
+            Some(pb::route_request::Locator::Partition(p)) => {
+                (Locator::Partition(p), String::new())
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "give a key, a hash key or a partition to route",
+                ))
+            }
+        };
+        let reply = self
+            .leader
+            .read(r.serializable, |s| -> Result<pb::RouteResponse, Status> {
+                let g = s.groups.get(&r.group).ok_or_else(|| group_not_found(&r.group))?;
+                let partitions = g.config.partitions;
+                let partition = match locator {
+                    Locator::Key => {
+                        domain::hash::partition_of(g.config.key_hash.hash(key.as_bytes()), partitions)
+                    }
+                    Locator::Hash(h) => domain::hash::partition_of(h, partitions),
+                    Locator::Partition(p) if p >= partitions => {
+                        return Err(Status::invalid_argument(format!(
+                            "partition {p} is out of range: group {:?} has partitions 0..{partitions}",
+                            r.group
+                        )))
+                    }
+                    Locator::Partition(p) => p,
+                };
+                let slot = g.assignment.slot(partition);
+                Ok(pb::RouteResponse {
+                    revision: s.revision,
+                    partition,
+                    owner: slot.owner.clone().unwrap_or_default(),
+                    token: if slot.owner.is_some() { slot.token } else { 0 },
+                    moving: slot.revoking.is_some(),
+                    moving_to: slot.revoking.as_ref().and_then(|m| m.to.clone()).unwrap_or_default(),
+                })
+            })
+            .await??;
+        Ok(Response::new(reply))
+    }
+}
+
+fn group_not_found(name: &str) -> Status {
+    Status::not_found(format!(
+        "group {name:?} does not exist (list groups with `batonctl group list`)"
+    ))
+}
+
+fn require_revision(revision: u64) -> Result<(), Status> {
+    if revision == 0 {
+        return Err(Status::invalid_argument(
+            "if_revision is required: read the group's config_revision (`batonctl group get GROUP`) and pass it",
+        ));
+    }
+    Ok(())
+}
+
+/// The moves a committed `Move` carried out, with each revoked range's owner.
+fn moves_of(state: &State, group: &str, events: &[Event]) -> rebalancer::Plan {
+    let owner_of = |p: u32| {
+        state
+            .groups
+            .get(group)
+            .and_then(|g| g.assignment.slot(p).owner.clone())
+            .unwrap_or_default()
+    };
+    let moves = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Granted {
+                worker, partitions, ..
+            } => Some(rebalancer::Move::Grant {
+                to: worker.clone(),
+                partitions: partitions.clone(),
+            }),
+            Event::Revoking { partitions, to, .. } => Some(rebalancer::Move::Revoke {
+                from: partitions
+                    .first()
+                    .map(|r| owner_of(r.start))
+                    .unwrap_or_default(),
+                to: to.clone(),
+                partitions: partitions.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    rebalancer::Plan { moves }
 }

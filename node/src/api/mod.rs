@@ -3,13 +3,30 @@
 //! gRPC statuses here, in one place.
 
 pub mod admin;
+mod convert;
+pub mod leader;
 pub mod raft;
+pub mod tombstones;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::BasicNode;
 use tonic::Status;
 
+use crate::domain::{DomainError, ErrorKind};
 use crate::raft::NodeId;
+
+/// Maps a domain error to a status; the domain's message is written for humans
+/// and passes through unchanged.
+pub fn domain_error(e: &DomainError) -> Status {
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::AlreadyExists => Status::already_exists(message),
+        ErrorKind::FailedPrecondition => Status::failed_precondition(message),
+        ErrorKind::Aborted => Status::aborted(message),
+    }
+}
 
 /// The reply to a request that only the leader can answer, sent by a node that
 /// is not the leader and cannot forward it.

@@ -145,6 +145,11 @@ impl StateMachineStore {
         self.lock().state.revision
     }
 
+    /// Reads the applied state. Keep `f` short: applying waits meanwhile.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock().state)
+    }
+
     /// Writes the applied position, membership and state into `tree` as one
     /// atomic batch.
     fn write_applied(

@@ -1,0 +1,200 @@
+//! What every service needs to reach the leader: routing (handle here, or
+//! forward once to the leader), proposing a command, and linearizable reads.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use super::{domain_error, not_leader, write_error};
+use crate::domain::{Command, Event, Reply, State};
+use crate::raft::{BatonRaft, NodeId};
+use crate::store::StateMachineStore;
+
+/// Set on a request that one node forwarded to the node it believes leads.
+const FORWARDED_BY: &str = "baton-forwarded-by";
+
+type Metrics = openraft::RaftMetrics<NodeId, BasicNode>;
+
+/// Where a leader-only request is served.
+pub enum Route {
+    Local,
+    /// A channel to the leader; wrap it in the service's client.
+    Forward(Channel),
+}
+
+/// A committed command's reply.
+pub struct Committed {
+    pub revision: u64,
+    pub reply: Reply,
+    pub events: Vec<Event>,
+}
+
+/// The leader's clock, carried in commands where time matters, in
+/// milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub struct Leader {
+    id: NodeId,
+    raft: BatonRaft,
+    sm: StateMachineStore,
+    /// The channel to the last leader we forwarded to.
+    channel: Mutex<Option<(String, Channel)>>,
+}
+
+impl Leader {
+    pub fn new(id: NodeId, raft: BatonRaft, sm: StateMachineStore) -> Self {
+        Self {
+            id,
+            raft,
+            sm,
+            channel: Mutex::new(None),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &BatonRaft {
+        &self.raft
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader this node knows, with its address.
+    pub fn known_leader(metrics: &Metrics) -> Option<(NodeId, String)> {
+        let id = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .addr
+            .clone();
+        Some((id, addr))
+    }
+
+    /// Decides whether this node serves a leader-only request or forwards it.
+    /// A forwarded request is never forwarded again, so a stale view of who
+    /// leads cannot make a request bounce between nodes.
+    pub fn route<T>(&self, request: &Request<T>) -> Result<Route, Status> {
+        let metrics = self.metrics();
+        if metrics.current_leader == Some(self.id) {
+            // A leader that has committed its own removal keeps leading until its
+            // next tick; openraft 0.9 must not be asked to propose in that window
+            // (it trips a debug assertion). Send the caller elsewhere.
+            if !metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.id)
+            {
+                return Err(Status::unavailable(
+                    "this node has been removed from the cluster and is stepping down; retry on another node",
+                ));
+            }
+            return Ok(Route::Local);
+        }
+        let leader = Self::known_leader(&metrics);
+        let Some((leader_id, leader_addr)) = leader.clone() else {
+            return Err(not_leader(None));
+        };
+        if request.metadata().contains_key(FORWARDED_BY) {
+            return Err(not_leader(leader));
+        }
+        let mut cached = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((addr, channel)) = &*cached {
+            if *addr == leader_addr {
+                return Ok(Route::Forward(channel.clone()));
+            }
+        }
+        let channel = Endpoint::from_shared(format!("http://{leader_addr}"))
+            .map_err(|e| {
+                Status::internal(format!(
+                    "leader {leader_id} has an unusable address {leader_addr:?}: {e}"
+                ))
+            })?
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        *cached = Some((leader_addr, channel.clone()));
+        Ok(Route::Forward(channel))
+    }
+
+    /// The request to send to the leader: same message and deadline, marked
+    /// as forwarded.
+    pub fn forwarded<T>(&self, request: Request<T>) -> Request<T> {
+        let timeout = request.metadata().get("grpc-timeout").cloned();
+        let mut forwarded = Request::new(request.into_inner());
+        if let Some(timeout) = timeout {
+            forwarded.metadata_mut().insert("grpc-timeout", timeout);
+        }
+        forwarded
+            .metadata_mut()
+            .insert(FORWARDED_BY, self.id.into());
+        forwarded
+    }
+
+    /// Commits `command` (this node must lead: call after `route`) and returns
+    /// its reply, or its domain error as a status. Nothing is acknowledged
+    /// before the entry is committed on a majority and applied here.
+    pub async fn propose(&self, command: Command) -> Result<Committed, Status> {
+        let written = self.raft.client_write(command).await.map_err(write_error)?;
+        let result = written.data;
+        match result.outcome {
+            Ok(reply) => Ok(Committed {
+                revision: result.revision,
+                reply,
+                events: result.events,
+            }),
+            Err(e) => Err(domain_error(&e)),
+        }
+    }
+
+    /// Reads the state: after confirming leadership with a quorum and applying
+    /// up to the read index (linearizable), or as this node has it
+    /// (`serializable`). A linearizable read must be routed to the leader first.
+    pub async fn read<R>(
+        &self,
+        serializable: bool,
+        f: impl FnOnce(&State) -> R,
+    ) -> Result<R, Status> {
+        if !serializable {
+            self.raft.ensure_linearizable().await.map_err(|e| match e {
+                openraft::error::RaftError::APIError(
+                    openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                ) => not_leader(f.leader_id.zip(f.leader_node.map(|n| n.addr))),
+                openraft::error::RaftError::APIError(
+                    openraft::error::CheckIsLeaderError::QuorumNotEnough(q),
+                ) => Status::unavailable(format!(
+                    "cannot confirm leadership with a majority ({q}); retry"
+                )),
+                openraft::error::RaftError::Fatal(f) => super::fatal(&f),
+            })?;
+        }
+        Ok(self.sm.read(f))
+    }
+}
+
+/// Serves a leader-only call locally or forwards it: `serve!(leader, request,
+/// Client::method, local expression)`.
+#[macro_export]
+macro_rules! on_leader {
+    ($leader:expr, $request:ident, $client:ident :: $method:ident, $local:expr) => {
+        match $leader.route(&$request)? {
+            $crate::api::leader::Route::Forward(channel) => {
+                return $client::new(channel)
+                    .$method($leader.forwarded($request))
+                    .await;
+            }
+            $crate::api::leader::Route::Local => $local,
+        }
+    };
+}
