@@ -60,7 +60,7 @@ pub struct MemberStatus {
 pub struct AdminClient {
     endpoints: Vec<String>,
     timeout: Duration,
-    leader: Option<(String, Grpc<Channel>)>,
+    leader: Option<(String, Channel)>,
 }
 
 fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
@@ -98,21 +98,19 @@ impl AdminClient {
         })
     }
 
-    fn grpc(&self, addr: &str) -> Result<Grpc<Channel>, ClientError> {
-        Ok(Grpc::new(channel(addr, self.timeout)?))
-    }
-
     /// Finds the leader: the first endpoint that answers names it.
-    async fn find_leader(&mut self) -> Result<Grpc<Channel>, Status> {
-        if let Some((_, client)) = &self.leader {
-            return Ok(client.clone());
+    async fn find_leader(&mut self) -> Result<Channel, Status> {
+        if let Some((_, channel)) = &self.leader {
+            return Ok(channel.clone());
         }
         let mut last = Status::unavailable("no endpoint tried");
         for addr in self.endpoints.clone() {
-            let mut client = self
-                .grpc(&addr)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            match client.cluster_status(ClusterStatusRequest {}).await {
+            let to_status = |e: ClientError| Status::invalid_argument(e.to_string());
+            let endpoint_channel = channel(&addr, self.timeout).map_err(to_status)?;
+            match Grpc::new(endpoint_channel.clone())
+                .cluster_status(ClusterStatusRequest {})
+                .await
+            {
                 Ok(reply) => {
                     let status = reply.into_inner();
                     if status.leader_id == 0 {
@@ -120,10 +118,9 @@ impl AdminClient {
                         continue;
                     }
                     let leader = if status.leader_id == status.node_id {
-                        client
+                        endpoint_channel
                     } else {
-                        self.grpc(&status.leader_addr)
-                            .map_err(|e| Status::internal(e.to_string()))?
+                        channel(&status.leader_addr, self.timeout).map_err(to_status)?
                     };
                     self.leader = Some((status.leader_addr, leader.clone()));
                     return Ok(leader);
@@ -135,17 +132,18 @@ impl AdminClient {
         Err(last)
     }
 
-    /// Runs `call` against the leader, retrying on UNAVAILABLE until the timeout.
-    async fn on_leader<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    /// Runs `call` against the leader (given a channel to it, for any of
+    /// baton's services), retrying on UNAVAILABLE until the timeout.
+    pub async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Grpc<Channel>) -> Fut,
+        F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let start = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
             let result = match self.find_leader().await {
-                Ok(client) => call(client).await.map(Response::into_inner),
+                Ok(channel) => call(channel).await.map(Response::into_inner),
                 Err(s) => Err(s),
             };
             match result {
@@ -165,6 +163,14 @@ impl AdminClient {
                 Err(s) => return Err(ClientError::Status(s)),
             }
         }
+    }
+
+    async fn on_leader<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Grpc<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.call(|channel| call(Grpc::new(channel))).await
     }
 
     /// The leader's view of the cluster.

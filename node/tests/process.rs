@@ -273,3 +273,164 @@ fn no_flags_starts_a_single_node_cluster_that_batonctl_shows_as_leader() {
     );
     node.sigterm(Duration::from_secs(8));
 }
+
+/// Runs batonctl against `endpoint`; returns stdout, failing the test on error.
+fn ctl(endpoint: &str, args: &[&str]) -> String {
+    let out = Command::new(batonctl())
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .output()
+        .expect("run batonctl");
+    assert!(
+        out.status.success(),
+        "batonctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ctl_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ctl(endpoint, &all)).expect("batonctl --json prints JSON")
+}
+
+/// Every group, assignment, route and tombstone command, in both output modes,
+/// against a running node.
+#[test]
+fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_port().to_string();
+    let node = Proc::spawn(
+        &[
+            "--listen".into(),
+            addr.clone(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+        ],
+        dir.path(),
+        dir.path().join("node.log"),
+    );
+    let e = addr.as_str();
+
+    let created = ctl_json(
+        e,
+        &[
+            "group",
+            "create",
+            "mail-sync",
+            "--partitions",
+            "360",
+            "--max-in-flight",
+            "8",
+        ],
+    );
+    assert_eq!(created["partitions"], 360);
+    assert_eq!(created["max_in_flight"], 8);
+    let revision = created["config_revision"]
+        .as_u64()
+        .expect("config_revision")
+        .to_string();
+    assert!(ctl(e, &["group", "create", "chat"]).contains("chat"));
+    let listed = ctl_json(e, &["group", "list"]);
+    assert_eq!(listed["groups"].as_array().map(Vec::len), Some(2));
+    assert!(ctl(e, &["group", "list"]).contains("mail-sync  360"));
+    assert_eq!(
+        ctl_json(e, &["group", "get", "mail-sync"])["name"],
+        "mail-sync"
+    );
+    assert!(
+        ctl(e, &["group", "get", "mail-sync", "--serializable"]).contains("partitions         360")
+    );
+
+    let updated = ctl_json(
+        e,
+        &[
+            "group",
+            "update",
+            "mail-sync",
+            "--if-revision",
+            &revision,
+            "--rejoin-grace-ms",
+            "5000",
+        ],
+    );
+    assert_eq!(updated["rejoin_grace_ms"], 5000);
+    let revision = updated["config_revision"]
+        .as_u64()
+        .expect("revision")
+        .to_string();
+    let split = ctl_json(
+        e,
+        &["group", "split", "mail-sync", "--if-revision", &revision],
+    );
+    assert_eq!(split["partitions"], 720);
+    assert_eq!(
+        ctl_json(e, &["group", "freeze", "mail-sync"])["frozen"],
+        true
+    );
+    assert!(ctl(e, &["group", "unfreeze", "mail-sync"]).contains("frozen             false"));
+
+    let shown = ctl_json(e, &["assignment", "show", "mail-sync"]);
+    assert_eq!(shown["group"], "mail-sync");
+    assert_eq!(shown["partitions"], 720);
+    assert_eq!(shown["workers"], serde_json::json!([]));
+    assert_eq!(shown["moving"], serde_json::json!([]));
+    assert_eq!(shown["unassigned"], serde_json::json!([[0, 719]]));
+    assert!(ctl(e, &["assignment", "show", "mail-sync"]).contains("unassigned: 0-719"));
+    assert_eq!(
+        ctl_json(e, &["assignment", "plan", "mail-sync"])["handoffs"],
+        serde_json::json!([])
+    );
+    assert!(ctl(e, &["assignment", "plan", "mail-sync"]).contains("nothing to move"));
+
+    let routed = ctl_json(e, &["route", "mail-sync", "account-42"]);
+    let partition = routed["partition"].as_u64().expect("partition");
+    assert!(partition < 720);
+    assert!(ctl(e, &["route", "mail-sync", "--partition", "7"]).contains("partition 7: unassigned"));
+
+    let put = ctl_json(e, &["tombstone", "put", "mail-sync", "account-42"]);
+    assert_eq!(
+        put["partition"].as_u64(),
+        Some(partition),
+        "the tombstone lands on the key's partition"
+    );
+    assert!(
+        ctl(e, &["tombstone", "put", "mail-sync", "account-43"]).contains("account-43: deleted")
+    );
+    let checked = ctl_json(
+        e,
+        &[
+            "tombstone",
+            "check",
+            "mail-sync",
+            "account-42",
+            "account-44",
+        ],
+    );
+    assert_eq!(checked["results"][0]["deleted"], true);
+    assert_eq!(checked["results"][1]["deleted"], false);
+    assert!(ctl(e, &["tombstone", "check", "mail-sync", "account-44"]).contains("account-44  no"));
+    let listed = ctl_json(e, &["tombstone", "list", "mail-sync"]);
+    assert_eq!(listed["tombstones"].as_array().map(Vec::len), Some(2));
+    assert!(ctl(
+        e,
+        &["tombstone", "list", "mail-sync", "--partitions", "0-719"]
+    )
+    .contains("account-43"));
+
+    // Errors reach the operator as the gRPC code and the server's message.
+    let out = Command::new(batonctl())
+        .args(["--endpoints", e, "group", "get", "nope"])
+        .output()
+        .expect("run batonctl");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("NOT_FOUND") && stderr.contains("\"nope\" does not exist"),
+        "{stderr}"
+    );
+
+    assert!(ctl(e, &["group", "delete", "chat"]).contains("group chat deleted"));
+    node.sigterm(Duration::from_secs(8));
+}

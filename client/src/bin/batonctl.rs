@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use baton_client::proto::{ClusterStatusResponse, Member, MembershipResponse};
+use baton_client::proto::admin_client::AdminClient as AdminGrpc;
+use baton_client::proto::tombstones_client::TombstonesClient;
+use baton_client::proto::{self as pb, ClusterStatusResponse, Member, MembershipResponse};
 use baton_client::{AdminClient, MemberStatus};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -20,6 +22,14 @@ use serde_json::{json, Value};
 ///   batonctl --endpoints 127.0.0.1:7401,127.0.0.1:7402 cluster add-node 4 127.0.0.1:7404 --promote
 ///
 ///   batonctl cluster remove-node 4
+///
+///   batonctl group create mail-sync --partitions 360
+///
+///   batonctl assignment show mail-sync
+///
+///   batonctl route mail-sync account-42
+///
+///   batonctl tombstone put mail-sync account-42
 #[derive(Parser)]
 #[command(name = "batonctl", version, verbatim_doc_comment)]
 struct Cli {
@@ -46,6 +56,167 @@ enum Command {
     /// The Raft cluster: members, leader, replication.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Groups: named pools of partitions and workers.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Who holds which partitions.
+    #[command(subcommand)]
+    Assignment(AssignmentCommand),
+    /// Key → partition → owner and fencing token.
+    Route {
+        group: String,
+        /// The key, hashed with the group's key hash (XXH3-64, seed 0).
+        key: Option<String>,
+        /// Route an explicit 64-bit hash key instead of a key.
+        #[arg(long, conflicts_with_all = ["key", "partition"])]
+        hash: Option<u64>,
+        /// Look up a partition directly.
+        #[arg(long, conflicts_with = "key")]
+        partition: Option<u32>,
+        /// Read this node's state without asking the leader.
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Deletion markers.
+    #[command(subcommand)]
+    Tombstone(TombstoneCommand),
+}
+
+/// Group settings; unset ones take their defaults (create) or keep their value (update).
+#[derive(clap::Args)]
+struct GroupSettings {
+    /// Partition count, 1 to 65536 (create only; `group split` doubles it).
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// How long an owner has to release a revoked partition (default 30000).
+    #[arg(long, value_name = "MS")]
+    handoff_timeout_ms: Option<u64>,
+    /// Handoffs in flight at once, 1 to 65536 (default 65536).
+    #[arg(long)]
+    max_in_flight: Option<u32>,
+    /// Lease TTL for workers that ask for none, 1000 to 300000 (default 10000).
+    #[arg(long, value_name = "MS")]
+    default_ttl_ms: Option<u64>,
+    /// How long an expired worker's partitions stay reserved for it (default 0).
+    #[arg(long, value_name = "MS")]
+    rejoin_grace_ms: Option<u64>,
+    /// How long tombstones are kept (default 7 days).
+    #[arg(long, value_name = "MS")]
+    tombstone_ttl_ms: Option<u64>,
+}
+
+impl GroupSettings {
+    fn to_proto(&self) -> pb::GroupConfig {
+        pb::GroupConfig {
+            partitions: self.partitions,
+            handoff_timeout_ms: self.handoff_timeout_ms,
+            max_in_flight: self.max_in_flight,
+            default_ttl_ms: self.default_ttl_ms,
+            rejoin_grace_ms: self.rejoin_grace_ms,
+            tombstone_ttl_ms: self.tombstone_ttl_ms,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group.
+    Create {
+        group: String,
+        #[command(flatten)]
+        settings: GroupSettings,
+    },
+    /// List groups.
+    List {
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Show a group's settings and revision.
+    Get {
+        group: String,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Change settings; --if-revision is the config revision you read (`group get`).
+    Update {
+        group: String,
+        #[arg(long)]
+        if_revision: u64,
+        #[command(flatten)]
+        settings: GroupSettings,
+    },
+    /// Delete a group and everything in it.
+    Delete { group: String },
+    /// Double the partition count; each partition's children keep its owner.
+    Split {
+        group: String,
+        #[arg(long)]
+        if_revision: u64,
+    },
+    /// Stop rebalancing the group (moves by hand still work).
+    Freeze { group: String },
+    /// Resume rebalancing.
+    Unfreeze { group: String },
+}
+
+#[derive(Subcommand)]
+enum AssignmentCommand {
+    /// Partitions per worker (as ranges), handoffs in flight, unassigned partitions.
+    Show {
+        group: String,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// What the rebalancer would do now (changes nothing).
+    Plan {
+        group: String,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Hand partitions to a worker by hand (held ones go through handoff).
+    Move {
+        group: String,
+        /// Partitions, e.g. 0-119,240,300-359.
+        #[arg(long)]
+        partitions: String,
+        /// The worker to receive them.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TombstoneCommand {
+    /// Mark a key deleted (idempotent).
+    Put {
+        group: String,
+        key: String,
+        /// Keep it this long instead of the group's tombstone TTL.
+        #[arg(long, value_name = "MS")]
+        ttl_ms: Option<u64>,
+        /// Put it on this partition instead of the key's.
+        #[arg(long)]
+        partition: Option<u32>,
+    },
+    /// Which of these keys are deleted.
+    Check {
+        group: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Tombstones on a range of partitions.
+    List {
+        group: String,
+        /// e.g. 0-15 (default: all).
+        #[arg(long)]
+        partitions: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        serializable: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +282,65 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let reply = client.remove_node(id).await?;
             print_membership(cli.json, &format!("node {id} removed"), &reply);
         }
+        Command::Group(command) => group(&mut client, cli.json, command).await?,
+        Command::Assignment(command) => assignment(&mut client, cli.json, command).await?,
+        Command::Route {
+            group,
+            key,
+            hash,
+            partition,
+            serializable,
+        } => {
+            let locator = match (key, hash, partition) {
+                (Some(key), None, None) => pb::route_request::Locator::Key(key),
+                (None, Some(h), None) => pb::route_request::Locator::Hash(h),
+                (None, None, Some(p)) => pb::route_request::Locator::Partition(p),
+                _ => anyhow::bail!("give a KEY, --hash H or --partition P"),
+            };
+            let request = pb::RouteRequest {
+                group,
+                locator: Some(locator),
+                serializable,
+            };
+            let r = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { AdminGrpc::new(ch).route(request).await }
+                })
+                .await?;
+            if cli.json {
+                print_json(&json!({
+                    "revision": r.revision, "partition": r.partition,
+                    "owner": (!r.owner.is_empty()).then_some(&r.owner),
+                    "token": (!r.owner.is_empty()).then_some(r.token),
+                    "moving": r.moving,
+                    "moving_to": (!r.moving_to.is_empty()).then_some(&r.moving_to),
+                }));
+            } else if r.owner.is_empty() {
+                println!(
+                    "partition {}: unassigned (revision {})",
+                    r.partition, r.revision
+                );
+            } else {
+                let moving = if r.moving {
+                    format!(
+                        ", moving to {}",
+                        if r.moving_to.is_empty() {
+                            "(undecided)"
+                        } else {
+                            &r.moving_to
+                        }
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "partition {}: {} with token {}{moving} (revision {})",
+                    r.partition, r.owner, r.token, r.revision
+                );
+            }
+        }
+        Command::Tombstone(command) => tombstone(&mut client, cli.json, command).await?,
         Command::Cluster(ClusterCommand::Barrier) => {
             let reply = client.barrier().await?;
             if cli.json {
@@ -244,4 +474,495 @@ fn print_table(rows: &[Vec<String>]) {
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
+}
+
+/// Parses `0-119,240,300-359` into inclusive ranges.
+fn parse_ranges(text: &str) -> anyhow::Result<Vec<pb::PartitionRange>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let parse = |x: &str| {
+                x.trim().parse::<u32>().map_err(|_| {
+                    anyhow::anyhow!("{part:?} is not a partition or a range like 0-119")
+                })
+            };
+            Ok(pb::PartitionRange {
+                start: parse(a)?,
+                end: parse(b)?,
+            })
+        })
+        .collect()
+}
+
+fn format_ranges(ranges: &[pb::PartitionRange]) -> String {
+    if ranges.is_empty() {
+        return "-".into();
+    }
+    ranges
+        .iter()
+        .map(|r| {
+            if r.start == r.end {
+                r.start.to_string()
+            } else {
+                format!("{}-{}", r.start, r.end)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn ranges_json(ranges: &[pb::PartitionRange]) -> Value {
+    json!(ranges.iter().map(|r| [r.start, r.end]).collect::<Vec<_>>())
+}
+
+fn group_json(revision: u64, g: &pb::Group) -> Value {
+    let c = g.config.unwrap_or_default();
+    json!({
+        "name": g.name, "revision": revision, "config_revision": g.config_revision,
+        "partitions": c.partitions, "handoff_timeout_ms": c.handoff_timeout_ms,
+        "max_in_flight": c.max_in_flight, "default_ttl_ms": c.default_ttl_ms,
+        "rejoin_grace_ms": c.rejoin_grace_ms, "tombstone_ttl_ms": c.tombstone_ttl_ms,
+        "key_hash": g.key_hash, "frozen": g.frozen, "workers": g.workers,
+        "draining_workers": g.draining_workers, "tombstones": g.tombstones,
+    })
+}
+
+fn print_group(json_out: bool, revision: u64, g: &pb::Group) {
+    let value = group_json(revision, g);
+    if json_out {
+        print_json(&value);
+        return;
+    }
+    if let Some(map) = value.as_object() {
+        for (k, v) in map {
+            println!(
+                "{k:<18} {}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            );
+        }
+    }
+}
+
+async fn group(
+    client: &mut AdminClient,
+    json_out: bool,
+    command: GroupCommand,
+) -> anyhow::Result<()> {
+    macro_rules! admin {
+        ($method:ident, $request:expr) => {{
+            let request = $request;
+            client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { AdminGrpc::new(ch).$method(request).await }
+                })
+                .await?
+        }};
+    }
+    let shown = match command {
+        GroupCommand::Create { group, settings } => {
+            admin!(
+                create_group,
+                pb::CreateGroupRequest {
+                    group,
+                    config: Some(settings.to_proto())
+                }
+            )
+        }
+        GroupCommand::Get {
+            group,
+            serializable,
+        } => admin!(
+            get_group,
+            pb::GetGroupRequest {
+                group,
+                serializable
+            }
+        ),
+        GroupCommand::Update {
+            group,
+            if_revision,
+            settings,
+        } => admin!(
+            update_group,
+            pb::UpdateGroupRequest {
+                group,
+                config: Some(settings.to_proto()),
+                if_revision
+            }
+        ),
+        GroupCommand::Split { group, if_revision } => {
+            admin!(split_group, pb::SplitGroupRequest { group, if_revision })
+        }
+        GroupCommand::Freeze { group } => admin!(
+            set_frozen,
+            pb::SetFrozenRequest {
+                group,
+                frozen: true
+            }
+        ),
+        GroupCommand::Unfreeze { group } => admin!(
+            set_frozen,
+            pb::SetFrozenRequest {
+                group,
+                frozen: false
+            }
+        ),
+        GroupCommand::Delete { group } => {
+            let r = admin!(
+                delete_group,
+                pb::DeleteGroupRequest {
+                    group: group.clone()
+                }
+            );
+            if json_out {
+                print_json(&json!({ "deleted": group, "revision": r.revision }));
+            } else {
+                println!("group {group} deleted (revision {})", r.revision);
+            }
+            return Ok(());
+        }
+        GroupCommand::List { serializable } => {
+            let r = admin!(list_groups, pb::ListGroupsRequest { serializable });
+            if json_out {
+                print_json(&json!({
+                    "revision": r.revision,
+                    "groups": r.groups.iter().map(|g| group_json(r.revision, g)).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            let mut rows = vec![vec![
+                "NAME".to_string(),
+                "PARTITIONS".into(),
+                "WORKERS".into(),
+                "FROZEN".into(),
+                "TOMBSTONES".into(),
+                "CONFIG REVISION".into(),
+            ]];
+            for g in &r.groups {
+                rows.push(vec![
+                    g.name.clone(),
+                    g.config
+                        .as_ref()
+                        .and_then(|c| c.partitions)
+                        .unwrap_or_default()
+                        .to_string(),
+                    g.workers.to_string(),
+                    if g.frozen { "yes" } else { "no" }.into(),
+                    g.tombstones.to_string(),
+                    g.config_revision.to_string(),
+                ]);
+            }
+            print_table(&rows);
+            return Ok(());
+        }
+    };
+    let group = shown.group.unwrap_or_default();
+    print_group(json_out, shown.revision, &group);
+    Ok(())
+}
+
+fn print_plan(json_out: bool, what: &str, plan: &pb::PlanResponse) {
+    let handoff_json = |h: &pb::Handoff| {
+        json!({
+            "ranges": ranges_json(&h.ranges),
+            "from": (!h.from.is_empty()).then_some(&h.from),
+            "to": (!h.to.is_empty()).then_some(&h.to),
+        })
+    };
+    if json_out {
+        print_json(&json!({
+            "revision": plan.revision,
+            "grants": plan.grants.iter().map(handoff_json).collect::<Vec<_>>(),
+            "handoffs": plan.handoffs.iter().map(handoff_json).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    if plan.grants.is_empty() && plan.handoffs.is_empty() {
+        println!("{what}: nothing to move (revision {})", plan.revision);
+        return;
+    }
+    println!("{what} (revision {}):", plan.revision);
+    for g in &plan.grants {
+        println!("  grant    {} -> {}", format_ranges(&g.ranges), g.to);
+    }
+    for h in &plan.handoffs {
+        let to = if h.to.is_empty() { "(released)" } else { &h.to };
+        println!(
+            "  handoff  {} {} -> {}",
+            format_ranges(&h.ranges),
+            h.from,
+            to
+        );
+    }
+}
+
+async fn assignment(
+    client: &mut AdminClient,
+    json_out: bool,
+    command: AssignmentCommand,
+) -> anyhow::Result<()> {
+    match command {
+        AssignmentCommand::Show {
+            group,
+            serializable,
+        } => {
+            let request = pb::GetAssignmentRequest {
+                group,
+                serializable,
+            };
+            let a = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { AdminGrpc::new(ch).get_assignment(request).await }
+                })
+                .await?;
+            let counts: Vec<u32> = a.workers.iter().map(|w| w.count).collect();
+            let (min, max) = (
+                counts.iter().min().copied().unwrap_or(0),
+                counts.iter().max().copied().unwrap_or(0),
+            );
+            let range_total: usize = a.workers.iter().map(|w| w.ranges.len()).sum();
+            let fragmentation = if a.workers.is_empty() {
+                0.0
+            } else {
+                range_total as f64 / a.workers.len() as f64
+            };
+            if json_out {
+                print_json(&json!({
+                    "group": a.group,
+                    "revision": a.revision,
+                    "partitions": a.partitions,
+                    "frozen": a.frozen,
+                    "workers": a.workers.iter().map(|w| json!({
+                        "id": w.id, "count": w.count, "ranges": ranges_json(&w.ranges),
+                        "weight": w.weight, "state": w.state, "session": w.session,
+                    })).collect::<Vec<_>>(),
+                    "moving": a.moving.iter().map(|m| json!({
+                        "ranges": ranges_json(&m.ranges), "from": m.from,
+                        "to": (!m.to.is_empty()).then_some(&m.to),
+                    })).collect::<Vec<_>>(),
+                    "unassigned": ranges_json(&a.unassigned),
+                    "balance": { "min": min, "max": max },
+                    "ranges_per_worker": fragmentation,
+                }));
+                return Ok(());
+            }
+            println!(
+                "group {}: {} partitions, revision {}{}",
+                a.group,
+                a.partitions,
+                a.revision,
+                if a.frozen { ", frozen" } else { "" }
+            );
+            let mut rows = vec![vec![
+                "WORKER".to_string(),
+                "STATE".into(),
+                "WEIGHT".into(),
+                "COUNT".into(),
+                "RANGES".into(),
+            ]];
+            for w in &a.workers {
+                rows.push(vec![
+                    w.id.clone(),
+                    w.state.clone(),
+                    w.weight.to_string(),
+                    w.count.to_string(),
+                    format_ranges(&w.ranges),
+                ]);
+            }
+            print_table(&rows);
+            println!(
+                "balance: min {min}, max {max} per worker; {fragmentation:.1} ranges per worker"
+            );
+            for m in &a.moving {
+                let to = if m.to.is_empty() {
+                    "(undecided)"
+                } else {
+                    &m.to
+                };
+                println!("moving: {} {} -> {to}", format_ranges(&m.ranges), m.from);
+            }
+            println!("unassigned: {}", format_ranges(&a.unassigned));
+        }
+        AssignmentCommand::Plan {
+            group,
+            serializable,
+        } => {
+            let request = pb::GetAssignmentRequest {
+                group,
+                serializable,
+            };
+            let plan = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { AdminGrpc::new(ch).plan_assignment(request).await }
+                })
+                .await?;
+            print_plan(json_out, "the rebalancer would", &plan);
+        }
+        AssignmentCommand::Move {
+            group,
+            partitions,
+            to,
+        } => {
+            let request = pb::MovePartitionsRequest {
+                group,
+                partitions: parse_ranges(&partitions)?,
+                to,
+            };
+            let plan = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { AdminGrpc::new(ch).move_partitions(request).await }
+                })
+                .await?;
+            print_plan(json_out, "moved", &plan);
+        }
+    }
+    Ok(())
+}
+
+async fn tombstone(
+    client: &mut AdminClient,
+    json_out: bool,
+    command: TombstoneCommand,
+) -> anyhow::Result<()> {
+    let info_json = |t: &pb::TombstoneInfo| {
+        json!({
+            "key": t.key, "partition": t.partition, "revision": t.revision, "expires_at_ms": t.expires_at_ms,
+        })
+    };
+    match command {
+        TombstoneCommand::Put {
+            group,
+            key,
+            ttl_ms,
+            partition,
+        } => {
+            let request = pb::PutTombstoneRequest {
+                group,
+                key: key.clone(),
+                locator: partition.map(pb::put_tombstone_request::Locator::Partition),
+                ttl_ms,
+            };
+            let r = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { TombstonesClient::new(ch).put(request).await }
+                })
+                .await?;
+            if json_out {
+                print_json(
+                    &json!({ "key": key, "revision": r.revision, "partition": r.partition }),
+                );
+            } else {
+                println!(
+                    "{key}: deleted at revision {} (partition {})",
+                    r.revision, r.partition
+                );
+            }
+        }
+        TombstoneCommand::Check {
+            group,
+            keys,
+            serializable,
+        } => {
+            let request = pb::CheckTombstonesRequest {
+                group,
+                keys,
+                serializable,
+            };
+            let r = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { TombstonesClient::new(ch).check(request).await }
+                })
+                .await?;
+            if json_out {
+                print_json(&json!({
+                    "revision": r.revision,
+                    "results": r.results.iter().map(|c| json!({
+                        "key": c.key, "deleted": c.deleted,
+                        "tombstone": c.tombstone.as_ref().map(info_json),
+                    })).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            let mut rows = vec![vec![
+                "KEY".to_string(),
+                "DELETED".into(),
+                "PARTITION".into(),
+                "REVISION".into(),
+            ]];
+            for c in &r.results {
+                let t = c.tombstone.as_ref();
+                rows.push(vec![
+                    c.key.clone(),
+                    if c.deleted { "yes" } else { "no" }.into(),
+                    t.map_or("-".into(), |t| t.partition.to_string()),
+                    t.map_or("-".into(), |t| t.revision.to_string()),
+                ]);
+            }
+            print_table(&rows);
+        }
+        TombstoneCommand::List {
+            group,
+            partitions,
+            limit,
+            serializable,
+        } => {
+            let partitions = match partitions {
+                Some(text) => {
+                    let mut ranges = parse_ranges(&text)?;
+                    if ranges.len() != 1 {
+                        anyhow::bail!("--partitions takes one range, like 0-15");
+                    }
+                    ranges.pop()
+                }
+                None => None,
+            };
+            let request = pb::ListTombstonesRequest {
+                group,
+                partitions,
+                limit,
+                serializable,
+            };
+            let r = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { TombstonesClient::new(ch).list(request).await }
+                })
+                .await?;
+            if json_out {
+                print_json(&json!({
+                    "revision": r.revision,
+                    "truncated": r.truncated,
+                    "tombstones": r.tombstones.iter().map(info_json).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            let mut rows = vec![vec![
+                "KEY".to_string(),
+                "PARTITION".into(),
+                "REVISION".into(),
+                "EXPIRES AT (ms)".into(),
+            ]];
+            for t in &r.tombstones {
+                rows.push(vec![
+                    t.key.clone(),
+                    t.partition.to_string(),
+                    t.revision.to_string(),
+                    t.expires_at_ms.to_string(),
+                ]);
+            }
+            print_table(&rows);
+            if r.truncated {
+                println!("(more than {limit}; raise --limit or narrow --partitions)");
+            }
+        }
+    }
+    Ok(())
 }
