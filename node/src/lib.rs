@@ -3,12 +3,15 @@
 //! Modules by responsibility: [`raft`] (openraft types, tuning, network),
 //! [`store`] (sled log, state machine, snapshots), [`domain`] (the pure
 //! replicated state), [`api`] (tonic services), [`http`] (health and metrics),
-//! [`config`] (flags, env, TOML) and [`node`] (assembling and running a node).
+//! [`config`] (flags, env, TOML), [`leases`] and [`duties`] (what the leader
+//! does on its own) and [`node`] (assembling and running a node).
 
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod duties;
 pub mod http;
+pub mod leases;
 pub mod node;
 pub mod raft;
 pub mod store;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,6 +11,7 @@ use baton_proto::v1::admin_client::AdminClient;
 use baton_proto::v1::admin_server::AdminServer;
 use baton_proto::v1::raft_server::RaftServer;
 use baton_proto::v1::tombstones_server::TombstonesServer;
+use baton_proto::v1::worker_server::WorkerServer;
 use baton_proto::v1::AddNodeRequest;
 use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
@@ -21,7 +23,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::admin::AdminApi;
 use crate::api::raft::RaftApi;
 use crate::api::tombstones::TombstonesApi;
+use crate::api::worker::WorkerApi;
 use crate::config::{Bootstrap, NodeConfig};
+use crate::leases::Leases;
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::raft::{BatonRaft, NodeId};
 use crate::store::{self, LogStore, StateMachineStore};
@@ -41,6 +45,7 @@ pub struct Node {
     stop: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: Option<JoinHandle<anyhow::Result<()>>>,
+    duties_task: JoinHandle<()>,
 }
 
 impl Node {
@@ -101,11 +106,20 @@ impl Node {
         ));
         let tombstones_service =
             TombstonesServer::new(TombstonesApi::new(config.id, raft.clone(), sm.clone()));
+        let leases = Arc::new(Leases::default());
+        let worker_service = WorkerServer::new(WorkerApi::new(
+            config.id,
+            raft.clone(),
+            sm.clone(),
+            leases.clone(),
+            stopped.clone(),
+        ));
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(raft_service)
                 .add_service(admin_service)
                 .add_service(tombstones_service)
+                .add_service(worker_service)
                 .serve_with_incoming_shutdown(
                     TcpListenerStream::new(listener),
                     until_stopped(stopped.clone()),
@@ -120,6 +134,12 @@ impl Node {
             ))
         });
 
+        let duties_task = tokio::spawn(crate::duties::run(
+            raft.clone(),
+            sm.clone(),
+            leases,
+            stopped.clone(),
+        ));
         let node = Node {
             id: config.id,
             addr,
@@ -131,6 +151,7 @@ impl Node {
             stop,
             grpc_task,
             http_task,
+            duties_task,
         };
         if let Err(e) = node.form_cluster(&config.bootstrap).await {
             node.shutdown().await?;
@@ -223,6 +244,9 @@ impl Node {
                 Ok(Ok(Ok(()))) => {}
                 other => tracing::warn!("HTTP server did not stop cleanly: {other:?}"),
             }
+        }
+        if let Err(e) = self.duties_task.await {
+            tracing::warn!("leader duties task failed: {e}");
         }
         self.raft
             .shutdown()

@@ -7,6 +7,7 @@ mod convert;
 pub mod leader;
 pub mod raft;
 pub mod tombstones;
+pub mod worker;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::BasicNode;

@@ -1,0 +1,160 @@
+//! What the leader does on its own, every tick: expire sessions whose lease has
+//! passed, end the sessions of owners that did not release within the group's
+//! handoff timeout, and carry out the rebalancer's plan where it has one.
+//!
+//! Idle, it proposes nothing: a group whose plan is empty and whose sessions
+//! keep their leases writes no log entry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio::sync::watch;
+
+use crate::api::leader::now_ms;
+use crate::domain::{rebalancer, Command, State};
+use crate::leases::{Leases, SessionKey};
+use crate::raft::BatonRaft;
+use crate::store::StateMachineStore;
+
+/// How often the leader looks; also the debounce of rebalancing after a change.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Sessions of the state, as the lease tracker wants them.
+fn sessions(state: &State) -> Vec<(SessionKey, u64, Duration)> {
+    state
+        .groups
+        .iter()
+        .flat_map(|(group, g)| {
+            g.sessions.iter().map(move |(worker, s)| {
+                (
+                    SessionKey {
+                        group: group.clone(),
+                        worker: worker.clone(),
+                    },
+                    s.id,
+                    Duration::from_millis(s.ttl_ms),
+                )
+            })
+        })
+        .collect()
+}
+
+/// What one tick found to do.
+struct Work {
+    /// The revision the survey read.
+    revision: u64,
+    sessions: Vec<(SessionKey, u64, Duration)>,
+    /// Owners holding a handoff past the group's timeout.
+    overdue: Vec<SessionKey>,
+    /// Groups whose rebalancer plan is not empty.
+    to_rebalance: Vec<String>,
+}
+
+fn survey(state: &State, now_ms: u64) -> Work {
+    let mut overdue = Vec::new();
+    let mut to_rebalance = Vec::new();
+    for (name, g) in &state.groups {
+        for (_, slot) in g.assignment.runs() {
+            if let (Some(owner), Some(r)) = (&slot.owner, &slot.revoking) {
+                if r.since_ms.saturating_add(g.config.handoff_timeout_ms) <= now_ms {
+                    overdue.push(SessionKey {
+                        group: name.clone(),
+                        worker: owner.clone(),
+                    });
+                }
+            }
+        }
+        if !rebalancer::plan(g, now_ms).is_empty() {
+            to_rebalance.push(name.clone());
+        }
+    }
+    overdue.sort();
+    overdue.dedup();
+    Work {
+        revision: state.revision,
+        sessions: sessions(state),
+        overdue,
+        to_rebalance,
+    }
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    raft: BatonRaft,
+    sm: StateMachineStore,
+    leases: Arc<Leases>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
+            leases.leave_office();
+            continue;
+        }
+        if !leases.in_office(metrics.current_term) {
+            // Everything committed by earlier leaders must be applied before
+            // the sessions are read, or a recent join would be missed.
+            if raft.ensure_linearizable().await.is_err() {
+                continue;
+            }
+            let sessions = sm.read(sessions);
+            tracing::info!(
+                term = metrics.current_term,
+                sessions = sessions.len(),
+                "leading: every lease restarts with a full TTL"
+            );
+            leases.take_office(metrics.current_term, sessions);
+        }
+        let now = now_ms();
+        let work = sm.read(|s| survey(s, now));
+        leases.sync(work.sessions, work.revision);
+        for key in work.overdue {
+            leases.end(
+                &key,
+                "it did not release revoked partitions within the group's handoff timeout; its session ends when its lease runs out"
+                    .to_string(),
+            );
+        }
+        for (key, session) in leases.expired(Instant::now()) {
+            tracing::info!(group = %key.group, worker = %key.worker, session, "lease expired");
+            propose(
+                &raft,
+                Command::ExpireSession {
+                    group: key.group,
+                    worker: key.worker,
+                    session,
+                    now_ms: now_ms(),
+                },
+            )
+            .await;
+        }
+        for group in work.to_rebalance {
+            propose(
+                &raft,
+                Command::Rebalance {
+                    group,
+                    now_ms: now_ms(),
+                },
+            )
+            .await;
+        }
+    }
+}
+
+async fn propose(raft: &BatonRaft, command: Command) {
+    match raft.client_write(command.clone()).await {
+        Ok(written) => {
+            if let Err(e) = written.data.outcome {
+                tracing::debug!("{command:?} changed nothing: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("{command:?} not committed: {e}"),
+    }
+}

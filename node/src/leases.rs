@@ -1,0 +1,236 @@
+//! Worker leases, tracked on the leader in memory.
+//!
+//! Keepalives only move a deadline here; they are never written to the Raft
+//! log, so an idle cluster writes nothing. When a deadline passes, the leader's
+//! duties (see `duties.rs`) propose `ExpireSession`. A node that takes office
+//! first gives every session a full TTL from that moment, so a leader change
+//! never expires a worker that kept its lease alive: the worker's own deadline
+//! (counted from its last acknowledged keepalive) always comes first.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A session's place in the tracker.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub group: String,
+    pub worker: String,
+}
+
+struct Lease {
+    session: u64,
+    ttl: Duration,
+    deadline: Instant,
+    /// Why the leader no longer renews it (the lease then runs out).
+    ended: Option<String>,
+}
+
+/// Why a keepalive was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// This node is not (or not yet) tracking leases as leader.
+    NotLeader,
+    /// No such session (never joined, left, or expired).
+    Unknown,
+    /// The leader stopped renewing it; the reason says why.
+    Ended(String),
+}
+
+#[derive(Default)]
+pub struct Leases {
+    inner: Mutex<Tracker>,
+}
+
+#[derive(Default)]
+struct Tracker {
+    /// The leader term the deadlines belong to; `None` when not leading.
+    term: Option<u64>,
+    leases: HashMap<SessionKey, Lease>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True if this node already tracks leases for `term`.
+    pub fn in_office(&self, term: u64) -> bool {
+        self.lock().term == Some(term)
+    }
+
+    /// Starts tracking as leader of `term`: every session gets a full TTL from now.
+    pub fn take_office(&self, term: u64, sessions: Vec<(SessionKey, u64, Duration)>) {
+        let now = Instant::now();
+        let mut t = self.lock();
+        t.term = Some(term);
+        t.leases = sessions
+            .into_iter()
+            .map(|(key, session, ttl)| {
+                (
+                    key,
+                    Lease {
+                        session,
+                        ttl,
+                        deadline: now + ttl,
+                        ended: None,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    pub fn leave_office(&self) {
+        let mut t = self.lock();
+        t.term = None;
+        t.leases.clear();
+    }
+
+    /// Matches the tracker to the sessions of the state at revision `as_of`:
+    /// new ones get a full TTL from now; ones gone by then are forgotten. A
+    /// session that joined after `as_of` (its id is its join revision) is kept:
+    /// the state read here predates it.
+    pub fn sync(&self, sessions: Vec<(SessionKey, u64, Duration)>, as_of: u64) {
+        let now = Instant::now();
+        let mut t = self.lock();
+        if t.term.is_none() {
+            return;
+        }
+        let mut next = HashMap::with_capacity(sessions.len());
+        for (key, session, ttl) in sessions {
+            let lease = match t.leases.remove(&key) {
+                Some(lease) if lease.session == session || lease.session > as_of => lease,
+                _ => Lease {
+                    session,
+                    ttl,
+                    deadline: now + ttl,
+                    ended: None,
+                },
+            };
+            next.insert(key, lease);
+        }
+        next.extend(t.leases.drain().filter(|(_, lease)| lease.session > as_of));
+        t.leases = next;
+    }
+
+    /// Starts tracking a session that just joined (if this node is in office).
+    pub fn add(&self, key: SessionKey, session: u64, ttl: Duration) {
+        let mut t = self.lock();
+        if t.term.is_some() {
+            t.leases.insert(
+                key,
+                Lease {
+                    session,
+                    ttl,
+                    deadline: Instant::now() + ttl,
+                    ended: None,
+                },
+            );
+        }
+    }
+
+    /// A keepalive: pushes the deadline to now + TTL and returns the TTL.
+    pub fn renew(&self, key: &SessionKey, session: u64) -> Result<Duration, Refusal> {
+        let mut t = self.lock();
+        if t.term.is_none() {
+            return Err(Refusal::NotLeader);
+        }
+        let lease = t
+            .leases
+            .get_mut(key)
+            .filter(|l| l.session == session)
+            .ok_or(Refusal::Unknown)?;
+        if let Some(reason) = &lease.ended {
+            return Err(Refusal::Ended(reason.clone()));
+        }
+        lease.deadline = Instant::now() + lease.ttl;
+        Ok(lease.ttl)
+    }
+
+    /// Stops renewing a session; it expires when its current deadline passes.
+    pub fn end(&self, key: &SessionKey, reason: String) {
+        if let Some(lease) = self.lock().leases.get_mut(key) {
+            lease.ended.get_or_insert(reason);
+        }
+    }
+
+    /// Sessions whose deadline has passed, with their session id.
+    pub fn expired(&self, now: Instant) -> Vec<(SessionKey, u64)> {
+        let t = self.lock();
+        let mut out: Vec<(SessionKey, u64)> = t
+            .leases
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(k, l)| (k.clone(), l.session))
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.lock().leases.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(w: &str) -> SessionKey {
+        SessionKey {
+            group: "g".into(),
+            worker: w.into(),
+        }
+    }
+
+    #[test]
+    fn renewals_push_the_deadline_and_refusals_say_why() {
+        let leases = Leases::default();
+        assert_eq!(leases.renew(&key("a"), 1), Err(Refusal::NotLeader));
+        let ttl = Duration::from_secs(5);
+        leases.take_office(3, vec![(key("a"), 1, ttl)]);
+        assert!(leases.in_office(3) && !leases.in_office(4));
+        assert_eq!(leases.renew(&key("a"), 1), Ok(ttl));
+        assert_eq!(
+            leases.renew(&key("a"), 2),
+            Err(Refusal::Unknown),
+            "another session of a"
+        );
+        assert_eq!(leases.renew(&key("b"), 1), Err(Refusal::Unknown));
+        assert!(leases.expired(Instant::now()).is_empty());
+        assert_eq!(
+            leases.expired(Instant::now() + ttl + Duration::from_millis(1)),
+            vec![(key("a"), 1)]
+        );
+        leases.end(&key("a"), "handoff timeout".into());
+        assert_eq!(
+            leases.renew(&key("a"), 1),
+            Err(Refusal::Ended("handoff timeout".into()))
+        );
+        leases.leave_office();
+        assert_eq!(leases.renew(&key("a"), 1), Err(Refusal::NotLeader));
+    }
+
+    #[test]
+    fn sync_adds_new_sessions_forgets_gone_ones_and_keeps_later_joins() {
+        let leases = Leases::default();
+        let ttl = Duration::from_secs(5);
+        leases.take_office(1, vec![(key("a"), 1, ttl), (key("b"), 2, ttl)]);
+        leases.end(&key("a"), "x".into());
+        leases.add(key("d"), 9, ttl);
+        // The state read at revision 5 has a and c; b is gone; d joined later.
+        leases.sync(vec![(key("a"), 1, ttl), (key("c"), 3, ttl)], 5);
+        assert_eq!(leases.tracked(), 3);
+        assert_eq!(
+            leases.renew(&key("d"), 9),
+            Ok(ttl),
+            "a join after the read is kept"
+        );
+        assert_eq!(leases.renew(&key("b"), 2), Err(Refusal::Unknown));
+        assert_eq!(leases.renew(&key("c"), 3), Ok(ttl));
+        assert!(
+            matches!(leases.renew(&key("a"), 1), Err(Refusal::Ended(_))),
+            "state kept across sync"
+        );
+    }
+}

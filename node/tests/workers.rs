@@ -1,0 +1,486 @@
+//! Worker sessions on a 3-node in-process cluster: real Join calls and real
+//! keepalive streams over gRPC, the leader's lease tracker and rebalance loop.
+//! Workers here are test doubles that follow the leader the way the SDK will.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use baton_client::AdminClient;
+use baton_proto::v1 as pb;
+use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
+use baton_proto::v1::worker_client::WorkerClient;
+use common::*;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+/// Address of the node that says it leads, asking each endpoint in turn.
+async fn leader_addr(endpoints: &[String]) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for e in endpoints {
+            let Ok(mut c) = AdminGrpc::connect(format!("http://{e}")).await else {
+                continue;
+            };
+            if let Ok(s) = c.cluster_status(pb::ClusterStatusRequest {}).await {
+                let s = s.into_inner();
+                if s.leader_id != 0 && s.leader_id == s.node_id {
+                    return s.node_addr;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader found among {endpoints:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct TestWorker {
+    id: String,
+    session: u64,
+    /// When the last acknowledged keepalive was sent.
+    acked: watch::Receiver<Option<Instant>>,
+    keepalive: JoinHandle<Result<(), tonic::Status>>,
+}
+
+impl TestWorker {
+    async fn join(endpoints: &[String], group: &str, id: &str, ttl: Duration) -> TestWorker {
+        let mut admin = AdminClient::new(endpoints, WAIT).expect("client");
+        let request = pb::JoinRequest {
+            group: group.into(),
+            worker: id.into(),
+            ttl_ms: Some(u64::try_from(ttl.as_millis()).expect("ttl")),
+            weight: None,
+            labels: Default::default(),
+        };
+        let joined = admin
+            .call(|ch| {
+                let request = request.clone();
+                async move { WorkerClient::new(ch).join(request).await }
+            })
+            .await
+            .expect("join");
+        let (acked_tx, mut acked) = watch::channel(None);
+        let keepalive = tokio::spawn(keep_alive(
+            endpoints.to_vec(),
+            pb::KeepAliveRequest {
+                group: group.into(),
+                worker: id.into(),
+                session: joined.session,
+            },
+            ttl,
+            acked_tx,
+        ));
+        // The session is alive once the leader has acknowledged a keepalive.
+        tokio::time::timeout(WAIT, acked.wait_for(Option::is_some))
+            .await
+            .expect("a keepalive is acknowledged in time")
+            .expect("keepalive loop running");
+        TestWorker {
+            id: id.into(),
+            session: joined.session,
+            acked,
+            keepalive,
+        }
+    }
+
+    /// Stops sending keepalives; returns when the last acknowledged one was sent.
+    async fn go_silent(self) -> Instant {
+        if self.keepalive.is_finished() {
+            let ended = self.keepalive.await;
+            panic!("{}'s keepalives had already stopped: {ended:?}", self.id);
+        }
+        self.keepalive.abort();
+        let acked = *self.acked.borrow();
+        acked.expect("at least one keepalive was acknowledged")
+    }
+}
+
+/// Sends a keepalive every TTL/4 on one stream to the leader, following the
+/// leader when it changes, until the session is refused.
+async fn keep_alive(
+    endpoints: Vec<String>,
+    message: pb::KeepAliveRequest,
+    ttl: Duration,
+    acked: watch::Sender<Option<Instant>>,
+) -> Result<(), tonic::Status> {
+    loop {
+        let addr = leader_addr(&endpoints).await;
+        let connected = tokio::time::timeout(
+            Duration::from_secs(2),
+            WorkerClient::connect(format!("http://{addr}")),
+        )
+        .await;
+        let Ok(Ok(mut client)) = connected else {
+            continue;
+        };
+        let (tx, rx) = mpsc::channel(1);
+        // Queue the first keepalive before awaiting the call: a streaming call
+        // may not complete until its request stream has yielded something.
+        let mut sent = Instant::now();
+        if tx.send(message.clone()).await.is_err() {
+            continue;
+        }
+        let called = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.keep_alive(ReceiverStream::new(rx)),
+        )
+        .await;
+        let Ok(called) = called else {
+            continue;
+        };
+        let mut replies = match called {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::Unavailable => continue,
+            Err(s) => return Err(s),
+        };
+        loop {
+            match replies.message().await {
+                Ok(Some(_)) => {
+                    acked.send_replace(Some(sent));
+                }
+                Ok(None) => break,
+                Err(s) if s.code() == Code::Unavailable => break,
+                Err(s) => return Err(s),
+            }
+            tokio::time::sleep(ttl / 4).await;
+            sent = Instant::now();
+            if tx.send(message.clone()).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+async fn assignment(admin: &mut AdminClient, group: &str) -> pb::AssignmentResponse {
+    let request = pb::GetAssignmentRequest {
+        group: group.into(),
+        serializable: false,
+    };
+    admin
+        .call(|ch| {
+            let request = request.clone();
+            async move { AdminGrpc::new(ch).get_assignment(request).await }
+        })
+        .await
+        .expect("assignment")
+}
+
+/// Polls the assignment (the workers are other tasks; there is no watch API
+/// yet) until `done` holds, or fails after `within`.
+async fn wait_assignment(
+    admin: &mut AdminClient,
+    group: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&pb::AssignmentResponse) -> bool,
+) -> pb::AssignmentResponse {
+    let deadline = Instant::now() + within;
+    loop {
+        let a = assignment(admin, group).await;
+        if done(&a) {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {within:?}; last: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Plays well-behaved workers: whatever is being handed off is released by its
+/// owner (with its token) until the group is settled and `done` holds.
+async fn settle(
+    admin: &mut AdminClient,
+    group: &str,
+    what: &str,
+    done: impl Fn(&pb::AssignmentResponse) -> bool,
+) -> pb::AssignmentResponse {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let a = assignment(admin, group).await;
+        if a.moving.is_empty() && done(&a) {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not settled within {WAIT:?}; last: {a:?}"
+        );
+        for handoff in &a.moving {
+            let held = route_all(admin, group, a.partitions).await;
+            let mut by_token: BTreeMap<u64, Vec<pb::PartitionRange>> = BTreeMap::new();
+            for r in &handoff.ranges {
+                for p in r.start..=r.end {
+                    if let Some((_, token)) = held.get(&p).filter(|(o, _)| *o == handoff.from) {
+                        by_token
+                            .entry(*token)
+                            .or_default()
+                            .push(pb::PartitionRange { start: p, end: p });
+                    }
+                }
+            }
+            for (token, partitions) in by_token {
+                let release = pb::ReleaseRequest {
+                    group: group.into(),
+                    worker: handoff.from.clone(),
+                    partitions,
+                    token,
+                };
+                // A release can race a rebalance; a refused one is retried on the next round.
+                let _ = admin
+                    .call(|ch| {
+                        let release = release.clone();
+                        async move { WorkerClient::new(ch).release(release).await }
+                    })
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn counts(a: &pb::AssignmentResponse) -> BTreeMap<String, u32> {
+    a.workers.iter().map(|w| (w.id.clone(), w.count)).collect()
+}
+
+async fn route_all(
+    admin: &mut AdminClient,
+    group: &str,
+    partitions: u32,
+) -> BTreeMap<u32, (String, u64)> {
+    let mut out = BTreeMap::new();
+    for p in 0..partitions {
+        let request = pb::RouteRequest {
+            group: group.into(),
+            locator: Some(pb::route_request::Locator::Partition(p)),
+            serializable: false,
+        };
+        let r = admin
+            .call(|ch| {
+                let request = request.clone();
+                async move { AdminGrpc::new(ch).route(request).await }
+            })
+            .await
+            .expect("route");
+        out.insert(p, (r.owner, r.token));
+    }
+    out
+}
+
+async fn create_group(admin: &mut AdminClient, group: &str, partitions: u32) {
+    let request = pb::CreateGroupRequest {
+        group: group.into(),
+        config: Some(pb::GroupConfig {
+            partitions: Some(partitions),
+            ..Default::default()
+        }),
+    };
+    admin
+        .call(|ch| {
+            let request = request.clone();
+            async move { AdminGrpc::new(ch).create_group(request).await }
+        })
+        .await
+        .expect("create group");
+}
+
+fn endpoints(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .running
+        .values()
+        .map(|n| n.addr().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_balance_expire_after_ttl_drain_and_reject_stale_releases() {
+    let cluster = three_nodes().await;
+    let endpoints = endpoints(&cluster);
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", 12).await;
+    let ttl = Duration::from_millis(2_000);
+    let w1 = TestWorker::join(&endpoints, "g", "w1", ttl).await;
+    let w2 = TestWorker::join(&endpoints, "g", "w2", ttl).await;
+    let w3 = TestWorker::join(&endpoints, "g", "w3", ttl).await;
+
+    let balanced = settle(&mut admin, "g", "balanced", |a| {
+        counts(a) == BTreeMap::from([("w1".into(), 4), ("w2".into(), 4), ("w3".into(), 4)])
+    })
+    .await;
+    assert!(balanced.unassigned.is_empty());
+
+    // A stale release is refused and changes nothing.
+    let tokens = route_all(&mut admin, "g", 12).await;
+    let (p, (owner, token)) = tokens
+        .iter()
+        .find(|(_, (o, _))| o == "w1")
+        .map(|(p, t)| (*p, t.clone()))
+        .expect("w1 holds");
+    assert_eq!(owner, "w1");
+    let stale = pb::ReleaseRequest {
+        group: "g".into(),
+        worker: "w1".into(),
+        partitions: vec![pb::PartitionRange { start: p, end: p }],
+        token: token - 1,
+    };
+    let err = admin
+        .call(|ch| {
+            let stale = stale.clone();
+            async move { WorkerClient::new(ch).release(stale).await }
+        })
+        .await
+        .expect_err("stale token");
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("with fencing token {}", token - 1)),
+        "{err}"
+    );
+    assert_eq!(
+        route_all(&mut admin, "g", 12).await,
+        tokens,
+        "nothing changed"
+    );
+
+    // w3 stops sending keepalives: its partitions go to the others, only after its TTL.
+    let last_ack = w3.go_silent().await;
+    let moved = wait_assignment(&mut admin, "g", WAIT, "w3's partitions reassigned", |a| {
+        !a.workers.iter().any(|w| w.id == "w3") && a.unassigned.is_empty() && a.moving.is_empty()
+    })
+    .await;
+    let after = last_ack.elapsed();
+    assert!(
+        after >= ttl,
+        "w3's partitions moved {after:?} after its last keepalive, before its TTL {ttl:?}"
+    );
+    assert_eq!(
+        counts(&moved),
+        BTreeMap::from([("w1".into(), 6), ("w2".into(), 6)])
+    );
+
+    // w2 drains: its partitions are revoked, and granted to w1 only once released.
+    admin
+        .call(|ch| async move {
+            WorkerClient::new(ch)
+                .leave(pb::LeaveRequest {
+                    group: "g".into(),
+                    worker: "w2".into(),
+                    drain: true,
+                })
+                .await
+        })
+        .await
+        .expect("leave");
+    let revoking = wait_assignment(&mut admin, "g", WAIT, "w2's partitions revoked", |a| {
+        a.moving
+            .iter()
+            .map(|m| m.ranges.iter().map(|r| r.end - r.start + 1).sum::<u32>())
+            .sum::<u32>()
+            == 6
+    })
+    .await;
+    assert_eq!(
+        counts(&revoking).get("w1"),
+        Some(&6),
+        "nothing granted before the release"
+    );
+    let held = route_all(&mut admin, "g", 12).await;
+    let mut by_token: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for (p, (o, t)) in &held {
+        if o == "w2" {
+            by_token.entry(*t).or_default().push(*p);
+        }
+    }
+    for (token, partitions) in by_token {
+        let release = pb::ReleaseRequest {
+            group: "g".into(),
+            worker: "w2".into(),
+            partitions: partitions
+                .iter()
+                .map(|p| pb::PartitionRange { start: *p, end: *p })
+                .collect(),
+            token,
+        };
+        admin
+            .call(|ch| {
+                let release = release.clone();
+                async move { WorkerClient::new(ch).release(release).await }
+            })
+            .await
+            .expect("release after drain");
+    }
+    let drained = wait_assignment(&mut admin, "g", WAIT, "w2 drained", |a| {
+        counts(a) == BTreeMap::from([("w1".into(), 12)]) && a.moving.is_empty()
+    })
+    .await;
+    assert_eq!(
+        drained.workers.len(),
+        1,
+        "w2's session closed after its last release"
+    );
+    drop((w1, w2));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_failover_expires_no_session_that_kept_its_lease() {
+    let mut cluster = three_nodes().await;
+    let endpoints = endpoints(&cluster);
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", 30).await;
+    let ttl = Duration::from_millis(3_000);
+    let mut workers = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        workers.push(TestWorker::join(&endpoints, "g", id, ttl).await);
+    }
+    settle(&mut admin, "g", "balanced", |a| {
+        counts(a).values().all(|c| *c == 10) && a.workers.len() == 3
+    })
+    .await;
+    let before = route_all(&mut admin, "g", 30).await;
+    let sessions: BTreeMap<String, u64> =
+        workers.iter().map(|w| (w.id.clone(), w.session)).collect();
+
+    let leader = cluster.leader(None, WAIT).await;
+    cluster.stop(leader).await;
+    cluster.leader(Some(leader), WAIT).await;
+    // Watch for longer than a TTL: a session the old leader tracked must not
+    // expire on the new one while its worker keeps sending keepalives.
+    tokio::time::sleep(ttl * 2).await;
+
+    let survivors: Vec<String> = endpoints
+        .iter()
+        .filter(|e| cluster.running.values().any(|n| n.addr() == e.as_str()))
+        .cloned()
+        .collect();
+    let mut admin = AdminClient::new(&survivors, WAIT).expect("client");
+    let a = assignment(&mut admin, "g").await;
+    let now_sessions: BTreeMap<String, u64> = a
+        .workers
+        .iter()
+        .map(|w| (w.id.clone(), w.session))
+        .collect();
+    assert_eq!(
+        now_sessions, sessions,
+        "every session survived the failover"
+    );
+    assert_eq!(
+        route_all(&mut admin, "g", 30).await,
+        before,
+        "owners and tokens unchanged"
+    );
+    for w in &workers {
+        assert!(
+            !w.keepalive.is_finished(),
+            "{}'s keepalives were never refused",
+            w.id
+        );
+    }
+    cluster.shutdown().await;
+}
