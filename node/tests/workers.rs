@@ -350,6 +350,14 @@ async fn workers_balance_expire_after_ttl_drain_and_reject_stale_releases() {
 
     // w3 stops sending keepalives: its partitions go to the others, only after its TTL.
     let last_ack = w3.go_silent().await;
+    // Just before its lease can have run out, w3 still holds everything.
+    tokio::time::sleep_until((last_ack + ttl - Duration::from_millis(300)).into()).await;
+    let a = assignment(&mut admin, "g").await;
+    assert_eq!(
+        counts(&a).get("w3"),
+        Some(&4),
+        "nothing of w3's was granted before its TTL: {a:?}"
+    );
     let moved = wait_assignment(&mut admin, "g", WAIT, "w3's partitions reassigned", |a| {
         !a.workers.iter().any(|w| w.id == "w3") && a.unassigned.is_empty() && a.moving.is_empty()
     })
@@ -482,5 +490,79 @@ async fn a_leader_failover_expires_no_session_that_kept_its_lease() {
             w.id
         );
     }
+    cluster.shutdown().await;
+}
+
+/// An owner that keeps heartbeating but never releases a revoked partition: at
+/// the group's handoff timeout the leader stops renewing its lease, and the
+/// partitions reach the recipient only after that lease has run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_does_not_release_in_time_loses_its_lease_before_anything_is_granted() {
+    let cluster = three_nodes().await;
+    let endpoints = endpoints(&cluster);
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    let handoff_timeout = Duration::from_millis(1_000);
+    let create = pb::CreateGroupRequest {
+        group: "g".into(),
+        config: Some(pb::GroupConfig {
+            partitions: Some(4),
+            handoff_timeout_ms: Some(1_000),
+            ..Default::default()
+        }),
+    };
+    admin
+        .call(|ch| {
+            let create = create.clone();
+            async move { AdminGrpc::new(ch).create_group(create).await }
+        })
+        .await
+        .expect("create");
+    let ttl = Duration::from_millis(2_000);
+    let w1 = TestWorker::join(&endpoints, "g", "w1", ttl).await;
+    wait_assignment(&mut admin, "g", WAIT, "w1 holds all", |a| {
+        counts(a) == BTreeMap::from([("w1".into(), 4)])
+    })
+    .await;
+    let w2 = TestWorker::join(&endpoints, "g", "w2", ttl).await;
+    wait_assignment(&mut admin, "g", WAIT, "handoff to w2 started", |a| {
+        !a.moving.is_empty()
+    })
+    .await;
+    let handoff_started = Instant::now();
+
+    // w1 never releases. The leader refuses its keepalives after the timeout.
+    let acked = w1.acked.clone();
+    let ended = tokio::time::timeout(WAIT, w1.keepalive)
+        .await
+        .expect("w1's keepalives are refused in time")
+        .expect("keepalive task");
+    let status = ended.expect_err("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("handoff timeout"),
+        "{}",
+        status.message()
+    );
+    assert!(handoff_started.elapsed() >= handoff_timeout - Duration::from_millis(200));
+    let last_ack = acked.borrow().expect("w1 was acknowledged before");
+    tokio::time::sleep_until((last_ack + ttl - Duration::from_millis(300)).into()).await;
+    let a = assignment(&mut admin, "g").await;
+    assert_eq!(
+        counts(&a).get("w1"),
+        Some(&4),
+        "nothing granted before w1's lease ran out: {a:?}"
+    );
+
+    let done = wait_assignment(&mut admin, "g", WAIT, "w2 holds all", |a| {
+        counts(a) == BTreeMap::from([("w2".into(), 4)]) && a.moving.is_empty()
+    })
+    .await;
+    assert!(
+        last_ack.elapsed() >= ttl,
+        "granted {:?} after w1's last acknowledged keepalive, before its TTL {ttl:?}",
+        last_ack.elapsed()
+    );
+    assert_eq!(done.workers.len(), 1, "w1's session ended");
+    drop(w2);
     cluster.shutdown().await;
 }
