@@ -97,16 +97,17 @@ impl Node {
         let raft_service = RaftServer::new(RaftApi::new(raft.clone()))
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let leases = Arc::new(Leases::default());
         let admin_service = AdminServer::new(AdminApi::new(
             config.id,
             addr.clone(),
             raft.clone(),
             log.clone(),
             sm.clone(),
+            leases.clone(),
         ));
         let tombstones_service =
             TombstonesServer::new(TombstonesApi::new(config.id, raft.clone(), sm.clone()));
-        let leases = Arc::new(Leases::default());
         let worker_service = WorkerServer::new(WorkerApi::new(
             config.id,
             raft.clone(),

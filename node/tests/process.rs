@@ -431,6 +431,41 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
         "{stderr}"
     );
 
+    // Workers: two join over gRPC (their 10 s leases outlast this test).
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for w in ["w1", "w2"] {
+        rt.block_on(async {
+            let mut client =
+                baton_proto::v1::worker_client::WorkerClient::connect(format!("http://{e}"))
+                    .await
+                    .expect("connect");
+            client
+                .join(baton_proto::v1::JoinRequest {
+                    group: "chat".into(),
+                    worker: w.into(),
+                    ttl_ms: Some(10_000),
+                    weight: Some(2),
+                    labels: [("zone".to_string(), "a".to_string())].into(),
+                })
+                .await
+                .expect("join");
+        });
+    }
+    let workers = ctl_json(e, &["worker", "list", "chat"]);
+    assert_eq!(workers["workers"][0]["id"], "w1");
+    assert_eq!(workers["workers"][1]["weight"], 2);
+    assert_eq!(workers["workers"][1]["labels"]["zone"], "a");
+    assert!(ctl(e, &["worker", "list", "chat"]).contains("w2      active"));
+    let drained = ctl_json(e, &["worker", "drain", "chat", "w1"]);
+    assert!(
+        drained["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("w1"),
+        "{drained}"
+    );
+    assert!(ctl(e, &["worker", "evict", "chat", "w2"]).contains("no longer renews"));
+
     assert!(ctl(e, &["group", "delete", "chat"]).contains("group chat deleted"));
     node.sigterm(Duration::from_secs(8));
 }

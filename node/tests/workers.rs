@@ -566,3 +566,72 @@ async fn an_owner_that_does_not_release_in_time_loses_its_lease_before_anything_
     drop(w2);
     cluster.shutdown().await;
 }
+
+/// An operator evicts a worker: the leader stops renewing its lease, and its
+/// partitions move once the lease has run out, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_worker_loses_its_partitions_when_its_lease_runs_out() {
+    let cluster = three_nodes().await;
+    let endpoints = endpoints(&cluster);
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", 6).await;
+    let ttl = Duration::from_millis(2_000);
+    let w1 = TestWorker::join(&endpoints, "g", "w1", ttl).await;
+    let w2 = TestWorker::join(&endpoints, "g", "w2", ttl).await;
+    settle(&mut admin, "g", "balanced", |a| {
+        counts(a).values().all(|c| *c == 3) && a.workers.len() == 2
+    })
+    .await;
+
+    let evict = pb::WorkerRef {
+        group: "g".into(),
+        worker: "w2".into(),
+    };
+    let reply = admin
+        .call(|ch| {
+            let evict = evict.clone();
+            async move { AdminGrpc::new(ch).evict_worker(evict).await }
+        })
+        .await
+        .expect("evict");
+    assert!(
+        reply.outcome.contains("no longer renews"),
+        "{}",
+        reply.outcome
+    );
+    let acked = w2.acked.clone();
+    let ended = tokio::time::timeout(WAIT, w2.keepalive)
+        .await
+        .expect("refused in time")
+        .expect("task");
+    let status = ended.expect_err("w2's keepalives are refused");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("evicted"), "{}", status.message());
+    let last_ack = acked.borrow().expect("acknowledged before");
+    tokio::time::sleep_until((last_ack + ttl - Duration::from_millis(300)).into()).await;
+    let a = assignment(&mut admin, "g").await;
+    assert_eq!(
+        counts(&a).get("w2"),
+        Some(&3),
+        "nothing moved before w2's lease ran out: {a:?}"
+    );
+    let done = wait_assignment(&mut admin, "g", WAIT, "w1 holds all", |a| {
+        counts(a) == BTreeMap::from([("w1".into(), 6)])
+    })
+    .await;
+    assert_eq!(done.workers.len(), 1);
+    let unknown = pb::WorkerRef {
+        group: "g".into(),
+        worker: "nobody".into(),
+    };
+    let err = admin
+        .call(|ch| {
+            let unknown = unknown.clone();
+            async move { AdminGrpc::new(ch).evict_worker(unknown).await }
+        })
+        .await
+        .expect_err("unknown worker");
+    assert_eq!(err.code(), Some(Code::NotFound));
+    drop(w1);
+    cluster.shutdown().await;
+}

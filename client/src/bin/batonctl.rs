@@ -62,6 +62,9 @@ enum Command {
     /// Who holds which partitions.
     #[command(subcommand)]
     Assignment(AssignmentCommand),
+    /// Workers of a group.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Key → partition → owner and fencing token.
     Route {
         group: String,
@@ -157,6 +160,21 @@ enum GroupCommand {
     Freeze { group: String },
     /// Resume rebalancing.
     Unfreeze { group: String },
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Workers with their session, state, weight and partition count.
+    List {
+        group: String,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Graceful leave on the worker's behalf: hand off its partitions, then close its session.
+    Drain { group: String, worker: String },
+    /// Stop renewing the worker's lease: its session ends, and its partitions
+    /// move, once the lease has run out.
+    Evict { group: String, worker: String },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Group(command) => group(&mut client, cli.json, command).await?,
         Command::Assignment(command) => assignment(&mut client, cli.json, command).await?,
+        Command::Worker(command) => worker(&mut client, cli.json, command).await?,
         Command::Route {
             group,
             key,
@@ -963,6 +982,81 @@ async fn tombstone(
                 println!("(more than {limit}; raise --limit or narrow --partitions)");
             }
         }
+    }
+    Ok(())
+}
+
+async fn worker(
+    client: &mut AdminClient,
+    json_out: bool,
+    command: WorkerCommand,
+) -> anyhow::Result<()> {
+    let (group, worker, evict) = match command {
+        WorkerCommand::List {
+            group,
+            serializable,
+        } => {
+            let request = pb::ListWorkersRequest {
+                group,
+                serializable,
+            };
+            let r = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { AdminGrpc::new(ch).list_workers(request).await }
+                })
+                .await?;
+            if json_out {
+                print_json(&json!({
+                    "revision": r.revision,
+                    "workers": r.workers.iter().map(|w| json!({
+                        "id": w.id, "session": w.session, "state": w.state, "weight": w.weight,
+                        "ttl_ms": w.ttl_ms, "labels": w.labels, "partitions": w.partitions,
+                    })).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            let mut rows = vec![vec![
+                "WORKER".to_string(),
+                "STATE".into(),
+                "WEIGHT".into(),
+                "PARTITIONS".into(),
+                "TTL (ms)".into(),
+                "SESSION".into(),
+            ]];
+            for w in &r.workers {
+                rows.push(vec![
+                    w.id.clone(),
+                    w.state.clone(),
+                    w.weight.to_string(),
+                    w.partitions.to_string(),
+                    w.ttl_ms.to_string(),
+                    w.session.to_string(),
+                ]);
+            }
+            print_table(&rows);
+            return Ok(());
+        }
+        WorkerCommand::Drain { group, worker } => (group, worker, false),
+        WorkerCommand::Evict { group, worker } => (group, worker, true),
+    };
+    let request = pb::WorkerRef { group, worker };
+    let r = client
+        .call(|ch| {
+            let request = request.clone();
+            async move {
+                if evict {
+                    AdminGrpc::new(ch).evict_worker(request).await
+                } else {
+                    AdminGrpc::new(ch).drain_worker(request).await
+                }
+            }
+        })
+        .await?;
+    if json_out {
+        print_json(&json!({ "revision": r.revision, "outcome": r.outcome }));
+    } else {
+        println!("{}", r.outcome);
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! other node forwards them there once (see `leader.rs`). Status is local.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_proto::v1 as pb;
@@ -22,7 +23,8 @@ use super::convert;
 use super::leader::{now_ms, Leader};
 use super::{domain_error, write_error};
 use crate::config::parse_peer_addr;
-use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, State};
+use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, SessionState, State};
+use crate::leases::{Leases, SessionKey};
 use crate::on_leader;
 use crate::raft::{BatonRaft, NodeId};
 use crate::store::{LogStore, StateMachineStore};
@@ -34,6 +36,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct AdminApi {
     addr: String,
+    leases: Arc<Leases>,
     leader: Leader,
     raft: BatonRaft,
     log: LogStore,
@@ -49,9 +52,11 @@ impl AdminApi {
         raft: BatonRaft,
         log: LogStore,
         sm: StateMachineStore,
+        leases: Arc<Leases>,
     ) -> Self {
         Self {
             addr,
+            leases,
             leader: Leader::new(id, raft.clone(), sm.clone()),
             raft,
             log,
@@ -572,6 +577,114 @@ impl Admin for AdminApi {
             })
             .await??;
         Ok(Response::new(reply))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        if !request.get_ref().serializable {
+            on_leader!(self.leader, request, AdminClient::list_workers, ());
+        }
+        let r = request.into_inner();
+        let reply = self
+            .leader
+            .read(r.serializable, |s| {
+                let g = s
+                    .groups
+                    .get(&r.group)
+                    .ok_or_else(|| group_not_found(&r.group))?;
+                let workers = g
+                    .sessions
+                    .iter()
+                    .map(|(id, session)| pb::WorkerInfo {
+                        id: id.clone(),
+                        session: session.id,
+                        state: match session.state {
+                            SessionState::Active => "active".into(),
+                            SessionState::Draining => "draining".into(),
+                        },
+                        weight: session.weight,
+                        ttl_ms: session.ttl_ms,
+                        labels: session.labels.clone().into_iter().collect(),
+                        partitions: g.held_by(id).iter().map(domain::PartitionRange::len).sum(),
+                    })
+                    .collect();
+                Ok::<_, Status>(pb::ListWorkersResponse {
+                    revision: s.revision,
+                    workers,
+                })
+            })
+            .await??;
+        Ok(Response::new(reply))
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<pb::WorkerRef>,
+    ) -> Result<Response<pb::WorkerActionResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::drain_worker, ());
+        let r = request.into_inner();
+        let command = Command::Leave {
+            group: r.group,
+            worker: r.worker.clone(),
+            drain: true,
+        };
+        let committed = self.leader.propose(command).await?;
+        let outcome = if committed
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::WorkerLeft { .. }))
+        {
+            format!("worker {:?} held nothing and has left", r.worker)
+        } else {
+            format!(
+                "worker {:?} is draining: its partitions are handed off, then its session closes",
+                r.worker
+            )
+        };
+        Ok(Response::new(pb::WorkerActionResponse {
+            revision: committed.revision,
+            outcome,
+        }))
+    }
+
+    async fn evict_worker(
+        &self,
+        request: Request<pb::WorkerRef>,
+    ) -> Result<Response<pb::WorkerActionResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::evict_worker, ());
+        let r = request.into_inner();
+        let (revision, ttl_ms) = self
+            .leader
+            .read(false, |s| {
+                let g = s
+                    .groups
+                    .get(&r.group)
+                    .ok_or_else(|| group_not_found(&r.group))?;
+                let session = g.sessions.get(&r.worker).ok_or_else(|| {
+                    Status::not_found(format!(
+                        "worker {:?} has no session in group {:?}",
+                        r.worker, r.group
+                    ))
+                })?;
+                Ok::<_, Status>((s.revision, session.ttl_ms))
+            })
+            .await??;
+        let key = SessionKey {
+            group: r.group.clone(),
+            worker: r.worker.clone(),
+        };
+        self.leases.end(&key, "an operator evicted it".to_string());
+        tracing::info!(group = %r.group, worker = %r.worker, "worker evicted");
+        let outcome = format!(
+            "the leader no longer renews worker {:?}'s lease: its session ends and its partitions move within {ttl_ms} ms",
+            r.worker
+        );
+        Ok(Response::new(pb::WorkerActionResponse {
+            revision,
+            outcome,
+        }))
     }
 }
 
