@@ -331,7 +331,7 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
         .as_u64()
         .expect("config_revision")
         .to_string();
-    assert!(ctl(e, &["group", "create", "chat"]).contains("chat"));
+    assert!(ctl(e, &["group", "create", "chat", "--partitions", "8"]).contains("chat"));
     let listed = ctl_json(e, &["group", "list"]);
     assert_eq!(listed["groups"].as_array().map(Vec::len), Some(2));
     assert!(ctl(e, &["group", "list"]).contains("mail-sync  360"));
@@ -431,7 +431,9 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
         "{stderr}"
     );
 
-    // Workers: two join over gRPC (their 10 s leases outlast this test).
+    // Workers: two join over gRPC (their 10 s leases outlast this test). The
+    // group is frozen so that only the moves below assign partitions.
+    assert_eq!(ctl_json(e, &["group", "freeze", "chat"])["frozen"], true);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     for w in ["w1", "w2"] {
         rt.block_on(async {
@@ -456,6 +458,13 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
     assert_eq!(workers["workers"][1]["weight"], 2);
     assert_eq!(workers["workers"][1]["labels"]["zone"], "a");
     assert!(ctl(e, &["worker", "list", "chat"]).contains("w2      active"));
+    // Moves by hand: free partitions are granted at once.
+    let moved = ctl_json(e, &["assignment", "move", "chat", "--partitions", "0-3,5", "--to", "w1"]);
+    assert_eq!(moved["grants"][0]["to"], "w1");
+    assert_eq!(moved["grants"][0]["ranges"], serde_json::json!([[0, 3], [5, 5]]));
+    assert!(ctl(e, &["assignment", "move", "chat", "--partitions", "4", "--to", "w2"]).contains("grant    4 -> w2"));
+    let shown = ctl_json(e, &["assignment", "show", "chat"]);
+    assert_eq!(shown["workers"][0]["ranges"], serde_json::json!([[0, 3], [5, 5]]));
     let drained = ctl_json(e, &["worker", "drain", "chat", "w1"]);
     assert!(
         drained["outcome"]
@@ -465,7 +474,11 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
         "{drained}"
     );
     assert!(ctl(e, &["worker", "evict", "chat", "w2"]).contains("no longer renews"));
+    let evicted = ctl_json(e, &["worker", "evict", "chat", "w2"]);
+    assert!(evicted["outcome"].as_str().unwrap_or_default().contains("w2"), "{evicted}");
+    assert!(ctl(e, &["worker", "drain", "chat", "w2"]).contains("w2"));
 
     assert!(ctl(e, &["group", "delete", "chat"]).contains("group chat deleted"));
+    assert_eq!(ctl_json(e, &["group", "delete", "mail-sync"])["deleted"], "mail-sync");
     node.sigterm(Duration::from_secs(8));
 }
