@@ -15,6 +15,8 @@ use baton_proto::v1::ClusterStatusRequest;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod common;
+
 const NODE: &str = env!("CARGO_BIN_EXE_baton-node");
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -459,12 +461,41 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
     assert_eq!(workers["workers"][1]["labels"]["zone"], "a");
     assert!(ctl(e, &["worker", "list", "chat"]).contains("w2      active"));
     // Moves by hand: free partitions are granted at once.
-    let moved = ctl_json(e, &["assignment", "move", "chat", "--partitions", "0-3,5", "--to", "w1"]);
+    let moved = ctl_json(
+        e,
+        &[
+            "assignment",
+            "move",
+            "chat",
+            "--partitions",
+            "0-3,5",
+            "--to",
+            "w1",
+        ],
+    );
     assert_eq!(moved["grants"][0]["to"], "w1");
-    assert_eq!(moved["grants"][0]["ranges"], serde_json::json!([[0, 3], [5, 5]]));
-    assert!(ctl(e, &["assignment", "move", "chat", "--partitions", "4", "--to", "w2"]).contains("grant    4 -> w2"));
+    assert_eq!(
+        moved["grants"][0]["ranges"],
+        serde_json::json!([[0, 3], [5, 5]])
+    );
+    assert!(ctl(
+        e,
+        &[
+            "assignment",
+            "move",
+            "chat",
+            "--partitions",
+            "4",
+            "--to",
+            "w2"
+        ]
+    )
+    .contains("grant    4 -> w2"));
     let shown = ctl_json(e, &["assignment", "show", "chat"]);
-    assert_eq!(shown["workers"][0]["ranges"], serde_json::json!([[0, 3], [5, 5]]));
+    assert_eq!(
+        shown["workers"][0]["ranges"],
+        serde_json::json!([[0, 3], [5, 5]])
+    );
     let drained = ctl_json(e, &["worker", "drain", "chat", "w1"]);
     assert!(
         drained["outcome"]
@@ -475,10 +506,136 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
     );
     assert!(ctl(e, &["worker", "evict", "chat", "w2"]).contains("no longer renews"));
     let evicted = ctl_json(e, &["worker", "evict", "chat", "w2"]);
-    assert!(evicted["outcome"].as_str().unwrap_or_default().contains("w2"), "{evicted}");
+    assert!(
+        evicted["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("w2"),
+        "{evicted}"
+    );
     assert!(ctl(e, &["worker", "drain", "chat", "w2"]).contains("w2"));
 
     assert!(ctl(e, &["group", "delete", "chat"]).contains("group chat deleted"));
-    assert_eq!(ctl_json(e, &["group", "delete", "mail-sync"])["deleted"], "mail-sync");
+    assert_eq!(
+        ctl_json(e, &["group", "delete", "mail-sync"])["deleted"],
+        "mail-sync"
+    );
     node.sigterm(Duration::from_secs(8));
+}
+
+/// Workers over real keepalive streams on three `baton-node` processes: they
+/// get a balanced assignment, a stale release is refused, and `kill -9` of the
+/// leader expires no session that kept sending keepalives and changes no owner
+/// or token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
+    use baton_proto::v1 as pb;
+    use common::worker::*;
+    use common::WAIT;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs: Vec<Option<Proc>> = (1..=3)
+        .map(|id: usize| {
+            let args: Vec<String> = vec![
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                addrs[id - 1].to_string(),
+                "--http".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                format!("node-{id}"),
+                "--initial-members".into(),
+                members.clone(),
+            ];
+            Some(Proc::spawn(
+                &args,
+                dir.path(),
+                dir.path().join(format!("node-{id}.log")),
+            ))
+        })
+        .collect();
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", 30).await;
+    let ttl = Duration::from_millis(3_000);
+    let mut workers = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        workers.push(TestWorker::join(&endpoints, "g", id, ttl).await);
+    }
+    settle(&mut admin, "g", "balanced", |a| {
+        a.workers.len() == 3 && a.workers.iter().all(|w| w.count == 10)
+    })
+    .await;
+    let before = route_all(&mut admin, "g", 30).await;
+
+    // A stale release is refused and changes nothing.
+    let (p, (owner, token)) = before
+        .iter()
+        .next()
+        .map(|(p, t)| (*p, t.clone()))
+        .expect("partition 0");
+    let stale = pb::ReleaseRequest {
+        group: "g".into(),
+        worker: owner,
+        partitions: vec![pb::PartitionRange { start: p, end: p }],
+        token: token - 1,
+    };
+    let err = admin
+        .call(|ch| {
+            let stale = stale.clone();
+            async move {
+                baton_proto::v1::worker_client::WorkerClient::new(ch)
+                    .release(stale)
+                    .await
+            }
+        })
+        .await
+        .expect_err("stale release");
+    assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+    assert_eq!(route_all(&mut admin, "g", 30).await, before);
+
+    // kill -9 the leader while the workers are connected.
+    let leader = admin.cluster_status().await.expect("status").leader_id;
+    let leader_index = usize::try_from(leader).expect("id") - 1;
+    procs[leader_index].take().expect("leader").sigkill();
+    // Watch for longer than a TTL: nobody who kept sending may expire.
+    tokio::time::sleep(ttl * 2).await;
+    let survivors: Vec<String> = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader_index)
+        .map(|(_, e)| e.clone())
+        .collect();
+    let mut admin = AdminClient::new(&survivors, WAIT).expect("client");
+    let a = assignment(&mut admin, "g").await;
+    let sessions: Vec<(String, u64)> = a
+        .workers
+        .iter()
+        .map(|w| (w.id.clone(), w.session))
+        .collect();
+    let expected: Vec<(String, u64)> = workers.iter().map(|w| (w.id.clone(), w.session)).collect();
+    assert_eq!(sessions, expected, "every session survived");
+    assert_eq!(
+        route_all(&mut admin, "g", 30).await,
+        before,
+        "owners and tokens unchanged"
+    );
+    for w in &workers {
+        assert!(
+            !w.keepalive.is_finished(),
+            "{}'s keepalives were never refused",
+            w.id
+        );
+    }
+    for proc in procs.into_iter().flatten() {
+        proc.sigterm(Duration::from_secs(8));
+    }
 }

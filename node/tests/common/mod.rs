@@ -2,6 +2,8 @@
 //! loopback, on OS-chosen ports, with real sled data dirs.
 #![allow(dead_code)]
 
+pub mod worker;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
