@@ -372,14 +372,55 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
         true
     );
     assert!(ctl(e, &["group", "unfreeze", "mail-sync"]).contains("frozen             false"));
+    assert!(ctl(e, &["group", "freeze", "mail-sync"]).contains("frozen             true"));
+    assert_eq!(
+        ctl_json(e, &["group", "unfreeze", "mail-sync"])["frozen"],
+        false
+    );
+    let revision = ctl_json(e, &["group", "get", "mail-sync"])["config_revision"].to_string();
+    let updated = ctl(
+        e,
+        &[
+            "group",
+            "update",
+            "mail-sync",
+            "--if-revision",
+            &revision,
+            "--max-in-flight",
+            "16",
+        ],
+    );
+    assert!(updated.contains("max_in_flight      16"), "{updated}");
+    let revision = ctl_json(e, &["group", "get", "mail-sync"])["config_revision"].to_string();
+    assert!(ctl(
+        e,
+        &["group", "split", "mail-sync", "--if-revision", &revision]
+    )
+    .contains("partitions         1440"));
+    let stale = Command::new(batonctl())
+        .args([
+            "--endpoints",
+            e,
+            "group",
+            "split",
+            "mail-sync",
+            "--if-revision",
+            &revision,
+        ])
+        .output()
+        .expect("run batonctl");
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("ABORTED"),
+        "a stale --if-revision is refused"
+    );
 
     let shown = ctl_json(e, &["assignment", "show", "mail-sync"]);
     assert_eq!(shown["group"], "mail-sync");
-    assert_eq!(shown["partitions"], 720);
+    assert_eq!(shown["partitions"], 1440);
     assert_eq!(shown["workers"], serde_json::json!([]));
     assert_eq!(shown["moving"], serde_json::json!([]));
-    assert_eq!(shown["unassigned"], serde_json::json!([[0, 719]]));
-    assert!(ctl(e, &["assignment", "show", "mail-sync"]).contains("unassigned: 0-719"));
+    assert_eq!(shown["unassigned"], serde_json::json!([[0, 1439]]));
+    assert!(ctl(e, &["assignment", "show", "mail-sync"]).contains("unassigned: 0-1439"));
     assert_eq!(
         ctl_json(e, &["assignment", "plan", "mail-sync"])["handoffs"],
         serde_json::json!([])
@@ -388,7 +429,7 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
 
     let routed = ctl_json(e, &["route", "mail-sync", "account-42"]);
     let partition = routed["partition"].as_u64().expect("partition");
-    assert!(partition < 720);
+    assert!(partition < 1440);
     assert!(ctl(e, &["route", "mail-sync", "--partition", "7"]).contains("partition 7: unassigned"));
 
     let put = ctl_json(e, &["tombstone", "put", "mail-sync", "account-42"]);
@@ -417,7 +458,7 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
     assert_eq!(listed["tombstones"].as_array().map(Vec::len), Some(2));
     assert!(ctl(
         e,
-        &["tombstone", "list", "mail-sync", "--partitions", "0-719"]
+        &["tombstone", "list", "mail-sync", "--partitions", "0-1439"]
     )
     .contains("account-43"));
 
@@ -635,6 +676,51 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
             w.id
         );
     }
+
+    // w3 stops sending keepalives: its partitions go to the others, only once
+    // its lease has run out.
+    let w3 = workers.pop().expect("w3");
+    let last_ack = w3.go_silent().await;
+    tokio::time::sleep_until((last_ack + ttl - Duration::from_millis(300)).into()).await;
+    let a = assignment(&mut admin, "g").await;
+    assert_eq!(
+        a.workers.iter().find(|w| w.id == "w3").map(|w| w.count),
+        Some(10),
+        "nothing moved early: {a:?}"
+    );
+    settle(&mut admin, "g", "w3's partitions reassigned", |a| {
+        a.workers.len() == 2 && a.workers.iter().all(|w| w.count == 15)
+    })
+    .await;
+
+    // w2 drains: its partitions are revoked first, and reach w1 only once released.
+    admin
+        .call(|ch| async move {
+            baton_proto::v1::worker_client::WorkerClient::new(ch)
+                .leave(pb::LeaveRequest {
+                    group: "g".into(),
+                    worker: "w2".into(),
+                    drain: true,
+                })
+                .await
+        })
+        .await
+        .expect("leave");
+    let revoking = assignment(&mut admin, "g").await;
+    assert_eq!(
+        revoking
+            .workers
+            .iter()
+            .find(|w| w.id == "w1")
+            .map(|w| w.count),
+        Some(15),
+        "release before grant"
+    );
+    settle(&mut admin, "g", "w2 drained", |a| {
+        a.workers.len() == 1 && a.workers[0].count == 30
+    })
+    .await;
+
     for proc in procs.into_iter().flatten() {
         proc.sigterm(Duration::from_secs(8));
     }

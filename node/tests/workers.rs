@@ -360,3 +360,40 @@ async fn an_evicted_worker_loses_its_partitions_when_its_lease_runs_out() {
     drop(w1);
     cluster.shutdown().await;
 }
+
+/// Keepalives are the leader's business: a follower refuses the stream with
+/// UNAVAILABLE and names the leader to reconnect to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_redirects_keepalive_streams_to_the_leader() {
+    let cluster = three_nodes().await;
+    let leader = cluster.leader(None, WAIT).await;
+    let follower = cluster
+        .running
+        .keys()
+        .copied()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let mut client = WorkerClient::connect(format!("http://{}", cluster.node(follower).addr()))
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::KeepAliveRequest {
+        group: "g".into(),
+        worker: "w".into(),
+        session: 1,
+    })
+    .await
+    .expect("queue");
+    let refused = client
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect_err("a follower refuses keepalives");
+    assert_eq!(refused.code(), Code::Unavailable);
+    let leader_addr = cluster.node(leader).addr().to_string();
+    assert!(
+        refused.message().contains(&leader_addr),
+        "{} names {leader_addr}",
+        refused.message()
+    );
+    cluster.shutdown().await;
+}
