@@ -259,6 +259,20 @@ enum ClusterCommand {
     Barrier,
 }
 
+/// Calls `Client::method(request)` on the leader, retrying while no leader
+/// answers; a server's refusal is returned as an error.
+macro_rules! rpc {
+    ($client:expr, $grpc:ident :: $method:ident, $request:expr) => {{
+        let request = $request;
+        $client
+            .call(|ch| {
+                let request = request.clone();
+                async move { $grpc::new(ch).$method(request).await }
+            })
+            .await?
+    }};
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -321,12 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 locator: Some(locator),
                 serializable,
             };
-            let r = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { AdminGrpc::new(ch).route(request).await }
-                })
-                .await?;
+            let r = rpc!(client, AdminGrpc::route, request);
             if cli.json {
                 print_json(&json!({
                     "revision": r.revision, "partition": r.partition,
@@ -569,21 +578,11 @@ async fn group(
     json_out: bool,
     command: GroupCommand,
 ) -> anyhow::Result<()> {
-    macro_rules! admin {
-        ($method:ident, $request:expr) => {{
-            let request = $request;
-            client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { AdminGrpc::new(ch).$method(request).await }
-                })
-                .await?
-        }};
-    }
     let shown = match command {
         GroupCommand::Create { group, settings } => {
-            admin!(
-                create_group,
+            rpc!(
+                client,
+                AdminGrpc::create_group,
                 pb::CreateGroupRequest {
                     group,
                     config: Some(settings.to_proto())
@@ -593,8 +592,9 @@ async fn group(
         GroupCommand::Get {
             group,
             serializable,
-        } => admin!(
-            get_group,
+        } => rpc!(
+            client,
+            AdminGrpc::get_group,
             pb::GetGroupRequest {
                 group,
                 serializable
@@ -604,8 +604,9 @@ async fn group(
             group,
             if_revision,
             settings,
-        } => admin!(
-            update_group,
+        } => rpc!(
+            client,
+            AdminGrpc::update_group,
             pb::UpdateGroupRequest {
                 group,
                 config: Some(settings.to_proto()),
@@ -613,25 +614,32 @@ async fn group(
             }
         ),
         GroupCommand::Split { group, if_revision } => {
-            admin!(split_group, pb::SplitGroupRequest { group, if_revision })
+            rpc!(
+                client,
+                AdminGrpc::split_group,
+                pb::SplitGroupRequest { group, if_revision }
+            )
         }
-        GroupCommand::Freeze { group } => admin!(
-            set_frozen,
+        GroupCommand::Freeze { group } => rpc!(
+            client,
+            AdminGrpc::set_frozen,
             pb::SetFrozenRequest {
                 group,
                 frozen: true
             }
         ),
-        GroupCommand::Unfreeze { group } => admin!(
-            set_frozen,
+        GroupCommand::Unfreeze { group } => rpc!(
+            client,
+            AdminGrpc::set_frozen,
             pb::SetFrozenRequest {
                 group,
                 frozen: false
             }
         ),
         GroupCommand::Delete { group } => {
-            let r = admin!(
-                delete_group,
+            let r = rpc!(
+                client,
+                AdminGrpc::delete_group,
                 pb::DeleteGroupRequest {
                     group: group.clone()
                 }
@@ -644,7 +652,11 @@ async fn group(
             return Ok(());
         }
         GroupCommand::List { serializable } => {
-            let r = admin!(list_groups, pb::ListGroupsRequest { serializable });
+            let r = rpc!(
+                client,
+                AdminGrpc::list_groups,
+                pb::ListGroupsRequest { serializable }
+            );
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,
@@ -732,12 +744,7 @@ async fn assignment(
                 group,
                 serializable,
             };
-            let a = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { AdminGrpc::new(ch).get_assignment(request).await }
-                })
-                .await?;
+            let a = rpc!(client, AdminGrpc::get_assignment, request);
             let counts: Vec<u32> = a.workers.iter().map(|w| w.count).collect();
             let (min, max) = (
                 counts.iter().min().copied().unwrap_or(0),
@@ -814,12 +821,7 @@ async fn assignment(
                 group,
                 serializable,
             };
-            let plan = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { AdminGrpc::new(ch).plan_assignment(request).await }
-                })
-                .await?;
+            let plan = rpc!(client, AdminGrpc::plan_assignment, request);
             print_plan(json_out, "the rebalancer would", &plan);
         }
         AssignmentCommand::Move {
@@ -832,12 +834,7 @@ async fn assignment(
                 partitions: parse_ranges(&partitions)?,
                 to,
             };
-            let plan = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { AdminGrpc::new(ch).move_partitions(request).await }
-                })
-                .await?;
+            let plan = rpc!(client, AdminGrpc::move_partitions, request);
             print_plan(json_out, "moved", &plan);
         }
     }
@@ -867,12 +864,7 @@ async fn tombstone(
                 locator: partition.map(pb::put_tombstone_request::Locator::Partition),
                 ttl_ms,
             };
-            let r = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { TombstonesClient::new(ch).put(request).await }
-                })
-                .await?;
+            let r = rpc!(client, TombstonesClient::put, request);
             if json_out {
                 print_json(
                     &json!({ "key": key, "revision": r.revision, "partition": r.partition }),
@@ -894,12 +886,7 @@ async fn tombstone(
                 keys,
                 serializable,
             };
-            let r = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { TombstonesClient::new(ch).check(request).await }
-                })
-                .await?;
+            let r = rpc!(client, TombstonesClient::check, request);
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,
@@ -949,12 +936,7 @@ async fn tombstone(
                 limit,
                 serializable,
             };
-            let r = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { TombstonesClient::new(ch).list(request).await }
-                })
-                .await?;
+            let r = rpc!(client, TombstonesClient::list, request);
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,
@@ -1000,12 +982,7 @@ async fn worker(
                 group,
                 serializable,
             };
-            let r = client
-                .call(|ch| {
-                    let request = request.clone();
-                    async move { AdminGrpc::new(ch).list_workers(request).await }
-                })
-                .await?;
+            let r = rpc!(client, AdminGrpc::list_workers, request);
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::leader::{now_ms, Leader};
-use super::{domain_error, write_error};
+use super::{domain_error, group_not_found, write_error};
 use crate::config::parse_peer_addr;
 use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, SessionState, State};
 use crate::leases::{Leases, SessionKey};
@@ -361,14 +361,10 @@ impl Admin for AdminApi {
         let r = request.into_inner();
         let (revision, group) = self
             .leader
-            .read(r.serializable, |s| {
-                (
-                    s.revision,
-                    s.groups.get(&r.group).map(|g| convert::group(&r.group, g)),
-                )
+            .read_group(r.serializable, &r.group, |rev, g| {
+                (rev, convert::group(&r.group, g))
             })
             .await?;
-        let group = group.ok_or_else(|| group_not_found(&r.group))?;
         Ok(Response::new(pb::GroupResponse {
             revision,
             group: Some(group),
@@ -472,15 +468,11 @@ impl Admin for AdminApi {
         let r = request.into_inner();
         let reply = self
             .leader
-            .read(r.serializable, |s| {
-                s.groups
-                    .get(&r.group)
-                    .map(|g| convert::assignment(&r.group, s.revision, g))
+            .read_group(r.serializable, &r.group, |rev, g| {
+                convert::assignment(&r.group, rev, g)
             })
             .await?;
-        Ok(Response::new(
-            reply.ok_or_else(|| group_not_found(&r.group))?,
-        ))
+        Ok(Response::new(reply))
     }
 
     async fn plan_assignment(
@@ -494,15 +486,11 @@ impl Admin for AdminApi {
         let now = now_ms();
         let reply = self
             .leader
-            .read(r.serializable, |s| {
-                s.groups
-                    .get(&r.group)
-                    .map(|g| convert::plan(s.revision, &rebalancer::plan(g, now)))
+            .read_group(r.serializable, &r.group, |rev, g| {
+                convert::plan(rev, &rebalancer::plan(g, now))
             })
             .await?;
-        Ok(Response::new(
-            reply.ok_or_else(|| group_not_found(&r.group))?,
-        ))
+        Ok(Response::new(reply))
     }
 
     async fn move_partitions(
@@ -549,13 +537,10 @@ impl Admin for AdminApi {
         };
         let reply = self
             .leader
-            .read(r.serializable, |s| -> Result<pb::RouteResponse, Status> {
-                let g = s.groups.get(&r.group).ok_or_else(|| group_not_found(&r.group))?;
+            .read_group(r.serializable, &r.group, |revision, g| -> Result<pb::RouteResponse, Status> {
                 let partitions = g.config.partitions;
                 let partition = match locator {
-                    Locator::Key => {
-                        domain::hash::partition_of(g.config.key_hash.hash(key.as_bytes()), partitions)
-                    }
+                    Locator::Key => domain::hash::partition_of(g.config.key_hash.hash(key.as_bytes()), partitions),
                     Locator::Hash(h) => domain::hash::partition_of(h, partitions),
                     Locator::Partition(p) if p >= partitions => {
                         return Err(Status::invalid_argument(format!(
@@ -567,7 +552,7 @@ impl Admin for AdminApi {
                 };
                 let slot = g.assignment.slot(partition);
                 Ok(pb::RouteResponse {
-                    revision: s.revision,
+                    revision,
                     partition,
                     owner: slot.owner.clone().unwrap_or_default(),
                     token: if slot.owner.is_some() { slot.token } else { 0 },
@@ -589,11 +574,7 @@ impl Admin for AdminApi {
         let r = request.into_inner();
         let reply = self
             .leader
-            .read(r.serializable, |s| {
-                let g = s
-                    .groups
-                    .get(&r.group)
-                    .ok_or_else(|| group_not_found(&r.group))?;
+            .read_group(r.serializable, &r.group, |revision, g| {
                 let workers = g
                     .sessions
                     .iter()
@@ -610,12 +591,9 @@ impl Admin for AdminApi {
                         partitions: g.held_by(id).iter().map(domain::PartitionRange::len).sum(),
                     })
                     .collect();
-                Ok::<_, Status>(pb::ListWorkersResponse {
-                    revision: s.revision,
-                    workers,
-                })
+                pb::ListWorkersResponse { revision, workers }
             })
-            .await??;
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -657,20 +635,18 @@ impl Admin for AdminApi {
         let r = request.into_inner();
         let (revision, ttl_ms) = self
             .leader
-            .read(false, |s| {
-                let g = s
-                    .groups
-                    .get(&r.group)
-                    .ok_or_else(|| group_not_found(&r.group))?;
-                let session = g.sessions.get(&r.worker).ok_or_else(|| {
-                    Status::not_found(format!(
-                        "worker {:?} has no session in group {:?}",
-                        r.worker, r.group
-                    ))
-                })?;
-                Ok::<_, Status>((s.revision, session.ttl_ms))
+            .read_group(false, &r.group, |revision, g| {
+                g.sessions
+                    .get(&r.worker)
+                    .map(|session| (revision, session.ttl_ms))
             })
-            .await??;
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "worker {:?} has no session in group {:?}",
+                    r.worker, r.group
+                ))
+            })?;
         let key = SessionKey {
             group: r.group.clone(),
             worker: r.worker.clone(),
@@ -686,12 +662,6 @@ impl Admin for AdminApi {
             outcome,
         }))
     }
-}
-
-fn group_not_found(name: &str) -> Status {
-    Status::not_found(format!(
-        "group {name:?} does not exist (list groups with `batonctl group list`)"
-    ))
 }
 
 fn require_revision(revision: u64) -> Result<(), Status> {

@@ -8,8 +8,8 @@ use openraft::BasicNode;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use super::{domain_error, not_leader, write_error};
-use crate::domain::{Command, Event, Reply, State};
+use super::{domain_error, group_not_found, not_leader, write_error};
+use crate::domain::{Command, Event, Group, Reply, State};
 use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
 
@@ -180,6 +180,21 @@ impl Leader {
             })?;
         }
         Ok(self.sm.read(f))
+    }
+
+    /// Reads one group (see [`Leader::read`]) with the state's revision, or
+    /// answers NOT_FOUND.
+    pub async fn read_group<R>(
+        &self,
+        serializable: bool,
+        name: &str,
+        f: impl FnOnce(u64, &Group) -> R,
+    ) -> Result<R, Status> {
+        self.read(serializable, |s| {
+            s.groups.get(name).map(|g| f(s.revision, g))
+        })
+        .await?
+        .ok_or_else(|| group_not_found(name))
     }
 }
 

@@ -16,6 +16,13 @@ use tonic::Status;
 use crate::domain::{DomainError, ErrorKind};
 use crate::raft::NodeId;
 
+/// The answer about a group that does not exist.
+pub fn group_not_found(name: &str) -> Status {
+    Status::not_found(format!(
+        "group {name:?} does not exist (list groups with `batonctl group list`)"
+    ))
+}
+
 /// Maps a domain error to a status; the domain's message is written for humans
 /// and passes through unchanged.
 pub fn domain_error(e: &DomainError) -> Status {

@@ -27,12 +27,6 @@ impl TombstonesApi {
     }
 }
 
-fn group_not_found(name: &str) -> Status {
-    Status::not_found(format!(
-        "group {name:?} does not exist (list groups with `batonctl group list`)"
-    ))
-}
-
 #[tonic::async_trait]
 impl Tombstones for TombstonesApi {
     async fn put(
@@ -84,11 +78,7 @@ impl Tombstones for TombstonesApi {
         let r = request.into_inner();
         let reply = self
             .leader
-            .read(r.serializable, |s| {
-                let g = s
-                    .groups
-                    .get(&r.group)
-                    .ok_or_else(|| group_not_found(&r.group))?;
+            .read_group(r.serializable, &r.group, |revision, g| {
                 let results = r
                     .keys
                     .iter()
@@ -101,12 +91,9 @@ impl Tombstones for TombstonesApi {
                         }
                     })
                     .collect();
-                Ok::<_, Status>(pb::CheckTombstonesResponse {
-                    revision: s.revision,
-                    results,
-                })
+                pb::CheckTombstonesResponse { revision, results }
             })
-            .await??;
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -134,11 +121,7 @@ impl Tombstones for TombstonesApi {
         };
         let reply = self
             .leader
-            .read(r.serializable, |s| {
-                let g = s
-                    .groups
-                    .get(&r.group)
-                    .ok_or_else(|| group_not_found(&r.group))?;
+            .read_group(r.serializable, &r.group, |revision, g| {
                 let mut matching = g
                     .tombstones
                     .iter()
@@ -149,13 +132,13 @@ impl Tombstones for TombstonesApi {
                     .map(|(k, t)| convert::tombstone(k, t))
                     .collect();
                 let truncated = matching.next().is_some();
-                Ok::<_, Status>(pb::ListTombstonesResponse {
-                    revision: s.revision,
+                pb::ListTombstonesResponse {
+                    revision,
                     tombstones,
                     truncated,
-                })
+                }
             })
-            .await??;
+            .await?;
         Ok(Response::new(reply))
     }
 }
