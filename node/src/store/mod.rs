@@ -41,13 +41,26 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         path: path.clone(),
         source,
     };
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(&path)
         // Flushes are explicit (see the durability contract); the background
         // flusher only adds writes.
-        .flush_every_ms(None)
-        .open()
-        .map_err(sled_err)?;
+        .flush_every_ms(None);
+    // sled releases its file lock only when its last background IO is done,
+    // a moment after the last handle is dropped: a restart in the same process
+    // (or right after a previous process) may find it still held. Retry
+    // briefly before concluding that another node owns the data dir.
+    let mut attempts = 0;
+    let db = loop {
+        match config.open() {
+            Ok(db) => break db,
+            Err(e) if attempts < 50 && e.to_string().contains("could not acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(40));
+            }
+            Err(e) => return Err(sled_err(e)),
+        }
+    };
     check_format(&db, &path)?;
     let corrupt = |e: StorageError| OpenError::Corrupt {
         path: path.clone(),
