@@ -79,7 +79,9 @@ fn survey(state: &State, now_ms: u64) -> Work {
     }
 }
 
-/// Runs until `stop` turns true.
+/// Runs until `stop` turns true. A tick's work (which waits on Raft, and so on
+/// a quorum) is abandoned when `stop` turns, so a node that lost its quorum
+/// still shuts down.
 pub async fn run(
     raft: BatonRaft,
     sm: StateMachineStore,
@@ -93,68 +95,77 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let metrics = raft.metrics().borrow().clone();
-        if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
-            leases.leave_office();
-            continue;
-        }
-        if !leases.in_office(metrics.current_term) {
-            // Everything committed by earlier leaders must be applied before
-            // the sessions are read, or a recent join would be missed.
-            if raft.ensure_linearizable().await.is_err() {
-                continue;
-            }
-            let sessions = sm.read(sessions);
-            tracing::info!(
-                term = metrics.current_term,
-                sessions = sessions.len(),
-                "leading: every lease restarts with a full TTL"
-            );
-            leases.take_office(metrics.current_term, sessions);
-        }
-        let now = now_ms();
-        let work = sm.read(|s| survey(s, now));
-        leases.sync(work.sessions, work.revision);
-        for key in work.overdue {
-            leases.end(
-                &key,
-                "it did not release revoked partitions within the group's handoff timeout; its session ends when its lease runs out"
-                    .to_string(),
-            );
-        }
-        for (key, session) in leases.expired(Instant::now()) {
-            tracing::info!(group = %key.group, worker = %key.worker, session, "lease expired");
-            propose(
-                &raft,
-                Command::ExpireSession {
-                    group: key.group,
-                    worker: key.worker,
-                    session,
-                    now_ms: now_ms(),
-                },
-            )
-            .await;
-        }
-        for group in work.to_rebalance {
-            propose(
-                &raft,
-                Command::Rebalance {
-                    group,
-                    now_ms: now_ms(),
-                },
-            )
-            .await;
+        tokio::select! {
+            () = one_tick(&raft, &sm, &leases) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
 
+/// How long one Raft call of the duties may wait (for a quorum, say).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn one_tick(raft: &BatonRaft, sm: &StateMachineStore, leases: &Leases) {
+    let metrics = raft.metrics().borrow().clone();
+    if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
+        leases.leave_office();
+        return;
+    }
+    if !leases.in_office(metrics.current_term) {
+        // Everything committed by earlier leaders must be applied before the
+        // sessions are read, or a recent join would be missed.
+        match tokio::time::timeout(CALL_TIMEOUT, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let sessions = sm.read(sessions);
+        tracing::info!(
+            term = metrics.current_term,
+            sessions = sessions.len(),
+            "leading: every lease restarts with a full TTL"
+        );
+        leases.take_office(metrics.current_term, sessions);
+    }
+    let now = now_ms();
+    let work = sm.read(|s| survey(s, now));
+    leases.sync(work.sessions, work.revision);
+    for key in work.overdue {
+        leases.end(
+            &key,
+            "it did not release revoked partitions within the group's handoff timeout; its session ends when its lease runs out"
+                .to_string(),
+        );
+    }
+    for (key, session) in leases.expired(Instant::now()) {
+        tracing::info!(group = %key.group, worker = %key.worker, session, "lease expired");
+        let command = Command::ExpireSession {
+            group: key.group,
+            worker: key.worker,
+            session,
+            now_ms: now_ms(),
+        };
+        propose(raft, command).await;
+    }
+    for group in work.to_rebalance {
+        propose(
+            raft,
+            Command::Rebalance {
+                group,
+                now_ms: now_ms(),
+            },
+        )
+        .await;
+    }
+}
+
 async fn propose(raft: &BatonRaft, command: Command) {
-    match raft.client_write(command.clone()).await {
-        Ok(written) => {
+    match tokio::time::timeout(CALL_TIMEOUT, raft.client_write(command.clone())).await {
+        Ok(Ok(written)) => {
             if let Err(e) = written.data.outcome {
                 tracing::debug!("{command:?} changed nothing: {e}");
             }
         }
-        Err(e) => tracing::debug!("{command:?} not committed: {e}"),
+        Ok(Err(e)) => tracing::debug!("{command:?} not committed: {e}"),
+        Err(_) => tracing::warn!("{command:?} not committed within {CALL_TIMEOUT:?} (no quorum?)"),
     }
 }

@@ -152,7 +152,10 @@ async fn learner_added_after_log_purge_catches_up_by_snapshot() {
         "node 2 installed a snapshot covering the purged log: {:?}",
         learner.snapshot
     );
-    assert_eq!(cluster.node(2).revision(), cluster.node(1).revision());
+    // The join's own membership entries may still be on their way to node 2.
+    let leader_revision = cluster.node(1).revision();
+    cluster.applied_everywhere(leader_revision).await;
+    assert_eq!(cluster.node(2).revision(), leader_revision);
     assert_eq!(cluster.voters(2), BTreeSet::from([1, 2]));
 
     // And it keeps replicating from the log afterwards.
