@@ -51,7 +51,7 @@ struct Work {
     to_rebalance: Vec<String>,
 }
 
-fn survey(state: &State, now_ms: u64) -> Work {
+fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
     let mut overdue = Vec::new();
     let mut to_rebalance = Vec::new();
     for (name, g) in &state.groups {
@@ -65,7 +65,7 @@ fn survey(state: &State, now_ms: u64) -> Work {
                 }
             }
         }
-        if !rebalancer::plan(g, now_ms).is_empty() {
+        if plan && !rebalancer::plan(g, now_ms).is_empty() {
             to_rebalance.push(name.clone());
         }
     }
@@ -89,6 +89,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
+    let mut planned = Planned::default();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -96,16 +97,40 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
-            () = one_tick(&raft, &sm, &leases) => {}
+            () = one_tick(&raft, &sm, &leases, &mut planned) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// How often the plans are recomputed when the state has not changed (only
+/// time then matters: restart-grace reservations lapsing).
+const REPLAN_IDLE: Duration = Duration::from_secs(1);
+
+/// The revision and time of the last time the plans were computed.
+#[derive(Default)]
+struct Planned {
+    last: Option<(u64, Instant)>,
+}
+
+impl Planned {
+    /// Plans are computed under the state lock, which apply waits on: only
+    /// when the state changed, or now and then for time-driven changes.
+    fn due(&self, revision: u64) -> bool {
+        self.last
+            .is_none_or(|(r, at)| r != revision || at.elapsed() >= REPLAN_IDLE)
     }
 }
 
 /// How long one Raft call of the duties may wait (for a quorum, say).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn one_tick(raft: &BatonRaft, sm: &StateMachineStore, leases: &Leases) {
+async fn one_tick(
+    raft: &BatonRaft,
+    sm: &StateMachineStore,
+    leases: &Leases,
+    planned: &mut Planned,
+) {
     let metrics = raft.metrics().borrow().clone();
     if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
         leases.leave_office();
@@ -127,7 +152,13 @@ async fn one_tick(raft: &BatonRaft, sm: &StateMachineStore, leases: &Leases) {
         leases.take_office(metrics.current_term, sessions);
     }
     let now = now_ms();
-    let work = sm.read(|s| survey(s, now));
+    let work = sm.read(|s| {
+        let plan = planned.due(s.revision);
+        if plan {
+            planned.last = Some((s.revision, Instant::now()));
+        }
+        survey(s, now, plan)
+    });
     leases.sync(work.sessions, work.revision);
     for key in work.overdue {
         leases.end(
