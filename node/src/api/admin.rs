@@ -38,7 +38,6 @@ pub struct AdminApi {
     addr: String,
     leases: Arc<Leases>,
     leader: Leader,
-    raft: BatonRaft,
     log: LogStore,
     sm: StateMachineStore,
 }
@@ -57,8 +56,7 @@ impl AdminApi {
         Self {
             addr,
             leases,
-            leader: Leader::new(id, raft.clone(), sm.clone()),
-            raft,
+            leader: Leader::new(id, raft, sm.clone()),
             log,
             sm,
         }
@@ -233,7 +231,7 @@ impl Admin for AdminApi {
 
         let added = tokio::time::timeout(
             CATCH_UP_TIMEOUT,
-            self.raft.add_learner(id, BasicNode::new(addr.clone()), true),
+            self.leader.raft().add_learner(id, BasicNode::new(addr.clone()), true),
         )
         .await
         .map_err(|_| {
@@ -246,7 +244,8 @@ impl Admin for AdminApi {
         let mut revision = added.log_id.index;
         if promote {
             let promoted = self
-                .raft
+                .leader
+                .raft()
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
                 .map_err(write_error)?;
@@ -275,7 +274,8 @@ impl Admin for AdminApi {
             Some(_) => {}
         }
         let changed = self
-            .raft
+            .leader
+            .raft()
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(write_error)?;
@@ -312,7 +312,8 @@ impl Admin for AdminApi {
         };
         // retain=false: a removed voter does not linger as a learner.
         let changed = self
-            .raft
+            .leader
+            .raft()
             .change_membership(change, false)
             .await
             .map_err(write_error)?;
