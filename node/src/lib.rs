@@ -15,6 +15,7 @@ pub mod leases;
 pub mod node;
 pub mod raft;
 pub mod store;
+pub mod watch;
 
 pub use config::{Args, Bootstrap, NodeConfig};
 pub use node::Node;

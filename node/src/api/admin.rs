@@ -23,7 +23,7 @@ use super::convert;
 use super::leader::{now_ms, Leader};
 use super::{domain_error, group_not_found, write_error};
 use crate::config::parse_peer_addr;
-use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, SessionState, State};
+use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, SessionState};
 use crate::leases::{Leases, SessionKey};
 use crate::on_leader;
 use crate::raft::{BatonRaft, NodeId};
@@ -508,8 +508,7 @@ impl Admin for AdminApi {
             now_ms: now_ms(),
         };
         let committed = self.leader.propose(command).await?;
-        // Revoked partitions keep their owner until released: name it.
-        let plan = self.sm.read(|s| moves_of(s, &r.group, &committed.events));
+        let plan = moves_of(&committed.events);
         Ok(Response::new(convert::plan(committed.revision, &plan)))
     }
 
@@ -674,15 +673,8 @@ fn require_revision(revision: u64) -> Result<(), Status> {
     Ok(())
 }
 
-/// The moves a committed `Move` carried out, with each revoked range's owner.
-fn moves_of(state: &State, group: &str, events: &[Event]) -> rebalancer::Plan {
-    let owner_of = |p: u32| {
-        state
-            .groups
-            .get(group)
-            .and_then(|g| g.assignment.slot(p).owner.clone())
-            .unwrap_or_default()
-    };
+/// The moves a committed `Move` carried out.
+fn moves_of(events: &[Event]) -> rebalancer::Plan {
     let moves = events
         .iter()
         .filter_map(|e| match e {
@@ -692,11 +684,13 @@ fn moves_of(state: &State, group: &str, events: &[Event]) -> rebalancer::Plan {
                 to: worker.clone(),
                 partitions: partitions.clone(),
             }),
-            Event::Revoking { partitions, to, .. } => Some(rebalancer::Move::Revoke {
-                from: partitions
-                    .first()
-                    .map(|r| owner_of(r.start))
-                    .unwrap_or_default(),
+            Event::Revoking {
+                from,
+                partitions,
+                to,
+                ..
+            } => Some(rebalancer::Move::Revoke {
+                from: from.clone(),
                 to: to.clone(),
                 partitions: partitions.clone(),
             }),

@@ -102,6 +102,9 @@ pub struct Session {
     pub weight: u32,
     pub labels: BTreeMap<String, String>,
     pub state: SessionState,
+    /// The worker has handled every tombstone on its partitions up to this
+    /// revision (what tombstone barriers wait for).
+    pub acked: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -247,6 +250,18 @@ pub enum Command {
         group: String,
         now_ms: u64,
     },
+    /// The worker has handled every tombstone on its partitions up to `revision`.
+    AckTombstones {
+        group: String,
+        worker: String,
+        session: u64,
+        revision: u64,
+    },
+    /// Drops the event history up to and including `revision`, on every
+    /// replica at the same point of the log.
+    Compact {
+        revision: u64,
+    },
 }
 
 /// Why a worker's session ended.
@@ -300,10 +315,11 @@ pub enum Event {
         partitions: Vec<PartitionRange>,
         token: u64,
     },
-    /// The holder of `partitions` must drain and release them (to `to`). A
-    /// handoff already in flight keeps its start time.
+    /// `from`, the holder of `partitions`, must drain and release them (to
+    /// `to`). A handoff already in flight keeps its start time.
     Revoking {
         group: String,
+        from: String,
         partitions: Vec<PartitionRange>,
         to: Option<String>,
         since_ms: u64,
@@ -321,15 +337,39 @@ pub enum Event {
         partitions: Vec<PartitionRange>,
         until_ms: u64,
     },
+    /// `owner` held the tombstone's partition when it was put: the worker
+    /// the tombstone is delivered to.
     TombstoneAdded {
         group: String,
         key: String,
         tombstone: Tombstone,
+        owner: Option<String>,
     },
     TombstonePurged {
         group: String,
         key: String,
     },
+    TombstonesAcked {
+        group: String,
+        worker: String,
+        revision: u64,
+    },
+}
+
+/// What an event is about, for watchers that want some kinds only.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    /// The group was created, updated, split, frozen, unfrozen or deleted.
+    Group,
+    /// A worker joined, started draining or left.
+    Worker,
+    Granted,
+    Revoking,
+    Released,
+    Reserved,
+    Tombstone,
+    TombstonePurged,
+    TombstonesAcked,
 }
 
 impl Event {
@@ -348,7 +388,51 @@ impl Event {
             | Event::Released { group, .. }
             | Event::Reserved { group, .. }
             | Event::TombstoneAdded { group, .. }
-            | Event::TombstonePurged { group, .. } => group,
+            | Event::TombstonePurged { group, .. }
+            | Event::TombstonesAcked { group, .. } => group,
+        }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::GroupCreated { .. }
+            | Event::GroupUpdated { .. }
+            | Event::GroupDeleted { .. }
+            | Event::GroupSplit { .. }
+            | Event::GroupFrozen { .. } => EventKind::Group,
+            Event::WorkerJoined { .. } | Event::WorkerDraining { .. } | Event::WorkerLeft { .. } => {
+                EventKind::Worker
+            }
+            Event::Granted { .. } => EventKind::Granted,
+            Event::Revoking { .. } => EventKind::Revoking,
+            Event::Released { .. } => EventKind::Released,
+            Event::Reserved { .. } => EventKind::Reserved,
+            Event::TombstoneAdded { .. } => EventKind::Tombstone,
+            Event::TombstonePurged { .. } => EventKind::TombstonePurged,
+            Event::TombstonesAcked { .. } => EventKind::TombstonesAcked,
+        }
+    }
+
+    /// Whether a watcher for `worker` gets this event: changes to the group,
+    /// to the worker's session, to partitions it holds or is being handed, and
+    /// tombstones on partitions it holds.
+    pub fn concerns(&self, worker: &str) -> bool {
+        match self {
+            Event::GroupCreated { .. }
+            | Event::GroupUpdated { .. }
+            | Event::GroupDeleted { .. }
+            | Event::GroupSplit { .. }
+            | Event::GroupFrozen { .. } => true,
+            Event::WorkerJoined { worker: w, .. }
+            | Event::WorkerDraining { worker: w, .. }
+            | Event::WorkerLeft { worker: w, .. }
+            | Event::Granted { worker: w, .. }
+            | Event::Released { worker: w, .. }
+            | Event::Reserved { worker: w, .. }
+            | Event::TombstonesAcked { worker: w, .. } => w == worker,
+            Event::Revoking { from, to, .. } => from == worker || to.as_deref() == Some(worker),
+            Event::TombstoneAdded { owner, .. } => owner.as_deref() == Some(worker),
+            Event::TombstonePurged { .. } => false,
         }
     }
 }
@@ -374,6 +458,10 @@ pub enum Reply {
     },
     Rebalanced {
         moves: u64,
+    },
+    /// The history is compacted up to and including `revision`.
+    Compacted {
+        revision: u64,
     },
 }
 
@@ -405,6 +493,8 @@ pub struct State {
     /// Cluster-wide counter bumped by every applied log entry: the Raft log index
     /// of the last applied entry. Fencing tokens are revisions.
     pub revision: u64,
+    /// The event history is kept for revisions after this one only.
+    pub compacted: u64,
     pub groups: BTreeMap<String, Group>,
 }
 
@@ -416,6 +506,23 @@ impl State {
         self.revision = revision;
         let (outcome, events) = match command {
             None | Some(Command::Barrier) => (Ok(Reply::Done), Vec::new()),
+            // Compaction is about the history, not the groups: no event.
+            Some(Command::Compact { revision: up_to }) => {
+                if *up_to >= revision {
+                    let e = invalid(
+                        "compaction revision",
+                        up_to,
+                        format!("below the current revision {revision}"),
+                    );
+                    (Err(e), Vec::new())
+                } else {
+                    self.compacted = self.compacted.max(*up_to);
+                    let reply = Reply::Compacted {
+                        revision: self.compacted,
+                    };
+                    (Ok(reply), Vec::new())
+                }
+            }
             Some(command) => match self.decide(revision, command) {
                 Ok((reply, events)) => (Ok(reply), events),
                 Err(e) => (Err(e), Vec::new()),
@@ -576,6 +683,7 @@ impl State {
                     weight: *weight,
                     labels: labels.clone(),
                     state: SessionState::Active,
+                    acked: 0,
                 };
                 let mut events = vec![Event::WorkerJoined {
                     group: group.clone(),
@@ -838,6 +946,7 @@ impl State {
                     group: group.clone(),
                     key: key.clone(),
                     tombstone,
+                    owner: g.assignment.slot(partition).owner.clone(),
                 }];
                 Ok((
                     Reply::Tombstone {
@@ -865,6 +974,38 @@ impl State {
                     events,
                 ))
             }
+            Command::AckTombstones {
+                group,
+                worker,
+                session,
+                revision,
+            } => {
+                let (_, s) = self.session(group, worker)?;
+                if s.id != *session {
+                    return Err(DomainError::Precondition(format!(
+                        "worker {worker:?} in group {group:?} is in session {}, not {session}; acknowledge as the current session",
+                        s.id
+                    )));
+                }
+                if *revision >= rev {
+                    return Err(invalid(
+                        "acknowledged revision",
+                        revision,
+                        format!("below the current revision {rev}"),
+                    ));
+                }
+                let events = if *revision > s.acked {
+                    vec![Event::TombstonesAcked {
+                        group: group.clone(),
+                        worker: worker.clone(),
+                        revision: *revision,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                Ok((Reply::Done, events))
+            }
+            Command::Compact { .. } => Ok((Reply::Done, Vec::new())),
         }
     }
 
@@ -982,6 +1123,13 @@ impl State {
             Event::TombstonePurged { key, .. } => {
                 g.tombstones.remove(key);
             }
+            Event::TombstonesAcked {
+                worker, revision, ..
+            } => {
+                if let Some(s) = g.sessions.get_mut(worker) {
+                    s.acked = *revision;
+                }
+            }
         }
     }
 }
@@ -1069,21 +1217,27 @@ fn hand_over(
 /// Handoffs in flight *to* `worker`, who is going away, lose their recipient;
 /// the next rebalance picks another.
 fn orphan_handoffs_to(group: &str, g: &Group, worker: &str) -> Vec<Event> {
-    let partitions = g.assignment.find(|s| {
-        s.revoking
+    let mut by_owner: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (range, slot) in g.assignment.runs() {
+        let to_worker = slot
+            .revoking
             .as_ref()
-            .is_some_and(|r| r.to.as_deref() == Some(worker))
-    });
-    if partitions.is_empty() {
-        return Vec::new();
+            .is_some_and(|r| r.to.as_deref() == Some(worker));
+        if let (true, Some(owner)) = (to_worker, &slot.owner) {
+            by_owner.entry(owner).or_default().extend(range.start..range.end);
+        }
     }
-    // `since_ms` is ignored for handoffs already in flight.
-    vec![Event::Revoking {
-        group: group.to_string(),
-        partitions,
-        to: None,
-        since_ms: 0,
-    }]
+    by_owner
+        .into_iter()
+        .map(|(from, partitions)| Event::Revoking {
+            group: group.to_string(),
+            from: from.to_string(),
+            partitions: assignment::ranges_of(partitions),
+            to: None,
+            // Ignored for handoffs already in flight.
+            since_ms: 0,
+        })
+        .collect()
 }
 
 /// The events that carry out `plan`.
@@ -1097,8 +1251,13 @@ fn plan_events(group: &str, plan: &Plan, rev: u64, now_ms: u64) -> Vec<Event> {
                 partitions: partitions.clone(),
                 token: rev,
             },
-            Move::Revoke { to, partitions, .. } => Event::Revoking {
+            Move::Revoke {
+                from,
+                to,
+                partitions,
+            } => Event::Revoking {
                 group: group.to_string(),
+                from: from.clone(),
                 partitions: partitions.clone(),
                 to: to.clone(),
                 since_ms: now_ms,

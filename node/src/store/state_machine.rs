@@ -6,6 +6,13 @@
 //! generation, then switches `sm_generation` and the stored snapshot in one atomic
 //! batch, so a crash leaves either the old state or the new one, never a mix, and
 //! no key of the old state survives into the new one.
+//!
+//! The event history lives in the same generation tree, one key per revision
+//! that caused events (`hist/` + big-endian revision), written in the same batch
+//! as the state it led to, and dropped up to the compacted revision by the
+//! committed `Compact` command. Snapshots carry the history that is still kept,
+//! so a node that installs one can serve watches from the same revisions as the
+//! others. What is applied is published to the [`Hub`] once it is durable.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, io_err, META_TREE};
 use crate::domain::{CommandResult, State};
+use crate::watch::{Batch, FeedError, Hub};
 use crate::raft::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -27,6 +35,13 @@ const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_STATE: &[u8] = b"state";
 const GENERATION_PREFIX: &str = "sm.";
+const HISTORY_PREFIX: &[u8] = b"hist/";
+
+fn history_key(revision: u64) -> Vec<u8> {
+    let mut key = HISTORY_PREFIX.to_vec();
+    key.extend_from_slice(&revision.to_be_bytes());
+    key
+}
 
 /// The state machine. Cheap to clone: clones (the snapshot builder, the API's
 /// read handle) share one state.
@@ -39,6 +54,7 @@ struct Inner {
     db: sled::Db,
     meta: sled::Tree,
     applied: Mutex<Applied>,
+    hub: Arc<Hub>,
 }
 
 /// Everything the state machine holds, as of `last_applied`.
@@ -56,6 +72,8 @@ struct SnapshotPayload {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     state: State,
+    /// The event history after `state.compacted`, in revision order.
+    history: Vec<Batch>,
 }
 
 /// A snapshot as kept on disk: its metadata and its bytes, in one sled value.
@@ -115,6 +133,7 @@ impl StateMachineStore {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => State::default(),
         };
+        let hub = Arc::new(Hub::new(state.revision));
         let applied = Applied {
             generation,
             tree,
@@ -127,6 +146,7 @@ impl StateMachineStore {
                 db,
                 meta,
                 applied: Mutex::new(applied),
+                hub,
             }),
         })
     }
@@ -150,20 +170,77 @@ impl StateMachineStore {
         f(&self.lock().state)
     }
 
-    /// Writes the applied position, membership and state into `tree` as one
-    /// atomic batch.
-    fn write_applied(
-        tree: &sled::Tree,
+    /// Where applied events are published.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    /// The stored batches of `group` from revision `from` up to `to`, at most
+    /// `limit` of them, and the revision up to which the answer is complete.
+    pub fn history(
+        &self,
+        group: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<(Vec<Batch>, u64), FeedError> {
+        let storage = |e: &dyn std::fmt::Display| FeedError::Storage(e.to_string());
+        let tree = self.lock().tree.clone();
+        let mut batches = Vec::new();
+        let mut covered = to;
+        if from <= to {
+            for item in tree.range(history_key(from)..=history_key(to)) {
+                let (key, value) = item.map_err(|e| storage(&e))?;
+                let batch: Batch = decode(&value).map_err(|e| storage(&e))?;
+                if batch.group != group {
+                    continue;
+                }
+                if batches.len() == limit {
+                    covered = batch.revision - 1;
+                    break;
+                }
+                debug_assert_eq!(key.as_ref(), history_key(batch.revision).as_slice());
+                batches.push(batch);
+            }
+        }
+        // Checked after reading: a compaction meanwhile may have removed some.
+        let compacted = self.lock().state.compacted;
+        if from <= compacted {
+            return Err(FeedError::Compacted { from, compacted });
+        }
+        Ok((batches, covered))
+    }
+
+    /// Adds the applied position, membership and state to `batch`.
+    fn put_applied(
+        batch: &mut sled::Batch,
         last_applied: &Option<LogId>,
         membership: &StoredMembership,
         state: &State,
     ) -> Result<(), StorageError> {
         let write = codec_err(ErrorVerb::Write);
-        let mut batch = sled::Batch::default();
         batch.insert(KEY_APPLIED, encode(last_applied).map_err(&write)?);
         batch.insert(KEY_MEMBERSHIP, encode(membership).map_err(&write)?);
         batch.insert(KEY_STATE, encode(state).map_err(&write)?);
-        tree.apply_batch(batch).map_err(sm_err(ErrorVerb::Write))
+        Ok(())
+    }
+
+    fn put_history(batch: &mut sled::Batch, history: &[Batch]) -> Result<(), StorageError> {
+        for b in history {
+            let value = encode(b).map_err(codec_err(ErrorVerb::Write))?;
+            batch.insert(history_key(b.revision), value);
+        }
+        Ok(())
+    }
+
+    /// The kept history in `tree`, in revision order.
+    fn read_history(tree: &sled::Tree) -> Result<Vec<Batch>, StorageError> {
+        tree.scan_prefix(HISTORY_PREFIX)
+            .map(|item| {
+                let (_, value) = item.map_err(sm_err(ErrorVerb::Read))?;
+                decode(&value).map_err(codec_err(ErrorVerb::Read))
+            })
+            .collect()
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
@@ -215,6 +292,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_applied: applied.last_applied,
                 membership: applied.membership.clone(),
                 state: applied.state.clone(),
+                history: Self::read_history(&applied.tree)?,
             };
             let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
             let nanos = SystemTime::now()
@@ -270,7 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let results = {
+        let (results, history, revision) = {
             let mut guard = self.lock();
             let applied = &mut *guard;
             // Work on copies and swap them in only once the batch is written, so
@@ -279,6 +357,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut membership = applied.membership.clone();
             let mut last_applied = applied.last_applied;
             let mut results = Vec::new();
+            let mut history = Vec::new();
             for entry in entries {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
@@ -290,17 +369,36 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 };
                 last_applied = Some(entry.log_id);
+                history.extend(Batch::of(index, result.events.clone()));
                 results.push(result);
             }
-            Self::write_applied(&applied.tree, &last_applied, &membership, &state)?;
+            let mut batch = sled::Batch::default();
+            Self::put_applied(&mut batch, &last_applied, &membership, &state)?;
+            Self::put_history(&mut batch, &history)?;
+            if state.compacted > applied.state.compacted {
+                let dropped = applied
+                    .tree
+                    .range(history_key(applied.state.compacted + 1)..=history_key(state.compacted));
+                for item in dropped {
+                    let (key, _) = item.map_err(sm_err(ErrorVerb::Read))?;
+                    batch.remove(key);
+                }
+            }
+            applied
+                .tree
+                .apply_batch(batch)
+                .map_err(sm_err(ErrorVerb::Write))?;
+            let revision = state.revision;
             applied.state = state;
             applied.membership = membership;
             applied.last_applied = last_applied;
-            results
+            (results, history, revision)
         };
         // Durability: the replies to these entries' proposers are sent when this
         // returns, and they report the applied state, so it is flushed first.
+        // Watchers, too, only ever see what is on disk.
         self.flush().await?;
+        self.inner.hub.publish(history, revision);
         Ok(results)
     }
 
@@ -346,12 +444,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .open_tree(&name)
             .map_err(snap_err(ErrorVerb::Write))?;
         tree.clear().map_err(snap_err(ErrorVerb::Write))?;
-        Self::write_applied(
-            &tree,
+        let mut batch = sled::Batch::default();
+        Self::put_applied(
+            &mut batch,
             &meta.last_log_id,
             &meta.last_membership,
             &payload.state,
         )?;
+        Self::put_history(&mut batch, &payload.history)?;
+        tree.apply_batch(batch)
+            .map_err(snap_err(ErrorVerb::Write))?;
         self.flush().await?;
 
         // 2. Switch to it and record the snapshot in one atomic step.
@@ -379,6 +481,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // return, so the switch must be on disk first.
         self.flush().await?;
 
+        let (compacted, revision) = (payload.state.compacted, payload.state.revision);
         {
             let mut applied = self.lock();
             *applied = Applied {
@@ -388,6 +491,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 membership: meta.last_membership.clone(),
                 state: payload.state,
             };
+        }
+        // Watchers continue across the jump when the snapshot's history reaches
+        // back to what they have; otherwise they must re-list.
+        let hub = &self.inner.hub;
+        let published = hub.published();
+        if compacted <= published {
+            let newer = payload.history.into_iter().filter(|b| b.revision > published);
+            hub.publish(newer, revision);
+        } else {
+            hub.skip_to(compacted, revision);
         }
         // 3. Drop the old generation; if we crash first, `open` drops it.
         self.inner

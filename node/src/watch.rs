@@ -1,0 +1,273 @@
+//! Event delivery on one node: the [`Hub`] that applied events are published
+//! to, and the [`Feed`] that hands one group's events to one reader (a watch
+//! stream, a tombstone barrier) in revision order with no gap and no duplicate.
+//!
+//! A feed first reads the stored history up to what the hub has published,
+//! then subscribes; subscribing happens under the hub's lock and only when
+//! nothing after the feed's position has been published yet, so the history
+//! read and the live batches meet exactly. Each subscriber has its own bounded
+//! buffer: publishing never waits for a reader, and a reader whose buffer is
+//! full is cut off (it resumes from its last revision) instead of holding the
+//! others back or growing memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::domain::Event;
+use crate::store::StateMachineStore;
+
+/// Batches a subscriber may have waiting before it is cut off.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+/// Batches read from the stored history at a time while catching up.
+const HISTORY_CHUNK: usize = 1024;
+
+/// The events of one revision, all of one group (a command changes one group).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub revision: u64,
+    pub group: String,
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    /// The events of the entry applied at `revision`, if it caused any.
+    pub fn of(revision: u64, events: Vec<Event>) -> Option<Batch> {
+        let group = events.first()?.group().to_string();
+        Some(Batch {
+            revision,
+            group,
+            events,
+        })
+    }
+}
+
+/// Why a feed ended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    #[error("revision {from} is compacted (history is kept after revision {compacted} only)")]
+    Compacted { from: u64, compacted: u64 },
+    #[error("the reader fell more than {SUBSCRIBER_BUFFER} revisions behind and was cut off after revision {position}")]
+    Overflow { position: u64 },
+    #[error("the stored event history cannot be read: {0}")]
+    Storage(String),
+    #[error("this node is shutting down")]
+    Stopped,
+}
+
+/// Why the hub stopped feeding a subscriber.
+#[derive(Clone, Copy, Debug)]
+enum Ended {
+    Overflow,
+    Compacted(u64),
+}
+
+struct Subscriber {
+    tx: mpsc::Sender<Arc<Batch>>,
+    ended: Arc<OnceLock<Ended>>,
+}
+
+struct Subscribers {
+    published: u64,
+    by_group: HashMap<String, Vec<Subscriber>>,
+}
+
+/// Where the state machine publishes what it applied, once it is durable.
+pub struct Hub {
+    subscribers: Mutex<Subscribers>,
+    published: watch::Sender<u64>,
+}
+
+struct Subscription {
+    rx: mpsc::Receiver<Arc<Batch>>,
+    ended: Arc<OnceLock<Ended>>,
+}
+
+impl Hub {
+    /// A hub whose history is complete up to `published`.
+    pub fn new(published: u64) -> Self {
+        Self {
+            subscribers: Mutex::new(Subscribers {
+                published,
+                by_group: HashMap::new(),
+            }),
+            published: watch::channel(published).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Subscribers> {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every event up to this revision has been published.
+    pub fn published(&self) -> u64 {
+        *self.published.borrow()
+    }
+
+    /// Changes of [`Hub::published`].
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Waits until everything up to `revision` has been applied and published
+    /// here; `Err` if the node stops first.
+    pub async fn wait_for(&self, revision: u64) -> Result<(), FeedError> {
+        let mut changes = self.changes();
+        changes
+            .wait_for(|p| *p >= revision)
+            .await
+            .map(|_| ())
+            .map_err(|_| FeedError::Stopped)
+    }
+
+    /// Hands `batches` (in revision order) to their groups' subscribers and
+    /// marks everything up to `revision` published.
+    pub fn publish(&self, batches: impl IntoIterator<Item = Batch>, revision: u64) {
+        let mut subs = self.lock();
+        for batch in batches {
+            let Some(list) = subs.by_group.get_mut(&batch.group) else {
+                continue;
+            };
+            let batch = Arc::new(batch);
+            list.retain(|s| match s.tx.try_send(batch.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let _ = s.ended.set(Ended::Overflow);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
+        subs.by_group.retain(|_, list| !list.is_empty());
+        subs.published = subs.published.max(revision);
+        // Under the lock, after the sends: a reader that sees `published` at P
+        // already has every batch up to P in its buffer.
+        self.published.send_replace(subs.published);
+    }
+
+    /// A snapshot moved this node past history it never published: every
+    /// subscriber ends with COMPACTED, as it would have had to re-list anyway.
+    pub fn skip_to(&self, compacted: u64, revision: u64) {
+        let mut subs = self.lock();
+        for (_, list) in subs.by_group.drain() {
+            for s in list {
+                let _ = s.ended.set(Ended::Compacted(compacted));
+            }
+        }
+        subs.published = subs.published.max(revision);
+        self.published.send_replace(subs.published);
+    }
+
+    /// Subscribes to `group` if nothing after `position` has been published;
+    /// otherwise the caller must read the history up to [`Hub::published`]
+    /// first.
+    fn subscribe(&self, group: &str, position: u64) -> Option<Subscription> {
+        let mut subs = self.lock();
+        if subs.published > position {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let ended = Arc::new(OnceLock::new());
+        subs.by_group
+            .entry(group.to_string())
+            .or_default()
+            .push(Subscriber {
+                tx,
+                ended: ended.clone(),
+            });
+        Some(Subscription { rx, ended })
+    }
+}
+
+/// One group's events after a position, for one reader.
+pub struct Feed {
+    sm: StateMachineStore,
+    group: String,
+    /// Every event of the group up to here has been handed out.
+    position: u64,
+    /// Read from the history, not handed out yet; all at or below `covered`.
+    pending: VecDeque<Arc<Batch>>,
+    covered: u64,
+    live: Option<Subscription>,
+}
+
+impl Feed {
+    /// A feed of `group`'s events after revision `position`. The history must
+    /// still hold them: see [`Feed::check_start`].
+    pub fn new(sm: StateMachineStore, group: &str, position: u64) -> Self {
+        Self {
+            sm,
+            group: group.to_string(),
+            position,
+            pending: VecDeque::new(),
+            covered: position,
+            live: None,
+        }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The next batch of the group, waiting for one to be applied.
+    pub async fn next(&mut self) -> Result<Arc<Batch>, FeedError> {
+        loop {
+            if let Some(batch) = self.pending.pop_front() {
+                self.position = batch.revision;
+                return Ok(batch);
+            }
+            self.position = self.position.max(self.covered);
+            if let Some(live) = &mut self.live {
+                match live.rx.recv().await {
+                    // Published before our position: the history gave it already.
+                    Some(batch) if batch.revision <= self.position => continue,
+                    Some(batch) => {
+                        self.position = batch.revision;
+                        return Ok(batch);
+                    }
+                    // The buffer is drained: now say why it ended.
+                    None => {
+                        let position = self.position;
+                        return Err(match live.ended.get() {
+                            Some(Ended::Overflow) => FeedError::Overflow { position },
+                            Some(Ended::Compacted(compacted)) => FeedError::Compacted {
+                                from: position + 1,
+                                compacted: *compacted,
+                            },
+                            None => FeedError::Stopped,
+                        });
+                    }
+                }
+            }
+            let hub = self.sm.hub();
+            if let Some(live) = hub.subscribe(&self.group, self.position) {
+                self.live = Some(live);
+                continue;
+            }
+            let to = hub.published();
+            let (batches, covered) =
+                self.sm
+                    .history(&self.group, self.position + 1, to, HISTORY_CHUNK)?;
+            self.pending.extend(batches.into_iter().map(Arc::new));
+            self.covered = covered;
+        }
+    }
+
+    /// The revision up to which every event of the group has been handed out,
+    /// without waiting: what a progress notification reports. Never decreases.
+    pub fn progress(&mut self) -> u64 {
+        if let (Some(live), true) = (&self.live, self.pending.is_empty()) {
+            // Read `published` first: every batch up to it is in the buffer
+            // by then, so an empty buffer means none is missing.
+            let published = self.sm.hub().published();
+            if live.rx.is_empty() {
+                self.position = self.position.max(published);
+            }
+        }
+        self.position
+    }
+}
