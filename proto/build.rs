@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "baton/v1/admin.proto",
         "baton/v1/tombstones.proto",
         "baton/v1/worker.proto",
+        "baton/v1/watch.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -75,22 +75,29 @@ fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
         .connect_lazy())
 }
 
+/// `HOST:PORT` endpoints, each entry possibly a comma-separated list; checks
+/// that each one makes a valid address.
+pub(crate) fn split_endpoints(endpoints: &[String]) -> Result<Vec<String>, ClientError> {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .flat_map(|e| e.split(','))
+        .map(|e| e.trim().trim_start_matches("http://").to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(ClientError::NoEndpoints);
+    }
+    for e in &endpoints {
+        channel(e, Duration::from_secs(1))?;
+    }
+    Ok(endpoints)
+}
+
 impl AdminClient {
     /// A client for a cluster reachable at any of `endpoints` (`HOST:PORT`).
     /// Connects lazily: nothing is dialled until the first call.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, ClientError> {
-        let endpoints: Vec<String> = endpoints
-            .iter()
-            .flat_map(|e| e.split(','))
-            .map(|e| e.trim().trim_start_matches("http://").to_string())
-            .filter(|e| !e.is_empty())
-            .collect();
-        if endpoints.is_empty() {
-            return Err(ClientError::NoEndpoints);
-        }
-        for e in &endpoints {
-            channel(e, timeout)?;
-        }
+        let endpoints = split_endpoints(endpoints)?;
         Ok(Self {
             endpoints,
             timeout,

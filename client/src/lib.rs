@@ -2,14 +2,18 @@
 //!
 //! - [`AdminClient`]: cluster status and membership changes; finds the leader
 //!   among the endpoints it is given.
-//! - `batonctl` (`src/bin/batonctl.rs`): the admin CLI built on it.
+//! - [`Watch`]: a group's event stream that reconnects to another node and
+//!   resumes from the last revision it delivered.
+//! - `batonctl` (`src/bin/batonctl.rs`): the admin CLI built on them.
 //!
 //! The worker SDK and the shard map come with later issues.
 
 mod admin;
+pub mod watch;
 
 pub use admin::{AdminClient, ClientError, MemberStatus};
 pub use baton_proto::v1 as proto;
+pub use watch::Watch;
 
 /// The gRPC status code in the canonical SCREAMING_SNAKE form operators know
 /// from other gRPC tools (`NOT_FOUND`, `FAILED_PRECONDITION`).

@@ -101,6 +101,33 @@ pub struct Args {
     /// Take a snapshot and compact the log every this many entries. [default: 10000]
     #[arg(long, env = "BATON_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub snapshot_every: Option<u64>,
+
+    /// Watch history: keep the events of at most this many latest revisions;
+    /// a watch that resumes from further back gets OUT_OF_RANGE and re-lists.
+    /// [default: 100000]
+    #[arg(long, env = "BATON_HISTORY_REVISIONS", value_name = "REVISIONS")]
+    pub history_revisions: Option<u64>,
+
+    /// Watch history: drop events older than this many seconds (whichever
+    /// limit is reached first applies). [default: 3600]
+    #[arg(long, env = "BATON_HISTORY_AGE_SECS", value_name = "SECONDS")]
+    pub history_age_secs: Option<u64>,
+}
+
+/// How long the event history is kept for watches to resume from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryRetention {
+    pub revisions: u64,
+    pub age: std::time::Duration,
+}
+
+impl Default for HistoryRetention {
+    fn default() -> Self {
+        Self {
+            revisions: 100_000,
+            age: std::time::Duration::from_secs(3600),
+        }
+    }
 }
 
 /// How a node becomes part of a cluster.
@@ -126,6 +153,7 @@ pub struct NodeConfig {
     pub http: Option<SocketAddr>,
     pub bootstrap: Bootstrap,
     pub tuning: RaftTuning,
+    pub history: HistoryRetention,
 }
 
 impl NodeConfig {
@@ -139,6 +167,7 @@ impl NodeConfig {
             http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             bootstrap: Bootstrap::SingleNode,
             tuning: RaftTuning::default(),
+            history: HistoryRetention::default(),
         }
     }
 }
@@ -226,6 +255,20 @@ impl Args {
                 tuning.heartbeat_ms
             );
         }
+        let retention = HistoryRetention::default();
+        let history = HistoryRetention {
+            revisions: self
+                .history_revisions
+                .or(file.history_revisions)
+                .unwrap_or(retention.revisions),
+            age: self
+                .history_age_secs
+                .or(file.history_age_secs)
+                .map_or(retention.age, std::time::Duration::from_secs),
+        };
+        if history.revisions == 0 || history.age.is_zero() {
+            bail!("--history-revisions and --history-age-secs must be positive: watches resume from the history");
+        }
         let http = match self.http.or(file.http) {
             Some(http) => Some(http),
             None => Some(DEFAULT_HTTP.parse()?),
@@ -241,6 +284,7 @@ impl Args {
             http,
             bootstrap,
             tuning,
+            history,
         })
     }
 }

@@ -2,9 +2,13 @@
 //! passed, end the sessions of owners that did not release within the group's
 //! handoff timeout, and carry out the rebalancer's plan where it has one.
 //!
+//! It also compacts the event history by the retention settings, with a
+//! committed command so every replica drops the same revisions.
+//!
 //! Idle, it proposes nothing: a group whose plan is empty and whose sessions
 //! keep their leases writes no log entry.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +16,7 @@ use openraft::ServerState;
 use tokio::sync::watch;
 
 use crate::api::leader::now_ms;
+use crate::config::HistoryRetention;
 use crate::domain::{rebalancer, Command, State};
 use crate::leases::{Leases, SessionKey};
 use crate::raft::BatonRaft;
@@ -49,6 +54,7 @@ struct Work {
     overdue: Vec<SessionKey>,
     /// Groups whose rebalancer plan is not empty.
     to_rebalance: Vec<String>,
+    compacted: u64,
 }
 
 fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
@@ -76,6 +82,7 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
         sessions: sessions(state),
         overdue,
         to_rebalance,
+        compacted: state.compacted,
     }
 }
 
@@ -86,10 +93,12 @@ pub async fn run(
     raft: BatonRaft,
     sm: StateMachineStore,
     leases: Arc<Leases>,
+    retention: HistoryRetention,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
     let mut planned = Planned::default();
+    let mut compaction = Compaction::new(retention);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -97,7 +106,7 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
-            () = one_tick(&raft, &sm, &leases, &mut planned) => {}
+            () = one_tick(&raft, &sm, &leases, &mut planned, &mut compaction) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -122,6 +131,59 @@ impl Planned {
     }
 }
 
+/// Decides when to compact the event history: keeps at most
+/// `retention.revisions` revisions and nothing older than `retention.age`,
+/// in steps of a tenth of the revision limit so compaction itself adds few
+/// log entries (and none on an idle cluster).
+struct Compaction {
+    retention: HistoryRetention,
+    /// (when, revision) seen by this leader, oldest first, about one a second.
+    samples: VecDeque<(Instant, u64)>,
+    /// The newest revision seen longer than `retention.age` ago.
+    aged_out: u64,
+}
+
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+impl Compaction {
+    fn new(retention: HistoryRetention) -> Self {
+        Self {
+            retention,
+            samples: VecDeque::new(),
+            aged_out: 0,
+        }
+    }
+
+    /// Forgets what an earlier term saw: ages are measured from this term's
+    /// start, which only keeps history longer.
+    fn reset(&mut self) {
+        self.samples.clear();
+        self.aged_out = 0;
+    }
+
+    /// The revision to compact up to, if it is time.
+    fn due(&mut self, now: Instant, revision: u64, compacted: u64) -> Option<u64> {
+        if self
+            .samples
+            .back()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= SAMPLE_EVERY)
+        {
+            self.samples.push_back((now, revision));
+        }
+        while let Some(&(at, rev)) = self.samples.front() {
+            if now.duration_since(at) < self.retention.age {
+                break;
+            }
+            self.aged_out = rev;
+            self.samples.pop_front();
+        }
+        let by_count = revision.saturating_sub(self.retention.revisions);
+        let target = by_count.max(self.aged_out).min(revision.saturating_sub(1));
+        let step = (self.retention.revisions / 10).max(1);
+        (target >= compacted + step).then_some(target)
+    }
+}
+
 /// How long one Raft call of the duties may wait (for a quorum, say).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -130,10 +192,12 @@ async fn one_tick(
     sm: &StateMachineStore,
     leases: &Leases,
     planned: &mut Planned,
+    compaction: &mut Compaction,
 ) {
     let metrics = raft.metrics().borrow().clone();
     if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
         leases.leave_office();
+        compaction.reset();
         return;
     }
     if !leases.in_office(metrics.current_term) {
@@ -186,6 +250,10 @@ async fn one_tick(
             },
         )
         .await;
+    }
+    if let Some(revision) = compaction.due(Instant::now(), work.revision, work.compacted) {
+        tracing::debug!(revision, "compacting the event history");
+        propose(raft, Command::Compact { revision }).await;
     }
 }
 

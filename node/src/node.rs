@@ -11,6 +11,7 @@ use baton_proto::v1::admin_client::AdminClient;
 use baton_proto::v1::admin_server::AdminServer;
 use baton_proto::v1::raft_server::RaftServer;
 use baton_proto::v1::tombstones_server::TombstonesServer;
+use baton_proto::v1::watch_server::WatchServer;
 use baton_proto::v1::worker_server::WorkerServer;
 use baton_proto::v1::AddNodeRequest;
 use openraft::error::{InitializeError, RaftError};
@@ -23,6 +24,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::admin::AdminApi;
 use crate::api::raft::RaftApi;
 use crate::api::tombstones::TombstonesApi;
+use crate::api::watch::WatchApi;
 use crate::api::worker::WorkerApi;
 use crate::config::{Bootstrap, NodeConfig};
 use crate::leases::Leases;
@@ -108,6 +110,12 @@ impl Node {
         ));
         let tombstones_service =
             TombstonesServer::new(TombstonesApi::new(config.id, raft.clone(), sm.clone()));
+        let watch_service = WatchServer::new(WatchApi::new(
+            config.id,
+            raft.clone(),
+            sm.clone(),
+            stopped.clone(),
+        ));
         let worker_service = WorkerServer::new(WorkerApi::new(
             config.id,
             raft.clone(),
@@ -121,6 +129,7 @@ impl Node {
                 .add_service(admin_service)
                 .add_service(tombstones_service)
                 .add_service(worker_service)
+                .add_service(watch_service)
                 .serve_with_incoming_shutdown(
                     TcpListenerStream::new(listener),
                     until_stopped(stopped.clone()),
@@ -139,6 +148,7 @@ impl Node {
             raft.clone(),
             sm.clone(),
             leases,
+            config.history,
             stopped.clone(),
         ));
         let node = Node {

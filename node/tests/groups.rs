@@ -291,6 +291,7 @@ async fn assignment_route_and_tombstones() {
         key,
         locator: None,
         ttl_ms: Some(3_600_000),
+        ..Default::default()
     };
     let mut first_revisions = Vec::new();
     for i in 0..50 {

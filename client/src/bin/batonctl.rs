@@ -83,6 +83,41 @@ enum Command {
     /// Deletion markers.
     #[command(subcommand)]
     Tombstone(TombstoneCommand),
+    /// Print a group's events, one per line, until interrupted. Served by any
+    /// node; moves to another endpoint and resumes if its node goes away.
+    Watch {
+        group: String,
+        /// Only the events that concern this worker (its session, its
+        /// partitions, tombstones on them, group changes).
+        #[arg(long)]
+        worker: Option<String>,
+        /// First revision to print (default: from now).
+        #[arg(long, value_name = "REV")]
+        from: Option<u64>,
+        /// Only these kinds, comma-separated: group, worker, granted, revoking,
+        /// released, reserved, tombstone, tombstone-purged, tombstones-acked.
+        #[arg(long, value_delimiter = ',', value_parser = parse_kind)]
+        kinds: Vec<pb::EventKind>,
+        /// Also print progress notifications (the revision the stream is at).
+        #[arg(long)]
+        progress: bool,
+    },
+}
+
+fn parse_kind(kind: &str) -> Result<pb::EventKind, String> {
+    use pb::EventKind as K;
+    Ok(match kind {
+        "group" => K::Group,
+        "worker" => K::Worker,
+        "granted" => K::Granted,
+        "revoking" => K::Revoking,
+        "released" => K::Released,
+        "reserved" => K::Reserved,
+        "tombstone" => K::Tombstone,
+        "tombstone-purged" => K::TombstonePurged,
+        "tombstones-acked" => K::TombstonesAcked,
+        other => return Err(format!("{other:?} is not an event kind (group, worker, granted, revoking, released, reserved, tombstone, tombstone-purged, tombstones-acked)")),
+    })
 }
 
 /// Group settings; unset ones take their defaults (create) or keep their value (update).
@@ -215,6 +250,13 @@ enum TombstoneCommand {
         /// Put it on this partition instead of the key's.
         #[arg(long)]
         partition: Option<u32>,
+        /// Barrier: return only once the partition's owner has acknowledged
+        /// the tombstone or lost its grant.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (default 30000).
+        #[arg(long, value_name = "MS", requires = "wait")]
+        wait_timeout_ms: Option<u64>,
     },
     /// Which of these keys are deleted.
     Check {
@@ -257,6 +299,9 @@ enum ClusterCommand {
     RemoveNode { id: u64 },
     /// Commit an empty entry through Raft: proves the cluster takes durable writes.
     Barrier,
+    /// Drop the watch history up to and including REVISION on every node
+    /// (the leader does this by itself per --history-revisions/--history-age-secs).
+    Compact { revision: u64 },
 }
 
 /// Calls `Client::method(request)` on the leader, retrying while no leader
@@ -369,6 +414,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Tombstone(command) => tombstone(&mut client, cli.json, command).await?,
+        Command::Watch {
+            group,
+            worker,
+            from,
+            kinds,
+            progress,
+        } => {
+            let request = pb::WatchRequest {
+                group,
+                from_revision: from.unwrap_or(0),
+                worker: worker.unwrap_or_default(),
+                kinds: kinds.into_iter().map(|k| k as i32).collect(),
+            };
+            watch(&endpoints, request, cli.timeout, cli.json, progress).await?;
+        }
+        Command::Cluster(ClusterCommand::Compact { revision }) => {
+            let r = rpc!(client, AdminGrpc::compact, pb::CompactRequest { revision });
+            if cli.json {
+                print_json(&json!({ "compacted": r.compacted, "revision": r.revision }));
+            } else {
+                println!(
+                    "history kept after revision {} (committed at revision {})",
+                    r.compacted, r.revision
+                );
+            }
+        }
         Command::Cluster(ClusterCommand::Barrier) => {
             let reply = client.barrier().await?;
             if cli.json {
@@ -857,21 +928,45 @@ async fn tombstone(
             key,
             ttl_ms,
             partition,
+            wait,
+            wait_timeout_ms,
         } => {
-            let request = pb::PutTombstoneRequest {
+            let mut request = pb::PutTombstoneRequest {
                 group,
                 key: key.clone(),
                 locator: partition.map(pb::put_tombstone_request::Locator::Partition),
                 ttl_ms,
+                wait_timeout_ms,
+                wait: 0,
             };
+            if wait {
+                request.set_wait(pb::Wait::Acknowledged);
+            }
             let r = rpc!(client, TombstonesClient::put, request);
+            let barrier = match r.barrier() {
+                pb::Barrier::None => None,
+                pb::Barrier::Acknowledged => Some("acknowledged by the owner"),
+                pb::Barrier::NoOwner => Some("no owner to wait for"),
+                pb::Barrier::OwnerReleased => Some("the owner released the partition"),
+                pb::Barrier::OwnerExpired => Some("the owner's lease ran out"),
+                pb::Barrier::OwnerLeft => Some("the owner left"),
+                pb::Barrier::GroupDeleted => Some("the group was deleted"),
+            };
             if json_out {
-                print_json(
-                    &json!({ "key": key, "revision": r.revision, "partition": r.partition }),
-                );
+                print_json(&json!({
+                    "key": key, "revision": r.revision, "partition": r.partition,
+                    "barrier": barrier.map(|_| r.barrier().as_str_name()),
+                    "owner": (!r.owner.is_empty()).then_some(&r.owner),
+                }));
             } else {
+                let owner = if r.owner.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.owner)
+                };
+                let barrier = barrier.map(|b| format!("; {b}{owner}")).unwrap_or_default();
                 println!(
-                    "{key}: deleted at revision {} (partition {})",
+                    "{key}: deleted at revision {} (partition {}){barrier}",
                     r.revision, r.partition
                 );
             }
@@ -1036,4 +1131,160 @@ async fn worker(
         println!("{}", r.outcome);
     }
     Ok(())
+}
+
+/// Prints events until interrupted (exit 0) or the watch fails.
+async fn watch(
+    endpoints: &[String],
+    request: pb::WatchRequest,
+    timeout: u64,
+    json_out: bool,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let mut watch = baton_client::Watch::new(endpoints, request, Duration::from_secs(timeout))?;
+    loop {
+        let message = tokio::select! {
+            m = watch.next() => m,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(baton_client::ClientError::Status(s)) => {
+                if let Some(c) = baton_client::watch::compacted_revision(&s) {
+                    anyhow::bail!(
+                        "the start is compacted (history kept after revision {c} only): look at the current state (`batonctl assignment show`) and watch again from its revision + 1"
+                    );
+                }
+                return Err(baton_client::ClientError::Status(s).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if message.events.is_empty() {
+            if progress {
+                if json_out {
+                    println!(
+                        "{}",
+                        json!({ "revision": message.revision, "type": "progress" })
+                    );
+                } else {
+                    println!("{:>8}  progress", message.revision);
+                }
+            }
+            continue;
+        }
+        for e in &message.events {
+            if json_out {
+                println!("{}", event_json(e));
+            } else {
+                println!("{}", event_line(e));
+            }
+        }
+    }
+}
+
+fn event_json(e: &pb::WatchEvent) -> Value {
+    use pb::watch_event::Event as E;
+    let mut v = match &e.event {
+        Some(E::GroupChanged(g)) => json!({
+            "type": "group", "change": g.change().as_str_name().trim_start_matches("CHANGE_").to_lowercase(),
+            "partitions": g.config.and_then(|c| c.partitions),
+        }),
+        Some(E::WorkerJoined(w)) => json!({
+            "type": "worker_joined", "worker": w.worker, "session": w.session,
+            "ttl_ms": w.ttl_ms, "weight": w.weight, "labels": w.labels,
+        }),
+        Some(E::WorkerDraining(w)) => json!({ "type": "worker_draining", "worker": w.worker }),
+        Some(E::WorkerLeft(w)) => {
+            json!({ "type": "worker_left", "worker": w.worker, "reason": w.reason })
+        }
+        Some(E::Granted(g)) => json!({
+            "type": "granted", "worker": g.worker, "ranges": ranges_json(&g.ranges), "token": g.token,
+        }),
+        Some(E::Revoking(r)) => json!({
+            "type": "revoking", "from": r.from, "to": (!r.to.is_empty()).then_some(&r.to),
+            "ranges": ranges_json(&r.ranges), "since_ms": r.since_ms,
+        }),
+        Some(E::Released(r)) => json!({
+            "type": "released", "worker": r.worker, "ranges": ranges_json(&r.ranges),
+        }),
+        Some(E::Reserved(r)) => json!({
+            "type": "reserved", "worker": r.worker, "ranges": ranges_json(&r.ranges), "until_ms": r.until_ms,
+        }),
+        Some(E::TombstoneAdded(t)) => {
+            let info = t.tombstone.clone().unwrap_or_default();
+            json!({
+                "type": "tombstone", "key": info.key, "partition": info.partition,
+                "expires_at_ms": info.expires_at_ms, "owner": (!t.owner.is_empty()).then_some(&t.owner),
+            })
+        }
+        Some(E::TombstonePurged(t)) => json!({ "type": "tombstone_purged", "key": t.key }),
+        Some(E::TombstonesAcked(a)) => json!({
+            "type": "tombstones_acked", "worker": a.worker, "up_to": a.revision,
+        }),
+        None => json!({ "type": "unknown" }),
+    };
+    v["revision"] = json!(e.revision);
+    v
+}
+
+fn event_line(e: &pb::WatchEvent) -> String {
+    use pb::watch_event::Event as E;
+    let text = match &e.event {
+        Some(E::GroupChanged(g)) => {
+            let change = g
+                .change()
+                .as_str_name()
+                .trim_start_matches("CHANGE_")
+                .to_lowercase();
+            match g.config.and_then(|c| c.partitions) {
+                Some(p) => format!("group      {change} ({p} partitions)"),
+                None => format!("group      {change}"),
+            }
+        }
+        Some(E::WorkerJoined(w)) => format!(
+            "joined     {} (session {}, ttl {} ms, weight {})",
+            w.worker, w.session, w.ttl_ms, w.weight
+        ),
+        Some(E::WorkerDraining(w)) => format!("draining   {}", w.worker),
+        Some(E::WorkerLeft(w)) => format!("left       {} ({})", w.worker, w.reason),
+        Some(E::Granted(g)) => format!(
+            "granted    {} {} token {}",
+            g.worker,
+            format_ranges(&g.ranges),
+            g.token
+        ),
+        Some(E::Revoking(r)) => format!(
+            "revoking   {} {} -> {}",
+            r.from,
+            format_ranges(&r.ranges),
+            if r.to.is_empty() {
+                "(undecided)"
+            } else {
+                &r.to
+            }
+        ),
+        Some(E::Released(r)) => format!("released   {} {}", r.worker, format_ranges(&r.ranges)),
+        Some(E::Reserved(r)) => format!(
+            "reserved   {} {} until {}",
+            r.worker,
+            format_ranges(&r.ranges),
+            r.until_ms
+        ),
+        Some(E::TombstoneAdded(t)) => {
+            let info = t.tombstone.clone().unwrap_or_default();
+            let owner = if t.owner.is_empty() {
+                "no owner"
+            } else {
+                &t.owner
+            };
+            format!(
+                "tombstone  {} partition {} ({owner})",
+                info.key, info.partition
+            )
+        }
+        Some(E::TombstonePurged(t)) => format!("purged     {}", t.key),
+        Some(E::TombstonesAcked(a)) => format!("acked      {} up to {}", a.worker, a.revision),
+        None => "unknown event (a newer server?)".to_string(),
+    };
+    format!("{:>8}  {text}", e.revision)
 }

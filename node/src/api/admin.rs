@@ -23,7 +23,7 @@ use super::convert;
 use super::leader::{now_ms, Leader};
 use super::{domain_error, group_not_found, write_error};
 use crate::config::parse_peer_addr;
-use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, SessionState};
+use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, Reply, SessionState};
 use crate::leases::{Leases, SessionKey};
 use crate::on_leader;
 use crate::raft::{BatonRaft, NodeId};
@@ -332,6 +332,27 @@ impl Admin for AdminApi {
         Ok(Response::new(BarrierResponse {
             revision: committed.revision,
             leader_id: self.leader.id(),
+        }))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        on_leader!(self.leader, request, AdminClient::compact, ());
+        let revision = request.into_inner().revision;
+        let committed = self.leader.propose(Command::Compact { revision }).await?;
+        let compacted = match committed.reply {
+            Reply::Compacted { revision } => revision,
+            other => {
+                return Err(Status::internal(format!(
+                    "unexpected reply to a compaction: {other:?}"
+                )))
+            }
+        };
+        Ok(Response::new(pb::CompactResponse {
+            compacted,
+            revision: committed.revision,
         }))
     }
 

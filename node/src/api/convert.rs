@@ -4,7 +4,8 @@ use baton_proto::v1 as pb;
 use tonic::Status;
 
 use crate::domain::{
-    Group, GroupConfig, KeyHash, Move, PartitionRange, Plan, SessionState, Tombstone,
+    Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move, PartitionRange, Plan,
+    SessionState, Tombstone,
 };
 
 /// `base` with every field that `update` sets replaced.
@@ -169,5 +170,132 @@ pub fn tombstone(key: &str, t: &Tombstone) -> pb::TombstoneInfo {
         partition: t.partition,
         revision: t.revision,
         expires_at_ms: t.expires_at_ms,
+    }
+}
+
+/// A protocol event kind → the domain's; `None` for unknown values.
+pub fn event_kind(kind: i32) -> Option<EventKind> {
+    use pb::EventKind as K;
+    Some(match K::try_from(kind).ok()? {
+        K::Unspecified => return None,
+        K::Group => EventKind::Group,
+        K::Worker => EventKind::Worker,
+        K::Granted => EventKind::Granted,
+        K::Revoking => EventKind::Revoking,
+        K::Released => EventKind::Released,
+        K::Reserved => EventKind::Reserved,
+        K::Tombstone => EventKind::Tombstone,
+        K::TombstonePurged => EventKind::TombstonePurged,
+        K::TombstonesAcked => EventKind::TombstonesAcked,
+    })
+}
+
+fn leave_reason(reason: LeaveReason) -> &'static str {
+    match reason {
+        LeaveReason::Left => "left",
+        LeaveReason::Drained => "drained",
+        LeaveReason::Expired => "expired",
+    }
+}
+
+/// One domain event as the watch stream sends it.
+pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
+    use pb::group_changed::Change;
+    use pb::watch_event::Event as E;
+    let group_changed = |change: Change, config: Option<&GroupConfig>| {
+        E::GroupChanged(pb::GroupChanged {
+            change: change as i32,
+            config: config.map(config_to_proto),
+        })
+    };
+    let event = match event {
+        Event::GroupCreated { config, .. } => group_changed(Change::Created, Some(config)),
+        Event::GroupUpdated { config, .. } => group_changed(Change::Updated, Some(config)),
+        Event::GroupSplit { partitions, .. } => E::GroupChanged(pb::GroupChanged {
+            change: Change::Split as i32,
+            config: Some(pb::GroupConfig {
+                partitions: Some(*partitions),
+                ..Default::default()
+            }),
+        }),
+        Event::GroupFrozen { frozen: true, .. } => group_changed(Change::Frozen, None),
+        Event::GroupFrozen { frozen: false, .. } => group_changed(Change::Unfrozen, None),
+        Event::GroupDeleted { .. } => group_changed(Change::Deleted, None),
+        Event::WorkerJoined {
+            worker, session, ..
+        } => E::WorkerJoined(pb::WorkerJoined {
+            worker: worker.clone(),
+            session: session.id,
+            ttl_ms: session.ttl_ms,
+            weight: session.weight,
+            labels: session.labels.clone().into_iter().collect(),
+        }),
+        Event::WorkerDraining { worker, .. } => E::WorkerDraining(pb::WorkerDraining {
+            worker: worker.clone(),
+        }),
+        Event::WorkerLeft { worker, reason, .. } => E::WorkerLeft(pb::WorkerLeft {
+            worker: worker.clone(),
+            reason: leave_reason(*reason).to_string(),
+        }),
+        Event::Granted {
+            worker,
+            partitions,
+            token,
+            ..
+        } => E::Granted(pb::Granted {
+            worker: worker.clone(),
+            ranges: ranges(partitions),
+            token: *token,
+        }),
+        Event::Revoking {
+            from,
+            partitions,
+            to,
+            since_ms,
+            ..
+        } => E::Revoking(pb::Revoking {
+            from: from.clone(),
+            to: to.clone().unwrap_or_default(),
+            ranges: ranges(partitions),
+            since_ms: *since_ms,
+        }),
+        Event::Released {
+            worker, partitions, ..
+        } => E::Released(pb::Released {
+            worker: worker.clone(),
+            ranges: ranges(partitions),
+        }),
+        Event::Reserved {
+            worker,
+            partitions,
+            until_ms,
+            ..
+        } => E::Reserved(pb::Reserved {
+            worker: worker.clone(),
+            ranges: ranges(partitions),
+            until_ms: *until_ms,
+        }),
+        Event::TombstoneAdded {
+            key,
+            tombstone: t,
+            owner,
+            ..
+        } => E::TombstoneAdded(pb::TombstoneAdded {
+            tombstone: Some(tombstone(key, t)),
+            owner: owner.clone().unwrap_or_default(),
+        }),
+        Event::TombstonePurged { key, .. } => {
+            E::TombstonePurged(pb::TombstonePurged { key: key.clone() })
+        }
+        Event::TombstonesAcked {
+            worker, revision, ..
+        } => E::TombstonesAcked(pb::TombstonesAcked {
+            worker: worker.clone(),
+            revision: *revision,
+        }),
+    };
+    pb::WatchEvent {
+        revision,
+        event: Some(event),
     }
 }

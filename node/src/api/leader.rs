@@ -8,13 +8,18 @@ use openraft::BasicNode;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-use super::{domain_error, group_not_found, not_leader, write_error};
+use super::{check_leader_error, domain_error, group_not_found, not_leader, write_error};
 use crate::domain::{Command, Event, Group, Reply, State};
 use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
+use baton_proto::v1::raft_client::RaftClient;
+use baton_proto::v1::ReadIndexRequest;
 
 /// Set on a request that one node forwarded to the node it believes leads.
 const FORWARDED_BY: &str = "baton-forwarded-by";
+
+/// How long a follower waits for the leader's read index, and then to apply it.
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Metrics = openraft::RaftMetrics<NodeId, BasicNode>;
 
@@ -103,17 +108,21 @@ impl Leader {
             }
             return Ok(Route::Local);
         }
-        let leader = Self::known_leader(&metrics);
-        let Some((leader_id, leader_addr)) = leader.clone() else {
+        if request.metadata().contains_key(FORWARDED_BY) {
+            return Err(not_leader(Self::known_leader(&metrics)));
+        }
+        self.leader_channel(&metrics).map(Route::Forward)
+    }
+
+    /// A channel to the leader `metrics` name.
+    fn leader_channel(&self, metrics: &Metrics) -> Result<Channel, Status> {
+        let Some((leader_id, leader_addr)) = Self::known_leader(metrics) else {
             return Err(not_leader(None));
         };
-        if request.metadata().contains_key(FORWARDED_BY) {
-            return Err(not_leader(leader));
-        }
         let mut cached = self.channel.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((addr, channel)) = &*cached {
             if *addr == leader_addr {
-                return Ok(Route::Forward(channel.clone()));
+                return Ok(channel.clone());
             }
         }
         let channel = Endpoint::from_shared(format!("http://{leader_addr}"))
@@ -125,7 +134,40 @@ impl Leader {
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
         *cached = Some((leader_addr, channel.clone()));
-        Ok(Route::Forward(channel))
+        Ok(channel)
+    }
+
+    /// The leader's read index: the log index a linearizable read must have
+    /// applied. Asked of the leader when this node is a follower.
+    pub async fn read_index(&self) -> Result<u64, Status> {
+        let metrics = self.metrics();
+        if metrics.current_leader == Some(self.id) {
+            let (read, _) = self
+                .raft
+                .get_read_log_id()
+                .await
+                .map_err(check_leader_error)?;
+            return Ok(read.map_or(0, |l| l.index));
+        }
+        let channel = self.leader_channel(&metrics)?;
+        let mut request = Request::new(ReadIndexRequest {});
+        request.set_timeout(READ_INDEX_TIMEOUT);
+        let reply = RaftClient::new(channel).read_index(request).await?;
+        Ok(reply.into_inner().index)
+    }
+
+    /// Waits until this node has applied (and published) the leader's read
+    /// index, and returns it: a linearizable point to start from.
+    pub async fn linearizable_point(&self) -> Result<u64, Status> {
+        let index = self.read_index().await?;
+        let caught_up = tokio::time::timeout(READ_INDEX_TIMEOUT, self.sm.hub().wait_for(index));
+        match caught_up.await {
+            Ok(Ok(())) => Ok(index),
+            Ok(Err(_)) => Err(Status::unavailable("this node is shutting down; use another node")),
+            Err(_) => Err(Status::unavailable(format!(
+                "this node has not applied the leader's read index {index} within {READ_INDEX_TIMEOUT:?} (it is behind); use another node or retry"
+            ))),
+        }
     }
 
     /// The request to send to the leader: same message and deadline, marked
@@ -167,17 +209,10 @@ impl Leader {
         f: impl FnOnce(&State) -> R,
     ) -> Result<R, Status> {
         if !serializable {
-            self.raft.ensure_linearizable().await.map_err(|e| match e {
-                openraft::error::RaftError::APIError(
-                    openraft::error::CheckIsLeaderError::ForwardToLeader(f),
-                ) => not_leader(f.leader_id.zip(f.leader_node.map(|n| n.addr))),
-                openraft::error::RaftError::APIError(
-                    openraft::error::CheckIsLeaderError::QuorumNotEnough(q),
-                ) => Status::unavailable(format!(
-                    "cannot confirm leadership with a majority ({q}); retry"
-                )),
-                openraft::error::RaftError::Fatal(f) => super::fatal(&f),
-            })?;
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(check_leader_error)?;
         }
         Ok(self.sm.read(f))
     }

@@ -7,9 +7,12 @@ mod convert;
 pub mod leader;
 pub mod raft;
 pub mod tombstones;
+pub mod watch;
 pub mod worker;
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
 use openraft::BasicNode;
 use tonic::Status;
 
@@ -72,6 +75,17 @@ pub fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) ->
                 l.node_id
             )),
         },
+        RaftError::Fatal(f) => fatal(&f),
+    }
+}
+
+/// Maps a failed leadership check (for a linearizable read) to a status.
+pub fn check_leader_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>) -> Status {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => forward_to_leader(&f),
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => Status::unavailable(
+            format!("cannot confirm leadership with a majority ({q}); retry"),
+        ),
         RaftError::Fatal(f) => fatal(&f),
     }
 }

@@ -2,7 +2,7 @@
 //! to the local Raft, and encodes the result (success or Raft error) back.
 
 use baton_proto::v1::raft_server::Raft as RaftService;
-use baton_proto::v1::RaftPayload;
+use baton_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -54,5 +54,19 @@ impl RaftService for RaftApi {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(&request)?;
         encode(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        let (read, _) = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map_err(super::check_leader_error)?;
+        Ok(Response::new(ReadIndexResponse {
+            index: read.map_or(0, |l| l.index),
+        }))
     }
 }

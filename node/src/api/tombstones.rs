@@ -1,39 +1,56 @@
 //! The `Tombstones` service: deletion markers.
 
+use std::time::Duration;
+
 use baton_proto::v1 as pb;
 use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::tombstones_server::Tombstones;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::leader::{now_ms, Leader};
-use crate::domain::{Command, Locator, Reply};
+use super::leader::{now_ms, Leader, Route};
+use crate::domain::{hash, Command, Event, LeaveReason, Locator, Reply};
 use crate::on_leader;
 use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
+use crate::watch::Feed;
 
 /// Keys one `Check` may ask about, and tombstones one `List` may return.
 pub const MAX_BATCH: usize = 10_000;
 
+/// How long a barrier put waits for the owner by default, and at most.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
 pub struct TombstonesApi {
     leader: Leader,
+    sm: StateMachineStore,
 }
 
 impl TombstonesApi {
     pub fn new(id: NodeId, raft: BatonRaft, sm: StateMachineStore) -> Self {
         Self {
-            leader: Leader::new(id, raft, sm),
+            leader: Leader::new(id, raft, sm.clone()),
+            sm,
         }
     }
-}
 
-#[tonic::async_trait]
-impl Tombstones for TombstonesApi {
-    async fn put(
+    /// Commits the put on the leader (here or forwarded, without its wait)
+    /// and returns the tombstone's revision and partition.
+    async fn commit_put(
         &self,
-        request: Request<pb::PutTombstoneRequest>,
-    ) -> Result<Response<pb::PutTombstoneResponse>, Status> {
-        on_leader!(self.leader, request, TombstonesClient::put, ());
+        mut request: Request<pb::PutTombstoneRequest>,
+    ) -> Result<(u64, u32), Status> {
+        if let Route::Forward(channel) = self.leader.route(&request)? {
+            // The barrier is waited for here, where the caller is connected.
+            request.get_mut().set_wait(pb::Wait::Committed);
+            let reply = TombstonesClient::new(channel)
+                .put(self.leader.forwarded(request))
+                .await?
+                .into_inner();
+            return Ok((reply.revision, reply.partition));
+        }
         let r = request.into_inner();
         let locator = match r.locator {
             None => Locator::Key,
@@ -47,19 +64,177 @@ impl Tombstones for TombstonesApi {
             ttl_ms: r.ttl_ms,
             now_ms: now_ms(),
         };
-        let committed = self.leader.propose(command).await?;
-        match committed.reply {
+        match self.leader.propose(command).await?.reply {
             Reply::Tombstone {
                 revision,
                 partition,
-            } => Ok(Response::new(pb::PutTombstoneResponse {
-                revision,
-                partition,
-            })),
+            } => Ok((revision, partition)),
             other => Err(Status::internal(format!(
                 "unexpected reply to a tombstone put: {other:?}"
             ))),
         }
+    }
+
+    /// Waits until the owner of `key`'s partition has acknowledged the
+    /// tombstone put at `revision`, or has lost its grant.
+    async fn barrier(
+        &self,
+        group: &str,
+        key: &str,
+        revision: u64,
+        wait: Duration,
+    ) -> Result<(pb::Barrier, String), Status> {
+        let deadline = Instant::now() + wait;
+        let late = |owner: &str| {
+            Status::deadline_exceeded(format!(
+                "tombstone {key:?} is put (revision {revision}), but its partition's owner {owner:?} has not acknowledged it within {} ms; the tombstone stays: put it again to wait again",
+                wait.as_millis()
+            ))
+        };
+        let hub = self.sm.hub();
+        match tokio::time::timeout_at(deadline, hub.wait_for(revision)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(Status::unavailable(
+                    "this node is shutting down; put again on another node",
+                ))
+            }
+            Err(_) => return Err(late("(not known yet)")),
+        }
+        // The owner now (at `from`, which is at or after the put).
+        let start = self.sm.read(|s| {
+            let Some(g) = s.groups.get(group) else {
+                return Err(pb::Barrier::GroupDeleted);
+            };
+            let Some(t) = g.tombstones.get(key) else {
+                // Purged already (its TTL ran out): nobody is to handle it.
+                return Err(pb::Barrier::NoOwner);
+            };
+            let Some(owner) = g.assignment.slot(t.partition).owner.clone() else {
+                return Err(pb::Barrier::NoOwner);
+            };
+            if g.sessions
+                .get(&owner)
+                .is_some_and(|s| s.acked >= t.revision)
+            {
+                return Ok(Err((pb::Barrier::Acknowledged, owner)));
+            }
+            Ok(Ok((s.revision, owner, t.clone())))
+        });
+        let (from, owner, mut tombstone) = match start {
+            Err(barrier) => return Ok((barrier, String::new())),
+            Ok(Err(done)) => return Ok(done),
+            Ok(Ok(waiting)) => waiting,
+        };
+        let mut feed = Feed::new(self.sm.clone(), group, from);
+        loop {
+            let batch = match tokio::time::timeout_at(deadline, feed.next()).await {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(e)) => {
+                    return Err(Status::unavailable(format!(
+                        "lost track of the owner's events ({e}); put again to wait again"
+                    )))
+                }
+                Err(_) => return Err(late(&owner)),
+            };
+            let left = batch.events.iter().find_map(|e| match e {
+                Event::WorkerLeft { worker, reason, .. } if *worker == owner => Some(*reason),
+                _ => None,
+            });
+            let ended = |left: Option<LeaveReason>| match left {
+                Some(LeaveReason::Expired) => pb::Barrier::OwnerExpired,
+                Some(LeaveReason::Left) => pb::Barrier::OwnerLeft,
+                Some(LeaveReason::Drained) | None => pb::Barrier::OwnerReleased,
+            };
+            for event in &batch.events {
+                let outcome = match event {
+                    Event::TombstonesAcked {
+                        worker, revision, ..
+                    } if *worker == owner && *revision >= tombstone.revision => {
+                        Some(pb::Barrier::Acknowledged)
+                    }
+                    Event::Released {
+                        worker, partitions, ..
+                    } if *worker == owner
+                        && partitions.iter().any(|r| r.contains(tombstone.partition)) =>
+                    {
+                        Some(ended(left))
+                    }
+                    Event::WorkerLeft { worker, reason, .. } if *worker == owner => {
+                        Some(ended(Some(*reason)))
+                    }
+                    Event::GroupDeleted { .. } => Some(pb::Barrier::GroupDeleted),
+                    // The owner keeps both halves of a split partition.
+                    Event::GroupSplit { partitions, .. } => {
+                        tombstone.partition = match tombstone.hash {
+                            Some(h) => hash::partition_of(h, *partitions),
+                            None => tombstone.partition * 2,
+                        };
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    return Ok((outcome, owner));
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Tombstones for TombstonesApi {
+    async fn put(
+        &self,
+        request: Request<pb::PutTombstoneRequest>,
+    ) -> Result<Response<pb::PutTombstoneResponse>, Status> {
+        let r = request.get_ref();
+        let wait = match r.wait() {
+            pb::Wait::Committed => None,
+            pb::Wait::Acknowledged => {
+                let wait = r
+                    .wait_timeout_ms
+                    .map_or(DEFAULT_WAIT, Duration::from_millis);
+                if wait.is_zero() || wait > MAX_WAIT {
+                    return Err(Status::invalid_argument(format!(
+                        "wait_timeout_ms: {} is out of range; 1 to {}",
+                        wait.as_millis(),
+                        MAX_WAIT.as_millis()
+                    )));
+                }
+                Some(wait)
+            }
+        };
+        let (group, key) = (r.group.clone(), r.key.clone());
+        let (revision, partition) = self.commit_put(request).await?;
+        let (barrier, owner) = match wait {
+            None => (pb::Barrier::None, String::new()),
+            Some(wait) => self.barrier(&group, &key, revision, wait).await?,
+        };
+        Ok(Response::new(pb::PutTombstoneResponse {
+            revision,
+            partition,
+            barrier: barrier as i32,
+            owner,
+        }))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckTombstonesRequest>,
+    ) -> Result<Response<pb::AckTombstonesResponse>, Status> {
+        on_leader!(self.leader, request, TombstonesClient::ack, ());
+        let r = request.into_inner();
+        let command = Command::AckTombstones {
+            group: r.group,
+            worker: r.worker,
+            session: r.session,
+            revision: r.revision,
+        };
+        let committed = self.leader.propose(command).await?;
+        Ok(Response::new(pb::AckTombstonesResponse {
+            revision: committed.revision,
+        }))
     }
 
     async fn check(

@@ -64,6 +64,10 @@ impl PartitionRange {
         }
     }
 
+    pub fn contains(&self, p: u32) -> bool {
+        self.start <= p && p < self.end
+    }
+
     pub fn len(&self) -> u32 {
         self.end - self.start
     }

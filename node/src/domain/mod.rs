@@ -400,9 +400,9 @@ impl Event {
             | Event::GroupDeleted { .. }
             | Event::GroupSplit { .. }
             | Event::GroupFrozen { .. } => EventKind::Group,
-            Event::WorkerJoined { .. } | Event::WorkerDraining { .. } | Event::WorkerLeft { .. } => {
-                EventKind::Worker
-            }
+            Event::WorkerJoined { .. }
+            | Event::WorkerDraining { .. }
+            | Event::WorkerLeft { .. } => EventKind::Worker,
             Event::Granted { .. } => EventKind::Granted,
             Event::Revoking { .. } => EventKind::Revoking,
             Event::Released { .. } => EventKind::Released,
@@ -1224,7 +1224,10 @@ fn orphan_handoffs_to(group: &str, g: &Group, worker: &str) -> Vec<Event> {
             .as_ref()
             .is_some_and(|r| r.to.as_deref() == Some(worker));
         if let (true, Some(owner)) = (to_worker, &slot.owner) {
-            by_owner.entry(owner).or_default().extend(range.start..range.end);
+            by_owner
+                .entry(owner)
+                .or_default()
+                .extend(range.start..range.end);
         }
     }
     by_owner

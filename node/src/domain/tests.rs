@@ -42,7 +42,18 @@ impl Sim {
         let mut shadow = before;
         for event in &result.events {
             self.check_event(&shadow, event);
+            let held_before = holdings(&shadow, event.group());
             shadow.apply_event(self.rev, event);
+            // A worker's watch (filtered for it) sees every change to what it holds.
+            let held_after = holdings(&shadow, event.group());
+            for worker in held_before.keys().chain(held_after.keys()) {
+                if held_before.get(worker) != held_after.get(worker) {
+                    assert!(
+                        event.concerns(worker),
+                        "{event:?} changes what {worker} holds but is not sent to it"
+                    );
+                }
+            }
             self.history.push((self.rev, event.clone()));
         }
         shadow.revision = self.rev;
@@ -54,6 +65,19 @@ impl Sim {
     }
 
     fn check_event(&mut self, before: &State, event: &Event) {
+        if let Event::TombstoneAdded {
+            group,
+            tombstone,
+            owner,
+            ..
+        } = event
+        {
+            let holder = &before.groups[group]
+                .assignment
+                .slot(tombstone.partition)
+                .owner;
+            assert_eq!(owner, holder, "a tombstone names its partition's owner");
+        }
         match event {
             Event::Granted {
                 group,
@@ -234,6 +258,21 @@ impl Sim {
 
 fn range(start: u32, end_inclusive: u32) -> PartitionRange {
     PartitionRange::new(start, end_inclusive + 1)
+}
+
+/// Per worker of `group`: its partitions with their tokens and handoffs.
+fn holdings(state: &State, group: &str) -> BTreeMap<String, Vec<(u32, u64, bool)>> {
+    let mut held: BTreeMap<String, Vec<(u32, u64, bool)>> = BTreeMap::new();
+    if let Some(g) = state.groups.get(group) {
+        for (range, slot) in g.assignment.runs() {
+            if let Some(owner) = &slot.owner {
+                held.entry(owner.clone()).or_default().extend(
+                    (range.start..range.end).map(|p| (p, slot.token, slot.revoking.is_some())),
+                );
+            }
+        }
+    }
+    held
 }
 
 #[test]

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, io_err, META_TREE};
 use crate::domain::{CommandResult, State};
-use crate::watch::{Batch, FeedError, Hub};
 use crate::raft::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
+use crate::watch::{Batch, FeedError, Hub};
 
 const KEY_GENERATION: &[u8] = b"sm_generation";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
@@ -497,7 +497,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let hub = &self.inner.hub;
         let published = hub.published();
         if compacted <= published {
-            let newer = payload.history.into_iter().filter(|b| b.revision > published);
+            let newer = payload
+                .history
+                .into_iter()
+                .filter(|b| b.revision > published);
             hub.publish(newer, revision);
         } else {
             hub.skip_to(compacted, revision);
