@@ -1,0 +1,404 @@
+//! The Watch API on a 3-node in-process cluster over real gRPC: exact history
+//! from a revision, the same sequence on leader and follower, linearizable
+//! starts, progress notifications, compaction and the re-list path, slow
+//! watchers cut off without holding back the others, and tombstone barriers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use baton_client::AdminClient;
+use baton_proto::v1 as pb;
+use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
+use baton_proto::v1::tombstones_client::TombstonesClient;
+use baton_proto::v1::worker_client::WorkerClient;
+use common::watch::{self as w, open, replay, revisions, without_tokens};
+use common::worker::{assignment, create_group, settle, TestWorker};
+use common::{three_nodes, WAIT};
+use tonic::Code;
+
+async fn put(admin: &mut AdminClient, group: &str, key: &str) -> pb::PutTombstoneResponse {
+    let request = pb::PutTombstoneRequest {
+        group: group.into(),
+        key: key.into(),
+        ..Default::default()
+    };
+    admin
+        .call(|ch| {
+            let request = request.clone();
+            async move { TombstonesClient::new(ch).put(request).await }
+        })
+        .await
+        .expect("tombstone put")
+}
+
+async fn list_tombstones(admin: &mut AdminClient, group: &str) -> pb::ListTombstonesResponse {
+    let request = pb::ListTombstonesRequest {
+        group: group.into(),
+        ..Default::default()
+    };
+    admin
+        .call(|ch| {
+            let request = request.clone();
+            async move { TombstonesClient::new(ch).list(request).await }
+        })
+        .await
+        .expect("list tombstones")
+}
+
+fn tombstone_keys(events: &[pb::WatchEvent]) -> Vec<String> {
+    let mut keys: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(pb::watch_event::Event::TombstoneAdded(t)) => {
+                t.tombstone.as_ref().map(|t| t.key.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_on_leader_and_follower_get_exactly_the_committed_events() {
+    let cluster = three_nodes().await;
+    let leader = cluster.leader(None, WAIT).await;
+    let followers: Vec<u64> = cluster
+        .running
+        .keys()
+        .copied()
+        .filter(|&i| i != leader)
+        .collect();
+    let addr = |id: u64| cluster.node(id).addr().to_string();
+    let endpoints: Vec<String> = cluster
+        .running
+        .values()
+        .map(|n| n.addr().to_string())
+        .collect();
+    let mut admin = cluster.admin();
+
+    create_group(&mut admin, "g", 16).await;
+    let created = assignment(&mut admin, "g").await.revision;
+    let mut on_leader = open(&addr(leader), w::request("g", created + 1))
+        .await
+        .expect("watch on the leader");
+    let mut on_follower = open(&addr(followers[0]), w::request("g", created + 1))
+        .await
+        .expect("watch on a follower");
+    assert_eq!(on_leader.start, created);
+    assert_eq!(on_follower.start, created);
+
+    // Load: workers join and split the partitions, tombstones, one leaves.
+    let ttl = Duration::from_secs(10);
+    let mut workers = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        workers.push(TestWorker::join(&endpoints, "g", id, ttl).await);
+        settle(&mut admin, "g", "balanced", |a| a.unassigned.is_empty()).await;
+    }
+    let acked = put(&mut admin, "g", "key-0").await.revision;
+    // A watch from "now" on a follower starts at or after the last acknowledged write.
+    let mut from_now = open(&addr(followers[1]), w::request("g", 0))
+        .await
+        .expect("watch from now");
+    assert!(
+        from_now.start >= acked,
+        "a start at now ({}) is linearizable: it sees the write acknowledged at {acked}",
+        from_now.start
+    );
+    for i in 1..20 {
+        put(&mut admin, "g", &format!("key-{i}")).await;
+    }
+    let leave = pb::LeaveRequest {
+        group: "g".into(),
+        worker: "w3".into(),
+        drain: false,
+    };
+    admin
+        .call(|ch| {
+            let leave = leave.clone();
+            async move { WorkerClient::new(ch).leave(leave).await }
+        })
+        .await
+        .expect("leave");
+    settle(&mut admin, "g", "rebalanced after the leave", |a| {
+        a.unassigned.is_empty()
+    })
+    .await;
+    let listed = assignment(&mut admin, "g").await;
+    let last = listed.revision;
+
+    for watched in [&mut on_leader, &mut on_follower, &mut from_now] {
+        watched.read_until(last).await;
+    }
+    // The whole history, read back from storage by a watch opened afterwards.
+    let mut history = open(&addr(followers[1]), w::request("g", created + 1))
+        .await
+        .expect("history");
+    history.read_until(last).await;
+
+    assert!(
+        history.events.len() > 20,
+        "the load made events: {}",
+        history.events.len()
+    );
+    assert_eq!(
+        on_leader.events, history.events,
+        "live on the leader = stored history"
+    );
+    assert_eq!(
+        on_follower.events, history.events,
+        "live on a follower = stored history"
+    );
+    let after_start: Vec<pb::WatchEvent> = history
+        .events
+        .iter()
+        .filter(|e| e.revision > from_now.start)
+        .cloned()
+        .collect();
+    assert_eq!(
+        from_now.events, after_start,
+        "a start at now gets everything after it"
+    );
+    assert!(
+        revisions(&history.events).windows(2).all(|p| p[0] < p[1]),
+        "revisions strictly increase"
+    );
+
+    // Replaying the events on the (empty) state at creation reproduces the
+    // listed assignment and tombstones.
+    let mut owners = Default::default();
+    replay(&mut owners, &history.events);
+    assert_eq!(without_tokens(&owners), without_tokens(&w::owners(&listed)));
+    let mut listed_keys: Vec<String> = list_tombstones(&mut admin, "g")
+        .await
+        .tombstones
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    listed_keys.sort();
+    assert_eq!(tombstone_keys(&history.events), listed_keys);
+
+    drop(workers);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_get_progress_that_never_goes_back() {
+    let mut cluster = common::Cluster::new();
+    cluster.start_single(1).await;
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "idle", 4).await;
+    let mut watched = open(cluster.node(1).addr(), w::request("idle", 0))
+        .await
+        .expect("watch");
+    let start = watched.position;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(w::PROGRESS_WAIT, watched.read())
+            .await
+            .expect("a progress notification within 2 s on an idle stream")
+            .expect("stream");
+        assert!(message.events.is_empty());
+        seen.push(message.revision);
+    }
+    // A write to the cluster that is not in this group moves progress forward.
+    let other = admin.barrier().await.expect("barrier").revision;
+    loop {
+        let message = tokio::time::timeout(w::PROGRESS_WAIT, watched.read())
+            .await
+            .expect("progress")
+            .expect("stream");
+        seen.push(message.revision);
+        if message.revision >= other {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|&r| r >= start), "{seen:?} from {start}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_below_compaction_gets_compacted_and_relisting_recovers_the_state() {
+    let cluster = three_nodes().await;
+    let endpoints: Vec<String> = cluster
+        .running
+        .values()
+        .map(|n| n.addr().to_string())
+        .collect();
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "c", 8).await;
+    let created = assignment(&mut admin, "c").await.revision;
+    let _w1 = TestWorker::join(&endpoints, "c", "w1", Duration::from_secs(10)).await;
+    settle(&mut admin, "c", "w1 holds all", |a| a.unassigned.is_empty()).await;
+    for i in 0..5 {
+        put(&mut admin, "c", &format!("old-{i}")).await;
+    }
+    let compact_to = admin.barrier().await.expect("barrier").revision;
+    let request = pb::CompactRequest {
+        revision: compact_to,
+    };
+    let compacted = admin
+        .call(|ch| async move { AdminGrpc::new(ch).compact(request).await })
+        .await
+        .expect("compact");
+    assert_eq!(compacted.compacted, compact_to);
+    cluster.applied_everywhere(compacted.revision).await;
+
+    // Every node refuses the compacted start, saying where history begins.
+    for node in cluster.running.values() {
+        let err = open(node.addr(), w::request("c", created + 1))
+            .await
+            .err()
+            .expect("a compacted start fails");
+        assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+        assert_eq!(
+            baton_client::watch::compacted_revision(&err),
+            Some(compact_to),
+            "{err:?}"
+        );
+    }
+
+    // Re-list, then watch from the list's revision + 1 while things change.
+    let listed = assignment(&mut admin, "c").await;
+    let mut watched = open(&endpoints[1], w::request("c", listed.revision + 1))
+        .await
+        .expect("watch after re-list");
+    let _w2 = TestWorker::join(&endpoints, "c", "w2", Duration::from_secs(10)).await;
+    settle(&mut admin, "c", "shared by two", |a| {
+        a.workers.len() == 2 && a.unassigned.is_empty()
+    })
+    .await;
+    for i in 0..5 {
+        put(&mut admin, "c", &format!("new-{i}")).await;
+    }
+    let now = assignment(&mut admin, "c").await;
+    watched.read_until(now.revision).await;
+    let mut owners = w::owners(&listed);
+    replay(&mut owners, &watched.events);
+    assert_eq!(without_tokens(&owners), without_tokens(&w::owners(&now)));
+    assert_eq!(
+        tombstone_keys(&watched.events),
+        (0..5).map(|i| format!("new-{i}")).collect::<Vec<_>>()
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_barrier_waits_for_the_owners_ack_or_its_lease_end() {
+    let mut cluster = common::Cluster::new();
+    cluster.start_single(1).await;
+    let endpoints = vec![cluster.node(1).addr().to_string()];
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "b", 2).await;
+    let ttl = Duration::from_secs(2);
+    let owner = TestWorker::join(&endpoints, "b", "owner", ttl).await;
+    settle(&mut admin, "b", "owner holds all", |a| {
+        a.unassigned.is_empty()
+    })
+    .await;
+    let mut events = open(&endpoints[0], w::request("b", 0))
+        .await
+        .expect("watch");
+
+    let barrier_put = |key: &str| {
+        let request = pb::PutTombstoneRequest {
+            group: "b".into(),
+            key: key.into(),
+            wait: pb::Wait::Acknowledged as i32,
+            wait_timeout_ms: Some(20_000),
+            ..Default::default()
+        };
+        let mut admin = admin_for(&endpoints);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply = admin
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { TombstonesClient::new(ch).put(request).await }
+                })
+                .await
+                .expect("barrier put");
+            (reply, started.elapsed())
+        })
+    };
+
+    // 1. Acknowledged: the put is committed, then waits for the owner's Ack.
+    let waiting = barrier_put("doc-1");
+    let revision = loop {
+        events.read().await.expect("stream");
+        let added = events.events.iter().find_map(|e| match &e.event {
+            Some(pb::watch_event::Event::TombstoneAdded(t)) => Some((e.revision, t.owner.clone())),
+            _ => None,
+        });
+        if let Some((revision, to)) = added {
+            assert_eq!(to, "owner", "the tombstone goes to the partition's owner");
+            break revision;
+        }
+    };
+    // Committed and delivered, and the put still waits.
+    assert!(
+        !waiting.is_finished(),
+        "the barrier put returned before the owner acknowledged"
+    );
+    let ack = pb::AckTombstonesRequest {
+        group: "b".into(),
+        worker: "owner".into(),
+        session: owner.session,
+        revision,
+    };
+    admin
+        .call(|ch| {
+            let ack = ack.clone();
+            async move { TombstonesClient::new(ch).ack(ack).await }
+        })
+        .await
+        .expect("ack");
+    let (reply, _) = waiting.await.expect("put task");
+    assert_eq!(reply.barrier(), pb::Barrier::Acknowledged);
+    assert_eq!(reply.owner, "owner");
+    assert_eq!(reply.revision, revision);
+
+    // 2. The owner dies: the put returns once its lease has ended, saying so.
+    let waiting = barrier_put("doc-2");
+    let silent_since = owner.go_silent().await;
+    let (reply, _) = waiting.await.expect("put task");
+    assert_eq!(reply.barrier(), pb::Barrier::OwnerExpired, "{reply:?}");
+    assert!(
+        silent_since.elapsed() >= ttl,
+        "returned {:?} after the last acknowledged keepalive, before the {ttl:?} lease ended",
+        silent_since.elapsed()
+    );
+
+    // 3. No owner: it returns at once with that fact.
+    let (reply, _) = barrier_put("doc-3").await.expect("put task");
+    assert_eq!(reply.barrier(), pb::Barrier::NoOwner);
+    assert!(reply.owner.is_empty());
+    cluster.shutdown().await;
+}
+
+fn admin_for(endpoints: &[String]) -> AdminClient {
+    AdminClient::new(endpoints, WAIT).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_requests_are_validated() {
+    let mut cluster = common::Cluster::new();
+    cluster.start_single(1).await;
+    let addr = cluster.node(1).addr().to_string();
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "v", 1).await;
+    let err = |r| async { open(&addr, r).await.err().expect("refused") };
+    assert_eq!(err(w::request("nope", 0)).await.code(), Code::NotFound);
+    assert_eq!(
+        err(w::request("Bad Name!", 0)).await.code(),
+        Code::InvalidArgument
+    );
+    let mut bad_kind = w::request("v", 0);
+    bad_kind.kinds = vec![42];
+    assert_eq!(err(bad_kind).await.code(), Code::InvalidArgument);
+    let future = err(w::request("v", 1_000_000)).await;
+    assert_eq!(future.code(), Code::OutOfRange, "{future:?}");
+    assert!(future.message().contains("future"), "{future:?}");
+    cluster.shutdown().await;
+}
