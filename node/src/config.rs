@@ -112,6 +112,12 @@ pub struct Args {
     /// limit is reached first applies). [default: 3600]
     #[arg(long, env = "BATON_HISTORY_AGE_SECS", value_name = "SECONDS")]
     pub history_age_secs: Option<u64>,
+
+    /// Revisions a watcher may fall behind (queued for it on this node) before
+    /// it is cut off with RESOURCE_EXHAUSTED and must resume; bounds the
+    /// memory one slow watcher can hold. [default: 1024]
+    #[arg(long, env = "BATON_WATCH_BUFFER", value_name = "REVISIONS")]
+    pub watch_buffer: Option<usize>,
 }
 
 /// How long the event history is kept for watches to resume from.
@@ -154,6 +160,8 @@ pub struct NodeConfig {
     pub bootstrap: Bootstrap,
     pub tuning: RaftTuning,
     pub history: HistoryRetention,
+    /// Revisions each watcher may have queued on this node.
+    pub watch_buffer: usize,
 }
 
 impl NodeConfig {
@@ -168,6 +176,7 @@ impl NodeConfig {
             bootstrap: Bootstrap::SingleNode,
             tuning: RaftTuning::default(),
             history: HistoryRetention::default(),
+            watch_buffer: crate::watch::DEFAULT_SUBSCRIBER_BUFFER,
         }
     }
 }
@@ -269,6 +278,13 @@ impl Args {
         if history.revisions == 0 || history.age.is_zero() {
             bail!("--history-revisions and --history-age-secs must be positive: watches resume from the history");
         }
+        let watch_buffer = self
+            .watch_buffer
+            .or(file.watch_buffer)
+            .unwrap_or(crate::watch::DEFAULT_SUBSCRIBER_BUFFER);
+        if watch_buffer == 0 {
+            bail!("--watch-buffer must be at least 1");
+        }
         let http = match self.http.or(file.http) {
             Some(http) => Some(http),
             None => Some(DEFAULT_HTTP.parse()?),
@@ -285,6 +301,7 @@ impl Args {
             bootstrap,
             tuning,
             history,
+            watch_buffer,
         })
     }
 }

@@ -58,6 +58,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let (log, sm) = store::open(&config.data_dir)?;
+        sm.hub().set_subscriber_buffer(config.watch_buffer);
 
         let listener = TcpListener::bind(config.listen)
             .await

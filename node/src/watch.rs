@@ -11,6 +11,7 @@
 //! others back or growing memory.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,8 @@ use tokio::sync::{mpsc, watch};
 use crate::domain::Event;
 use crate::store::StateMachineStore;
 
-/// Batches a subscriber may have waiting before it is cut off.
-pub const SUBSCRIBER_BUFFER: usize = 1024;
+/// Batches a subscriber may have waiting before it is cut off, by default.
+pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 1024;
 /// Batches read from the stored history at a time while catching up.
 const HISTORY_CHUNK: usize = 1024;
 
@@ -49,7 +50,7 @@ impl Batch {
 pub enum FeedError {
     #[error("revision {from} is compacted (history is kept after revision {compacted} only)")]
     Compacted { from: u64, compacted: u64 },
-    #[error("the reader fell more than {SUBSCRIBER_BUFFER} revisions behind and was cut off after revision {position}")]
+    #[error("the reader fell too far behind (its buffer filled up) and was cut off after revision {position}")]
     Overflow { position: u64 },
     #[error("the stored event history cannot be read: {0}")]
     Storage(String),
@@ -78,6 +79,7 @@ struct Subscribers {
 pub struct Hub {
     subscribers: Mutex<Subscribers>,
     published: watch::Sender<u64>,
+    buffer: AtomicUsize,
 }
 
 struct Subscription {
@@ -94,7 +96,14 @@ impl Hub {
                 by_group: HashMap::new(),
             }),
             published: watch::channel(published).0,
+            buffer: AtomicUsize::new(DEFAULT_SUBSCRIBER_BUFFER),
         }
+    }
+
+    /// Sets how many batches each new subscriber may have waiting before it
+    /// is cut off.
+    pub fn set_subscriber_buffer(&self, batches: usize) {
+        self.buffer.store(batches.max(1), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Subscribers> {
@@ -170,7 +179,7 @@ impl Hub {
         if subs.published > position {
             return None;
         }
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let (tx, rx) = mpsc::channel(self.buffer.load(Ordering::Relaxed));
         let ended = Arc::new(OnceLock::new());
         subs.by_group
             .entry(group.to_string())

@@ -402,3 +402,163 @@ async fn watch_requests_are_validated() {
     assert!(future.message().contains("future"), "{future:?}");
     cluster.shutdown().await;
 }
+
+/// Delivery latencies (write acknowledged → event received) of `watchers`
+/// normal watchers while `writes` tombstones are put by 4 concurrent writers;
+/// with `slow`, one more watcher that does not read until the end (its client
+/// window is tiny, so the node cannot push past it). Returns the sorted
+/// latencies and how the slow watcher ended.
+async fn delivery_under_load(
+    addr: &str,
+    group: &str,
+    tag: &str,
+    watchers: usize,
+    writes: usize,
+    slow: bool,
+) -> (Vec<Duration>, Option<tonic::Status>) {
+    let slow_stream = if slow {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .initial_stream_window_size(Some(1024))
+            .initial_connection_window_size(Some(1024))
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = baton_proto::v1::watch_client::WatchClient::new(channel);
+        Some(
+            client
+                .watch(w::request(group, 0))
+                .await
+                .expect("slow watch")
+                .into_inner(),
+        )
+    } else {
+        None
+    };
+    let mut readers = Vec::new();
+    let (go_tx, go) = tokio::sync::watch::channel(0u64);
+    for _ in 0..watchers {
+        let mut watched = open(addr, w::request(group, 0)).await.expect("watch");
+        let mut until = go.clone();
+        readers.push(tokio::spawn(async move {
+            let mut received = Vec::new();
+            loop {
+                let last = *until.borrow();
+                if last != 0 && watched.position >= last {
+                    return received;
+                }
+                tokio::select! {
+                    m = watched.read() => {
+                        let m = m.expect("a normal watcher is never cut off");
+                        if !m.events.is_empty() {
+                            received.push((m.revision, Instant::now()));
+                        }
+                    }
+                    _ = until.changed() => {}
+                }
+            }
+        }));
+    }
+    let endpoints = vec![addr.to_string()];
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let mut admin = admin_for(&endpoints);
+        let (group, tag) = (group.to_string(), tag.to_string());
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..writes / 4 {
+                let r = put(&mut admin, &group, &format!("{tag}-{writer}-{i}")).await;
+                acked.push((r.revision, Instant::now()));
+            }
+            acked
+        }));
+    }
+    let mut acked = std::collections::BTreeMap::new();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer"));
+    }
+    let last = *acked.keys().last().expect("writes");
+    go_tx.send_replace(last);
+    let mut latencies = Vec::new();
+    for reader in readers {
+        for (revision, at) in reader.await.expect("reader") {
+            if let Some(acked_at) = acked.get(&revision) {
+                latencies.push(at.saturating_duration_since(*acked_at));
+            }
+        }
+    }
+    assert_eq!(
+        latencies.len(),
+        watchers * acked.len(),
+        "every watcher got every write"
+    );
+    latencies.sort();
+    let slow_end = match slow_stream {
+        None => None,
+        Some(mut stream) => loop {
+            match tokio::time::timeout(WAIT, stream.message())
+                .await
+                .expect("slow stream ends")
+            {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the slow stream ended without a status"),
+                Err(status) => break Some(status),
+            }
+        },
+    };
+    (latencies, slow_end)
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_is_cut_off_and_does_not_slow_the_others() {
+    let mut cluster = common::Cluster::new();
+    let mut config = cluster.config(1, baton_node::Bootstrap::SingleNode);
+    // A small per-watcher buffer, so that a few hundred writes overflow it.
+    config.watch_buffer = 64;
+    cluster.start(config).await;
+    let addr = cluster.node(1).addr().to_string();
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "s", 64).await;
+    const WATCHERS: usize = 200;
+    const WRITES: usize = 400;
+
+    delivery_under_load(&addr, "s", "warm-up", WATCHERS, 40, false).await;
+    let (alone, _) = delivery_under_load(&addr, "s", "alone", WATCHERS, WRITES, false).await;
+    let (with_slow, slow_end) =
+        delivery_under_load(&addr, "s", "with-slow", WATCHERS, WRITES, true).await;
+
+    let (p50_alone, p99_alone) = (quantile(&alone, 0.5), quantile(&alone, 0.99));
+    let (p50_slow, p99_slow) = (quantile(&with_slow, 0.5), quantile(&with_slow, 0.99));
+    println!(
+        "{WATCHERS} watchers, {WRITES} writes: alone p50 {p50_alone:?} p99 {p99_alone:?}; with a slow watcher p50 {p50_slow:?} p99 {p99_slow:?}"
+    );
+    // 2x, plus 5 ms for scheduling jitter at millisecond scale on 2 cores.
+    let slack = Duration::from_millis(5);
+    assert!(
+        p50_slow <= p50_alone * 2 + slack,
+        "p50 {p50_slow:?} vs {p50_alone:?} alone"
+    );
+    assert!(
+        p99_slow <= p99_alone * 2 + slack,
+        "p99 {p99_slow:?} vs {p99_alone:?} alone"
+    );
+
+    let status = slow_end.expect("the slow watcher ended");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let resume: u64 = status
+        .metadata()
+        .get(baton_client::watch::RESUME_REVISION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("the error says where to resume");
+    // Resuming from there works.
+    let mut resumed = open(&addr, w::request("s", resume)).await.expect("resume");
+    assert_eq!(resumed.start, resume - 1);
+    resumed.read_until(resume).await;
+    cluster.shutdown().await;
+}
