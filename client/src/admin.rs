@@ -1,5 +1,6 @@
 //! The admin client.
 
+use std::error::Error as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,17 @@ fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
         .connect_timeout(Duration::from_secs(1).min(timeout))
         .timeout(timeout)
         .connect_lazy())
+}
+
+/// Whether a call failed because its connection broke (the node died or
+/// restarted mid-call), not because a server answered. The call may or may
+/// not have taken effect, as with any timeout; baton's writes are safe to
+/// repeat (a repeated one is refused or returns the first result).
+pub(crate) fn lost_connection(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && status
+            .source()
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
 }
 
 /// `HOST:PORT` endpoints, each entry possibly a comma-separated list; checks
@@ -155,7 +167,7 @@ impl AdminClient {
             };
             match result {
                 Ok(reply) => return Ok(reply),
-                Err(s) if s.code() == Code::Unavailable => {
+                Err(s) if s.code() == Code::Unavailable || lost_connection(&s) => {
                     self.leader = None;
                     if start.elapsed() + pause > self.timeout {
                         return Err(ClientError::Unavailable {

@@ -122,10 +122,8 @@ impl Watch {
                 Err(s) => s,
             };
             self.stream = None;
-            let retry = matches!(
-                status.code(),
-                Code::Unavailable | Code::ResourceExhausted | Code::Unknown | Code::Cancelled
-            );
+            let retry = matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+                || crate::admin::lost_connection(&status);
             if !retry {
                 return Err(ClientError::Status(status));
             }

@@ -725,3 +725,114 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
         proc.sigterm(Duration::from_secs(8));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_another_node_after_kill_9_with_no_gap_or_duplicate() {
+    use baton_proto::v1 as pb;
+    use baton_proto::v1::tombstones_client::TombstonesClient;
+    use common::watch::{self as w, open};
+    use common::worker::{assignment, create_group};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs: Vec<Option<Proc>> = (1..=3)
+        .map(|id: usize| {
+            let args: Vec<String> = vec![
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                addrs[id - 1].to_string(),
+                "--http".into(),
+                "127.0.0.1:0".into(),
+                "--data-dir".into(),
+                format!("node-{id}"),
+                "--initial-members".into(),
+                members.clone(),
+            ];
+            Some(Proc::spawn(
+                &args,
+                dir.path(),
+                dir.path().join(format!("node-{id}.log")),
+            ))
+        })
+        .collect();
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "k", 8).await;
+    let created = assignment(&mut admin, "k").await.revision;
+    let leader = admin.cluster_status().await.expect("status").leader_id;
+    let watched_node = usize::try_from(leader).expect("id") - 1;
+    let others: Vec<usize> = (0..3).filter(|&i| i != watched_node).collect();
+
+    // The watcher is on the leader, which is then killed mid-load.
+    let mut first = open(&endpoints[watched_node], w::request("k", created + 1))
+        .await
+        .expect("watch");
+    let writer = {
+        let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..150 {
+                let request = pb::PutTombstoneRequest {
+                    group: "k".into(),
+                    key: format!("key-{i}"),
+                    ..Default::default()
+                };
+                let r = admin
+                    .call(|ch| {
+                        let request = request.clone();
+                        async move { TombstonesClient::new(ch).put(request).await }
+                    })
+                    .await
+                    .expect("put (retried across the failover)");
+                acked.push((format!("key-{i}"), r.revision));
+            }
+            acked
+        })
+    };
+    while first.events.len() < 40 {
+        first.read().await.expect("stream before the kill");
+    }
+    procs[watched_node].take().expect("process").sigkill();
+    while first.read().await.is_ok() {}
+    let resume_at = first.position + 1;
+
+    let mut second = w::open_retrying(&endpoints[others[0]], w::request("k", resume_at)).await;
+    assert_eq!(second.start, first.position);
+    let acked = writer.await.expect("writer");
+    let last = acked.iter().map(|(_, r)| *r).max().expect("writes");
+    second.read_until(last).await;
+
+    let mut reference = w::open_retrying(&endpoints[others[1]], w::request("k", created + 1)).await;
+    reference.read_until(last).await;
+    let mut combined = first.events.clone();
+    combined.extend(second.events.iter().cloned());
+    assert_eq!(
+        combined, reference.events,
+        "before the kill + after the resume = the whole history, no gap, no duplicate"
+    );
+    // Every acknowledged put is in it, once, at its revision.
+    for (key, revision) in &acked {
+        let found: Vec<u64> = combined
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(pb::watch_event::Event::TombstoneAdded(t))
+                    if t.tombstone.as_ref().is_some_and(|t| &t.key == key) =>
+                {
+                    Some(e.revision)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found, vec![*revision], "{key}");
+    }
+    for proc in procs.into_iter().flatten() {
+        proc.sigterm(Duration::from_secs(8));
+    }
+}

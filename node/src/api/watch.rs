@@ -28,6 +28,9 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 /// Messages queued for the gRPC stream of one watcher; beyond this the
 /// watcher's own feed buffer fills up, and then it is cut off.
 const STREAM_BUFFER: usize = 16;
+/// How long a resume past this node's applied revision waits for this node
+/// to catch up before it asks the leader whether the revision exists.
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 pub struct WatchApi {
     leader: Leader,
@@ -55,9 +58,17 @@ impl WatchApi {
             return self.leader.linearizable_point().await;
         }
         let position = from_revision - 1;
-        if position > self.sm.hub().published() {
-            // Ahead of this node: fine if the cluster has it (this node will
-            // catch up), not if it lies in the future.
+        let hub = self.sm.hub();
+        if position > hub.published() {
+            // Ahead of this node, as when a watch resumes here after another
+            // node failed: usually this node catches up at once (without
+            // needing a leader, which may be what failed).
+            let caught_up = tokio::time::timeout(CATCH_UP, hub.wait_for(position)).await;
+            if matches!(caught_up, Ok(Ok(()))) {
+                return Ok(position);
+            }
+            // Fine if the cluster has it (this node will catch up), not if
+            // it lies in the future.
             let index = self.leader.linearizable_point().await?;
             if position > index {
                 return Err(Status::out_of_range(format!(

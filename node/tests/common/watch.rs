@@ -166,3 +166,18 @@ pub fn without_tokens(owners: &BTreeMap<u32, (String, u64)>) -> BTreeMap<u32, St
 
 /// Long enough for a few progress notifications.
 pub const PROGRESS_WAIT: Duration = Duration::from_millis(2500);
+
+/// [`open`], retrying while the node answers UNAVAILABLE (as during a
+/// failover), the way a client does.
+pub async fn open_retrying(addr: &str, request: pb::WatchRequest) -> Watched {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match open(addr, request.clone()).await {
+            Ok(watched) => return watched,
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("watch on {addr}: {s:?}"),
+        }
+    }
+}
