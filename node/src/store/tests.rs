@@ -268,3 +268,88 @@ fn refuses_a_data_dir_of_another_format() {
     );
     assert!(err.to_string().contains("format 99"), "{err}");
 }
+
+fn command(term: u64, index: u64, command: Command) -> Entry {
+    entry(term, index, EntryPayload::Normal(command))
+}
+
+#[tokio::test]
+async fn history_is_compacted_by_command_and_carried_in_snapshots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, mut sm) = open(dir.path()).expect("open");
+    let config = crate::domain::GroupConfig {
+        partitions: 4,
+        ..Default::default()
+    };
+    let create = Command::CreateGroup {
+        group: "g".into(),
+        config,
+    };
+    let put = |key: &str| Command::PutTombstone {
+        group: "g".into(),
+        key: key.into(),
+        locator: crate::domain::Locator::Key,
+        ttl_ms: None,
+        now_ms: 1_000,
+    };
+    let entries = vec![
+        command(1, 1, create),
+        command(1, 2, put("a")),
+        barrier(1, 3),
+        command(1, 4, put("b")),
+        command(1, 5, put("c")),
+    ];
+    sm.apply(entries).await.expect("apply");
+    let all = |sm: &StateMachineStore, from| sm.history("g", from, 100, 100);
+    let (batches, covered) = all(&sm, 1).expect("history");
+    assert_eq!(
+        batches.iter().map(|b| b.revision).collect::<Vec<_>>(),
+        vec![1, 2, 4, 5],
+        "revisions with events"
+    );
+    assert_eq!(covered, 100);
+    let (limited, covered) = sm.history("g", 1, 100, 2).expect("history");
+    assert_eq!(limited.len(), 2);
+    assert_eq!(
+        covered, 3,
+        "complete up to just before the first batch left out"
+    );
+
+    sm.apply(vec![command(1, 6, Command::Compact { revision: 2 })])
+        .await
+        .expect("compact");
+    let err = all(&sm, 2).expect_err("compacted");
+    assert_eq!(
+        err,
+        crate::watch::FeedError::Compacted {
+            from: 2,
+            compacted: 2
+        }
+    );
+    let (kept, _) = all(&sm, 3).expect("history after the compaction");
+    assert_eq!(
+        kept.iter().map(|b| b.revision).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+
+    // A node that installs the snapshot has the same history and compaction.
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let (_other_log, mut other) = open(other_dir.path()).expect("open");
+    other
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(other.read(|s| s.compacted), 2);
+    assert_eq!(
+        all(&other, 3).expect("history"),
+        all(&sm, 3).expect("history")
+    );
+    assert!(all(&other, 1).is_err());
+    assert_eq!(other.hub().published(), 6);
+}
