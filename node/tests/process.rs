@@ -107,6 +107,44 @@ fn free_port() -> SocketAddr {
         .expect("free port")
 }
 
+/// Arguments for node `id` (1-based) of a static 3-node cluster at `addrs`.
+fn node_args(addrs: &[SocketAddr], id: usize) -> Vec<String> {
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        "--id".into(),
+        id.to_string(),
+        "--listen".into(),
+        addrs[id - 1].to_string(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        format!("node-{id}"),
+        "--initial-members".into(),
+        members,
+    ]
+}
+
+/// Starts a static 3-node cluster of processes in `dir`; returns their
+/// addresses and processes (index i is node i + 1).
+fn three_processes(dir: &Path) -> (Vec<SocketAddr>, Vec<Option<Proc>>) {
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+    let procs = (1..=3)
+        .map(|id| {
+            Some(Proc::spawn(
+                &node_args(&addrs, id),
+                dir,
+                dir.join(format!("node-{id}.log")),
+            ))
+        })
+        .collect();
+    (addrs, procs)
+}
+
 async fn status_of(addr: SocketAddr) -> Option<baton_proto::v1::ClusterStatusResponse> {
     let mut client = RawAdmin::connect(format!("http://{addr}")).await.ok()?;
     client
@@ -138,32 +176,7 @@ async fn wait_applied(addr: SocketAddr, revision: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_survive_kill_9_of_the_leader() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
-    let members = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let args = |id: usize| -> Vec<String> {
-        vec![
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            addrs[id - 1].to_string(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            format!("node-{id}"),
-            "--initial-members".into(),
-            members.clone(),
-        ]
-    };
-    let log = |id: usize| dir.path().join(format!("node-{id}.log"));
-    let mut procs: Vec<Option<Proc>> = (1..=3)
-        .map(|id| Some(Proc::spawn(&args(id), dir.path(), log(id))))
-        .collect();
-
+    let (addrs, mut procs) = three_processes(dir.path());
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
     let mut revision = 0;
@@ -206,9 +219,9 @@ async fn three_processes_survive_kill_9_of_the_leader() {
 
     // The killed node restarts from its data dir and rejoins.
     procs[leader_index] = Some(Proc::spawn(
-        &args(leader_index + 1),
+        &node_args(&addrs, leader_index + 1),
         dir.path(),
-        log(leader_index + 1),
+        dir.path().join(format!("node-{}.log", leader_index + 1)),
     ));
     let restarted = addrs[leader_index];
     wait_applied(restarted, revision).await;
@@ -575,34 +588,7 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
     use common::WAIT;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
-    let members = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut procs: Vec<Option<Proc>> = (1..=3)
-        .map(|id: usize| {
-            let args: Vec<String> = vec![
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                addrs[id - 1].to_string(),
-                "--http".into(),
-                "127.0.0.1:0".into(),
-                "--data-dir".into(),
-                format!("node-{id}"),
-                "--initial-members".into(),
-                members.clone(),
-            ];
-            Some(Proc::spawn(
-                &args,
-                dir.path(),
-                dir.path().join(format!("node-{id}.log")),
-            ))
-        })
-        .collect();
+    let (addrs, mut procs) = three_processes(dir.path());
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
     create_group(&mut admin, "g", 30).await;
@@ -734,34 +720,7 @@ async fn a_watch_resumes_on_another_node_after_kill_9_with_no_gap_or_duplicate()
     use common::worker::{assignment, create_group};
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
-    let members = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut procs: Vec<Option<Proc>> = (1..=3)
-        .map(|id: usize| {
-            let args: Vec<String> = vec![
-                "--id".into(),
-                id.to_string(),
-                "--listen".into(),
-                addrs[id - 1].to_string(),
-                "--http".into(),
-                "127.0.0.1:0".into(),
-                "--data-dir".into(),
-                format!("node-{id}"),
-                "--initial-members".into(),
-                members.clone(),
-            ];
-            Some(Proc::spawn(
-                &args,
-                dir.path(),
-                dir.path().join(format!("node-{id}.log")),
-            ))
-        })
-        .collect();
+    let (addrs, mut procs) = three_processes(dir.path());
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
     create_group(&mut admin, "k", 8).await;

@@ -139,7 +139,7 @@ impl Leader {
 
     /// The leader's read index: the log index a linearizable read must have
     /// applied. Asked of the leader when this node is a follower.
-    pub async fn read_index(&self) -> Result<u64, Status> {
+    async fn read_index(&self) -> Result<u64, Status> {
         let metrics = self.metrics();
         if metrics.current_leader == Some(self.id) {
             let (read, _) = self

@@ -190,7 +190,7 @@ impl StateMachineStore {
         let mut covered = to;
         if from <= to {
             for item in tree.range(history_key(from)..=history_key(to)) {
-                let (key, value) = item.map_err(|e| storage(&e))?;
+                let (_, value) = item.map_err(|e| storage(&e))?;
                 let batch: Batch = decode(&value).map_err(|e| storage(&e))?;
                 if batch.group != group {
                     continue;
@@ -199,7 +199,6 @@ impl StateMachineStore {
                     covered = batch.revision - 1;
                     break;
                 }
-                debug_assert_eq!(key.as_ref(), history_key(batch.revision).as_slice());
                 batches.push(batch);
             }
         }
