@@ -151,6 +151,21 @@ impl AdminClient {
         Err(last)
     }
 
+    /// The leader's address, as the endpoint that answered names it.
+    pub(crate) async fn leader_addr(&mut self) -> Result<String, Status> {
+        self.find_leader().await?;
+        Ok(self
+            .leader
+            .as_ref()
+            .map(|(addr, _)| addr.clone())
+            .unwrap_or_default())
+    }
+
+    /// Forgets the leader (it stopped answering as one).
+    pub(crate) fn forget_leader(&mut self) {
+        self.leader = None;
+    }
+
     /// Runs `call` against the leader (given a channel to it, for any of
     /// baton's services), retrying on UNAVAILABLE until the timeout.
     pub async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>

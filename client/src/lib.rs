@@ -4,16 +4,24 @@
 //!   among the endpoints it is given.
 //! - [`Watch`]: a group's event stream that reconnects to another node and
 //!   resumes from the last revision it delivered.
-//! - `batonctl` (`src/bin/batonctl.rs`): the admin CLI built on them.
-//!
-//! The worker SDK and the shard map come with later issues.
+//! - [`Worker`]: the worker SDK (see its module for a complete worker).
+//! - [`ShardMap`]: key → partition → owner, kept current by a watch.
+//! - `batonctl` (`src/bin/batonctl/`): the admin CLI built on them.
 
 mod admin;
+pub mod partitions;
+mod shard_map;
 pub mod watch;
+pub mod worker;
 
 pub use admin::{AdminClient, ClientError, MemberStatus};
 pub use baton_proto::v1 as proto;
+pub use partitions::Partitions;
+pub use shard_map::{Route, ShardMap};
 pub use watch::Watch;
+pub use worker::{
+    Events, FencingToken, Grant, Handler, Shutdown, Worker, WorkerBuilder, WorkerError, WorkerEvent,
+};
 
 /// The gRPC status code in the canonical SCREAMING_SNAKE form operators know
 /// from other gRPC tools (`NOT_FOUND`, `FAILED_PRECONDITION`).

@@ -1,5 +1,7 @@
 //! Conversions between the protocol's messages and the domain's types.
 
+use std::collections::BTreeMap;
+
 use baton_proto::v1 as pb;
 use tonic::Status;
 
@@ -90,6 +92,22 @@ pub fn ranges_from(
 }
 
 pub fn assignment(name: &str, revision: u64, g: &Group) -> pb::AssignmentResponse {
+    // Runs of one owner and one token, per owner, in partition order.
+    let mut grants: BTreeMap<&str, Vec<pb::Grant>> = BTreeMap::new();
+    for (range, slot) in g.assignment.runs() {
+        let Some(owner) = &slot.owner else { continue };
+        let held = grants.entry(owner).or_default();
+        match held.iter_mut().find(|grant| grant.token == slot.token) {
+            Some(grant) => match grant.ranges.last_mut() {
+                Some(last) if last.end + 1 == range.start => last.end = range.end - 1,
+                _ => grant.ranges.extend(ranges(&[range])),
+            },
+            None => held.push(pb::Grant {
+                ranges: ranges(&[range]),
+                token: slot.token,
+            }),
+        }
+    }
     let workers = g
         .sessions
         .iter()
@@ -105,6 +123,7 @@ pub fn assignment(name: &str, revision: u64, g: &Group) -> pb::AssignmentRespons
                     SessionState::Draining => "draining".into(),
                 },
                 session: s.id,
+                grants: grants.remove(id.as_str()).unwrap_or_default(),
             }
         })
         .collect();

@@ -10,6 +10,8 @@ use baton_client::{AdminClient, MemberStatus};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
+mod join;
+
 /// batonctl: operate a baton cluster.
 ///
 /// Every command takes --endpoints (any nodes of the cluster; the leader is found
@@ -210,6 +212,36 @@ enum WorkerCommand {
     /// Stop renewing the worker's lease: its session ends, and its partitions
     /// move, once the lease has run out.
     Evict { group: String, worker: String },
+    /// Run a real worker (the SDK) that prints each event as a JSON line:
+    /// joined, assigned, revoked, released, tombstone, lease_lost, resharded,
+    /// exit; each with `unix_ms`, partitions as [[first, last], ...], and the
+    /// token or revision. It releases revoked partitions after --drain-ms,
+    /// acknowledges tombstones as it prints them, and on SIGTERM or Ctrl-C
+    /// hands everything off, then exits 0.
+    ///
+    ///   batonctl worker join mail-sync --id w1 --drain-ms 500
+    #[command(verbatim_doc_comment)]
+    Join {
+        group: String,
+        /// Worker id [default: this host's name].
+        #[arg(long)]
+        id: Option<String>,
+        /// Pretend to drain a revoked partition for this long, then release it.
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        drain_ms: u64,
+        /// Share of the partitions relative to the other workers [default: 1].
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Lease TTL [default: the group's]. A dead worker's partitions move after about this long.
+        #[arg(long, value_name = "MS")]
+        ttl_ms: Option<u64>,
+        /// After SIGTERM/SIGINT, leave without waiting for drains after this long.
+        #[arg(long, default_value_t = 25_000, value_name = "MS")]
+        grace_ms: u64,
+        /// A label, KEY=VALUE; repeat for more.
+        #[arg(long = "label", value_parser = join::label, value_name = "KEY=VALUE")]
+        labels: Vec<(String, String)>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -332,6 +364,28 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let endpoints = vec![cli.endpoints.clone()];
+    if let Command::Worker(WorkerCommand::Join {
+        group,
+        id,
+        drain_ms,
+        weight,
+        ttl_ms,
+        grace_ms,
+        labels,
+    }) = cli.command
+    {
+        return join::join(join::JoinArgs {
+            endpoints,
+            group,
+            id,
+            drain: Duration::from_millis(drain_ms),
+            weight,
+            ttl: ttl_ms.map(Duration::from_millis),
+            grace: Duration::from_millis(grace_ms),
+            labels,
+        })
+        .await;
+    }
     let mut client = AdminClient::new(&endpoints, Duration::from_secs(cli.timeout))?;
     match cli.command {
         Command::Cluster(ClusterCommand::Status) => {
@@ -1108,6 +1162,9 @@ async fn worker(
             }
             print_table(&rows);
             return Ok(());
+        }
+        WorkerCommand::Join { .. } => {
+            unreachable!("worker join is dispatched before the admin client is used")
         }
         WorkerCommand::Drain { group, worker } => (group, worker, false),
         WorkerCommand::Evict { group, worker } => (group, worker, true),
