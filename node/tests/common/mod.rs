@@ -2,6 +2,7 @@
 //! loopback, on OS-chosen ports, with real sled data dirs.
 #![allow(dead_code)]
 
+pub mod procs;
 pub mod watch;
 pub mod worker;
 

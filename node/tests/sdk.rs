@@ -1,0 +1,421 @@
+//! The worker SDK against a real 3-node cluster: workers are `batonctl worker
+//! join` processes (the SDK), nodes are `baton-node` processes; faults are
+//! SIGKILL, SIGTERM and SIGSTOP. Each worker's JSON-line event log is the
+//! evidence.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_client::{AdminClient, ShardMap};
+use baton_proto::v1 as pb;
+use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+mod common;
+
+use common::procs::{batonctl, three_processes};
+use common::worker::{assignment, create_group, route_all, settle};
+use common::WAIT;
+
+/// A `batonctl worker join` process and its event log.
+struct WorkerProc {
+    id: String,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl WorkerProc {
+    fn spawn(dir: &Path, endpoints: &[String], group: &str, id: &str, extra: &[&str]) -> Self {
+        let out = dir.join(format!("{id}.jsonl"));
+        let err = dir.join(format!("{id}.err"));
+        let child = Command::new(batonctl())
+            .args(["--endpoints", &endpoints.join(","), "worker", "join", group])
+            .args(["--id", id])
+            .args(extra)
+            .stdout(std::fs::File::create(&out).expect("log"))
+            .stderr(std::fs::File::create(&err).expect("log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn batonctl worker join");
+        Self {
+            id: id.into(),
+            child,
+            out,
+            err,
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
+    }
+
+    fn signal(&self, s: Signal) {
+        kill(self.pid(), s).expect("signal");
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect()
+    }
+
+    /// Polls the log (another process: there is nothing to await) until
+    /// `done` holds for its events.
+    async fn wait_for(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let events = self.events();
+            if done(&events) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {what} not seen within {WAIT:?}; events: {events:#?}; stderr: {}",
+                self.id,
+                std::fs::read_to_string(&self.err).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit; returns whether it exited 0.
+    async fn exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "{} still running", self.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn event_is(e: &Value, name: &str) -> bool {
+    e["event"] == name
+}
+
+fn count(events: &[Value], name: &str) -> usize {
+    events.iter().filter(|e| event_is(e, name)).count()
+}
+
+/// Every partition named by a `[[first, last], ...]` field.
+fn partitions_of(e: &Value) -> Vec<u32> {
+    e["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| {
+            let first = r[0].as_u64().expect("first") as u32;
+            let last = r[1].as_u64().expect("last") as u32;
+            first..=last
+        })
+        .collect()
+}
+
+/// Partitions a worker holds according to its own log.
+fn held(events: &[Value]) -> Vec<u32> {
+    let mut held = std::collections::BTreeSet::new();
+    for e in events {
+        match e["event"].as_str() {
+            Some("assigned") => held.extend(partitions_of(e)),
+            Some("released") => partitions_of(e).iter().for_each(|p| {
+                held.remove(p);
+            }),
+            Some("lease_lost") => held.clear(),
+            _ => {}
+        }
+    }
+    held.into_iter().collect()
+}
+
+async fn balanced(admin: &mut AdminClient, group: &str, workers: usize, each: u32) {
+    settle(admin, group, "balanced", |a| {
+        a.workers.len() == workers
+            && a.workers.iter().all(|w| w.count == each)
+            && a.moving.is_empty()
+    })
+    .await;
+}
+
+/// Ownership intervals per partition from the workers' logs: from
+/// `assigned` to `released` (stamped when the worker stopped owning, before
+/// the release call), `lease_lost` or `exit`; open at the end of the log.
+fn intervals(logs: &[(&str, Vec<Value>)]) -> BTreeMap<u32, Vec<(u64, u64, String)>> {
+    let mut closed: BTreeMap<u32, Vec<(u64, u64, String)>> = BTreeMap::new();
+    for (id, events) in logs {
+        let mut open: BTreeMap<u32, u64> = BTreeMap::new();
+        for e in events {
+            let at = e["unix_ms"].as_u64().expect("unix_ms");
+            let mut close = |p: u32, open_at: u64| {
+                closed
+                    .entry(p)
+                    .or_default()
+                    .push((open_at, at, id.to_string()))
+            };
+            match e["event"].as_str() {
+                Some("assigned") => partitions_of(e).into_iter().for_each(|p| {
+                    open.insert(p, at);
+                }),
+                Some("released") => {
+                    for p in partitions_of(e) {
+                        if let Some(from) = open.remove(&p) {
+                            close(p, from);
+                        }
+                    }
+                }
+                Some("lease_lost") | Some("exit") => std::mem::take(&mut open)
+                    .into_iter()
+                    .for_each(|(p, from)| close(p, from)),
+                _ => {}
+            }
+        }
+        for (p, from) in open {
+            closed
+                .entry(p)
+                .or_default()
+                .push((from, u64::MAX, id.to_string()));
+        }
+    }
+    closed
+}
+
+/// No partition was held by two workers at overlapping times.
+fn no_overlap(logs: &[(&str, Vec<Value>)]) {
+    for (p, mut spans) in intervals(logs) {
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "partition {p} held by {} until {} and by {} from {}",
+                pair[0].2,
+                pair[0].1,
+                pair[1].2,
+                pair[1].0
+            );
+        }
+    }
+}
+
+fn survivors(endpoints: &[String], dead: usize) -> Vec<String> {
+    endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_workers_ride_out_a_leader_kill_and_drain_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addrs, mut procs) = three_processes(dir.path());
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", 64).await;
+    let ttl = Duration::from_secs(3);
+    let ttl_arg = ttl.as_millis().to_string();
+    let mut w1 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w1", &["--ttl-ms", &ttl_arg]);
+    let w2 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w2", &["--ttl-ms", &ttl_arg]);
+    balanced(&mut admin, "g", 2, 32).await;
+    let before = route_all(&mut admin, "g", 64).await;
+    // Each worker's log says what the server says it holds.
+    for w in [&w1, &w2] {
+        let theirs: Vec<u32> = before
+            .iter()
+            .filter(|(_, (owner, _))| *owner == w.id)
+            .map(|(p, _)| *p)
+            .collect();
+        w.wait_for("its 32 partitions", |e| held(e) == theirs).await;
+    }
+
+    // kill -9 the leader while both hold partitions.
+    let leader = admin.cluster_status().await.expect("status").leader_id;
+    let leader_index = usize::try_from(leader).expect("id") - 1;
+    procs[leader_index].take().expect("leader").sigkill();
+    let mut admin = AdminClient::new(&survivors(&endpoints, leader_index), WAIT).expect("client");
+    admin.barrier().await.expect("a new leader commits");
+    // Observe for two TTLs after the failover: a worker that lost its lease
+    // would say so, and the leader would move its partitions.
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(
+        route_all(&mut admin, "g", 64).await,
+        before,
+        "no partition moved, no token changed"
+    );
+    for w in [&w1, &w2] {
+        assert_eq!(
+            count(&w.events(), "lease_lost"),
+            0,
+            "{} lost its lease",
+            w.id
+        );
+    }
+
+    // SIGTERM w1: it drains, w2 gets its partitions after each release,
+    // and w1 exits 0.
+    let w1_held: Vec<u32> = held(&w1.events());
+    w1.signal(Signal::SIGTERM);
+    assert!(w1.exit(WAIT).await, "w1 exits 0 after SIGTERM");
+    let e1 = w1.events();
+    assert!(event_is(e1.last().expect("events"), "exit"), "{e1:#?}");
+    let e2 = w2
+        .wait_for("all 64 partitions", |e| held(e).len() == 64)
+        .await;
+    let released: Vec<u32> = e1
+        .iter()
+        .filter(|e| event_is(e, "released"))
+        .flat_map(partitions_of)
+        .collect();
+    assert!(
+        w1_held.iter().all(|p| released.contains(p)),
+        "w1 released all it held"
+    );
+    no_overlap(&[("w1", e1), ("w2", e2)]);
+    let a = assignment(&mut admin, "g").await;
+    assert_eq!(a.workers.len(), 1);
+    assert_eq!((a.workers[0].id.as_str(), a.workers[0].count), ("w2", 64));
+    drop(w2);
+    for proc in procs.into_iter().flatten() {
+        proc.sigterm(Duration::from_secs(8));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_past_its_ttl_reports_lease_lost_first_on_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addrs, procs) = three_processes(dir.path());
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", 16).await;
+    let ttl = ["--ttl-ms", "2000"];
+    let w1 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w1", &ttl);
+    let w2 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w2", &ttl);
+    balanced(&mut admin, "g", 2, 8).await;
+    w1.wait_for("8 partitions", |e| held(e).len() == 8).await;
+
+    w1.signal(Signal::SIGSTOP);
+    let before_stop = w1.events().len();
+    // The server expires w1 and gives everything to w2 while w1 is stopped.
+    settle(&mut admin, "g", "w1 expired", |a| {
+        a.workers.len() == 1 && a.workers[0].id == "w2" && a.workers[0].count == 16
+    })
+    .await;
+    w2.wait_for("all 16 partitions", |e| held(e).len() == 16)
+        .await;
+    w1.signal(Signal::SIGCONT);
+    let after = w1
+        .wait_for("an event after SIGCONT", |e| e.len() > before_stop)
+        .await;
+    assert!(
+        event_is(&after[before_stop], "lease_lost"),
+        "the first thing w1 reports after SIGCONT is lease_lost: {:#?}",
+        &after[before_stop..]
+    );
+    // It then joins again as a new session and gets a fair share back.
+    balanced(&mut admin, "g", 2, 8).await;
+    drop((w1, w2));
+    for proc in procs.into_iter().flatten() {
+        proc.sigterm(Duration::from_secs(8));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_map_routes_like_the_server_and_follows_a_split() {
+    let cluster = common::three_nodes().await;
+    let endpoints: Vec<String> = (1..=3)
+        .map(|i| cluster.node(i).addr().to_string())
+        .collect();
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "g", 360).await;
+    let _w1 =
+        common::worker::TestWorker::join(&endpoints, "g", "w1", Duration::from_secs(10)).await;
+    let _w2 =
+        common::worker::TestWorker::join(&endpoints, "g", "w2", Duration::from_secs(10)).await;
+    balanced(&mut admin, "g", 2, 180).await;
+
+    let map = ShardMap::connect(&endpoints, "g").await.expect("shard map");
+    let settled = assignment(&mut admin, "g").await.revision;
+    assert!(map.wait_for(settled, WAIT).await, "the map catches up");
+    let mut grpc = AdminGrpc::connect(format!("http://{}", endpoints[0]))
+        .await
+        .expect("connect");
+    let route = |key: String| pb::RouteRequest {
+        group: "g".into(),
+        locator: Some(pb::route_request::Locator::Key(key)),
+        serializable: true,
+    };
+    for i in 0..10_000 {
+        let key = format!("account-{i}");
+        let server = grpc
+            .route(route(key.clone()))
+            .await
+            .expect("route")
+            .into_inner();
+        let local = map.route(key.as_bytes());
+        assert_eq!(local.partition, server.partition, "{key}");
+        assert_eq!(local.owner.as_deref().unwrap_or(""), server.owner, "{key}");
+        assert_eq!(local.token, server.token, "{key}");
+    }
+
+    // After a split the map doubles, and keys route to the children.
+    let group = admin
+        .call(|ch| async move {
+            AdminGrpc::new(ch)
+                .get_group(pb::GetGroupRequest {
+                    group: "g".into(),
+                    serializable: false,
+                })
+                .await
+        })
+        .await
+        .expect("group");
+    let if_revision = group.group.expect("group").config_revision;
+    let split = admin
+        .call(|ch| async move {
+            AdminGrpc::new(ch)
+                .split_group(pb::SplitGroupRequest {
+                    group: "g".into(),
+                    if_revision,
+                })
+                .await
+        })
+        .await
+        .expect("split");
+    assert!(map.wait_for(split.revision, WAIT).await);
+    assert_eq!(map.partitions(), 720);
+    for i in 0..1_000 {
+        let key = format!("account-{i}");
+        let server = grpc
+            .route(route(key.clone()))
+            .await
+            .expect("route")
+            .into_inner();
+        let local = map.route(key.as_bytes());
+        assert_eq!(
+            (
+                local.partition,
+                local.owner.unwrap_or_default(),
+                local.token
+            ),
+            (server.partition, server.owner, server.token),
+            "{key} after the split"
+        );
+    }
+    cluster.shutdown().await;
+}
