@@ -419,3 +419,71 @@ async fn shard_map_routes_like_the_server_and_follows_a_split() {
     }
     cluster.shutdown().await;
 }
+
+/// Revoke → grant time of every handoff in the logs: from the old owner's
+/// `revoked` to the new owner's `assigned` of the same partition.
+fn handoff_times(logs: &[(&str, Vec<Value>)]) -> Vec<u64> {
+    let mut times = Vec::new();
+    for (from, events) in logs {
+        for revoked in events.iter().filter(|e| event_is(e, "revoked")) {
+            let at = revoked["unix_ms"].as_u64().expect("unix_ms");
+            for p in partitions_of(revoked) {
+                let granted = logs
+                    .iter()
+                    .filter(|(id, _)| id != from)
+                    .flat_map(|(_, es)| es.iter())
+                    .filter(|e| event_is(e, "assigned") && partitions_of(e).contains(&p))
+                    .filter_map(|e| e["unix_ms"].as_u64())
+                    .filter(|t| *t >= at)
+                    .min();
+                if let Some(t) = granted {
+                    times.push(t - at);
+                }
+            }
+        }
+    }
+    times.sort_unstable();
+    times
+}
+
+/// The scale-up/scale-down scenario: 360 partitions, 2 → 3 → 2 workers
+/// (`batonctl worker join --drain-ms 0`). Asserts that no partition was ever
+/// held by two workers at once; prints the handoff times (target: p99 ≤ 1 s).
+///
+///     cargo test -p baton-node --test sdk scale -- --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_two_three_two_never_overlaps_and_prints_handoff_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addrs, procs) = three_processes(dir.path());
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", 360).await;
+    let args = ["--drain-ms", "0"];
+    let w1 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w1", &args);
+    let w2 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w2", &args);
+    balanced(&mut admin, "g", 2, 180).await;
+    let mut w3 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w3", &args);
+    balanced(&mut admin, "g", 3, 120).await;
+    w3.signal(Signal::SIGTERM);
+    assert!(w3.exit(WAIT).await, "w3 exits 0 after draining");
+    balanced(&mut admin, "g", 2, 180).await;
+    for w in [&w1, &w2] {
+        w.wait_for("180 partitions", |e| held(e).len() == 180).await;
+    }
+    let logs = [("w1", w1.events()), ("w2", w2.events()), ("w3", w3.events())];
+    no_overlap(&logs);
+    let times = handoff_times(&logs);
+    assert!(times.len() >= 240, "w3 got 120 and gave 120 back: {}", times.len());
+    let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
+    println!(
+        "scale 2 -> 3 -> 2 workers, 360 partitions: {} handoffs, revoke -> grant p50 {} ms, p99 {} ms, max {} ms",
+        times.len(),
+        q(0.5),
+        q(0.99),
+        times.last().copied().unwrap_or_default()
+    );
+    drop((w1, w2, w3));
+    for proc in procs.into_iter().flatten() {
+        proc.sigterm(Duration::from_secs(8));
+    }
+}

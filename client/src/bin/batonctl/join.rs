@@ -62,6 +62,8 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
         "joined",
         json!({"worker": worker.id(), "group": worker.group(), "session": worker.session()}),
     );
+    // Drains in flight: awaited before `exit`, so their lines come first.
+    let mut drains = tokio::task::JoinSet::new();
     while let Some(event) = events.next().await {
         match event {
             WorkerEvent::Assigned(grant) => emit(
@@ -84,7 +86,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
                 // Drain in the background: other events keep flowing.
                 let worker = worker.clone();
                 let drain = args.drain;
-                tokio::spawn(async move {
+                drains.spawn(async move {
                     tokio::time::sleep(drain).await;
                     // The moment this worker stops owning them.
                     let stopped = unix_ms();
@@ -118,6 +120,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
             WorkerEvent::LeaseLost => emit("lease_lost", json!({})),
         }
     }
+    while drains.join_next().await.is_some() {}
     emit("exit", json!({"worker": worker.id()}));
     Ok(())
 }
