@@ -121,11 +121,13 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     // Watchers, round-robin over the nodes, each on its own connection.
-    let received: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    // (node index, revision, when the watcher had it)
+    let received: Arc<Mutex<Vec<(usize, u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let expected = rate * seconds;
     let mut tasks = Vec::new();
     for i in 0..watchers {
-        let addr = &grpc[usize::try_from(i)? % grpc.len()];
+        let node = usize::try_from(i)? % grpc.len();
+        let addr = &grpc[node];
         let mut client = WatchClient::connect(format!("http://{addr}")).await?;
         let request = pb::WatchRequest {
             group: "fanout".into(),
@@ -141,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
             while events < expected {
                 match stream.message().await {
                     Ok(Some(m)) if !m.events.is_empty() => {
-                        mine.push((m.revision, Instant::now()));
+                        mine.push((node, m.revision, Instant::now()));
                         events += 1;
                     }
                     Ok(Some(_)) => {}
@@ -182,13 +184,15 @@ async fn main() -> anyhow::Result<()> {
         .lock()
         .map_err(|_| anyhow::anyhow!("a watcher panicked"))?;
     let mut latencies: Vec<Duration> = Vec::with_capacity(received.len());
+    let mut by_node: Vec<Vec<Duration>> = vec![Vec::new(); grpc.len()];
     let mut early = 0u64;
-    for (revision, at) in received.iter() {
+    for (node, revision, at) in received.iter() {
         if let Some(acked_at) = acked.get(revision) {
             if at < acked_at {
                 early += 1;
             }
             latencies.push(at.saturating_duration_since(*acked_at));
+            by_node[*node].push(at.saturating_duration_since(*acked_at));
         }
     }
     latencies.sort();
@@ -205,5 +209,19 @@ async fn main() -> anyhow::Result<()> {
         quantile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    for (i, mut l) in by_node.into_iter().enumerate() {
+        l.sort();
+        let role = if i + 1 == usize::try_from(leader.leader_id)? {
+            "leader"
+        } else {
+            "follower"
+        };
+        println!(
+            "  watchers on node {} ({role}): p50 {:.1} ms, p99 {:.1} ms",
+            i + 1,
+            quantile(&l, 0.5).as_secs_f64() * 1e3,
+            quantile(&l, 0.99).as_secs_f64() * 1e3
+        );
+    }
     Ok(())
 }

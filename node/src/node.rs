@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::api::admin::AdminApi;
 use crate::api::raft::RaftApi;
@@ -132,7 +133,12 @@ impl Node {
                 .add_service(worker_service)
                 .add_service(watch_service)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    // tonic leaves Nagle on for sockets it did not accept itself;
+                    // with it, a small watch or Raft message can wait out the
+                    // peer's delayed ACK (40 ms).
+                    TcpListenerStream::new(listener).map(|accepted| {
+                        accepted.and_then(|socket| socket.set_nodelay(true).map(|()| socket))
+                    }),
                     until_stopped(stopped.clone()),
                 ),
         );

@@ -470,10 +470,18 @@ async fn scale_two_three_two_never_overlaps_and_prints_handoff_times() {
     for w in [&w1, &w2] {
         w.wait_for("180 partitions", |e| held(e).len() == 180).await;
     }
-    let logs = [("w1", w1.events()), ("w2", w2.events()), ("w3", w3.events())];
+    let logs = [
+        ("w1", w1.events()),
+        ("w2", w2.events()),
+        ("w3", w3.events()),
+    ];
     no_overlap(&logs);
     let times = handoff_times(&logs);
-    assert!(times.len() >= 240, "w3 got 120 and gave 120 back: {}", times.len());
+    assert!(
+        times.len() >= 240,
+        "w3 got 120 and gave 120 back: {}",
+        times.len()
+    );
     let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
     println!(
         "scale 2 -> 3 -> 2 workers, 360 partitions: {} handoffs, revoke -> grant p50 {} ms, p99 {} ms, max {} ms",
