@@ -495,3 +495,101 @@ async fn scale_two_three_two_never_overlaps_and_prints_handoff_times() {
         proc.sigterm(Duration::from_secs(8));
     }
 }
+
+/// A `Handler` that reports each callback and holds `on_tombstone` until the
+/// test lets it return.
+struct Recorder {
+    calls: tokio::sync::mpsc::UnboundedSender<String>,
+    hold: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl baton_client::Handler for Recorder {
+    async fn on_assigned(&mut self, grant: &baton_client::Grant) {
+        let _ = self
+            .calls
+            .send(format!("assigned {:?}", grant.partitions()));
+    }
+    async fn on_revoked(&mut self, partitions: &baton_client::Partitions, _deadline: Instant) {
+        let _ = self.calls.send(format!("revoked {partitions:?}"));
+    }
+    async fn on_tombstone(&mut self, key: &str, _partition: u32, _revision: u64) {
+        let _ = self.calls.send(format!("tombstone {key}"));
+        if let Some(hold) = self.hold.take() {
+            let _ = hold.await;
+        }
+    }
+    async fn on_lease_lost(&mut self) {
+        let _ = self.calls.send("lease lost".into());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_put_returns_only_after_the_sdk_handler_returns() {
+    use baton_proto::v1::tombstones_client::TombstonesClient;
+
+    let cluster = common::three_nodes().await;
+    let endpoints: Vec<String> = (1..=3)
+        .map(|i| cluster.node(i).addr().to_string())
+        .collect();
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "g", 8).await;
+    let (worker, events) = baton_client::Worker::builder(endpoints.clone(), "g")
+        .id("w1")
+        .ttl(Duration::from_secs(5))
+        .join()
+        .await
+        .expect("join");
+    let (calls, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (release_handler, hold) = tokio::sync::oneshot::channel();
+    let handler = Recorder {
+        calls,
+        hold: Some(hold),
+    };
+    let runner = {
+        let worker = worker.clone();
+        tokio::spawn(async move { events.run(&worker, handler).await })
+    };
+    assert_eq!(seen.recv().await.as_deref(), Some("assigned [0..=7]"));
+
+    let put = tokio::spawn(async move {
+        let request = pb::PutTombstoneRequest {
+            group: "g".into(),
+            key: "account-42".into(),
+            wait: pb::Wait::Acknowledged as i32,
+            ..Default::default()
+        };
+        admin
+            .call(|ch| {
+                let request = request.clone();
+                async move { TombstonesClient::new(ch).put(request).await }
+            })
+            .await
+    });
+    assert_eq!(seen.recv().await.as_deref(), Some("tombstone account-42"));
+    // The handler is still running: the barrier must still be waiting. (A
+    // bounded look at something that must not happen.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !put.is_finished(),
+        "the put returned before the handler did"
+    );
+    release_handler.send(()).expect("handler waiting");
+    let reply = put.await.expect("put task").expect("put");
+    assert_eq!(reply.barrier, pb::Barrier::Acknowledged as i32);
+    assert_eq!(reply.owner, "w1");
+
+    // Shutdown drains through the handler (revoked, then released for it)
+    // and ends the event stream.
+    let outcome = worker
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    assert_eq!(outcome, baton_client::Shutdown::Drained);
+    runner
+        .await
+        .expect("handler loop ends when the worker has left");
+    assert_eq!(seen.recv().await.as_deref(), Some("revoked [0..=7]"));
+    let a = assignment(&mut cluster.admin(), "g").await;
+    assert!(a.workers.is_empty(), "w1 left: {a:?}");
+    cluster.shutdown().await;
+}

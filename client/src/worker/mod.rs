@@ -529,11 +529,14 @@ impl Events {
                 return Some(WorkerEvent::LeaseLost);
             }
             let epoch = self.epoch;
+            // Once this session's loss is reported, only the next session's
+            // events matter (waiting on the lost lease would spin).
+            let watch_lease = self.lost_reported < epoch;
             let shared = self.shared.clone();
             let received = tokio::select! {
                 biased;
                 m = self.rx.recv() => m,
-                () = shared.lease.lost(epoch) => continue,
+                () = shared.lease.lost(epoch), if watch_lease => continue,
             };
             let (epoch, event) = received?;
             if epoch <= self.lost_reported {
