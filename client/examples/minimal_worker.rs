@@ -36,7 +36,6 @@ async fn sync_mailboxes(partition: u32, token: u64) {
     println!("partition {partition}: syncing with fencing token {token}");
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
-
 fn forget(key: &str) {
     println!("{key} was deleted: dropping its work");
 }

@@ -66,7 +66,7 @@ async fn process(partition: u32, grant: Grant, ctx: Arc<Ctx>) {
         }
         // Every seventh item "fails" once; it is retried only if its key
         // has not been deleted meanwhile.
-        if n % 7 == 0 && !may_retry(&ctx.endpoint, &ctx.group, &key).await {
+        if n.is_multiple_of(7) && !may_retry(&ctx.endpoint, &ctx.group, &key).await {
             println!("  {key} was deleted: not retrying");
             continue;
         }

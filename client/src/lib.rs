@@ -7,6 +7,12 @@
 //! - [`Worker`]: the worker SDK (see its module for a complete worker).
 //! - [`ShardMap`]: key → partition → owner, kept current by a watch.
 //! - `batonctl` (`src/bin/batonctl/`): the admin CLI built on them.
+//!
+//! A complete worker (`examples/minimal_worker.rs`):
+//!
+//! ```no_run
+#![doc = include_str!("../examples/minimal_worker.rs")]
+//! ```
 
 mod admin;
 pub mod partitions;
