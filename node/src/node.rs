@@ -23,6 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::api::admin::AdminApi;
+use crate::api::leader::Leader;
 use crate::api::raft::RaftApi;
 use crate::api::tombstones::TombstonesApi;
 use crate::api::watch::WatchApi;
@@ -30,7 +31,7 @@ use crate::api::worker::WorkerApi;
 use crate::config::{Bootstrap, NodeConfig};
 use crate::leases::Leases;
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
-use crate::raft::{BatonRaft, NodeId};
+use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::{self, LogStore, StateMachineStore};
 
 /// How long shutdown waits for in-flight requests before closing anyway.
@@ -83,10 +84,11 @@ impl Node {
             .transpose()?;
 
         let raft_config = config.tuning.to_config().context("invalid Raft timing")?;
+        let dialer = PeerDialer::new(config.listen);
         let raft = BatonRaft::new(
             config.id,
             raft_config,
-            Network::default(),
+            Network::new(dialer),
             log.clone(),
             sm.clone(),
         )
@@ -102,25 +104,18 @@ impl Node {
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let leases = Arc::new(Leases::default());
+        let leader = || Leader::new(config.id, raft.clone(), sm.clone(), dialer);
         let admin_service = AdminServer::new(AdminApi::new(
-            config.id,
+            leader(),
             addr.clone(),
-            raft.clone(),
             log.clone(),
             sm.clone(),
             leases.clone(),
         ));
-        let tombstones_service =
-            TombstonesServer::new(TombstonesApi::new(config.id, raft.clone(), sm.clone()));
-        let watch_service = WatchServer::new(WatchApi::new(
-            config.id,
-            raft.clone(),
-            sm.clone(),
-            stopped.clone(),
-        ));
+        let tombstones_service = TombstonesServer::new(TombstonesApi::new(leader(), sm.clone()));
+        let watch_service = WatchServer::new(WatchApi::new(leader(), sm.clone(), stopped.clone()));
         let worker_service = WorkerServer::new(WorkerApi::new(
-            config.id,
-            raft.clone(),
+            leader(),
             sm.clone(),
             leases.clone(),
             stopped.clone(),

@@ -26,7 +26,7 @@ use crate::config::parse_peer_addr;
 use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, Reply, SessionState};
 use crate::leases::{Leases, SessionKey};
 use crate::on_leader;
-use crate::raft::{BatonRaft, NodeId};
+use crate::raft::NodeId;
 use crate::store::{LogStore, StateMachineStore};
 
 /// How long a new node may take to catch up before `AddNode` gives up waiting.
@@ -46,9 +46,8 @@ type Metrics = RaftMetrics<NodeId, BasicNode>;
 
 impl AdminApi {
     pub fn new(
-        id: NodeId,
+        leader: Leader,
         addr: String,
-        raft: BatonRaft,
         log: LogStore,
         sm: StateMachineStore,
         leases: Arc<Leases>,
@@ -56,7 +55,7 @@ impl AdminApi {
         Self {
             addr,
             leases,
-            leader: Leader::new(id, raft, sm.clone()),
+            leader,
             log,
             sm,
         }

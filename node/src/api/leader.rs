@@ -5,12 +5,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::{check_leader_error, domain_error, group_not_found, not_leader, write_error};
 use crate::domain::{Command, Event, Group, Reply, State};
-use crate::raft::{BatonRaft, NodeId};
+use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::StateMachineStore;
 use baton_proto::v1::raft_client::RaftClient;
 use baton_proto::v1::ReadIndexRequest;
@@ -51,15 +51,17 @@ pub struct Leader {
     sm: StateMachineStore,
     /// The channel to the last leader we forwarded to.
     channel: Mutex<Option<(String, Channel)>>,
+    dialer: PeerDialer,
 }
 
 impl Leader {
-    pub fn new(id: NodeId, raft: BatonRaft, sm: StateMachineStore) -> Self {
+    pub fn new(id: NodeId, raft: BatonRaft, sm: StateMachineStore, dialer: PeerDialer) -> Self {
         Self {
             id,
             raft,
             sm,
             channel: Mutex::new(None),
+            dialer,
         }
     }
 
@@ -125,13 +127,14 @@ impl Leader {
                 return Ok(channel.clone());
             }
         }
-        let channel = Endpoint::from_shared(format!("http://{leader_addr}"))
+        let channel = self
+            .dialer
+            .endpoint(&leader_addr)
             .map_err(|e| {
                 Status::internal(format!(
                     "leader {leader_id} has an unusable address {leader_addr:?}: {e}"
                 ))
             })?
-            .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
         *cached = Some((leader_addr, channel.clone()));
         Ok(channel)

@@ -12,7 +12,6 @@ use super::convert;
 use super::leader::{now_ms, Leader, Route};
 use crate::domain::{hash, Command, Event, LeaveReason, Locator, Reply};
 use crate::on_leader;
-use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
 use crate::watch::Feed;
 
@@ -29,11 +28,8 @@ pub struct TombstonesApi {
 }
 
 impl TombstonesApi {
-    pub fn new(id: NodeId, raft: BatonRaft, sm: StateMachineStore) -> Self {
-        Self {
-            leader: Leader::new(id, raft, sm.clone()),
-            sm,
-        }
+    pub fn new(leader: Leader, sm: StateMachineStore) -> Self {
+        Self { leader, sm }
     }
 
     /// Commits the put on the leader (here or forwarded, without its wait)

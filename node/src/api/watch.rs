@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 use super::leader::Leader;
 use super::{convert, domain_error, group_not_found};
 use crate::domain::{validate, Event, EventKind};
-use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
 use crate::watch::{Feed, FeedError};
 
@@ -39,14 +38,9 @@ pub struct WatchApi {
 }
 
 impl WatchApi {
-    pub fn new(
-        id: NodeId,
-        raft: BatonRaft,
-        sm: StateMachineStore,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(leader: Leader, sm: StateMachineStore, stopping: watch::Receiver<bool>) -> Self {
         Self {
-            leader: Leader::new(id, raft, sm.clone()),
+            leader,
             sm,
             stopping,
         }

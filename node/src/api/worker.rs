@@ -18,7 +18,6 @@ use super::{convert, not_leader};
 use crate::domain::{validate, Command, Reply};
 use crate::leases::{Leases, Refusal, SessionKey};
 use crate::on_leader;
-use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
 
 pub struct WorkerApi {
@@ -30,14 +29,13 @@ pub struct WorkerApi {
 
 impl WorkerApi {
     pub fn new(
-        id: NodeId,
-        raft: BatonRaft,
+        leader: Leader,
         sm: StateMachineStore,
         leases: Arc<Leases>,
         stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            leader: Leader::new(id, raft, sm.clone()),
+            leader,
             sm,
             leases,
             stopping,

@@ -1,6 +1,7 @@
 //! openraft glue: the type configuration, the Raft tuning, and the network.
 
 pub mod network;
+pub use network::PeerDialer;
 
 use std::io::Cursor;
 use std::sync::Arc;

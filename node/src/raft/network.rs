@@ -4,6 +4,7 @@
 //! `baton.v1.RaftPayload` (see `proto/baton/v1/raft.proto`).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,14 +30,46 @@ use super::{NodeId, TypeConfig};
 /// room for large commands without letting a peer make us buffer without bound.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How this node dials its peers (Raft, and requests forwarded to the
+/// leader). A node listening on one specific address dials from it too, so
+/// peers, firewalls and proxies see its connections come from its own
+/// address; one listening on all interfaces lets the system choose.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerDialer {
+    source: Option<IpAddr>,
+}
+
+impl PeerDialer {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            source: (!listen.ip().is_unspecified()).then(|| listen.ip()),
+        }
+    }
+
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        Ok(Endpoint::from_shared(format!("http://{addr}"))?
+            .local_address(self.source)
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true))
+    }
+}
+
 /// Creates the per-peer clients openraft asks for, reusing one channel per
 /// peer address across reconnects and replication-stream restarts.
 #[derive(Clone, Default)]
 pub struct Network {
+    dialer: PeerDialer,
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
 }
 
 impl Network {
+    pub fn new(dialer: PeerDialer) -> Self {
+        Self {
+            dialer,
+            channels: Arc::default(),
+        }
+    }
+
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(&(target, addr.to_string())) {
@@ -44,9 +77,9 @@ impl Network {
         }
         // A peer whose address changed gets a new channel; drop the old one.
         channels.retain(|(id, _), _| *id != target);
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
+        let channel = self
+            .dialer
+            .endpoint(addr)?
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
