@@ -101,6 +101,8 @@ pub struct Recorder {
 
 struct RecorderInner {
     ops: Vec<Op>,
+    /// The highest revision an operation has reported.
+    max_revision: u64,
     file: Option<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -114,6 +116,7 @@ impl Recorder {
             start: Instant::now(),
             inner: Arc::new(Mutex::new(RecorderInner {
                 ops: Vec::new(),
+                max_revision: 0,
                 file,
             })),
         })
@@ -131,8 +134,31 @@ impl Recorder {
                 let _ = writeln!(f, "{line}");
             }
         }
+        if let Some(r) = op.u64("revision") {
+            inner.max_revision = inner.max_revision.max(r);
+        }
         inner.ops.push(op.clone());
         op
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ops
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The highest revision any recorded operation has reported.
+    pub fn max_revision(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_revision
     }
 
     pub fn flush(&self) {

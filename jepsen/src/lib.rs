@@ -1,10 +1,20 @@
-//! `baton-jepsen`: the chaos harness. It starts a real cluster, drives
-//! concurrent clients against it while injecting faults, records every
-//! operation in a history, and checks the history against the guarantees
-//! G1–G5 of DESIGN.md.
+//! baton's chaos harness, in the spirit of Jepsen: start a real cluster,
+//! drive concurrent clients, inject faults, record everything, and check
+//! guarantees G1–G5 of DESIGN.md against the history.
 //!
+//! - [`cluster`]: `baton-node` processes on the [`proxy`] or [`netns`] backend.
+//! - [`workload`]: registers, tombstones, watchers, SDK workers and the sink.
+//! - [`nemesis`]: faults scheduled from a seed.
 //! - [`history`]: the operation log (JSONL) every checker reads.
 //! - [`check`]: the checkers, each with a verdict valid / invalid / unknown.
+//! - [`run`], [`report`]: one test end to end, and its plots.
 
 pub mod check;
+pub mod cluster;
 pub mod history;
+pub mod nemesis;
+pub mod netns;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod workload;
