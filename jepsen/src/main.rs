@@ -50,6 +50,11 @@ enum Cmd {
         /// Time budget of the linearizability search, per register, in seconds.
         #[arg(long, default_value_t = 30)]
         budget: u64,
+        /// Read the registers with `serializable` (from the local replica,
+        /// possibly stale) instead of linearizably: the checker must then
+        /// report the stale reads a partition causes (a self-test).
+        #[arg(long)]
+        serializable_reads: bool,
     },
     /// Re-run the checkers on a stored run (its history.jsonl), offline.
     Recheck {
@@ -90,6 +95,7 @@ async fn real_main() -> anyhow::Result<Verdict> {
             store,
             node_binary,
             budget,
+            serializable_reads,
         } => {
             if !(1..=9).contains(&nodes) {
                 anyhow::bail!("--nodes must be 1 to 9");
@@ -119,6 +125,7 @@ async fn real_main() -> anyhow::Result<Verdict> {
                 node_binary,
                 command_line: std::env::args().collect::<Vec<_>>().join(" "),
                 budget: Duration::from_secs(budget),
+                serializable_reads,
             };
             let (_, verdict) = run::test(&opts).await?;
             Ok(verdict)

@@ -74,7 +74,7 @@ impl Nemesis {
             cluster,
             history,
             families,
-            rng: StdRng::seed_from_u64(seed ^ 0x4E45_4D45_5349_53),
+            rng: StdRng::seed_from_u64(seed ^ 0x004E_454D_4553_4953),
         }
     }
 

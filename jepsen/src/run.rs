@@ -26,6 +26,8 @@ pub struct Options {
     pub families: Vec<Family>,
     pub time_limit: Duration,
     pub seed: u64,
+    /// See [`Ctx::serializable_reads`].
+    pub serializable_reads: bool,
     pub store: PathBuf,
     pub node_binary: PathBuf,
     pub command_line: String,
@@ -84,6 +86,7 @@ pub async fn test(opts: &Options) -> anyhow::Result<(PathBuf, Verdict)> {
         history: history.clone(),
         stop: stop.clone(),
         seed: opts.seed,
+        serializable_reads: opts.serializable_reads,
     };
     workload::setup(&ctx).await?;
     println!(

@@ -63,6 +63,9 @@ pub struct Ctx {
     pub history: Recorder,
     pub stop: Stop,
     pub seed: u64,
+    /// Register reads with `serializable` (served from the local replica,
+    /// possibly stale): a deliberate weakening the checker must catch.
+    pub serializable_reads: bool,
 }
 
 impl Ctx {
@@ -178,7 +181,7 @@ pub async fn registers(ctx: Ctx, slot: u64, next_value: Arc<AtomicU64>) {
         );
         let read = timed(AdminClient::new(ch.clone()).get_group(pb::GetGroupRequest {
             group: group.into(),
-            serializable: false,
+            serializable: ctx.serializable_reads,
         }))
         .await;
         let (value, config_revision) = match read {

@@ -137,4 +137,69 @@ mod tests {
         let back: Vec<Op> = [write("a", "k1", 0, 10, 9), write("b", "k2", 20, 30, 6)].concat();
         assert_eq!(check(&back, None).verdict, Verdict::Invalid);
     }
+
+    fn truth_with(events: Vec<(u64, serde_json::Value)>) -> GroundTruth {
+        use crate::check::truth::{Stream, TruthEvent};
+        let events = events
+            .into_iter()
+            .map(|(revision, detail)| TruthEvent {
+                revision,
+                hash: revision,
+                detail,
+            })
+            .collect();
+        GroundTruth {
+            groups: BTreeMap::from([(
+                "g".to_string(),
+                Stream {
+                    from: 0,
+                    to: 10,
+                    events,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn reads_and_checks_that_differ_from_the_replay_are_invalid() {
+        let truth = truth_with(vec![
+            (1, json!({"k": "group", "register": 1000})),
+            (4, json!({"k": "group", "register": 2000})),
+            (6, json!({"k": "tombstone", "key": "k1"})),
+        ]);
+        let read = |value: u64, at: u64| {
+            vec![
+                Op::new("cas-1", Kind::Invoke, "read").key("g"),
+                Op::new("cas-1", Kind::Ok, "read")
+                    .key("g")
+                    .value(json!({"value": value, "revision": at})),
+            ]
+        };
+        let check_op = |deleted: bool, at: u64| {
+            vec![
+                Op::new("tombstones-1", Kind::Invoke, "check").key("g"),
+                Op::new("tombstones-1", Kind::Ok, "check")
+                    .key("g")
+                    .value(json!({"revision": at, "deleted": {"k1": deleted}})),
+            ]
+        };
+        let good = [
+            read(1000, 3),
+            read(2000, 4),
+            check_op(false, 5),
+            check_op(true, 6),
+        ]
+        .concat();
+        assert_eq!(check(&good, Some(&truth)).verdict, Verdict::Valid);
+        // A read at revision 5 that still returns the value replaced at 4.
+        assert_eq!(
+            check(&read(1000, 5), Some(&truth)).verdict,
+            Verdict::Invalid
+        );
+        // A check that misses a tombstone present at its revision.
+        assert_eq!(
+            check(&check_op(false, 7), Some(&truth)).verdict,
+            Verdict::Invalid
+        );
+    }
 }

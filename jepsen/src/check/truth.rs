@@ -158,3 +158,47 @@ pub fn unknown(checker: &'static str) -> Outcome {
     o.verdict = Verdict::Unknown;
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_acknowledged_write_missing_from_the_final_history_is_invalid() {
+        let truth = GroundTruth {
+            groups: BTreeMap::from([(
+                "ts".to_string(),
+                Stream {
+                    from: 0,
+                    to: 9,
+                    events: vec![TruthEvent {
+                        revision: 7,
+                        hash: 1,
+                        detail: json!({"k": "tombstone", "key": "k1"}),
+                    }],
+                },
+            )]),
+        };
+        let put = |key: &str, revision: u64| {
+            vec![
+                Op::new("tombstones-1", Kind::Invoke, "put")
+                    .key(key)
+                    .value(json!({"group": "ts"})),
+                Op::new("tombstones-1", Kind::Ok, "put")
+                    .key(key)
+                    .value(json!({"revision": revision})),
+            ]
+        };
+        assert_eq!(
+            durability(&put("k1", 7), Some(&truth)).verdict,
+            Verdict::Valid
+        );
+        // Acknowledged at 8, but the history has nothing there: lost.
+        assert_eq!(
+            durability(&put("k2", 8), Some(&truth)).verdict,
+            Verdict::Invalid
+        );
+        // Without a ground truth the checker cannot decide.
+        assert_eq!(durability(&put("k1", 7), None).verdict, Verdict::Unknown);
+    }
+}
