@@ -80,11 +80,12 @@ fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
 /// restarted mid-call), not because a server answered. The call may or may
 /// not have taken effect, as with any timeout; baton's writes are safe to
 /// repeat (a repeated one is refused or returns the first result).
+/// tonic reports it as UNKNOWN or CANCELLED ("connection closed"), with the
+/// transport error as the source.
 pub(crate) fn lost_connection(status: &Status) -> bool {
-    status.code() == Code::Unknown
-        && status
-            .source()
-            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
+    status
+        .source()
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
 }
 
 /// `HOST:PORT` endpoints, each entry possibly a comma-separated list; checks

@@ -236,6 +236,27 @@ impl Leader {
     }
 }
 
+/// What the caller hears when forwarding to the leader broke on the way
+/// (the leader died or restarted mid-call): UNAVAILABLE, so clients retry,
+/// instead of the CANCELLED or UNKNOWN that tonic reports for a closed
+/// connection, which no longer carries its cause once it crosses this node
+/// (and which clients rightly do not retry). Like any timeout, the call may
+/// or may not have taken effect; baton's writes are safe to repeat.
+pub fn forward_failed(status: Status) -> Status {
+    use std::error::Error as _;
+    let lost = status
+        .source()
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+    if lost {
+        Status::unavailable(format!(
+            "the connection to the leader broke while forwarding this call ({}); it may or may not have taken effect; retry",
+            status.message()
+        ))
+    } else {
+        status
+    }
+}
+
 /// Serves a leader-only call locally or forwards it: `serve!(leader, request,
 /// Client::method, local expression)`.
 #[macro_export]
@@ -245,9 +266,51 @@ macro_rules! on_leader {
             $crate::api::leader::Route::Forward(channel) => {
                 return $client::new(channel)
                     .$method($leader.forwarded($request))
-                    .await;
+                    .await
+                    .map_err($crate::api::leader::forward_failed);
             }
             $crate::api::leader::Route::Local => $local,
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_proto::v1::admin_client::AdminClient;
+    use baton_proto::v1::ClusterStatusRequest;
+
+    /// A "leader" that accepts connections and drops them at once, as a
+    /// process killed mid-call (or a proxy in front of one) does.
+    #[tokio::test]
+    async fn a_forward_whose_connection_breaks_answers_unavailable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy();
+        let status = AdminClient::new(channel)
+            .cluster_status(ClusterStatusRequest {})
+            .await
+            .expect_err("nothing answers");
+        let forwarded = forward_failed(status.clone());
+        assert_eq!(
+            forwarded.code(),
+            tonic::Code::Unavailable,
+            "{status:?} became {forwarded:?}"
+        );
+        // An answer from the leader passes through as it is.
+        let answer = Status::failed_precondition("stale");
+        assert_eq!(
+            forward_failed(answer).code(),
+            tonic::Code::FailedPrecondition
+        );
+    }
 }
