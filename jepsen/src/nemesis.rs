@@ -89,12 +89,19 @@ impl Nemesis {
         if !self.cluster.can_delay() {
             families.retain(|f| *f != Family::Delay);
         }
+        // Families are dealt from a shuffled deck, so a short run still
+        // sees each of them.
+        let mut deck: Vec<Family> = Vec::new();
         while !families.is_empty() {
             let quiet = Duration::from_millis(self.rng.random_range(1500..4000));
             if sleep_or_stop(quiet, &stop).await {
                 break;
             }
-            let family = families[self.rng.random_range(0..families.len())];
+            if deck.is_empty() {
+                deck.clone_from(&families);
+                deck.shuffle(&mut self.rng);
+            }
+            let Some(family) = deck.pop() else { break };
             match self.inject(family).await {
                 Ok(Some((f, value))) => self.record(&f, value),
                 Ok(None) => continue,
@@ -107,7 +114,7 @@ impl Nemesis {
             let stopped = sleep_or_stop(hold, &stop).await;
             self.heal();
             if stopped {
-                break;
+                return;
             }
         }
         self.heal();
@@ -168,7 +175,7 @@ impl Nemesis {
                 )
             }
             Family::Delay => {
-                let by = Duration::from_millis(self.rng.random_range(30..250));
+                let by = Duration::from_millis(self.rng.random_range(20..150));
                 for a in &members {
                     for b in &members {
                         if a != b {

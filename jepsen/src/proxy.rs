@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// One end of a link.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -182,6 +183,10 @@ impl Network {
         self.state().tainted.remove(&conn);
     }
 
+    /// Copies one direction. Reading and writing are separate so a delay
+    /// is latency, not a throughput limit: each chunk is stamped when it
+    /// arrives and written once its delay has passed, while later chunks
+    /// keep arriving.
     async fn pump(
         &self,
         conn: u64,
@@ -190,26 +195,41 @@ impl Network {
         from: End,
         to: End,
     ) {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let delay = {
-                let mut s = self.state();
-                if s.cut.contains_key(&(from, to)) {
-                    s.tainted.insert(conn);
-                    continue;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Option<Instant>, Vec<u8>)>(1024);
+        let reader = async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let delay = {
+                    let mut s = self.state();
+                    if s.cut.contains_key(&(from, to)) {
+                        s.tainted.insert(conn);
+                        continue;
+                    }
+                    s.delay.get(&(from, to)).copied()
+                };
+                let due = delay.map(|d| Instant::now() + d);
+                if tx.send((due, buf[..n].to_vec())).await.is_err() {
+                    return;
                 }
-                s.delay.get(&(from, to)).copied()
-            };
-            if let Some(d) = delay {
-                tokio::time::sleep(d).await;
             }
-            if write.write_all(&buf[..n]).await.is_err() {
-                return;
+        };
+        let writer = async move {
+            while let Some((due, bytes)) = rx.recv().await {
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due).await;
+                }
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
             }
+        };
+        tokio::select! {
+            () = reader => {}
+            () = writer => {}
         }
     }
 }

@@ -79,7 +79,8 @@ pub fn plots(dir: &Path, ops: &[Op]) -> anyhow::Result<()> {
         let hi = max_ms.ln();
         TOP + H - ((ms.max(0.1).ln() - lo) / (hi - lo)).clamp(0.0, 1.0) * H
     };
-    let mut per_second: BTreeMap<u64, usize> = BTreeMap::new();
+    // Every second of the run, so a second with nothing done shows as 0.
+    let mut per_second: BTreeMap<u64, usize> = (0..end as u64).map(|s| (s, 0)).collect();
     for c in calls.iter().filter(|c| c.2 == Kind::Ok) {
         *per_second.entry(c.0 as u64).or_default() += 1;
     }
