@@ -25,11 +25,14 @@ pub enum Backend {
     Proxy,
     /// A network namespace per node, partitions by iptables (root).
     Netns,
+    /// Nodes on loopback, dialled directly: no faults (benchmarks).
+    Direct,
 }
 
 enum Links {
     Proxy(Network),
     Netns(Netns),
+    Direct,
 }
 
 /// Where one node listens and how it is reached.
@@ -79,9 +82,11 @@ impl Cluster {
                 binary.display()
             );
         }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let links = match backend {
             Backend::Proxy => Links::Proxy(Network::default()),
             Backend::Netns => Links::Netns(Netns::new()?),
+            Backend::Direct => Links::Direct,
         };
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -126,6 +131,15 @@ impl Cluster {
                 Place {
                     listen,
                     advertise,
+                    http: SocketAddr::new(ip, free_port(ip)?),
+                }
+            }
+            Links::Direct => {
+                let ip = IpAddr::from([127, 0, 0, 1]);
+                let listen = SocketAddr::new(ip, free_port(ip)?);
+                Place {
+                    listen,
+                    advertise: listen,
                     http: SocketAddr::new(ip, free_port(ip)?),
                 }
             }
@@ -178,7 +192,7 @@ impl Cluster {
             None => args.extend(["--initial-members".into(), self.initial.clone()]),
         }
         let mut command = match self.backend {
-            Backend::Proxy => Command::new(&self.binary),
+            Backend::Proxy | Backend::Direct => Command::new(&self.binary),
             Backend::Netns => {
                 let prefix = Netns::exec_prefix(id);
                 let mut c = Command::new(&prefix[0]);
@@ -310,6 +324,7 @@ impl Cluster {
                 Ok(())
             }
             Links::Netns(ns) => ns.cut(from, to, mode),
+            Links::Direct => bail!("the direct backend cannot cut links"),
         }
     }
 
@@ -321,6 +336,7 @@ impl Cluster {
                 Ok(())
             }
             Links::Netns(_) => bail!("the netns backend cannot delay links (no netem here)"),
+            Links::Direct => bail!("the direct backend cannot delay links"),
         }
     }
 
@@ -333,6 +349,7 @@ impl Cluster {
         match &self.links {
             Links::Proxy(net) => net.heal(),
             Links::Netns(ns) => ns.heal()?,
+            Links::Direct => {}
         }
         let (paused, stopped): (Vec<usize>, Vec<usize>) = {
             let nodes = self.lock();

@@ -8,7 +8,9 @@
 //! - [`history`]: the operation log (JSONL) every checker reads.
 //! - [`check`]: the checkers, each with a verdict valid / invalid / unknown.
 //! - [`run`], [`report`]: one test end to end, and its plots.
+//! - [`bench`]: benchmarks side by side with etcd.
 
+pub mod bench;
 pub mod check;
 pub mod cluster;
 pub mod history;

@@ -56,12 +56,42 @@ enum Cmd {
         #[arg(long)]
         serializable_reads: bool,
     },
+    /// Benchmarks side by side with etcd 3.4 (3 nodes each, loopback, fsync
+    /// on). Run through scripts/bench, which installs etcd and builds with
+    /// the etcd client.
+    Bench {
+        #[command(subcommand)]
+        scenario: Scenario,
+    },
     /// Re-run the checkers on a stored run (its history.jsonl), offline.
     Recheck {
         /// A run directory, e.g. store/proxy-n3-all/latest.
         dir: PathBuf,
         #[arg(long, default_value_t = 30)]
         budget: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Durable single-key writes (tombstone puts vs etcd puts) at rising
+    /// concurrency: throughput and p50/p99/max latency.
+    Writes {
+        /// Concurrent clients, one level after another.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+        clients: Vec<usize>,
+        /// Seconds per level and system.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the Markdown table to this file.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// The node binary [default: baton-node next to this program].
+        #[arg(long)]
+        node_binary: Option<PathBuf>,
     },
 }
 
@@ -129,6 +159,39 @@ async fn real_main() -> anyhow::Result<Verdict> {
             };
             let (_, verdict) = run::test(&opts).await?;
             Ok(verdict)
+        }
+        Cmd::Bench {
+            scenario:
+                Scenario::Writes {
+                    clients,
+                    seconds,
+                    json,
+                    markdown,
+                    node_binary,
+                },
+        } => {
+            let node_binary = match node_binary {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("baton-node"),
+            };
+            let dir = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
+            println!(
+                "baton-jepsen bench writes: {clients:?} clients, {seconds} s per level, 3-node clusters on loopback (data in {})",
+                dir.display()
+            );
+            let rows = baton_jepsen::bench::writes(&node_binary, &dir, &clients, Duration::from_secs(seconds)).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            let rows = rows?;
+            let table = baton_jepsen::bench::writes_table(&rows);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{table}");
+            }
+            if let Some(path) = markdown {
+                std::fs::write(&path, &table)?;
+            }
+            Ok(Verdict::Valid)
         }
         Cmd::Recheck { dir, budget } => {
             let ops = baton_jepsen::history::load(&dir.join("history.jsonl"))?;

@@ -42,6 +42,7 @@ pub async fn test(opts: &Options) -> anyhow::Result<(PathBuf, Verdict)> {
         match opts.backend {
             Backend::Proxy => "proxy",
             Backend::Netns => "netns",
+            Backend::Direct => "direct",
         },
         opts.nodes,
         opts.families

@@ -1,0 +1,241 @@
+//! Benchmarks side by side with etcd: the same load generator against a
+//! 3-node baton cluster and a 3-node etcd 3.4 cluster, in turn, in the same
+//! run, both on loopback with fsync on. Every figure is printed next to
+//! etcd's and the ratio.
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_client::proto as pb;
+use hdrhistogram::Histogram;
+use pb::tombstones_client::TombstonesClient;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::{Backend, Cluster};
+
+/// One system under load: something that makes a durable single-key write.
+pub trait Target: Clone + Send + Sync + 'static {
+    fn put(&self, client: usize, key: String) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Figures of one load level on one system.
+#[derive(Serialize, Clone, Debug)]
+pub struct Level {
+    pub clients: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Drives `clients` concurrent writers for `duration`; each writes unique
+/// keys back to back and records each write's latency.
+pub async fn write_load<T: Target>(target: &T, clients: usize, duration: Duration) -> Level {
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let target = target.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match target.put(c, format!("bench/{c}/{n}")).await {
+                    Ok(()) => {
+                        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        if let Some(h) = &mut h {
+                            let _ = h.record(us.max(1));
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n += 1;
+            }
+            h
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+    for t in tasks {
+        if let (Ok(Some(h)), Some(all)) = (t.await, &mut all) {
+            let _ = all.add(h);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (ops, p50, p99, max) = all.map_or((0, 0, 0, 0), |h| {
+        (h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
+    });
+    Level {
+        clients,
+        ops,
+        errors: errors.load(Ordering::Relaxed),
+        ops_per_s: ops as f64 / elapsed,
+        p50_ms: p50 as f64 / 1000.0,
+        p99_ms: p99 as f64 / 1000.0,
+        max_ms: max as f64 / 1000.0,
+    }
+}
+
+/// baton's durable write: a tombstone put (committed on a majority, flushed,
+/// applied) sent straight to the leader, over a few shared connections.
+#[derive(Clone)]
+pub struct Baton {
+    channels: Arc<Vec<Channel>>,
+}
+
+impl Baton {
+    pub async fn connect(cluster: &Cluster, group: &str) -> anyhow::Result<Self> {
+        let leader = cluster.await_leader(Duration::from_secs(30)).await?;
+        let addr = cluster
+            .endpoint(leader)
+            .ok_or_else(|| anyhow::anyhow!("no address for the leader"))?;
+        let mut admin = baton_client::AdminClient::new(&cluster.endpoints(), Duration::from_secs(20))?;
+        let request = pb::CreateGroupRequest {
+            group: group.into(),
+            config: Some(pb::GroupConfig {
+                partitions: Some(256),
+                ..Default::default()
+            }),
+        };
+        admin
+            .call(|c| {
+                let request = request.clone();
+                async move { pb::admin_client::AdminClient::new(c).create_group(request).await }
+            })
+            .await?;
+        let mut channels = Vec::new();
+        for _ in 0..CONNECTIONS {
+            channels.push(Endpoint::from_shared(format!("http://{addr}"))?.connect().await?);
+        }
+        Ok(Self {
+            channels: Arc::new(channels),
+        })
+    }
+}
+
+/// Connections each load generator spreads its clients over.
+pub const CONNECTIONS: usize = 8;
+const GROUP: &str = "bench";
+
+impl Target for Baton {
+    async fn put(&self, client: usize, key: String) -> anyhow::Result<()> {
+        let channel = self.channels[client % self.channels.len()].clone();
+        TombstonesClient::new(channel)
+            .put(pb::PutTombstoneRequest {
+                group: GROUP.into(),
+                key,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+pub struct Row {
+    pub clients: usize,
+    pub baton: Level,
+    pub etcd: Option<Level>,
+    /// baton's throughput over etcd's.
+    pub throughput_ratio: Option<f64>,
+}
+
+/// `writes`: durable single-key writes at each concurrency level, baton
+/// then etcd.
+pub async fn writes(
+    node_binary: &Path,
+    dir: &Path,
+    levels: &[usize],
+    duration: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let mut baton_levels = Vec::new();
+    {
+        let cluster = Cluster::start(3, Backend::Direct, node_binary, &dir.join("baton")).await?;
+        let target = Baton::connect(&cluster, GROUP).await?;
+        for &clients in levels {
+            let level = write_load(&target, clients, duration).await;
+            println!(
+                "  baton {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} errors)",
+                level.ops_per_s, level.p50_ms, level.p99_ms, level.max_ms, level.errors
+            );
+            baton_levels.push(level);
+        }
+        cluster.stop();
+    }
+    let etcd_levels = etcd_writes(dir, levels, duration).await?;
+    Ok(baton_levels
+        .into_iter()
+        .enumerate()
+        .map(|(i, baton)| {
+            let etcd = etcd_levels.as_ref().and_then(|e| e.get(i).cloned());
+            let throughput_ratio = etcd
+                .as_ref()
+                .filter(|e| e.ops_per_s > 0.0)
+                .map(|e| baton.ops_per_s / e.ops_per_s);
+            Row {
+                clients: baton.clients,
+                baton,
+                etcd,
+                throughput_ratio,
+            }
+        })
+        .collect())
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd_writes(dir: &Path, levels: &[usize], duration: Duration) -> anyhow::Result<Option<Vec<Level>>> {
+    let cluster = etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
+    let target = etcd::Etcd::connect(&cluster).await?;
+    let mut out = Vec::new();
+    for &clients in levels {
+        let level = write_load(&target, clients, duration).await;
+        println!(
+            "  etcd  {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} errors)",
+            level.ops_per_s, level.p50_ms, level.p99_ms, level.max_ms, level.errors
+        );
+        out.push(level);
+    }
+    drop(cluster);
+    Ok(Some(out))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_writes(_: &Path, _: &[usize], _: Duration) -> anyhow::Result<Option<Vec<Level>>> {
+    println!("  etcd: not measured: this build has no etcd client (scripts/bench builds with --features etcd)");
+    Ok(None)
+}
+
+/// The table `writes` prints and docs/benchmarks.md holds.
+pub fn writes_table(rows: &[Row]) -> String {
+    let mut t = String::from(
+        "| clients | baton writes/s | baton p50 / p99 / max (ms) | etcd writes/s | etcd p50 / p99 / max (ms) | throughput baton ÷ etcd |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let etcd = r.etcd.as_ref();
+        t.push_str(&format!(
+            "| {} | {:.0} | {:.2} / {:.2} / {:.1} | {} | {} | {} |\n",
+            r.clients,
+            r.baton.ops_per_s,
+            r.baton.p50_ms,
+            r.baton.p99_ms,
+            r.baton.max_ms,
+            etcd.map_or("—".into(), |e| format!("{:.0}", e.ops_per_s)),
+            etcd.map_or("—".into(), |e| format!("{:.2} / {:.2} / {:.1}", e.p50_ms, e.p99_ms, e.max_ms)),
+            r.throughput_ratio.map_or("—".into(), |x| format!("{x:.2}×")),
+        ));
+    }
+    t
+}
