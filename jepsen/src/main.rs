@@ -179,7 +179,13 @@ async fn real_main() -> anyhow::Result<Verdict> {
                 "baton-jepsen bench writes: {clients:?} clients, {seconds} s per level, 3-node clusters on loopback (data in {})",
                 dir.display()
             );
-            let rows = baton_jepsen::bench::writes(&node_binary, &dir, &clients, Duration::from_secs(seconds)).await;
+            let rows = baton_jepsen::bench::writes(
+                &node_binary,
+                &dir,
+                &clients,
+                Duration::from_secs(seconds),
+            )
+            .await;
             let _ = std::fs::remove_dir_all(&dir);
             let rows = rows?;
             let table = baton_jepsen::bench::writes_table(&rows);

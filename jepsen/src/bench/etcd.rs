@@ -18,17 +18,24 @@ pub struct EtcdCluster {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl EtcdCluster {
     pub async fn start(n: usize, dir: &Path) -> anyhow::Result<Self> {
-        let found = Command::new("etcd").arg("--version").output().is_ok_and(|o| o.status.success());
+        let found = Command::new("etcd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !found {
             bail!("etcd is not installed: scripts/bench installs Debian's etcd-server when run as root (apt-get install etcd-server)");
         }
         std::fs::create_dir_all(dir)?;
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+        let ports: Vec<(u16, u16)> = (0..n)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
         let initial = ports
             .iter()
             .enumerate()
@@ -44,10 +51,19 @@ impl EtcdCluster {
                 .args(["--name", &name])
                 .arg("--data-dir")
                 .arg(dir.join(&name))
-                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args([
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                ])
+                .args([
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                ])
                 .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                ])
                 .args(["--initial-cluster", &initial])
                 .args(["--initial-cluster-token", "baton-bench"])
                 .args(["--initial-cluster-state", "new"])
@@ -72,7 +88,10 @@ impl EtcdCluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("etcd did not become ready within 30 s; see {}", dir.display());
+                bail!(
+                    "etcd did not become ready within 30 s; see {}",
+                    dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -76,7 +76,12 @@ pub async fn write_load<T: Target>(target: &T, clients: usize, duration: Duratio
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (ops, p50, p99, max) = all.map_or((0, 0, 0, 0), |h| {
-        (h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
+        (
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max(),
+        )
     });
     Level {
         clients,
@@ -102,7 +107,8 @@ impl Baton {
         let addr = cluster
             .endpoint(leader)
             .ok_or_else(|| anyhow::anyhow!("no address for the leader"))?;
-        let mut admin = baton_client::AdminClient::new(&cluster.endpoints(), Duration::from_secs(20))?;
+        let mut admin =
+            baton_client::AdminClient::new(&cluster.endpoints(), Duration::from_secs(20))?;
         let request = pb::CreateGroupRequest {
             group: group.into(),
             config: Some(pb::GroupConfig {
@@ -113,12 +119,20 @@ impl Baton {
         admin
             .call(|c| {
                 let request = request.clone();
-                async move { pb::admin_client::AdminClient::new(c).create_group(request).await }
+                async move {
+                    pb::admin_client::AdminClient::new(c)
+                        .create_group(request)
+                        .await
+                }
             })
             .await?;
         let mut channels = Vec::new();
         for _ in 0..CONNECTIONS {
-            channels.push(Endpoint::from_shared(format!("http://{addr}"))?.connect().await?);
+            channels.push(
+                Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect()
+                    .await?,
+            );
         }
         Ok(Self {
             channels: Arc::new(channels),
@@ -196,7 +210,11 @@ pub async fn writes(
 }
 
 #[cfg(feature = "etcd")]
-async fn etcd_writes(dir: &Path, levels: &[usize], duration: Duration) -> anyhow::Result<Option<Vec<Level>>> {
+async fn etcd_writes(
+    dir: &Path,
+    levels: &[usize],
+    duration: Duration,
+) -> anyhow::Result<Option<Vec<Level>>> {
     let cluster = etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
     let target = etcd::Etcd::connect(&cluster).await?;
     let mut out = Vec::new();
@@ -233,8 +251,12 @@ pub fn writes_table(rows: &[Row]) -> String {
             r.baton.p99_ms,
             r.baton.max_ms,
             etcd.map_or("—".into(), |e| format!("{:.0}", e.ops_per_s)),
-            etcd.map_or("—".into(), |e| format!("{:.2} / {:.2} / {:.1}", e.p50_ms, e.p99_ms, e.max_ms)),
-            r.throughput_ratio.map_or("—".into(), |x| format!("{x:.2}×")),
+            etcd.map_or("—".into(), |e| format!(
+                "{:.2} / {:.2} / {:.1}",
+                e.p50_ms, e.p99_ms, e.max_ms
+            )),
+            r.throughput_ratio
+                .map_or("—".into(), |x| format!("{x:.2}×")),
         ));
     }
     t

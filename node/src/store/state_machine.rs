@@ -7,6 +7,13 @@
 //! batch, so a crash leaves either the old state or the new one, never a mix, and
 //! no key of the old state survives into the new one.
 //!
+//! The domain state is event-sourced on disk: each apply batch writes the
+//! applied position and the events it caused, not the whole state. A full
+//! state *checkpoint* is written every [`CHECKPOINT_EVERY`] revisions, and
+//! whenever the history is compacted (so the events after the checkpoint are
+//! always kept); opening replays the events after the checkpoint. Writing the
+//! whole state per batch made every write cost O(state).
+//!
 //! The event history lives in the same generation tree, one key per revision
 //! that caused events (`hist/` + big-endian revision), written in the same batch
 //! as the state it led to, and dropped up to the compacted revision by the
@@ -36,6 +43,8 @@ const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_STATE: &[u8] = b"state";
 const GENERATION_PREFIX: &str = "sm.";
 const HISTORY_PREFIX: &[u8] = b"hist/";
+/// Revisions between two state checkpoints: what opening replays at most.
+pub const CHECKPOINT_EVERY: u64 = 10_000;
 
 fn history_key(revision: u64) -> Vec<u8> {
     let mut key = HISTORY_PREFIX.to_vec();
@@ -64,6 +73,8 @@ struct Applied {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     state: State,
+    /// The revision and compaction of the stored state checkpoint.
+    checkpoint: (u64, u64),
 }
 
 /// What a snapshot carries.
@@ -87,6 +98,18 @@ struct StoredSnapshot {
 #[derive(Deserialize)]
 struct StoredSnapshotHead {
     meta: SnapshotMeta,
+}
+
+/// Applying changes the state in memory before its batch is written; a
+/// batch that cannot be written leaves memory ahead of disk, which must never
+/// be served. A node whose disk refuses writes stops here (as etcd does when
+/// its WAL cannot be written); on restart it recovers from what is on disk.
+fn written<T>(result: Result<T, StorageError>) -> Result<T, StorageError> {
+    if let Err(e) = &result {
+        tracing::error!("cannot write the applied state ({e}); stopping this node");
+        std::process::abort();
+    }
+    result
 }
 
 fn generation_tree_name(generation: u64) -> String {
@@ -129,10 +152,24 @@ impl StateMachineStore {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => StoredMembership::default(),
         };
-        let state = match get(KEY_STATE)? {
+        let mut state: State = match get(KEY_STATE)? {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => State::default(),
         };
+        let checkpoint = (state.revision, state.compacted);
+        // Replay the events applied after the checkpoint.
+        let applied_index = last_applied.map_or(0, |l: LogId| l.index);
+        if applied_index > state.revision {
+            for item in tree.range(history_key(state.revision + 1)..=history_key(u64::MAX)) {
+                let (_, value) = item.map_err(&read)?;
+                let batch: Batch = decode(&value).map_err(codec_err(ErrorVerb::Read))?;
+                state.revision = batch.revision;
+                for event in &batch.events {
+                    state.apply_event(batch.revision, event);
+                }
+            }
+            state.revision = applied_index;
+        }
         let hub = Arc::new(Hub::new(state.revision));
         let applied = Applied {
             generation,
@@ -140,6 +177,7 @@ impl StateMachineStore {
             last_applied,
             membership,
             state,
+            checkpoint,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -210,17 +248,20 @@ impl StateMachineStore {
         Ok((batches, covered))
     }
 
-    /// Adds the applied position, membership and state to `batch`.
+    /// Adds the applied position and membership to `batch`, and a state
+    /// checkpoint when `checkpoint` says so.
     fn put_applied(
         batch: &mut sled::Batch,
         last_applied: &Option<LogId>,
         membership: &StoredMembership,
-        state: &State,
+        checkpoint: Option<&State>,
     ) -> Result<(), StorageError> {
         let write = codec_err(ErrorVerb::Write);
         batch.insert(KEY_APPLIED, encode(last_applied).map_err(&write)?);
         batch.insert(KEY_MEMBERSHIP, encode(membership).map_err(&write)?);
-        batch.insert(KEY_STATE, encode(state).map_err(&write)?);
+        if let Some(state) = checkpoint {
+            batch.insert(KEY_STATE, encode(state).map_err(&write)?);
+        }
         Ok(())
     }
 
@@ -350,48 +391,60 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (results, history, revision) = {
             let mut guard = self.lock();
             let applied = &mut *guard;
-            // Work on copies and swap them in only once the batch is written, so
-            // memory never runs ahead of disk.
-            let mut state = applied.state.clone();
-            let mut membership = applied.membership.clone();
-            let mut last_applied = applied.last_applied;
+            // Applied in place (a copy would cost O(state) per batch). If the
+            // batch then cannot be written, memory is ahead of disk: the
+            // process stops rather than serve that state (see `written`).
+            let compacted_before = applied.state.compacted;
             let mut results = Vec::new();
             let mut history = Vec::new();
             for entry in entries {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
-                    EntryPayload::Blank => state.apply(index, None),
-                    EntryPayload::Normal(command) => state.apply(index, Some(command)),
+                    EntryPayload::Blank => applied.state.apply(index, None),
+                    EntryPayload::Normal(command) => applied.state.apply(index, Some(command)),
                     EntryPayload::Membership(m) => {
-                        membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        state.apply(index, None)
+                        applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        applied.state.apply(index, None)
                     }
                 };
-                last_applied = Some(entry.log_id);
+                applied.last_applied = Some(entry.log_id);
                 history.extend(Batch::of(index, result.events.clone()));
                 results.push(result);
             }
+            let state = &applied.state;
+            // A checkpoint every CHECKPOINT_EVERY revisions, and with every
+            // compaction: the history it drops must be older than the
+            // checkpoint, and the compacted revision itself has no event.
+            let checkpoint = state.revision >= applied.checkpoint.0 + CHECKPOINT_EVERY
+                || state.compacted != applied.checkpoint.1;
             let mut batch = sled::Batch::default();
-            Self::put_applied(&mut batch, &last_applied, &membership, &state)?;
-            Self::put_history(&mut batch, &history)?;
-            if state.compacted > applied.state.compacted {
+            let built = Self::put_applied(
+                &mut batch,
+                &applied.last_applied,
+                &applied.membership,
+                checkpoint.then_some(state),
+            )
+            .and_then(|()| Self::put_history(&mut batch, &history));
+            written(built)?;
+            if state.compacted > compacted_before {
                 let dropped = applied
                     .tree
-                    .range(history_key(applied.state.compacted + 1)..=history_key(state.compacted));
+                    .range(history_key(compacted_before + 1)..=history_key(state.compacted));
                 for item in dropped {
-                    let (key, _) = item.map_err(sm_err(ErrorVerb::Read))?;
+                    let (key, _) = written(item.map_err(sm_err(ErrorVerb::Read)))?;
                     batch.remove(key);
                 }
             }
-            applied
-                .tree
-                .apply_batch(batch)
-                .map_err(sm_err(ErrorVerb::Write))?;
-            let revision = state.revision;
-            applied.state = state;
-            applied.membership = membership;
-            applied.last_applied = last_applied;
-            (results, history, revision)
+            written(
+                applied
+                    .tree
+                    .apply_batch(batch)
+                    .map_err(sm_err(ErrorVerb::Write)),
+            )?;
+            if checkpoint {
+                applied.checkpoint = (state.revision, state.compacted);
+            }
+            (results, history, state.revision)
         };
         // Watchers get the events before the flush: the entries are committed
         // (durable in a majority's logs), and re-applying them after a crash
@@ -451,7 +504,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             &mut batch,
             &meta.last_log_id,
             &meta.last_membership,
-            &payload.state,
+            Some(&payload.state),
         )?;
         Self::put_history(&mut batch, &payload.history)?;
         tree.apply_batch(batch)
@@ -491,6 +544,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 tree,
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
+                checkpoint: (payload.state.revision, payload.state.compacted),
                 state: payload.state,
             };
         }
