@@ -159,10 +159,6 @@ impl Cluster {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Starts node `id` (again) on its data dir; `join` makes it a new
     /// member through the running cluster instead of a static one.
     fn spawn(&self, id: usize, join: Option<String>) -> anyhow::Result<()> {

@@ -115,6 +115,21 @@ fn outcome_of(status: &tonic::Status) -> Kind {
     }
 }
 
+/// Records a write's completion (`op` is its `ok` form): its revision, or
+/// its error as `fail` or `info`. Returns the kind recorded; after `info`
+/// the caller retires its process.
+fn complete_write(ctx: &Ctx, op: Op, result: Result<u64, tonic::Status>) -> Kind {
+    let op = match result {
+        Ok(revision) => op.value(json!({"revision": revision})),
+        Err(s) => {
+            let mut op = op.error(s.message());
+            op.kind = outcome_of(&s);
+            op
+        }
+    };
+    ctx.invoke(op).kind
+}
+
 async fn timed<T>(
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, tonic::Status> {
@@ -228,18 +243,9 @@ pub async fn registers(ctx: Ctx, slot: u64, next_value: Arc<AtomicU64>) {
         }))
         .await;
         let op = Op::new(&process, Kind::Ok, "cas").key(group).node(node);
-        match cas {
-            Ok(r) => ctx.invoke(op.value(json!({"revision": r.revision}))),
-            Err(s) => {
-                let kind = outcome_of(&s);
-                if kind == Kind::Info {
-                    incarnation += 1;
-                }
-                let mut op = op.error(s.message());
-                op.kind = kind;
-                ctx.invoke(op)
-            }
-        };
+        if complete_write(&ctx, op, cas.map(|r| r.revision)) == Kind::Info {
+            incarnation += 1;
+        }
         pause(&ctx, &mut rng).await;
     }
 }
@@ -287,18 +293,9 @@ pub async fn tombstones(
             }))
             .await;
             let op = Op::new(&process, Kind::Ok, "put").key(&key).node(node);
-            match put {
-                Ok(r) => ctx.invoke(op.value(json!({"revision": r.revision}))),
-                Err(s) => {
-                    let kind = outcome_of(&s);
-                    if kind == Kind::Info {
-                        incarnation += 1;
-                    }
-                    let mut op = op.error(s.message());
-                    op.kind = kind;
-                    ctx.invoke(op)
-                }
-            };
+            if complete_write(&ctx, op, put.map(|r| r.revision)) == Kind::Info {
+                incarnation += 1;
+            }
         } else {
             let keys: Vec<String> = {
                 let known = known.lock().unwrap_or_else(|p| p.into_inner());
@@ -351,12 +348,6 @@ pub fn event_hash(event: &pb::WatchEvent) -> u64 {
     xxhash_rust::xxh3::xxh3_64(format!("{event:?}").as_bytes())
 }
 
-/// The highest revision any client has seen acknowledged (where watchers
-/// may resume from).
-pub fn seen_revision(history: &Recorder) -> u64 {
-    history.max_revision()
-}
-
 /// Watchers on node `node`: each watches a group from "now" or from a recent
 /// revision for a few seconds, recording every message, then the next starts.
 pub async fn watchers(ctx: Ctx, node: usize, slot: u64) {
@@ -369,7 +360,9 @@ pub async fn watchers(ctx: Ctx, node: usize, slot: u64) {
         let group = groups[rng.random_range(0..groups.len())];
         let from = match rng.random_range(0..3) {
             0 => 0,
-            _ => seen_revision(&ctx.history)
+            _ => ctx
+                .history
+                .max_revision()
                 .saturating_sub(rng.random_range(0..50))
                 .max(1),
         };

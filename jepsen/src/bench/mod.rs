@@ -94,6 +94,25 @@ pub async fn write_load<T: Target>(target: &T, clients: usize, duration: Duratio
     }
 }
 
+/// Runs each load level in turn on `target`, printing each as it ends.
+pub async fn write_levels<T: Target>(
+    name: &str,
+    target: &T,
+    levels: &[usize],
+    duration: Duration,
+) -> Vec<Level> {
+    let mut out = Vec::new();
+    for &clients in levels {
+        let level = write_load(target, clients, duration).await;
+        println!(
+            "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} errors)",
+            level.ops_per_s, level.p50_ms, level.p99_ms, level.max_ms, level.errors
+        );
+        out.push(level);
+    }
+    out
+}
+
 /// baton's durable write: a tombstone put (committed on a majority, flushed,
 /// applied) sent straight to the leader, over a few shared connections.
 #[derive(Clone)]
@@ -175,18 +194,11 @@ pub async fn writes(
     levels: &[usize],
     duration: Duration,
 ) -> anyhow::Result<Vec<Row>> {
-    let mut baton_levels = Vec::new();
+    let baton_levels;
     {
         let cluster = Cluster::start(3, Backend::Direct, node_binary, &dir.join("baton")).await?;
         let target = Baton::connect(&cluster, GROUP).await?;
-        for &clients in levels {
-            let level = write_load(&target, clients, duration).await;
-            println!(
-                "  baton {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} errors)",
-                level.ops_per_s, level.p50_ms, level.p99_ms, level.max_ms, level.errors
-            );
-            baton_levels.push(level);
-        }
+        baton_levels = write_levels("baton", &target, levels, duration).await;
         cluster.stop();
     }
     let etcd_levels = etcd_writes(dir, levels, duration).await?;
@@ -217,15 +229,7 @@ async fn etcd_writes(
 ) -> anyhow::Result<Option<Vec<Level>>> {
     let cluster = etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
     let target = etcd::Etcd::connect(&cluster).await?;
-    let mut out = Vec::new();
-    for &clients in levels {
-        let level = write_load(&target, clients, duration).await;
-        println!(
-            "  etcd  {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} errors)",
-            level.ops_per_s, level.p50_ms, level.p99_ms, level.max_ms, level.errors
-        );
-        out.push(level);
-    }
+    let out = write_levels("etcd", &target, levels, duration).await;
     drop(cluster);
     Ok(Some(out))
 }
