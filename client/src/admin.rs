@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use baton_proto::v1::admin_client::AdminClient as Grpc;
 use baton_proto::v1::{
     AddNodeRequest, BarrierRequest, BarrierResponse, ClusterStatusRequest, ClusterStatusResponse,
-    MembershipResponse, PromoteNodeRequest, RemoveNodeRequest,
+    CreateGroupRequest, GroupConfig, GroupResponse, MembershipResponse, PromoteNodeRequest,
+    RemoveNodeRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
@@ -281,5 +282,22 @@ impl AdminClient {
     pub async fn barrier(&mut self) -> Result<BarrierResponse, ClientError> {
         self.on_leader(|mut c| async move { c.barrier(BarrierRequest {}).await })
             .await
+    }
+
+    /// Creates `group`; unset config fields take the server's defaults.
+    pub async fn create_group(
+        &mut self,
+        group: &str,
+        config: GroupConfig,
+    ) -> Result<GroupResponse, ClientError> {
+        let request = CreateGroupRequest {
+            group: group.to_string(),
+            config: Some(config),
+        };
+        self.on_leader(|mut c| {
+            let request = request.clone();
+            async move { c.create_group(request).await }
+        })
+        .await
     }
 }

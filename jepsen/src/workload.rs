@@ -121,13 +121,17 @@ fn outcome_of(status: &tonic::Status) -> Kind {
 fn complete_write(ctx: &Ctx, op: Op, result: Result<u64, tonic::Status>) -> Kind {
     let op = match result {
         Ok(revision) => op.value(json!({"revision": revision})),
-        Err(s) => {
-            let mut op = op.error(s.message());
-            op.kind = outcome_of(&s);
-            op
-        }
+        Err(s) => failed(op, &s),
     };
     ctx.invoke(op).kind
+}
+
+/// `op` (its `ok` form) as the record of a call that failed: `fail` when
+/// the answer proves nothing happened, `info` otherwise (timeouts included).
+fn failed(op: Op, status: &tonic::Status) -> Op {
+    let mut op = op.error(status.message());
+    op.kind = outcome_of(status);
+    op
 }
 
 async fn timed<T>(
@@ -149,21 +153,13 @@ pub async fn setup(ctx: &Ctx) -> anyhow::Result<()> {
         (TOMBSTONES, 16, 7 * 24 * 3600 * 1000),
         (WORK, WORK_PARTITIONS, 7 * 24 * 3600 * 1000),
     ] {
-        let request = pb::CreateGroupRequest {
-            group: group.into(),
-            config: Some(pb::GroupConfig {
-                partitions: Some(partitions),
-                tombstone_ttl_ms: Some(ttl),
-                handoff_timeout_ms: Some(5000),
-                ..Default::default()
-            }),
+        let config = pb::GroupConfig {
+            partitions: Some(partitions),
+            tombstone_ttl_ms: Some(ttl),
+            handoff_timeout_ms: Some(5000),
+            ..Default::default()
         };
-        admin
-            .call(|c| {
-                let request = request.clone();
-                async move { AdminClient::new(c).create_group(request).await }
-            })
-            .await?;
+        admin.create_group(group, config).await?;
         if REGISTERS.contains(&group) {
             // The register's initial value, as the checker reads it.
             for kind in [Kind::Invoke, Kind::Ok] {
@@ -215,13 +211,10 @@ pub async fn registers(ctx: Ctx, slot: u64, next_value: Arc<AtomicU64>) {
                 (value, g.config_revision)
             }
             Err(s) => {
-                // A read changes nothing: its failure is definite.
-                ctx.invoke(
-                    Op::new(&process, Kind::Fail, "read")
-                        .key(group)
-                        .node(node)
-                        .error(s.message()),
-                );
+                let op = Op::new(&process, Kind::Ok, "read").key(group).node(node);
+                if ctx.invoke(failed(op, &s)).kind == Kind::Info {
+                    incarnation += 1;
+                }
                 pause(&ctx, &mut rng).await;
                 continue;
             }
@@ -333,9 +326,11 @@ pub async fn tombstones(
                     ctx.invoke(op.value(json!({"revision": r.revision, "deleted": deleted})))
                 }
                 Err(s) => {
-                    let mut op = op.error(s.message());
-                    op.kind = Kind::Fail;
-                    ctx.invoke(op)
+                    let op = ctx.invoke(failed(op, &s));
+                    if op.kind == Kind::Info {
+                        incarnation += 1;
+                    }
+                    op
                 }
             };
         }

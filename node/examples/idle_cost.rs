@@ -140,19 +140,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Join everybody while the group is frozen, then unfreeze: one rebalance
     // grants every (free) partition, so nothing is left moving.
-    let create = pb::CreateGroupRequest {
-        group: "idle".into(),
-        config: Some(pb::GroupConfig {
-            partitions: Some(4096),
-            ..Default::default()
-        }),
+    let config = pb::GroupConfig {
+        partitions: Some(4096),
+        ..Default::default()
     };
-    admin
-        .call(|ch| {
-            let r = create.clone();
-            async move { AdminGrpc::new(ch).create_group(r).await }
-        })
-        .await?;
+    admin.create_group("idle", config).await?;
     let freeze = |frozen| pb::SetFrozenRequest {
         group: "idle".into(),
         frozen,

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use baton_client::AdminClient;
 use baton_proto::v1 as pb;
-use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::watch_client::WatchClient;
 
@@ -106,19 +105,11 @@ async fn main() -> anyhow::Result<()> {
     let mut admin = AdminClient::new(&grpc, Duration::from_secs(30))?;
     let leader = admin.cluster_status().await?;
     println!("3-node cluster up; leader is node {}", leader.leader_id);
-    let create = pb::CreateGroupRequest {
-        group: "fanout".into(),
-        config: Some(pb::GroupConfig {
-            partitions: Some(1024),
-            ..Default::default()
-        }),
+    let config = pb::GroupConfig {
+        partitions: Some(1024),
+        ..Default::default()
     };
-    admin
-        .call(|ch| {
-            let r = create.clone();
-            async move { AdminGrpc::new(ch).create_group(r).await }
-        })
-        .await?;
+    admin.create_group("fanout", config).await?;
 
     // Watchers, round-robin over the nodes, each on its own connection.
     // (node index, revision, when the watcher had it)

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::procs::{batonctl, three_processes};
+use common::procs::{batonctl, three_processes, Proc};
 use common::worker::{assignment, create_group, route_all, settle};
 use common::WAIT;
 
@@ -221,13 +221,23 @@ fn survivors(endpoints: &[String], dead: usize) -> Vec<String> {
         .collect()
 }
 
+/// Three node processes in `dir` and a group "g" of `partitions`: the
+/// endpoints, the processes and an admin client.
+async fn cluster_with_group(
+    dir: &Path,
+    partitions: u32,
+) -> (Vec<String>, Vec<Option<Proc>>, AdminClient) {
+    let (addrs, procs) = three_processes(dir);
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
+    create_group(&mut admin, "g", partitions).await;
+    (endpoints, procs, admin)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_workers_ride_out_a_leader_kill_and_drain_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (addrs, mut procs) = three_processes(dir.path());
-    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
-    create_group(&mut admin, "g", 64).await;
+    let (endpoints, mut procs, mut admin) = cluster_with_group(dir.path(), 64).await;
     let ttl = Duration::from_secs(3);
     let ttl_arg = ttl.as_millis().to_string();
     let mut w1 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w1", &["--ttl-ms", &ttl_arg]);
@@ -299,10 +309,7 @@ async fn sdk_workers_ride_out_a_leader_kill_and_drain_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_past_its_ttl_reports_lease_lost_first_on_resume() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (addrs, procs) = three_processes(dir.path());
-    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
-    create_group(&mut admin, "g", 16).await;
+    let (endpoints, procs, mut admin) = cluster_with_group(dir.path(), 16).await;
     let ttl = ["--ttl-ms", "2000"];
     let w1 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w1", &ttl);
     let w2 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w2", &ttl);
@@ -454,10 +461,7 @@ fn handoff_times(logs: &[(&str, Vec<Value>)]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_two_three_two_never_overlaps_and_prints_handoff_times() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (addrs, procs) = three_processes(dir.path());
-    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
-    create_group(&mut admin, "g", 360).await;
+    let (endpoints, procs, mut admin) = cluster_with_group(dir.path(), 360).await;
     let args = ["--drain-ms", "0"];
     let w1 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w1", &args);
     let w2 = WorkerProc::spawn(dir.path(), &endpoints, "g", "w2", &args);

@@ -168,6 +168,33 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Ends this worker's session (`drain`: hand everything off first). A
+    /// session that is already gone counts as left.
+    pub(crate) async fn leave(&self, drain: bool) -> Result<(), ClientError> {
+        let request = baton_proto::v1::LeaveRequest {
+            group: self.group.clone(),
+            worker: self.id.clone(),
+            drain,
+        };
+        let result = self
+            .admin
+            .lock()
+            .await
+            .call(|ch| {
+                let request = request.clone();
+                async move {
+                    baton_proto::v1::worker_client::WorkerClient::new(ch)
+                        .leave(request)
+                        .await
+                }
+            })
+            .await;
+        match result {
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     fn holdings(&self) -> std::sync::MutexGuard<'_, Holdings> {
         self.holdings.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -459,35 +486,7 @@ impl Worker {
         if *finished.borrow() {
             return Ok(Shutdown::Drained);
         }
-        let leave = |drain: bool| {
-            let request = baton_proto::v1::LeaveRequest {
-                group: self.shared.group.clone(),
-                worker: self.shared.id.clone(),
-                drain,
-            };
-            async move {
-                let result = self
-                    .shared
-                    .admin
-                    .lock()
-                    .await
-                    .call(|ch| {
-                        let request = request.clone();
-                        async move {
-                            baton_proto::v1::worker_client::WorkerClient::new(ch)
-                                .leave(request)
-                                .await
-                        }
-                    })
-                    .await;
-                match result {
-                    // Already gone: nothing left to drain.
-                    Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
-                    other => other.map(|_| ()),
-                }
-            }
-        };
-        leave(true).await?;
+        self.shared.leave(true).await?;
         let rest = grace.saturating_sub(started.elapsed());
         if tokio::time::timeout(rest, finished.wait_for(|f| *f))
             .await
@@ -496,7 +495,7 @@ impl Worker {
             return Ok(Shutdown::Drained);
         }
         let unreleased = self.shared.holdings().held();
-        leave(false).await?;
+        self.shared.leave(false).await?;
         // The session task sees the session end and closes the stream.
         let _ = tokio::time::timeout(Duration::from_secs(5), finished.wait_for(|f| *f)).await;
         Ok(Shutdown::Forced { unreleased })

@@ -152,20 +152,7 @@ pub async fn run(shared: Arc<Shared>, settings: JoinSettings, first: Joined, tx:
                 }
                 // The session may still be alive on the server: end it so its
                 // partitions move now (this worker has stopped them).
-                let leave = pb::LeaveRequest {
-                    group: shared.group.clone(),
-                    worker: shared.id.clone(),
-                    drain: false,
-                };
-                let _ = shared
-                    .admin
-                    .lock()
-                    .await
-                    .call(|ch| {
-                        let request = leave.clone();
-                        async move { WorkerClient::new(ch).leave(request).await }
-                    })
-                    .await;
+                let _ = shared.leave(false).await;
                 let mut pause = Duration::from_millis(100);
                 joined = loop {
                     if shared.shutting_down.load(Ordering::SeqCst) || tx.is_closed() {

@@ -128,23 +128,11 @@ impl Baton {
             .ok_or_else(|| anyhow::anyhow!("no address for the leader"))?;
         let mut admin =
             baton_client::AdminClient::new(&cluster.endpoints(), Duration::from_secs(20))?;
-        let request = pb::CreateGroupRequest {
-            group: group.into(),
-            config: Some(pb::GroupConfig {
-                partitions: Some(256),
-                ..Default::default()
-            }),
+        let config = pb::GroupConfig {
+            partitions: Some(256),
+            ..Default::default()
         };
-        admin
-            .call(|c| {
-                let request = request.clone();
-                async move {
-                    pb::admin_client::AdminClient::new(c)
-                        .create_group(request)
-                        .await
-                }
-            })
-            .await?;
+        admin.create_group(group, config).await?;
         let mut channels = Vec::new();
         for _ in 0..CONNECTIONS {
             channels.push(

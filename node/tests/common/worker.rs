@@ -273,18 +273,12 @@ pub async fn route_all(
 }
 
 pub async fn create_group(admin: &mut AdminClient, group: &str, partitions: u32) {
-    let request = pb::CreateGroupRequest {
-        group: group.into(),
-        config: Some(pb::GroupConfig {
-            partitions: Some(partitions),
-            ..Default::default()
-        }),
+    let config = pb::GroupConfig {
+        partitions: Some(partitions),
+        ..Default::default()
     };
     admin
-        .call(|ch| {
-            let request = request.clone();
-            async move { AdminGrpc::new(ch).create_group(request).await }
-        })
+        .create_group(group, config)
         .await
         .expect("create group");
 }
