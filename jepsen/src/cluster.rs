@@ -181,7 +181,7 @@ impl Cluster {
             "--http".into(),
             node.place.http.to_string(),
             "--data-dir".into(),
-            self.dir.join(format!("node-{id}")).display().to_string(),
+            self.data_dir(id).display().to_string(),
         ];
         match join {
             Some(via) => args.extend(["--join".into(), via]),
@@ -228,6 +228,24 @@ impl Cluster {
 
     pub fn endpoint(&self, id: usize) -> Option<String> {
         self.lock().get(&id).map(|n| n.place.advertise.to_string())
+    }
+
+    /// Node `id`'s HTTP address (`/healthz`, `/readyz`, `/metrics`).
+    pub fn http(&self, id: usize) -> Option<SocketAddr> {
+        self.lock().get(&id).map(|n| n.place.http)
+    }
+
+    /// Node `id`'s process id, while it runs.
+    pub fn pid(&self, id: usize) -> Option<u32> {
+        self.lock()
+            .get(&id)
+            .and_then(|n| n.child.as_ref())
+            .map(Child::id)
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.join(format!("node-{id}"))
     }
 
     /// The leader, as the first member that answers names it.

@@ -72,6 +72,24 @@ enum Cmd {
     },
 }
 
+/// What every scenario can do with its figures.
+#[derive(clap::Args)]
+struct Output {
+    /// Also print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also write the Markdown table to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Replace this scenario's section of a benchmarks page (e.g.
+    /// docs/benchmarks.md) with the command, the machine and the figures.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// The node binary [default: baton-node next to this program].
+    #[arg(long)]
+    node_binary: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Scenario {
     /// Durable single-key writes (tombstone puts vs etcd puts) at rising
@@ -83,15 +101,72 @@ enum Scenario {
         /// Seconds per level and system.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        /// Print the figures as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Also write the Markdown table to this file.
-        #[arg(long)]
-        markdown: Option<PathBuf>,
-        /// The node binary [default: baton-node next to this program].
-        #[arg(long)]
-        node_binary: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Commit → delivery latency to many watchers (baton: a group's
+    /// watchers; etcd: a prefix's) under one writer at a steady rate.
+    Watch {
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        /// Writes a second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Idle cost of live workers (baton sessions vs etcd leases with a
+    /// registration key): log entries, leader CPU, loopback bytes.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        workers: usize,
+        /// Lease TTL in seconds; a keepalive goes every TTL/3.
+        #[arg(long, default_value_t = 10)]
+        ttl: u64,
+        /// Seconds of the measured window.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Partition ownership as workers scale FROM → TO → FROM (baton's
+    /// handoff vs one etcd key per partition): time to a settled
+    /// assignment, Raft log entries, watch events.
+    Assign {
+        #[arg(long, default_value_t = 8192)]
+        partitions: u32,
+        #[arg(long, default_value_t = 64)]
+        from: usize,
+        #[arg(long, default_value_t = 128)]
+        to: usize,
+        /// Worker lease TTL in seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: u64,
+        /// Longest wait for one phase to settle, in seconds.
+        #[arg(long, default_value_t = 180)]
+        patience: u64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// A loaded cluster (groups, sessions, tombstones): memory, disk,
+    /// writes empty vs loaded, snapshot, restart of a killed follower.
+    Scale {
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        tombstones: u64,
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Concurrent clients that put the tombstones.
+        #[arg(long, default_value_t = 500)]
+        loaders: usize,
+        /// Session (lease) TTL in seconds.
+        #[arg(long, default_value_t = 60)]
+        ttl: u64,
+        #[command(flatten)]
+        output: Output,
     },
 }
 
@@ -160,43 +235,8 @@ async fn real_main() -> anyhow::Result<Verdict> {
             let (_, verdict) = run::test(&opts).await?;
             Ok(verdict)
         }
-        Cmd::Bench {
-            scenario:
-                Scenario::Writes {
-                    clients,
-                    seconds,
-                    json,
-                    markdown,
-                    node_binary,
-                },
-        } => {
-            let node_binary = match node_binary {
-                Some(b) => b,
-                None => std::env::current_exe()?.with_file_name("baton-node"),
-            };
-            let dir = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
-            println!(
-                "baton-jepsen bench writes: {clients:?} clients, {seconds} s per level, 3-node clusters on loopback (data in {})",
-                dir.display()
-            );
-            let rows = baton_jepsen::bench::writes(
-                &node_binary,
-                &dir,
-                &clients,
-                Duration::from_secs(seconds),
-            )
-            .await;
-            let _ = std::fs::remove_dir_all(&dir);
-            let rows = rows?;
-            let table = baton_jepsen::bench::writes_table(&rows);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!("{table}");
-            }
-            if let Some(path) = markdown {
-                std::fs::write(&path, &table)?;
-            }
+        Cmd::Bench { scenario } => {
+            bench(scenario).await?;
             Ok(Verdict::Valid)
         }
         Cmd::Recheck { dir, budget } => {
@@ -209,4 +249,147 @@ async fn real_main() -> anyhow::Result<Verdict> {
             run::check_and_report(&dir, &ops, Duration::from_secs(budget))
         }
     }
+}
+
+/// Runs one benchmark scenario in a scratch directory that is removed
+/// afterwards, then prints and stores its figures.
+async fn bench(scenario: Scenario) -> anyhow::Result<()> {
+    use baton_jepsen::bench::{self, assign, idle, scale, watch};
+    let dir = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
+    let binary = |b: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
+        Ok(match b {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("baton-node"),
+        })
+    };
+    // The command as a reader would rerun it (without where it was stored).
+    let mut args: Vec<String> = std::env::args()
+        .skip_while(|a| a != "bench")
+        .skip(1)
+        .collect();
+    for flag in ["--docs", "--markdown", "--node-binary"] {
+        if let Some(i) = args.iter().position(|a| a == flag) {
+            args.drain(i..(i + 2).min(args.len()));
+        }
+    }
+    args.retain(|a| a != "--json");
+    let command = format!("scripts/bench {}", args.join(" "));
+    println!(
+        "{command}: 3-node clusters on loopback, data in {}",
+        dir.display()
+    );
+    let (name, output, result) = match &scenario {
+        Scenario::Writes {
+            clients,
+            seconds,
+            output,
+        } => {
+            let rows = bench::writes(
+                &binary(&output.node_binary)?,
+                &dir,
+                clients,
+                Duration::from_secs(*seconds),
+            )
+            .await;
+            (
+                "writes",
+                output,
+                rows.and_then(|r| Ok((bench::writes_table(&r), serde_json::to_value(&r)?))),
+            )
+        }
+        Scenario::Watch {
+            watchers,
+            rate,
+            seconds,
+            output,
+        } => {
+            let params = watch::Params {
+                watchers: *watchers,
+                rate: *rate,
+                seconds: *seconds,
+            };
+            let r = watch::run(&binary(&output.node_binary)?, &dir, params).await;
+            (
+                "watch",
+                output,
+                r.and_then(|r| Ok((watch::table(&r), serde_json::to_value(&r)?))),
+            )
+        }
+        Scenario::Idle {
+            workers,
+            ttl,
+            seconds,
+            output,
+        } => {
+            let params = idle::Params {
+                workers: *workers,
+                ttl: Duration::from_secs(*ttl),
+                seconds: *seconds,
+            };
+            let r = idle::run(&binary(&output.node_binary)?, &dir, params).await;
+            (
+                "idle",
+                output,
+                r.and_then(|r| Ok((idle::table(&r), serde_json::to_value(&r)?))),
+            )
+        }
+        Scenario::Assign {
+            partitions,
+            from,
+            to,
+            ttl,
+            patience,
+            output,
+        } => {
+            let params = assign::Params {
+                partitions: *partitions,
+                from: *from,
+                to: *to,
+                ttl: Duration::from_secs(*ttl),
+                patience: Duration::from_secs(*patience),
+            };
+            let r = assign::run(&binary(&output.node_binary)?, &dir, params).await;
+            (
+                "assign",
+                output,
+                r.and_then(|r| Ok((assign::table(&r), serde_json::to_value(&r)?))),
+            )
+        }
+        Scenario::Scale {
+            groups,
+            tombstones,
+            sessions,
+            loaders,
+            ttl,
+            output,
+        } => {
+            let params = scale::Params {
+                groups: *groups,
+                tombstones: *tombstones,
+                sessions: *sessions,
+                loaders: *loaders,
+                ttl: Duration::from_secs(*ttl),
+            };
+            let r = scale::run(&binary(&output.node_binary)?, &dir, params).await;
+            (
+                "scale",
+                output,
+                r.and_then(|r| Ok((scale::table(&r), serde_json::to_value(&r)?))),
+            )
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let (table, json) = result?;
+    println!("\n{table}");
+    if output.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if let Some(path) = &output.markdown {
+        std::fs::write(path, &table)?;
+    }
+    if let Some(path) = &output.docs {
+        bench::docs::update(path, name, &command, &table)?;
+        println!("updated the `{name}` section of {}", path.display());
+    }
+    Ok(())
 }

@@ -6,16 +6,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, IntGauge, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
 use crate::raft::BatonRaft;
-use crate::store::LogStore;
+use crate::store::{LogStore, StateMachineStore};
 
 #[derive(Clone)]
 struct Http {
     raft: BatonRaft,
     log: LogStore,
+    sm: StateMachineStore,
     gauges: Gauges,
 }
 
@@ -32,6 +33,9 @@ struct Gauges {
     snapshot_index: IntGauge,
     voters: IntGauge,
     learners: IntGauge,
+    snapshot_bytes: IntGauge,
+    snapshot_seconds: Gauge,
+    snapshot_blocked_seconds: Gauge,
 }
 
 impl Gauges {
@@ -42,7 +46,24 @@ impl Gauges {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+        let seconds = |name: &str, help: &str| -> prometheus::Result<Gauge> {
+            let g = Gauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
         Ok(Self {
+            snapshot_bytes: gauge(
+                "baton_snapshot_bytes",
+                "Size of the last snapshot this node built.",
+            )?,
+            snapshot_seconds: seconds(
+                "baton_snapshot_build_seconds",
+                "Time the last snapshot this node built took, until it was on disk.",
+            )?,
+            snapshot_blocked_seconds: seconds(
+                "baton_snapshot_blocked_apply_seconds",
+                "How long applying entries waited for the last snapshot build.",
+            )?,
             term: gauge("baton_raft_term", "Current Raft term.")?,
             leader_id: gauge(
                 "baton_raft_leader_id",
@@ -124,6 +145,12 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
         .set(as_gauge(membership.voter_ids().count() as u64));
     g.learners
         .set(as_gauge(membership.learner_ids().count() as u64));
+    if let Some(s) = http.sm.last_snapshot() {
+        g.snapshot_bytes.set(as_gauge(s.bytes));
+        g.snapshot_seconds.set(s.took.as_secs_f64());
+        g.snapshot_blocked_seconds
+            .set(s.blocked_apply.as_secs_f64());
+    }
     let mut text = Vec::new();
     match TextEncoder::new().encode(&g.registry.gather(), &mut text) {
         Ok(()) => (StatusCode::OK, String::from_utf8_lossy(&text).into_owned()),
@@ -144,11 +171,13 @@ pub async fn serve(
     listener: TcpListener,
     raft: BatonRaft,
     log: LogStore,
+    sm: StateMachineStore,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = Http {
         raft,
         log,
+        sm,
         gauges: Gauges::new()?,
     };
     let app = Router::new()

@@ -142,6 +142,7 @@ impl Node {
                 l,
                 raft.clone(),
                 log.clone(),
+                sm.clone(),
                 until_stopped(stopped.clone()),
             ))
         });

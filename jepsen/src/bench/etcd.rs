@@ -12,9 +12,17 @@ use etcd_client::Client;
 use super::{Target, CONNECTIONS};
 
 pub struct EtcdCluster {
-    children: Vec<Child>,
+    members: Vec<Member>,
     pub endpoints: Vec<String>,
+    initial: String,
     dir: PathBuf,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -33,52 +41,34 @@ impl EtcdCluster {
             bail!("etcd is not installed: scripts/bench installs Debian's etcd-server when run as root (apt-get install etcd-server)");
         }
         std::fs::create_dir_all(dir)?;
-        let ports: Vec<(u16, u16)> = (0..n)
-            .map(|_| Ok((free_port()?, free_port()?)))
+        let members: Vec<Member> = (0..n)
+            .map(|i| {
+                Ok(Member {
+                    name: format!("e{}", i + 1),
+                    client: free_port()?,
+                    peer: free_port()?,
+                    child: None,
+                })
+            })
             .collect::<anyhow::Result<_>>()?;
-        let initial = ports
+        let initial = members
             .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("e{}=http://127.0.0.1:{peer}", i + 1))
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut children = Vec::new();
-        let mut endpoints = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
-            let name = format!("e{}", i + 1);
-            let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-            let child = Command::new("etcd")
-                .args(["--name", &name])
-                .arg("--data-dir")
-                .arg(dir.join(&name))
-                .args([
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                ])
-                .args([
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                ])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                ])
-                .args(["--initial-cluster", &initial])
-                .args(["--initial-cluster-token", "baton-bench"])
-                .args(["--initial-cluster-state", "new"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("cannot start etcd")?;
-            children.push(child);
-            endpoints.push(format!("http://127.0.0.1:{client}"));
-        }
-        let cluster = Self {
-            children,
+        let endpoints = members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect();
+        let mut cluster = Self {
+            members,
             endpoints,
+            initial,
             dir: dir.to_path_buf(),
         };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
         // Ready once a leader is known and a write goes through.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -96,13 +86,85 @@ impl EtcdCluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    /// Starts member `i` (again, on its data: the initial-cluster flags are
+    /// then ignored).
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let data = self.data_dir(i);
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))?;
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-token", "baton-bench"])
+            .args(["--initial-cluster-state", "new"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start etcd")?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(&self.members[i].name)
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut c) = self.members[i].child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i)
+    }
+
+    /// The member that says it leads, by index.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let Ok(mut c) = Client::connect([e], None).await else {
+                continue;
+            };
+            if let Ok(s) = c.status().await {
+                if s.header().is_some_and(|h| h.member_id() == s.leader()) {
+                    return Ok(i);
+                }
+            }
+        }
+        bail!("no etcd member says it leads")
+    }
+}
+
+/// A client of the leader only (a request sent to a follower costs etcd an
+/// extra hop, as it would baton).
+pub async fn leader_client(cluster: &EtcdCluster) -> anyhow::Result<Client> {
+    let leader = cluster.leader().await?;
+    Ok(Client::connect([&cluster.endpoints[leader]], None).await?)
 }
 
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+        for i in 0..self.members.len() {
+            let _ = self.kill(i);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -115,21 +177,10 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Clients of the leader only, as baton's load generator uses (a put
-    /// sent to a follower costs etcd an extra hop, as it would baton).
     pub async fn connect(cluster: &EtcdCluster) -> anyhow::Result<Self> {
-        let mut leader = None;
-        for e in &cluster.endpoints {
-            let mut c = Client::connect([e], None).await?;
-            let s = c.status().await?;
-            if s.header().is_some_and(|h| h.member_id() == s.leader()) {
-                leader = Some(e.clone());
-            }
-        }
-        let leader = leader.context("no etcd member says it leads")?;
         let mut clients = Vec::new();
         for _ in 0..CONNECTIONS {
-            clients.push(Client::connect([&leader], None).await?);
+            clients.push(leader_client(cluster).await?);
         }
         Ok(Self {
             clients: Arc::new(clients),
@@ -138,9 +189,9 @@ impl Etcd {
 }
 
 impl Target for Etcd {
-    async fn put(&self, client: usize, key: String) -> anyhow::Result<()> {
+    async fn put(&self, client: usize, group: &str, key: String) -> anyhow::Result<()> {
         let mut c = self.clients[client % self.clients.len()].kv_client();
-        c.put(key, "x", None).await?;
+        c.put(format!("{group}/{key}"), "x", None).await?;
         Ok(())
     }
 }

@@ -3,8 +3,14 @@
 //! run, both on loopback with fsync on. Every figure is printed next to
 //! etcd's and the ratio.
 
+pub mod assign;
+pub mod docs;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod idle;
+pub mod probe;
+pub mod scale;
+pub mod watch;
 
 use std::future::Future;
 use std::path::Path;
@@ -20,9 +26,15 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::{Backend, Cluster};
 
-/// One system under load: something that makes a durable single-key write.
+/// One system under load: something that makes a durable single-key write
+/// (`group`: a baton group, an etcd key prefix).
 pub trait Target: Clone + Send + Sync + 'static {
-    fn put(&self, client: usize, key: String) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn put(
+        &self,
+        client: usize,
+        group: &str,
+        key: String,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// Figures of one load level on one system.
@@ -39,7 +51,12 @@ pub struct Level {
 
 /// Drives `clients` concurrent writers for `duration`; each writes unique
 /// keys back to back and records each write's latency.
-pub async fn write_load<T: Target>(target: &T, clients: usize, duration: Duration) -> Level {
+pub async fn write_load<T: Target>(
+    target: &T,
+    group: &str,
+    clients: usize,
+    duration: Duration,
+) -> Level {
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
     let started = Instant::now();
@@ -47,12 +64,13 @@ pub async fn write_load<T: Target>(target: &T, clients: usize, duration: Duratio
     for c in 0..clients {
         let target = target.clone();
         let errors = errors.clone();
+        let group = group.to_string();
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match target.put(c, format!("bench/{c}/{n}")).await {
+                match target.put(c, &group, format!("bench/{c}/{n}")).await {
                     Ok(()) => {
                         let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                         if let Some(h) = &mut h {
@@ -103,7 +121,7 @@ pub async fn write_levels<T: Target>(
 ) -> Vec<Level> {
     let mut out = Vec::new();
     for &clients in levels {
-        let level = write_load(target, clients, duration).await;
+        let level = write_load(target, GROUP, clients, duration).await;
         println!(
             "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} errors)",
             level.ops_per_s, level.p50_ms, level.p99_ms, level.max_ms, level.errors
@@ -121,18 +139,11 @@ pub struct Baton {
 }
 
 impl Baton {
-    pub async fn connect(cluster: &Cluster, group: &str) -> anyhow::Result<Self> {
+    pub async fn connect(cluster: &Cluster) -> anyhow::Result<Self> {
         let leader = cluster.await_leader(Duration::from_secs(30)).await?;
         let addr = cluster
             .endpoint(leader)
             .ok_or_else(|| anyhow::anyhow!("no address for the leader"))?;
-        let mut admin =
-            baton_client::AdminClient::new(&cluster.endpoints(), Duration::from_secs(20))?;
-        let config = pb::GroupConfig {
-            partitions: Some(256),
-            ..Default::default()
-        };
-        admin.create_group(group, config).await?;
         let mut channels = Vec::new();
         for _ in 0..CONNECTIONS {
             channels.push(
@@ -145,18 +156,23 @@ impl Baton {
             channels: Arc::new(channels),
         })
     }
+
+    /// One of the connections to the leader.
+    pub fn channel(&self, i: usize) -> Channel {
+        self.channels[i % self.channels.len()].clone()
+    }
 }
 
 /// Connections each load generator spreads its clients over.
 pub const CONNECTIONS: usize = 8;
-const GROUP: &str = "bench";
+/// The group (etcd: the prefix) of the write benchmarks.
+pub const GROUP: &str = "bench";
 
 impl Target for Baton {
-    async fn put(&self, client: usize, key: String) -> anyhow::Result<()> {
-        let channel = self.channels[client % self.channels.len()].clone();
-        TombstonesClient::new(channel)
+    async fn put(&self, client: usize, group: &str, key: String) -> anyhow::Result<()> {
+        TombstonesClient::new(self.channel(client))
             .put(pb::PutTombstoneRequest {
-                group: GROUP.into(),
+                group: group.into(),
                 key,
                 ..Default::default()
             })
@@ -185,7 +201,14 @@ pub async fn writes(
     let baton_levels;
     {
         let cluster = Cluster::start(3, Backend::Direct, node_binary, &dir.join("baton")).await?;
-        let target = Baton::connect(&cluster, GROUP).await?;
+        let target = Baton::connect(&cluster).await?;
+        let mut admin =
+            baton_client::AdminClient::new(&cluster.endpoints(), Duration::from_secs(20))?;
+        let config = pb::GroupConfig {
+            partitions: Some(256),
+            ..Default::default()
+        };
+        admin.create_group(GROUP, config).await?;
         baton_levels = write_levels("baton", &target, levels, duration).await;
         cluster.stop();
     }

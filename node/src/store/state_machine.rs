@@ -23,7 +23,7 @@
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
@@ -64,6 +64,19 @@ struct Inner {
     meta: sled::Tree,
     applied: Mutex<Applied>,
     hub: Arc<Hub>,
+    last_snapshot: Mutex<Option<SnapshotStats>>,
+}
+
+/// What the last snapshot this node built cost (for `/metrics`).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotStats {
+    /// Last log index it covers.
+    pub index: u64,
+    pub bytes: u64,
+    /// From the start of the build to the snapshot being on disk.
+    pub took: Duration,
+    /// How long applying waited for it (the state lock's hold).
+    pub blocked_apply: Duration,
 }
 
 /// Everything the state machine holds, as of `last_applied`.
@@ -185,6 +198,7 @@ impl StateMachineStore {
                 meta,
                 applied: Mutex::new(applied),
                 hub,
+                last_snapshot: Mutex::new(None),
             }),
         })
     }
@@ -206,6 +220,15 @@ impl StateMachineStore {
     /// Reads the applied state. Keep `f` short: applying waits meanwhile.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.lock().state)
+    }
+
+    /// What the last snapshot built here cost, if one was.
+    pub fn last_snapshot(&self) -> Option<SnapshotStats> {
+        *self
+            .inner
+            .last_snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Where applied events are published.
@@ -322,7 +345,8 @@ fn err_codec_snapshot(e: bincode::ErrorKind) -> StorageError {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let (meta, data) = {
+        let started = Instant::now();
+        let (meta, data, blocked_apply) = {
             // One hold of the state lock from reading the state to storing the
             // snapshot: a snapshot installed from the leader in the meantime
             // (which switches under the same lock) is never replaced by this
@@ -363,11 +387,21 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 })?;
             }
             drop(applied);
-            (stored.meta, stored.data)
+            (stored.meta, stored.data, started.elapsed())
         };
         // Durability: openraft purges the log behind a snapshot once this returns,
         // so the snapshot must be on disk first.
         self.flush().await?;
+        *self
+            .inner
+            .last_snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(SnapshotStats {
+            index: meta.last_log_id.map_or(0, |l| l.index),
+            bytes: data.len() as u64,
+            took: started.elapsed(),
+            blocked_apply,
+        });
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
