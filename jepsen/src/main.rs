@@ -278,108 +278,120 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
         "{command}: 3-node clusters on loopback, data in {}",
         dir.display()
     );
-    let (name, output, result) = match &scenario {
-        Scenario::Writes {
-            clients,
-            seconds,
-            output,
-        } => {
-            let rows = bench::writes(
-                &binary(&output.node_binary)?,
-                &dir,
+    let run = async {
+        Ok::<_, anyhow::Error>(match &scenario {
+            Scenario::Writes {
                 clients,
-                Duration::from_secs(*seconds),
-            )
-            .await;
-            (
-                "writes",
+                seconds,
                 output,
-                rows.and_then(|r| Ok((bench::writes_table(&r), serde_json::to_value(&r)?))),
-            )
-        }
-        Scenario::Watch {
-            watchers,
-            rate,
-            seconds,
-            output,
-        } => {
-            let params = watch::Params {
-                watchers: *watchers,
-                rate: *rate,
-                seconds: *seconds,
-            };
-            let r = watch::run(&binary(&output.node_binary)?, &dir, params).await;
-            (
-                "watch",
+            } => {
+                let rows = bench::writes(
+                    &binary(&output.node_binary)?,
+                    &dir,
+                    clients,
+                    Duration::from_secs(*seconds),
+                )
+                .await;
+                (
+                    "writes",
+                    output,
+                    rows.and_then(|r| Ok((bench::writes_table(&r), serde_json::to_value(&r)?))),
+                )
+            }
+            Scenario::Watch {
+                watchers,
+                rate,
+                seconds,
                 output,
-                r.and_then(|r| Ok((watch::table(&r), serde_json::to_value(&r)?))),
-            )
-        }
-        Scenario::Idle {
-            workers,
-            ttl,
-            seconds,
-            output,
-        } => {
-            let params = idle::Params {
-                workers: *workers,
-                ttl: Duration::from_secs(*ttl),
-                seconds: *seconds,
-            };
-            let r = idle::run(&binary(&output.node_binary)?, &dir, params).await;
-            (
-                "idle",
+            } => {
+                let params = watch::Params {
+                    watchers: *watchers,
+                    rate: *rate,
+                    seconds: *seconds,
+                };
+                let r = watch::run(&binary(&output.node_binary)?, &dir, params).await;
+                (
+                    "watch",
+                    output,
+                    r.and_then(|r| Ok((watch::table(&r), serde_json::to_value(&r)?))),
+                )
+            }
+            Scenario::Idle {
+                workers,
+                ttl,
+                seconds,
                 output,
-                r.and_then(|r| Ok((idle::table(&r), serde_json::to_value(&r)?))),
-            )
-        }
-        Scenario::Assign {
-            partitions,
-            from,
-            to,
-            ttl,
-            patience,
-            output,
-        } => {
-            let params = assign::Params {
-                partitions: *partitions,
-                from: *from,
-                to: *to,
-                ttl: Duration::from_secs(*ttl),
-                patience: Duration::from_secs(*patience),
-            };
-            let r = assign::run(&binary(&output.node_binary)?, &dir, params).await;
-            (
-                "assign",
+            } => {
+                let params = idle::Params {
+                    workers: *workers,
+                    ttl: Duration::from_secs(*ttl),
+                    seconds: *seconds,
+                };
+                let r = idle::run(&binary(&output.node_binary)?, &dir, params).await;
+                (
+                    "idle",
+                    output,
+                    r.and_then(|r| Ok((idle::table(&r), serde_json::to_value(&r)?))),
+                )
+            }
+            Scenario::Assign {
+                partitions,
+                from,
+                to,
+                ttl,
+                patience,
                 output,
-                r.and_then(|r| Ok((assign::table(&r), serde_json::to_value(&r)?))),
-            )
-        }
-        Scenario::Scale {
-            groups,
-            tombstones,
-            sessions,
-            loaders,
-            ttl,
-            output,
-        } => {
-            let params = scale::Params {
-                groups: *groups,
-                tombstones: *tombstones,
-                sessions: *sessions,
-                loaders: *loaders,
-                ttl: Duration::from_secs(*ttl),
-            };
-            let r = scale::run(&binary(&output.node_binary)?, &dir, params).await;
-            (
-                "scale",
+            } => {
+                let params = assign::Params {
+                    partitions: *partitions,
+                    from: *from,
+                    to: *to,
+                    ttl: Duration::from_secs(*ttl),
+                    patience: Duration::from_secs(*patience),
+                };
+                let r = assign::run(&binary(&output.node_binary)?, &dir, params).await;
+                (
+                    "assign",
+                    output,
+                    r.and_then(|r| Ok((assign::table(&r), serde_json::to_value(&r)?))),
+                )
+            }
+            Scenario::Scale {
+                groups,
+                tombstones,
+                sessions,
+                loaders,
+                ttl,
                 output,
-                r.and_then(|r| Ok((scale::table(&r), serde_json::to_value(&r)?))),
-            )
-        }
+            } => {
+                let params = scale::Params {
+                    groups: *groups,
+                    tombstones: *tombstones,
+                    sessions: *sessions,
+                    loaders: *loaders,
+                    ttl: Duration::from_secs(*ttl),
+                };
+                let r = scale::run(&binary(&output.node_binary)?, &dir, params).await;
+                (
+                    "scale",
+                    output,
+                    r.and_then(|r| Ok((scale::table(&r), serde_json::to_value(&r)?))),
+                )
+            }
+        })
     };
-    let _ = std::fs::remove_dir_all(&dir);
-    let (table, json) = result?;
+    // Interrupted, the run is dropped: every cluster it started is killed.
+    let outcome = tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the clusters it started are stopped")),
+    };
+    let finished = outcome.and_then(|(name, output, result)| Ok((name, output, result?)));
+    if finished.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("the clusters are stopped; their logs are kept in {}", dir.display());
+    }
+    let (name, output, (table, json)) = finished?;
     println!("\n{table}");
     if output.json {
         println!("{}", serde_json::to_string_pretty(&json)?);

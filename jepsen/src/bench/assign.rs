@@ -496,6 +496,12 @@ mod etcd_side {
                     }
                     _ = leave.changed() => break,
                 }
+                // Catch up with everything already received before acting
+                // again: acting on a stale view only loses races.
+                while let Ok(m) = tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                    let m = m?.ok_or_else(|| anyhow::anyhow!("worker {id}: the watch ended"))?;
+                    counters.events.fetch_add(apply(&mut view, &m) as u64, Ordering::Relaxed);
+                }
             }
             // Leave: unregister first (the others' shares grow), then hand
             // every owned key back.
@@ -590,6 +596,8 @@ mod etcd_side {
                 view.put(&key, id);
                 claimed += 1;
             } else {
+                // Somebody else's now; the watch will say whose.
+                view.free.remove(&p);
                 counters.failed_txns.fetch_add(1, Ordering::Relaxed);
             }
         }
