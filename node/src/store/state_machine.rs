@@ -346,38 +346,44 @@ fn err_codec_snapshot(e: bincode::ErrorKind) -> StorageError {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = Instant::now();
-        let (meta, data, blocked_apply) = {
-            // One hold of the state lock from reading the state to storing the
-            // snapshot: a snapshot installed from the leader in the meantime
-            // (which switches under the same lock) is never replaced by this
-            // older one.
+        // Applying waits only while the state is copied and while the
+        // snapshot is stored, not while it is encoded.
+        let payload = {
             let applied = self.lock();
-            let payload = SnapshotPayload {
+            SnapshotPayload {
                 last_applied: applied.last_applied,
                 membership: applied.membership.clone(),
                 state: applied.state.clone(),
                 history: Self::read_history(&applied.tree)?,
-            };
-            let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let last = payload.last_applied;
-            let meta = SnapshotMeta {
-                last_log_id: last,
-                last_membership: payload.membership,
-                snapshot_id: format!(
-                    "{}-{}-{nanos:x}",
-                    last.map_or(0, |l| l.leader_id.term),
-                    last.map_or(0, |l| l.index)
-                ),
-            };
-            let stored = StoredSnapshot { meta, data };
+            }
+        };
+        let mut blocked_apply = started.elapsed();
+        let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let last = payload.last_applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: payload.membership,
+            snapshot_id: format!(
+                "{}-{}-{nanos:x}",
+                last.map_or(0, |l| l.leader_id.term),
+                last.map_or(0, |l| l.index)
+            ),
+        };
+        let stored = StoredSnapshot { meta, data };
+        let bytes = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
+        {
+            // Checked and stored under the state lock: a snapshot installed
+            // from the leader meanwhile (which switches under the same lock)
+            // is never replaced by this older one.
+            let storing = Instant::now();
+            let applied = self.lock();
             let stored_is_newer = self
                 .stored_snapshot_meta()?
                 .is_some_and(|s| s.last_log_id > stored.meta.last_log_id);
             if !stored_is_newer {
-                let bytes = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
                 self.inner.meta.insert(KEY_SNAPSHOT, bytes).map_err(|e| {
                     io_err(
                         ErrorSubject::Snapshot(Some(stored.meta.signature())),
@@ -387,8 +393,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 })?;
             }
             drop(applied);
-            (stored.meta, stored.data, started.elapsed())
-        };
+            blocked_apply += storing.elapsed();
+        }
+        let StoredSnapshot { meta, data } = stored;
         // Durability: openraft purges the log behind a snapshot once this returns,
         // so the snapshot must be on disk first.
         self.flush().await?;
