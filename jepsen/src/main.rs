@@ -389,7 +389,10 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
     if finished.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
-        eprintln!("the clusters are stopped; their logs are kept in {}", dir.display());
+        eprintln!(
+            "the clusters are stopped; their logs are kept in {}",
+            dir.display()
+        );
     }
     let (name, output, (table, json)) = finished?;
     println!("\n{table}");

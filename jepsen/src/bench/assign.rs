@@ -32,7 +32,6 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use super::probe;
-use super::CONNECTIONS;
 use crate::cluster::{Backend, Cluster};
 
 #[derive(Clone, Copy, Debug)]
@@ -265,15 +264,16 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
         ..Default::default()
     };
     admin.create_group(GROUP, config).await?;
-    let mut channels = Vec::new();
-    for _ in 0..CONNECTIONS {
-        channels.push(
+    let connect = || async {
+        anyhow::Ok(
             Endpoint::from_shared(format!("http://{addr}"))?
                 .connect()
                 .await?,
-        );
-    }
-    let mut observer = AdminGrpc::new(channels[0].clone());
+        )
+    };
+    let mut observer = AdminGrpc::new(connect().await?);
+    // Each worker on its own connection, as separate processes would be.
+    let mut channels = HashMap::new();
     let counters = Arc::new(Counters::default());
     let mut target = BTreeSet::new();
     let mut out = Vec::new();
@@ -283,10 +283,13 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
             .await
             .unwrap_or(0.0);
         let events_before = counters.events.load(Ordering::Relaxed);
+        for i in joining.clone() {
+            channels.insert(i, connect().await?);
+        }
         let started = Instant::now();
         for i in joining {
             target.insert(worker_id(i));
-            let channel = channels[i % channels.len()].clone();
+            let channel = channels[&i].clone();
             tasks.push(tokio::spawn(baton_worker(
                 channel,
                 worker_id(i),
@@ -296,7 +299,7 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
         }
         for i in leaving {
             target.remove(&worker_id(i));
-            WorkerClient::new(channels[i % channels.len()].clone())
+            WorkerClient::new(channels[&i].clone())
                 .leave(pb::LeaveRequest {
                     group: GROUP.into(),
                     worker: worker_id(i),
@@ -500,7 +503,9 @@ mod etcd_side {
                 // again: acting on a stale view only loses races.
                 while let Ok(m) = tokio::time::timeout(Duration::ZERO, stream.message()).await {
                     let m = m?.ok_or_else(|| anyhow::anyhow!("worker {id}: the watch ended"))?;
-                    counters.events.fetch_add(apply(&mut view, &m) as u64, Ordering::Relaxed);
+                    counters
+                        .events
+                        .fetch_add(apply(&mut view, &m) as u64, Ordering::Relaxed);
                 }
             }
             // Leave: unregister first (the others' shares grow), then hand
@@ -606,12 +611,11 @@ mod etcd_side {
 
     pub async fn run(dir: &Path, params: Params) -> anyhow::Result<Vec<Phase>> {
         let cluster = crate::bench::etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
-        let mut clients = Vec::new();
-        for _ in 0..CONNECTIONS {
-            clients.push(crate::bench::etcd::leader_client(&cluster).await?);
-        }
-        let mut status = clients[0].clone();
-        let (mut view, mut stream) = load(&mut clients[0].clone(), params.partitions).await?;
+        let leader = cluster.endpoints[cluster.leader().await?].clone();
+        let mut status = crate::bench::etcd::client(&leader).await?;
+        let (mut view, mut stream) = load(&mut status.clone(), params.partitions).await?;
+        // Each worker on its own connection, as separate processes would be.
+        let mut clients = HashMap::new();
         let counters = Arc::new(Counters::default());
         let mut target = BTreeSet::new();
         let mut leave = HashMap::new();
@@ -621,12 +625,15 @@ mod etcd_side {
             let log_before = status.status().await?.raft_index();
             let events_before = counters.events.load(Ordering::Relaxed);
             let failed_before = counters.failed_txns.load(Ordering::Relaxed);
+            for i in joining.clone() {
+                clients.insert(i, crate::bench::etcd::client(&leader).await?);
+            }
             let started = Instant::now();
             for i in joining {
                 target.insert(worker_id(i));
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 leave.insert(i, tx);
-                let client = clients[i % clients.len()].clone();
+                let client = clients[&i].clone();
                 tasks.push(tokio::spawn(worker(
                     client,
                     worker_id(i),

@@ -171,14 +171,14 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
 
 #[cfg(feature = "etcd")]
 pub async fn etcd(dir: &Path, params: Params) -> anyhow::Result<Option<Side>> {
-    use etcd_client::{Client, WatchOptions};
+    use etcd_client::WatchOptions;
     let cluster = super::etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
     let expected = u64::from(params.rate) * params.seconds;
     let received: Received = Arc::default();
     let mut tasks = Vec::new();
     for i in 0..params.watchers {
         let endpoint = &cluster.endpoints[i % cluster.endpoints.len()];
-        let mut client = Client::connect([endpoint], None).await?;
+        let mut client = super::etcd::client(endpoint).await?;
         let mut stream = client
             .watch("fanout/", Some(WatchOptions::new().with_prefix()))
             .await?;
