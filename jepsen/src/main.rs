@@ -295,7 +295,13 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
                 (
                     "writes",
                     output,
-                    rows.and_then(|r| Ok((bench::writes_table(&r), serde_json::to_value(&r)?))),
+                    rows.and_then(|r| {
+                        Ok((
+                            bench::writes_table(&r),
+                            serde_json::to_value(&r)?,
+                            Some(bench::chart::writes(&r)),
+                        ))
+                    }),
                 )
             }
             Scenario::Watch {
@@ -313,7 +319,7 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
                 (
                     "watch",
                     output,
-                    r.and_then(|r| Ok((watch::table(&r), serde_json::to_value(&r)?))),
+                    r.and_then(|r| Ok((watch::table(&r), serde_json::to_value(&r)?, None))),
                 )
             }
             Scenario::Idle {
@@ -331,7 +337,7 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
                 (
                     "idle",
                     output,
-                    r.and_then(|r| Ok((idle::table(&r), serde_json::to_value(&r)?))),
+                    r.and_then(|r| Ok((idle::table(&r), serde_json::to_value(&r)?, None))),
                 )
             }
             Scenario::Assign {
@@ -353,7 +359,7 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
                 (
                     "assign",
                     output,
-                    r.and_then(|r| Ok((assign::table(&r), serde_json::to_value(&r)?))),
+                    r.and_then(|r| Ok((assign::table(&r), serde_json::to_value(&r)?, None))),
                 )
             }
             Scenario::Scale {
@@ -375,7 +381,7 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
                 (
                     "scale",
                     output,
-                    r.and_then(|r| Ok((scale::table(&r), serde_json::to_value(&r)?))),
+                    r.and_then(|r| Ok((scale::table(&r), serde_json::to_value(&r)?, None))),
                 )
             }
         })
@@ -394,7 +400,7 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let (name, output, (table, json)) = finished?;
+    let (name, output, (mut table, json, chart)) = finished?;
     println!("\n{table}");
     if output.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -403,6 +409,12 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
         std::fs::write(path, &table)?;
     }
     if let Some(path) = &output.docs {
+        if let Some(svg) = chart {
+            // The chart goes next to the page, which links it.
+            let file = format!("bench-{name}.svg");
+            std::fs::write(path.with_file_name(&file), svg)?;
+            table.push_str(&format!("\n![{name}: baton and etcd]({file})\n"));
+        }
         bench::docs::update(path, name, &command, &table)?;
         println!("updated the `{name}` section of {}", path.display());
     }

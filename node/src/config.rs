@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long, env = "BATON_ELECTION_TIMEOUT_MS", value_name = "MS")]
     pub election_timeout_ms: Option<u64>,
 
-    /// Take a snapshot and compact the log every this many entries. [default: 10000]
+    /// Take a snapshot and compact the log every this many entries. [default: 100000]
     #[arg(long, env = "BATON_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub snapshot_every: Option<u64>,
 

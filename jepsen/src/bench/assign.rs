@@ -28,7 +28,6 @@ use pb::admin_client::AdminClient as AdminGrpc;
 use pb::watch_event::Event;
 use pb::worker_client::WorkerClient;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use super::probe;
@@ -131,11 +130,16 @@ async fn baton_worker(
         })
         .await?
         .into_inner();
-    let keepalive = tokio::spawn(baton_keepalive(
+    let keepalive = tokio::spawn(super::keep_session_alive(
         channel.clone(),
-        id.clone(),
-        joined.session,
+        pb::KeepAliveRequest {
+            group: GROUP.into(),
+            worker: id.clone(),
+            session: joined.session,
+        },
         ttl,
+        Instant::now() + super::FOREVER,
+        Arc::default(),
     ));
     let result = async {
         let mut tokens: HashMap<u32, u64> = joined
@@ -203,31 +207,6 @@ async fn baton_worker(
     .await;
     keepalive.abort();
     result
-}
-
-async fn baton_keepalive(channel: Channel, worker: String, session: u64, ttl: Duration) {
-    let message = pb::KeepAliveRequest {
-        group: GROUP.into(),
-        worker,
-        session,
-    };
-    let (tx, rx) = mpsc::channel(1);
-    if tx.send(message.clone()).await.is_err() {
-        return;
-    }
-    let Ok(replies) = WorkerClient::new(channel)
-        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-    else {
-        return;
-    };
-    let mut replies = replies.into_inner();
-    while let Ok(Some(_)) = replies.message().await {
-        tokio::time::sleep(ttl / 3).await;
-        if tx.send(message.clone()).await.is_err() {
-            return;
-        }
-    }
 }
 
 const GROUP: &str = "assign";

@@ -14,7 +14,6 @@ use baton_client::proto as pb;
 use pb::admin_client::AdminClient as AdminGrpc;
 use pb::worker_client::WorkerClient;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::probe;
 use crate::cluster::{Backend, Cluster};
@@ -50,7 +49,7 @@ pub struct Report {
 /// Counters the keepalive loops share.
 #[derive(Default)]
 struct Keepalives {
-    acks: AtomicU64,
+    acks: Arc<AtomicU64>,
     failed: AtomicU64,
 }
 
@@ -146,30 +145,9 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
             session,
         };
         tokio::spawn(async move {
-            let (tx, rx) = mpsc::channel(1);
-            if tx.send(message.clone()).await.is_err() {
-                return;
-            }
-            let Ok(replies) = WorkerClient::new(channel)
-                .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-            else {
+            let acked = counters.acks.clone();
+            if !super::keep_session_alive(channel, message, params.ttl, stop, acked).await {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let mut replies = replies.into_inner();
-            while Instant::now() < stop {
-                match replies.message().await {
-                    Ok(Some(_)) => counters.acks.fetch_add(1, Ordering::Relaxed),
-                    _ => {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                };
-                tokio::time::sleep(params.ttl / 3).await;
-                if tx.send(message.clone()).await.is_err() {
-                    return;
-                }
             }
         });
     }

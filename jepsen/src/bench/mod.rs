@@ -4,6 +4,7 @@
 //! etcd's and the ratio.
 
 pub mod assign;
+pub mod chart;
 pub mod docs;
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -162,6 +163,43 @@ impl Baton {
         self.channels[i % self.channels.len()].clone()
     }
 }
+
+/// Keeps a baton session alive as a worker does: a keepalive every `ttl / 3`
+/// on one stream, until the stream ends or `until`. Counts the
+/// acknowledgements in `acked`; false if the stream failed.
+pub async fn keep_session_alive(
+    channel: Channel,
+    message: pb::KeepAliveRequest,
+    ttl: Duration,
+    until: Instant,
+    acked: Arc<AtomicU64>,
+) -> bool {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    if tx.send(message.clone()).await.is_err() {
+        return false;
+    }
+    let Ok(replies) = pb::worker_client::WorkerClient::new(channel)
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        return false;
+    };
+    let mut replies = replies.into_inner();
+    while Instant::now() < until {
+        if !matches!(replies.message().await, Ok(Some(_))) {
+            return false;
+        }
+        acked.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(ttl / 3).await;
+        if tx.send(message.clone()).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Longer than any run, for sessions kept alive until their task is aborted.
+pub const FOREVER: Duration = Duration::from_secs(24 * 3600);
 
 /// Connections each load generator spreads its clients over.
 pub const CONNECTIONS: usize = 8;

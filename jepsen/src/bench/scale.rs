@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use baton_client::proto as pb;
 use pb::worker_client::WorkerClient;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::{probe, write_load, Level, Target};
 use crate::cluster::{Backend, Cluster};
@@ -135,30 +134,6 @@ where
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn baton_keepalive(
-    channel: tonic::transport::Channel,
-    message: pb::KeepAliveRequest,
-    ttl: Duration,
-) {
-    let (tx, rx) = mpsc::channel(1);
-    if tx.send(message.clone()).await.is_err() {
-        return;
-    }
-    let Ok(replies) = WorkerClient::new(channel)
-        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-    else {
-        return;
-    };
-    let mut replies = replies.into_inner();
-    while let Ok(Some(_)) = replies.message().await {
-        tokio::time::sleep(ttl / 3).await;
-        if tx.send(message.clone()).await.is_err() {
-            return;
-        }
-    }
-}
-
 pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Result<Side> {
     let cluster = Cluster::start(3, Backend::Direct, node_binary, &dir.join("baton")).await?;
     let leader = cluster.await_leader(Duration::from_secs(30)).await?;
@@ -199,7 +174,13 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
             worker,
             session: joined.session,
         };
-        keepalives.push(tokio::spawn(baton_keepalive(channel, message, params.ttl)));
+        keepalives.push(tokio::spawn(super::keep_session_alive(
+            channel,
+            message,
+            params.ttl,
+            Instant::now() + super::FOREVER,
+            Arc::default(),
+        )));
     }
     println!(
         "  baton: {} groups, {} sessions joined in {:.1} s; loading {} tombstones with {} clients",

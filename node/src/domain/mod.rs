@@ -499,6 +499,15 @@ pub struct State {
 }
 
 impl State {
+    /// Sessions and tombstones over every group, plus one per group: how
+    /// much a copy of the state costs, roughly.
+    pub fn entries(&self) -> u64 {
+        self.groups
+            .values()
+            .map(|g| 1 + g.sessions.len() as u64 + g.tombstones.len() as u64)
+            .sum()
+    }
+
     /// Applies the log entry at `revision`. `command` is `None` for entries that
     /// carry no command (Raft's blank and membership entries); they still bump
     /// the revision so that revisions and log indexes stay the same number.

@@ -44,7 +44,10 @@ pub struct RaftTuning {
     /// lease (`2 × election_timeout_ms`), so a crashed leader is replaced after
     /// about 3–4 × `election_timeout_ms`.
     pub election_timeout_ms: u64,
-    /// Build a snapshot (and purge the log behind it) every this many entries.
+    /// Build a snapshot (and purge the log behind it) every this many
+    /// entries. A snapshot copies the whole state, so taking one too often
+    /// makes a large state cost O(state) per few writes: 100,000 as etcd's
+    /// `--snapshot-count` (10,000 cut the load rate of 1 M tombstones in half).
     pub snapshot_every: u64,
     /// Entries kept in the log behind the snapshot, so that slightly lagging
     /// followers catch up from the log instead of a snapshot.
@@ -59,7 +62,7 @@ impl Default for RaftTuning {
         Self {
             heartbeat_ms: 100,
             election_timeout_ms: 250,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             keep_behind_snapshot: 1_000,
         }
     }

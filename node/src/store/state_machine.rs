@@ -9,10 +9,14 @@
 //!
 //! The domain state is event-sourced on disk: each apply batch writes the
 //! applied position and the events it caused, not the whole state. A full
-//! state *checkpoint* is written every [`CHECKPOINT_EVERY`] revisions, and
-//! whenever the history is compacted (so the events after the checkpoint are
-//! always kept); opening replays the events after the checkpoint. Writing the
-//! whole state per batch made every write cost O(state).
+//! state *checkpoint* is written once as many revisions have passed as the
+//! state has entries (at least [`CHECKPOINT_EVERY`]), so its cost stays O(1)
+//! per write however large the state grows; opening replays the events after
+//! the checkpoint, never more than the state's own size. Compaction is the
+//! one change that is not an event: its revision is stored by itself, and
+//! the events after the checkpoint stay on disk (unserved) until the next
+//! checkpoint even when compacted. Writing the whole state per batch, or
+//! every 10,000 revisions, made writes cost O(state).
 //!
 //! The event history lives in the same generation tree, one key per revision
 //! that caused events (`hist/` + big-endian revision), written in the same batch
@@ -41,9 +45,11 @@ const KEY_SNAPSHOT: &[u8] = b"snapshot";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_STATE: &[u8] = b"state";
+const KEY_COMPACTED: &[u8] = b"compacted";
 const GENERATION_PREFIX: &str = "sm.";
 const HISTORY_PREFIX: &[u8] = b"hist/";
-/// Revisions between two state checkpoints: what opening replays at most.
+/// Revisions between two state checkpoints at least (more for a state with
+/// more entries than this).
 pub const CHECKPOINT_EVERY: u64 = 10_000;
 
 fn history_key(revision: u64) -> Vec<u8> {
@@ -86,8 +92,11 @@ struct Applied {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     state: State,
-    /// The revision and compaction of the stored state checkpoint.
-    checkpoint: (u64, u64),
+    /// The revision of the stored state checkpoint.
+    checkpoint: u64,
+    /// The history on disk is dropped up to this revision (the compacted
+    /// revision, but never past the checkpoint: replay needs what follows).
+    dropped: u64,
 }
 
 /// What a snapshot carries.
@@ -169,7 +178,7 @@ impl StateMachineStore {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => State::default(),
         };
-        let checkpoint = (state.revision, state.compacted);
+        let checkpoint = state.revision;
         // Replay the events applied after the checkpoint.
         let applied_index = last_applied.map_or(0, |l: LogId| l.index);
         if applied_index > state.revision {
@@ -183,12 +192,17 @@ impl StateMachineStore {
             }
             state.revision = applied_index;
         }
+        if let Some(v) = get(KEY_COMPACTED)? {
+            let compacted: u64 = decode(&v).map_err(codec_err(ErrorVerb::Read))?;
+            state.compacted = state.compacted.max(compacted);
+        }
         let hub = Arc::new(Hub::new(state.revision));
         let applied = Applied {
             generation,
             tree,
             last_applied,
             membership,
+            dropped: state.compacted.min(checkpoint),
             state,
             checkpoint,
         };
@@ -296,9 +310,9 @@ impl StateMachineStore {
         Ok(())
     }
 
-    /// The kept history in `tree`, in revision order.
-    fn read_history(tree: &sled::Tree) -> Result<Vec<Batch>, StorageError> {
-        tree.scan_prefix(HISTORY_PREFIX)
+    /// The kept history in `tree` (after `compacted`), in revision order.
+    fn read_history(tree: &sled::Tree, compacted: u64) -> Result<Vec<Batch>, StorageError> {
+        tree.range(history_key(compacted + 1)..=history_key(u64::MAX))
             .map(|item| {
                 let (_, value) = item.map_err(sm_err(ErrorVerb::Read))?;
                 decode(&value).map_err(codec_err(ErrorVerb::Read))
@@ -354,7 +368,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_applied: applied.last_applied,
                 membership: applied.membership.clone(),
                 state: applied.state.clone(),
-                history: Self::read_history(&applied.tree)?,
+                history: Self::read_history(&applied.tree, applied.state.compacted)?,
             }
         };
         let mut blocked_apply = started.elapsed();
@@ -453,11 +467,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 results.push(result);
             }
             let state = &applied.state;
-            // A checkpoint every CHECKPOINT_EVERY revisions, and with every
-            // compaction: the history it drops must be older than the
-            // checkpoint, and the compacted revision itself has no event.
-            let checkpoint = state.revision >= applied.checkpoint.0 + CHECKPOINT_EVERY
-                || state.compacted != applied.checkpoint.1;
+            let checkpoint =
+                state.revision >= applied.checkpoint + CHECKPOINT_EVERY.max(state.entries());
             let mut batch = sled::Batch::default();
             let built = Self::put_applied(
                 &mut batch,
@@ -467,10 +478,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             )
             .and_then(|()| Self::put_history(&mut batch, &history));
             written(built)?;
-            if state.compacted > compacted_before {
+            if state.compacted != compacted_before {
+                let value = encode(&state.compacted).map_err(codec_err(ErrorVerb::Write));
+                batch.insert(KEY_COMPACTED, written(value)?);
+            }
+            let checkpoint_revision = if checkpoint {
+                state.revision
+            } else {
+                applied.checkpoint
+            };
+            let drop_to = state.compacted.min(checkpoint_revision);
+            if drop_to > applied.dropped {
                 let dropped = applied
                     .tree
-                    .range(history_key(compacted_before + 1)..=history_key(state.compacted));
+                    .range(history_key(applied.dropped + 1)..=history_key(drop_to));
                 for item in dropped {
                     let (key, _) = written(item.map_err(sm_err(ErrorVerb::Read)))?;
                     batch.remove(key);
@@ -482,9 +503,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .apply_batch(batch)
                     .map_err(sm_err(ErrorVerb::Write)),
             )?;
-            if checkpoint {
-                applied.checkpoint = (state.revision, state.compacted);
-            }
+            applied.checkpoint = checkpoint_revision;
+            applied.dropped = applied.dropped.max(drop_to);
             (results, history, state.revision)
         };
         // Watchers get the events before the flush: the entries are committed
@@ -585,7 +605,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 tree,
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
-                checkpoint: (payload.state.revision, payload.state.compacted),
+                checkpoint: payload.state.revision,
+                dropped: payload.state.compacted,
                 state: payload.state,
             };
         }

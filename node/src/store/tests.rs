@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::domain::Command;
 use crate::raft::{Entry, LogId, TypeConfig};
+use crate::watch::FeedError;
 
 struct TempStore;
 
@@ -390,8 +391,8 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
     assert_eq!(before.revision, 50);
     assert_eq!(reopened(dir.path()), before);
 
-    // Past a checkpoint, then more events after it, then a compaction (which
-    // checkpoints), then more events again.
+    // Past a checkpoint, then more events after it, then a compaction
+    // behind the checkpoint, then more events again.
     let before = {
         let (_log, mut sm) = open(dir.path()).expect("open");
         let last = 50 + state_machine::CHECKPOINT_EVERY + 10;
@@ -422,4 +423,44 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
     };
     assert_eq!(before.compacted, 40);
     assert_eq!(reopened(dir.path()), before);
+
+    // A compaction past the checkpoint writes no checkpoint, yet the events
+    // between the checkpoint and the compacted revision must still replay,
+    // and the compacted revision must survive the reopening.
+    let before = {
+        let (_log, mut sm) = open(dir.path()).expect("open");
+        let first = before.revision + 1;
+        sm.apply(vec![
+            command(1, first, put("past-checkpoint-1".into())),
+            command(1, first + 1, put("past-checkpoint-2".into())),
+        ])
+        .await
+        .expect("apply");
+        sm.apply(vec![command(
+            1,
+            first + 2,
+            Command::Compact {
+                revision: first + 1,
+            },
+        )])
+        .await
+        .expect("compact");
+        sm.apply(vec![command(1, first + 3, put("after".into()))])
+            .await
+            .expect("apply");
+        assert!(
+            matches!(
+                sm.history("g", first, first + 3, 10),
+                Err(FeedError::Compacted { .. })
+            ),
+            "compacted history is not served"
+        );
+        sm.read(Clone::clone)
+    };
+    assert_eq!(before.compacted, before.revision - 2);
+    let after = reopened(dir.path());
+    assert_eq!(after, before);
+    assert!(after.groups["g"]
+        .tombstones
+        .contains_key("past-checkpoint-1"));
 }
