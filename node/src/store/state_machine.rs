@@ -360,6 +360,45 @@ fn err_codec_snapshot(e: bincode::ErrorKind) -> StorageError {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = Instant::now();
+        // Copying, encoding and storing a large state takes seconds of CPU:
+        // on a runtime thread that would hold up Raft's heartbeats long
+        // enough for the followers to elect another leader.
+        let this = self.clone();
+        let (meta, data, blocked_apply) =
+            tokio::task::spawn_blocking(move || this.store_snapshot())
+                .await
+                .map_err(|e| {
+                    io_err(
+                        ErrorSubject::Snapshot(None),
+                        ErrorVerb::Write,
+                        std::io::Error::other(format!("the snapshot build failed: {e}")),
+                    )
+                })??;
+        // Durability: openraft purges the log behind a snapshot once this returns,
+        // so the snapshot must be on disk first.
+        self.flush().await?;
+        *self
+            .inner
+            .last_snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(SnapshotStats {
+            index: meta.last_log_id.map_or(0, |l| l.index),
+            bytes: data.len() as u64,
+            took: started.elapsed(),
+            blocked_apply,
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl StateMachineStore {
+    /// Copies the applied state, encodes it and stores it as the current
+    /// snapshot (not yet flushed); returns it and how long applying waited.
+    fn store_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>, Duration), StorageError> {
+        let started = Instant::now();
         // Applying waits only while the state is copied and while the
         // snapshot is stored, not while it is encoded.
         let payload = {
@@ -410,23 +449,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             blocked_apply += storing.elapsed();
         }
         let StoredSnapshot { meta, data } = stored;
-        // Durability: openraft purges the log behind a snapshot once this returns,
-        // so the snapshot must be on disk first.
-        self.flush().await?;
-        *self
-            .inner
-            .last_snapshot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(SnapshotStats {
-            index: meta.last_log_id.map_or(0, |l| l.index),
-            bytes: data.len() as u64,
-            took: started.elapsed(),
-            blocked_apply,
-        });
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok((meta, data, blocked_apply))
     }
 }
 
