@@ -29,7 +29,13 @@ struct Inner {
     meta: sled::Tree,
     /// The commit index openraft last reported, for `/metrics` and `/readyz`.
     committed: AtomicU64,
+    /// The first index not purged. Purged entries are deleted a few at a
+    /// time with later appends (see `purge`); reads never return them.
+    readable_from: AtomicU64,
 }
+
+/// Purged entries deleted with each append, at most.
+const DELETE_PER_APPEND: usize = 256;
 
 fn key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
@@ -50,12 +56,17 @@ impl LogStore {
                 log,
                 meta,
                 committed: AtomicU64::new(0),
+                readable_from: AtomicU64::new(0),
             }),
         };
         // A crash between persisting `last_purged` and deleting the entries
         // behind it leaves those entries; finish the purge now.
         if let Some(purged) = store.last_purged()? {
             store.remove_range(..=purged.index)?;
+            store
+                .inner
+                .readable_from
+                .store(purged.index + 1, Ordering::Relaxed);
         }
         if let Some(c) = store.read_committed_sync()? {
             store.inner.committed.store(c.index, Ordering::Relaxed);
@@ -146,8 +157,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let mut entries = Vec::new();
+        let readable_from = self.inner.readable_from.load(Ordering::Relaxed);
         for item in self.inner.log.range(key_range(range)) {
             let (k, v) = item.map_err(err)?;
+            if index_of(&k).is_some_and(|i| i < readable_from) {
+                continue;
+            }
             let entry: Entry = decode(&v).map_err(|e| {
                 let index = index_of(&k).unwrap_or_default();
                 StorageError::from(openraft::StorageIOError::read_log_at_index(index, &*e))
@@ -230,6 +245,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
+        // A few purged entries go with each append (see `purge`).
+        let purged = key(self.inner.readable_from.load(Ordering::Relaxed));
+        for item in self.inner.log.range(..purged).take(DELETE_PER_APPEND) {
+            let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            batch.remove(k);
+        }
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| {
                 StorageError::from(openraft::StorageIOError::write_log_entry(entry.log_id, &*e))
@@ -269,6 +290,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // finishes an interrupted purge.
         self.write_meta(KEY_LAST_PURGED, &log_id, ErrorSubject::Logs)?;
         self.flush(ErrorSubject::Logs).await?;
-        self.remove_range(..=log_id.index)
+        // Not deleted here: openraft waits for this in its core loop, and
+        // deleting a snapshot's worth of entries (100,000 by default) at once
+        // held up heartbeats long enough for elections. Reads skip them, and
+        // appends delete them a few at a time.
+        self.inner
+            .readable_from
+            .fetch_max(log_id.index + 1, Ordering::Relaxed);
+        Ok(())
     }
 }

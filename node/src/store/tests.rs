@@ -235,6 +235,18 @@ async fn purge_and_truncate_are_durable_and_consistent() {
         let (mut log, _sm) = open(dir.path()).expect("open");
         append_acknowledged(&mut log, (1..=20).map(|i| barrier(1, i)).collect()).await;
         log.purge(log_id(1, 1, 5)).await.expect("purge");
+        let readable: Vec<u64> = log
+            .try_get_log_entries(..)
+            .await
+            .expect("read")
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(
+            readable,
+            (6..=20).collect::<Vec<_>>(),
+            "purged entries are never read"
+        );
         log.truncate(log_id(1, 1, 16)).await.expect("truncate");
     }
     let (mut log, _sm) = open(dir.path()).expect("reopen");
