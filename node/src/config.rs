@@ -53,6 +53,12 @@ pub struct Args {
     #[arg(long, env = "BATON_ID")]
     pub id: Option<NodeId>,
 
+    /// Take the id from this host's name, the way a Kubernetes StatefulSet
+    /// names its pods: `baton-0` is node 1, `baton-2` node 3 (the ordinal plus
+    /// one). Excludes --id.
+    #[arg(long, env = "BATON_ID_FROM_HOSTNAME")]
+    pub id_from_hostname: bool,
+
     /// Address the gRPC server (workers, admin, Raft) listens on. Port 0 picks a
     /// free port. [default: 127.0.0.1:7400]
     #[arg(long, env = "BATON_LISTEN", value_name = "IP:PORT")]
@@ -193,7 +199,15 @@ impl Args {
             }
             None => Args::default(),
         };
-        let id = self.id.or(file.id).unwrap_or(1);
+        let id = match (
+            self.id.or(file.id),
+            self.id_from_hostname || file.id_from_hostname,
+        ) {
+            (Some(_), true) => bail!("--id and --id-from-hostname exclude each other"),
+            (Some(id), false) => id,
+            (None, true) => id_from_hostname(&hostname()?)?,
+            (None, false) => 1,
+        };
         if id == 0 {
             bail!("--id must be a positive integer (1, 2, …); 0 is reserved");
         }
@@ -369,9 +383,56 @@ pub fn parse_initial_members(list: &str) -> anyhow::Result<BTreeMap<NodeId, Stri
     Ok(members)
 }
 
+/// This host's name: `HOSTNAME` (which Kubernetes sets to the pod's name),
+/// else the kernel's.
+fn hostname() -> anyhow::Result<String> {
+    if let Ok(name) = std::env::var("HOSTNAME") {
+        if !name.trim().is_empty() {
+            return Ok(name.trim().to_string());
+        }
+    }
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context(
+            "--id-from-hostname: HOSTNAME is not set and the kernel's host name cannot be read",
+        )?
+        .trim()
+        .to_string())
+}
+
+/// `name-N` → N + 1.
+fn id_from_hostname(name: &str) -> anyhow::Result<NodeId> {
+    name.rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse::<NodeId>().ok())
+        .and_then(|ordinal| ordinal.checked_add(1))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--id-from-hostname: host name {name:?} does not end in -N (a StatefulSet ordinal such as baton-0)"
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_from_statefulset_host_names() {
+        assert_eq!(id_from_hostname("baton-0").ok(), Some(1));
+        assert_eq!(id_from_hostname("baton-prod-2").ok(), Some(3));
+        for bad in ["baton", "baton-", "baton-x", "baton-1x"] {
+            let err = id_from_hostname(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("does not end in -N"), "{bad}: {err}");
+        }
+        let err = args(&["--id", "2", "--id-from-hostname"])
+            .resolve()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("exclude each other"), "{err}");
+    }
 
     fn args(list: &[&str]) -> Args {
         Args::parse_from(std::iter::once("baton-node").chain(list.iter().copied()))

@@ -1,0 +1,310 @@
+//! The Kubernetes manifests in deploy/kubernetes/ against the binary they
+//! run: every document parses and has what Kubernetes requires; the flags,
+//! BATON_* variables and config-file keys they use are ones `baton-node`
+//! knows; ports and probes agree with the addresses the node is told to
+//! listen on; the peers listed in the initial members are the StatefulSet's
+//! own pods, with the ids `--id-from-hostname` gives them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+const NODE: &str = env!("CARGO_BIN_EXE_baton-node");
+
+fn manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
+}
+
+/// Every document of every manifest, with the file it came from.
+fn documents() -> Vec<(String, Yaml)> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifests_dir())
+        .expect("deploy/kubernetes exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in deploy/kubernetes");
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("readable manifest");
+        let docs = YamlLoader::load_from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", f.display()));
+        for d in docs.into_iter().filter(|d| !d.is_null()) {
+            out.push((f.display().to_string(), d));
+        }
+    }
+    out
+}
+
+fn str_at<'a>(y: &'a Yaml, path: &[&str]) -> Option<&'a str> {
+    at(y, path).as_str()
+}
+
+fn at<'a>(y: &'a Yaml, path: &[&str]) -> &'a Yaml {
+    path.iter().fold(y, |y, k| &y[*k])
+}
+
+fn list(y: &Yaml) -> &[Yaml] {
+    y.as_vec().map_or(&[], |v| v.as_slice())
+}
+
+fn kind<'a>(docs: &'a [(String, Yaml)], kind: &str) -> Vec<&'a Yaml> {
+    docs.iter()
+        .filter(|(_, d)| str_at(d, &["kind"]) == Some(kind))
+        .map(|(_, d)| d)
+        .collect()
+}
+
+fn help() -> String {
+    let out = Command::new(NODE)
+        .arg("--help")
+        .output()
+        .expect("run baton-node --help");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn port_of(addr: &str) -> i64 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{addr:?} has no port"))
+}
+
+#[test]
+fn every_document_has_what_kubernetes_requires() {
+    let docs = documents();
+    for (file, d) in &docs {
+        for field in ["apiVersion", "kind"] {
+            assert!(
+                str_at(d, &[field]).is_some(),
+                "{file}: a document without {field}"
+            );
+        }
+        assert!(
+            str_at(d, &["metadata", "name"]).is_some(),
+            "{file}: a {} without metadata.name",
+            str_at(d, &["kind"]).unwrap_or_default()
+        );
+    }
+    let kinds: BTreeSet<&str> = docs
+        .iter()
+        .filter_map(|(_, d)| str_at(d, &["kind"]))
+        .collect();
+    for k in ["StatefulSet", "Service", "PodDisruptionBudget", "ConfigMap"] {
+        assert!(kinds.contains(k), "no {k} in deploy/kubernetes");
+    }
+}
+
+#[test]
+fn the_statefulset_runs_the_node_as_its_flags_say() {
+    let docs = documents();
+    let help = help();
+    let sts = kind(&docs, "StatefulSet");
+    assert_eq!(sts.len(), 1, "one StatefulSet");
+    let sts = sts[0];
+    let name = str_at(sts, &["metadata", "name"]).expect("name");
+    let replicas = at(sts, &["spec", "replicas"]).as_i64().expect("replicas");
+    assert!(
+        replicas >= 3 && replicas % 2 == 1,
+        "an odd number of voters, at least 3"
+    );
+
+    // Selector, template labels and the services and budget that select them.
+    let labels = at(sts, &["spec", "template", "metadata", "labels"]);
+    let selects = |selector: &Yaml| {
+        selector
+            .as_hash()
+            .expect("a selector")
+            .iter()
+            .all(|(k, v)| labels[k.as_str().unwrap_or_default()] == *v)
+    };
+    assert!(selects(at(sts, &["spec", "selector", "matchLabels"])));
+    for pdb in kind(&docs, "PodDisruptionBudget") {
+        assert!(selects(at(pdb, &["spec", "selector", "matchLabels"])));
+        assert_eq!(
+            at(pdb, &["spec", "maxUnavailable"]).as_i64(),
+            Some(1),
+            "a majority stays up"
+        );
+    }
+    let service = str_at(sts, &["spec", "serviceName"]).expect("serviceName");
+    let services = kind(&docs, "Service");
+    let headless = services
+        .iter()
+        .find(|s| str_at(s, &["metadata", "name"]) == Some(service))
+        .expect("the StatefulSet's service is defined");
+    assert_eq!(
+        str_at(headless, &["spec", "clusterIP"]),
+        Some("None"),
+        "headless"
+    );
+    assert_eq!(
+        at(headless, &["spec", "publishNotReadyAddresses"]).as_bool(),
+        Some(true),
+        "peers must find each other before any is ready"
+    );
+
+    let pod = at(sts, &["spec", "template", "spec"]);
+    let containers = list(&pod["containers"]);
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+
+    // Flags and variables are the binary's.
+    let args: Vec<&str> = list(&c["command"])
+        .iter()
+        .chain(list(&c["args"]))
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        args.first().is_some_and(|a| a.ends_with("baton-node")),
+        "{args:?}"
+    );
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "baton-node has no {flag}"
+        );
+    }
+    assert!(
+        args.contains(&"--id-from-hostname"),
+        "pods take their id from their ordinal"
+    );
+    let env: Vec<(&str, Option<&str>)> = list(&c["env"])
+        .iter()
+        .map(|e| (e["name"].as_str().expect("env name"), e["value"].as_str()))
+        .collect();
+    for (var, _) in env.iter().filter(|(n, _)| n.starts_with("BATON_")) {
+        assert!(
+            help.contains(&format!("[env: {var}=")) || *var == "BATON_LOG",
+            "baton-node reads no {var}"
+        );
+    }
+    let var = |n: &str| env.iter().find(|(k, _)| *k == n).and_then(|(_, v)| *v);
+
+    // The config file: keys the node accepts, addresses that match the ports.
+    let config_path = args
+        .windows(2)
+        .find(|w| w[0] == "--config")
+        .map(|w| w[1])
+        .expect("--config");
+    let (mount, file) = config_path.rsplit_once('/').expect("a path");
+    let mounts = list(&c["volumeMounts"]);
+    let config_volume = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(mount))
+        .and_then(|m| m["name"].as_str())
+        .expect("the config directory is mounted");
+    let config_map = list(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"].as_str() == Some(config_volume))
+        .and_then(|v| v["configMap"]["name"].as_str())
+        .expect("from a ConfigMap");
+    let toml_text = kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|m| str_at(m, &["metadata", "name"]) == Some(config_map))
+        .and_then(|m| m["data"][file].as_str())
+        .expect("the ConfigMap holds the file");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(file);
+    std::fs::write(&path, toml_text).expect("write");
+    let config: toml::Table = toml::from_str(toml_text).expect("TOML");
+    let parsed = baton_node::config::Args {
+        config: Some(path),
+        id: Some(1),
+        advertise: Some("baton-0.baton:7400".into()),
+        ..Default::default()
+    }
+    .resolve();
+    assert!(
+        parsed.is_ok(),
+        "the node refuses the config file: {:?}",
+        parsed.err()
+    );
+
+    let container_port = |name: &str| {
+        list(&c["ports"])
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+            .unwrap_or_else(|| panic!("no container port named {name}"))
+    };
+    let listen = config["listen"].as_str().expect("listen");
+    let http = config["http"].as_str().expect("http");
+    assert!(
+        listen.starts_with("0.0.0.0:") && http.starts_with("0.0.0.0:"),
+        "reachable from outside the pod"
+    );
+    assert_eq!(port_of(listen), container_port("grpc"));
+    assert_eq!(port_of(http), container_port("http"));
+
+    // Probes: health and readiness on the HTTP port.
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        let port = match &get["port"] {
+            Yaml::String(name) => container_port(name),
+            Yaml::Integer(p) => *p,
+            other => panic!("{probe}: port {other:?}"),
+        };
+        assert_eq!(port, port_of(http), "{probe} targets the HTTP server");
+    }
+    for s in &services {
+        for p in list(&s["spec"]["ports"]) {
+            if let Some(target) = p["targetPort"].as_str() {
+                container_port(target);
+            }
+        }
+    }
+
+    // Data on the claim, where the config puts it.
+    let data_dir = config["data-dir"].as_str().expect("data-dir");
+    let claims: Vec<&str> = list(&sts["spec"]["volumeClaimTemplates"])
+        .iter()
+        .filter_map(|t| t["metadata"]["name"].as_str())
+        .collect();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["mountPath"].as_str() == Some(data_dir)
+                && m["name"].as_str().is_some_and(|n| claims.contains(&n))),
+        "{data_dir} is on a persistent volume claim"
+    );
+    assert!(
+        c["resources"]["requests"].as_hash().is_some(),
+        "resource requests"
+    );
+
+    // The initial members are the pods, with the ids their names give.
+    let members = var("BATON_INITIAL_MEMBERS").expect("BATON_INITIAL_MEMBERS");
+    let members: Vec<(i64, &str)> = members
+        .split(',')
+        .map(|m| {
+            let (id, addr) = m.split_once('=').expect("ID=HOST:PORT");
+            (id.parse().expect("numeric id"), addr)
+        })
+        .collect();
+    assert_eq!(
+        members.len() as i64,
+        replicas,
+        "one initial member per replica"
+    );
+    for (id, addr) in members {
+        assert!(
+            addr.starts_with(&format!("{name}-{}.{service}.", id - 1)),
+            "member {id} is pod {name}-{} of {service}: {addr}",
+            id - 1
+        );
+        assert_eq!(port_of(addr), container_port("grpc"));
+    }
+    let advertise = var("BATON_ADVERTISE").expect("BATON_ADVERTISE");
+    assert!(
+        advertise.starts_with(&format!("$(POD_NAME).{service}.")),
+        "{advertise}"
+    );
+}
