@@ -165,6 +165,10 @@ enum GroupCommand {
         group: String,
         #[command(flatten)]
         settings: GroupSettings,
+        /// Succeed if the group exists already, leaving its settings as they
+        /// are (for setup scripts that run more than once).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// List groups.
     List {
@@ -704,15 +708,32 @@ async fn group(
     command: GroupCommand,
 ) -> anyhow::Result<()> {
     let shown = match command {
-        GroupCommand::Create { group, settings } => {
-            rpc!(
-                client,
-                AdminGrpc::create_group,
-                pb::CreateGroupRequest {
-                    group,
-                    config: Some(settings.to_proto())
-                }
-            )
+        GroupCommand::Create {
+            group,
+            settings,
+            if_missing,
+        } => {
+            let request = pb::CreateGroupRequest {
+                group: group.clone(),
+                config: Some(settings.to_proto()),
+            };
+            let created = client
+                .call(|ch| {
+                    let request = request.clone();
+                    async move { AdminGrpc::new(ch).create_group(request).await }
+                })
+                .await;
+            match created {
+                Err(e) if if_missing && e.code() == Some(tonic::Code::AlreadyExists) => rpc!(
+                    client,
+                    AdminGrpc::get_group,
+                    pb::GetGroupRequest {
+                        group,
+                        serializable: false
+                    }
+                ),
+                other => other?,
+            }
         }
         GroupCommand::Get {
             group,
