@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, Gauge, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
 use crate::raft::BatonRaft;
@@ -36,11 +36,26 @@ struct Gauges {
     snapshot_bytes: IntGauge,
     snapshot_seconds: Gauge,
     snapshot_blocked_seconds: Gauge,
+    watchers: IntGauge,
+    sessions: IntGaugeVec,
+    partitions: IntGaugeVec,
+    handoffs: IntGaugeVec,
+    unassigned: IntGaugeVec,
+    tombstones: IntGaugeVec,
 }
 
 impl Gauges {
-    fn new() -> prometheus::Result<Self> {
+    fn new(sm: &StateMachineStore) -> prometheus::Result<Self> {
         let registry = Registry::new();
+        let store = sm.metrics();
+        registry.register(Box::new(store.apply_seconds.clone()))?;
+        registry.register(Box::new(store.handoff_seconds.clone()))?;
+        registry.register(Box::new(store.lease_expiries.clone()))?;
+        let by = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
@@ -52,6 +67,32 @@ impl Gauges {
             Ok(g)
         };
         Ok(Self {
+            watchers: gauge("baton_watchers", "Watch streams this node feeds.")?,
+            sessions: by(
+                "baton_sessions",
+                "Live worker sessions, per group.",
+                &["group"],
+            )?,
+            partitions: by(
+                "baton_partitions",
+                "Partitions each worker holds.",
+                &["group", "worker"],
+            )?,
+            handoffs: by(
+                "baton_handoffs_in_flight",
+                "Partitions whose owner has been asked to release them, per group.",
+                &["group"],
+            )?,
+            unassigned: by(
+                "baton_partitions_unassigned",
+                "Partitions nobody holds, per group.",
+                &["group"],
+            )?,
+            tombstones: by(
+                "baton_tombstones",
+                "Tombstones kept, per group.",
+                &["group"],
+            )?,
             snapshot_bytes: gauge(
                 "baton_snapshot_bytes",
                 "Size of the last snapshot this node built.",
@@ -145,6 +186,52 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
         .set(as_gauge(membership.voter_ids().count() as u64));
     g.learners
         .set(as_gauge(membership.learner_ids().count() as u64));
+    g.watchers
+        .set(i64::try_from(http.sm.hub().watchers()).unwrap_or(i64::MAX));
+    // This node's applied state: the leader's is the current one.
+    for v in [
+        &g.sessions,
+        &g.partitions,
+        &g.handoffs,
+        &g.unassigned,
+        &g.tombstones,
+    ] {
+        v.reset();
+    }
+    http.sm.read(|state| {
+        for (name, group) in &state.groups {
+            g.sessions
+                .with_label_values(&[name.as_str()])
+                .set(as_gauge(group.sessions.len() as u64));
+            g.tombstones
+                .with_label_values(&[name.as_str()])
+                .set(as_gauge(group.tombstones.len() as u64));
+            let (mut handoffs, mut unassigned) = (0u64, 0u64);
+            let mut held: std::collections::BTreeMap<&str, u64> =
+                group.sessions.keys().map(|w| (w.as_str(), 0)).collect();
+            for (range, slot) in group.assignment.runs() {
+                let n = u64::from(range.len());
+                match &slot.owner {
+                    Some(owner) => *held.entry(owner.as_str()).or_default() += n,
+                    None => unassigned += n,
+                }
+                if slot.revoking.is_some() {
+                    handoffs += n;
+                }
+            }
+            g.handoffs
+                .with_label_values(&[name.as_str()])
+                .set(as_gauge(handoffs));
+            g.unassigned
+                .with_label_values(&[name.as_str()])
+                .set(as_gauge(unassigned));
+            for (worker, n) in held {
+                g.partitions
+                    .with_label_values(&[name.as_str(), worker])
+                    .set(as_gauge(n));
+            }
+        }
+    });
     if let Some(s) = http.sm.last_snapshot() {
         g.snapshot_bytes.set(as_gauge(s.bytes));
         g.snapshot_seconds.set(s.took.as_secs_f64());
@@ -177,8 +264,8 @@ pub async fn serve(
     let state = Http {
         raft,
         log,
+        gauges: Gauges::new(&sm)?,
         sm,
-        gauges: Gauges::new()?,
     };
     let app = Router::new()
         .route("/healthz", get(healthz))

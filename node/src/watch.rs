@@ -112,6 +112,16 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Watch streams fed by this node now (those whose client went away
+    /// count until the next event of their group).
+    pub fn watchers(&self) -> usize {
+        self.lock()
+            .by_group
+            .values()
+            .map(|subs| subs.iter().filter(|s| !s.tx.is_closed()).count())
+            .sum()
+    }
+
     /// Every event up to this revision has been published.
     pub fn published(&self) -> u64 {
         *self.published.borrow()

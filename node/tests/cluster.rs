@@ -3,7 +3,6 @@
 //! Raft metrics (events), never sleeps.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use baton_node::raft::RaftTuning;
@@ -11,7 +10,6 @@ use baton_node::{Bootstrap, Node, NodeConfig};
 use baton_proto::v1::admin_client::AdminClient as RawAdmin;
 use baton_proto::v1::{AddNodeRequest, BarrierRequest, PromoteNodeRequest, RemoveNodeRequest};
 use openraft::storage::RaftLogStorage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 use common::*;
@@ -355,27 +353,6 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         "nothing was written to the log"
     );
     cluster.shutdown().await;
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect http");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (code, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

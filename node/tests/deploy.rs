@@ -308,3 +308,59 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
         "{advertise}"
     );
 }
+
+/// The `baton_*` series named in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("baton_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+/// Every series the Grafana dashboard and the autoscaling example query is
+/// one the node exports (its name is registered in the node's source;
+/// histograms add `_bucket`, `_sum` and `_count`).
+#[test]
+fn dashboards_and_examples_query_only_metrics_the_node_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source: String = ["src/http.rs", "src/store/state_machine.rs"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).expect("node source"))
+        .collect();
+    let text = std::fs::read_to_string(root.join("../deploy/grafana/baton.json"))
+        .expect("deploy/grafana/baton.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    let mut queried = BTreeSet::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            queried.extend(metric_names(target["expr"].as_str().expect("expr")));
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for (_, doc) in documents() {
+        let mut out = String::new();
+        yaml_rust2::YamlEmitter::new(&mut out)
+            .dump(&doc)
+            .expect("emit");
+        queried.extend(metric_names(&out));
+    }
+    for name in &queried {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            source.contains(&format!("\"{base}\"")),
+            "{name} is queried, but the node does not export it"
+        );
+    }
+}

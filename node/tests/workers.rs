@@ -157,6 +157,27 @@ async fn workers_balance_expire_after_ttl_drain_and_reject_stale_releases() {
         1,
         "w2's session closed after its last release"
     );
+
+    // The leader's /metrics tell the same story.
+    let leader = cluster.leader(None, WAIT).await;
+    let http = cluster.node(leader).http_addr().expect("http enabled");
+    let (code, body) = http_get(http, "/metrics").await;
+    assert_eq!(code, 200);
+    for (series, expected) in [
+        (r#"baton_sessions{group="g"}"#, 1.0),
+        (r#"baton_partitions{group="g",worker="w1"}"#, 12.0),
+        (r#"baton_partitions_unassigned{group="g"}"#, 0.0),
+        (r#"baton_handoffs_in_flight{group="g"}"#, 0.0),
+        (r#"baton_tombstones{group="g"}"#, 0.0),
+        ("baton_lease_expiries_total", 1.0),
+    ] {
+        assert_eq!(metric(&body, series), Some(expected), "{series} in\n{body}");
+    }
+    assert!(
+        metric(&body, "baton_handoff_seconds_count").is_some_and(|n| n >= 1.0),
+        "w2's drained partitions count as handoffs:\n{body}"
+    );
+    assert!(metric(&body, "baton_apply_seconds_count").is_some_and(|n| n > 0.0));
     drop((w1, w2));
     cluster.shutdown().await;
 }

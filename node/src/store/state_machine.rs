@@ -34,7 +34,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Stora
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, io_err, META_TREE};
-use crate::domain::{CommandResult, State};
+use crate::domain::{Command, CommandResult, Event, LeaveReason, State};
 use crate::raft::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -71,6 +71,74 @@ struct Inner {
     applied: Mutex<Applied>,
     hub: Arc<Hub>,
     last_snapshot: Mutex<Option<SnapshotStats>>,
+    metrics: StoreMetrics,
+}
+
+/// What applying observes, for `/metrics` (registered there).
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Time to apply one batch of entries, until it is durable.
+    pub apply_seconds: prometheus::Histogram,
+    /// Graceful handoffs: from the owner being asked to release partitions
+    /// to its release being applied (this node's clock against the leader's).
+    pub handoff_seconds: prometheus::Histogram,
+    /// Sessions ended because their lease ran out.
+    pub lease_expiries: prometheus::IntCounter,
+}
+
+impl StoreMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(name, help).buckets(buckets),
+            )
+        };
+        Ok(Self {
+            apply_seconds: histogram(
+                "baton_apply_seconds",
+                "Time to apply one batch of committed entries, until it is durable.",
+                prometheus::exponential_buckets(0.0001, 4.0, 9)?,
+            )?,
+            handoff_seconds: histogram(
+                "baton_handoff_seconds",
+                "Graceful handoffs: from the owner being asked to release partitions to the release being applied.",
+                vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+            )?,
+            lease_expiries: prometheus::IntCounter::new(
+                "baton_lease_expiries_total",
+                "Worker sessions ended because their lease ran out.",
+            )?,
+        })
+    }
+}
+
+/// When the handoff that `command` completes began (leader time, ms), if it
+/// releases partitions that were being revoked.
+fn handoff_started(state: &State, command: &Command) -> Option<u64> {
+    let Command::Release {
+        group, partitions, ..
+    } = command
+    else {
+        return None;
+    };
+    let assignment = &state.groups.get(group)?.assignment;
+    partitions
+        .iter()
+        .filter(|r| r.start < assignment.partitions())
+        .filter_map(|r| {
+            assignment
+                .slot(r.start)
+                .revoking
+                .as_ref()
+                .map(|v| v.since_ms)
+        })
+        .min()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What the last snapshot this node built cost (for `/metrics`).
@@ -213,6 +281,8 @@ impl StateMachineStore {
                 applied: Mutex::new(applied),
                 hub,
                 last_snapshot: Mutex::new(None),
+                metrics: StoreMetrics::new()
+                    .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?,
             }),
         })
     }
@@ -234,6 +304,11 @@ impl StateMachineStore {
     /// Reads the applied state. Keep `f` short: applying waits meanwhile.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.lock().state)
+    }
+
+    /// Histograms and counters that applying feeds.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
     }
 
     /// What the last snapshot built here cost, if one was.
@@ -466,6 +541,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = Instant::now();
+        let metrics = &self.inner.metrics;
         let (results, history, revision) = {
             let mut guard = self.lock();
             let applied = &mut *guard;
@@ -479,13 +556,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
                     EntryPayload::Blank => applied.state.apply(index, None),
-                    EntryPayload::Normal(command) => applied.state.apply(index, Some(command)),
+                    EntryPayload::Normal(command) => {
+                        let since = handoff_started(&applied.state, command);
+                        let result = applied.state.apply(index, Some(command));
+                        if let (Some(since), Ok(_)) = (since, &result.outcome) {
+                            let ms = now_ms().saturating_sub(since);
+                            metrics.handoff_seconds.observe(ms as f64 / 1000.0);
+                        }
+                        result
+                    }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         applied.state.apply(index, None)
                     }
                 };
                 applied.last_applied = Some(entry.log_id);
+                let expiries = result.events.iter().filter(|e| {
+                    matches!(
+                        e,
+                        Event::WorkerLeft {
+                            reason: LeaveReason::Expired,
+                            ..
+                        }
+                    )
+                });
+                metrics.lease_expiries.inc_by(expiries.count() as u64);
                 history.extend(Batch::of(index, result.events.clone()));
                 results.push(result);
             }
@@ -538,6 +633,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Durability: the replies to these entries' proposers are sent when this
         // returns, and they report the applied state, so it is flushed first.
         self.flush().await?;
+        metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
