@@ -353,6 +353,7 @@ fn dashboards_and_examples_query_only_metrics_the_node_exports() {
             .expect("emit");
         queried.extend(metric_names(&out));
     }
+    queried.extend(metric_names(&alert_rules()));
     for name in &queried {
         let base = ["_bucket", "_sum", "_count"]
             .iter()
@@ -361,6 +362,52 @@ fn dashboards_and_examples_query_only_metrics_the_node_exports() {
         assert!(
             source.contains(&format!("\"{base}\"")),
             "{name} is queried, but the node does not export it"
+        );
+    }
+}
+
+fn alert_rules() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yaml"),
+    )
+    .expect("deploy/prometheus/alerts.yaml")
+}
+
+/// Every alert has an expression, a severity and a runbook section in
+/// docs/operations.md that explains it.
+#[test]
+fn every_alert_is_explained_in_the_runbook() {
+    let docs = YamlLoader::load_from_str(&alert_rules()).expect("alerts.yaml is YAML");
+    let runbook = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .expect("docs/operations.md");
+    let rules: Vec<&Yaml> = list(&docs[0]["groups"])
+        .iter()
+        .flat_map(|g| list(&g["rules"]))
+        .collect();
+    assert!(rules.len() >= 5, "{} rules", rules.len());
+    for rule in rules {
+        let name = rule["alert"].as_str().expect("alert name");
+        assert!(
+            rule["expr"].as_str().is_some_and(|e| !e.is_empty()),
+            "{name}: no expr"
+        );
+        assert!(
+            rule["labels"]["severity"].as_str().is_some(),
+            "{name}: no severity"
+        );
+        let link = rule["annotations"]["runbook"]
+            .as_str()
+            .expect("runbook link");
+        assert_eq!(
+            link,
+            format!("docs/operations.md#{}", name.to_lowercase()),
+            "{name}"
+        );
+        assert!(
+            runbook.contains(&format!("\n### {name}\n")),
+            "docs/operations.md has no section for {name}"
         );
     }
 }
