@@ -59,8 +59,8 @@ impl LogStore {
                 readable_from: AtomicU64::new(0),
             }),
         };
-        // A crash between persisting `last_purged` and deleting the entries
-        // behind it leaves those entries; finish the purge now.
+        // Entries behind `last_purged` that are still there (appends delete
+        // them gradually, and a crash can come first) go now.
         if let Some(purged) = store.last_purged()? {
             store.remove_range(..=purged.index)?;
             store
