@@ -61,7 +61,8 @@ pub struct Cluster {
     initial: String,
 }
 
-fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
+/// A port nobody listens on at `ip` now.
+pub(crate) fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
     let l = TcpListener::bind(SocketAddr::new(ip, 0))
         .with_context(|| format!("no free port on {ip}"))?;
     Ok(l.local_addr()?.port())

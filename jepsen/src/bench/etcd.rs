@@ -26,9 +26,7 @@ struct Member {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    crate::cluster::free_port(std::net::IpAddr::from([127, 0, 0, 1]))
 }
 
 impl EtcdCluster {

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_client::proto as pb;
-use hdrhistogram::Histogram;
 use pb::tombstones_client::TombstonesClient;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::{Backend, Cluster};
+use probe::Latencies;
 
 /// One system under load: something that makes a durable single-key write
 /// (`group`: a baton group, an etcd key prefix).
@@ -67,49 +67,37 @@ pub async fn write_load<T: Target>(
         let errors = errors.clone();
         let group = group.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            let mut latencies = Latencies::default();
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match target.put(c, &group, format!("bench/{c}/{n}")).await {
-                    Ok(()) => {
-                        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        if let Some(h) = &mut h {
-                            let _ = h.record(us.max(1));
-                        }
-                    }
+                    Ok(()) => latencies.record(t.elapsed()),
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 n += 1;
             }
-            h
+            latencies
         }));
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+    let mut all = Latencies::default();
     for t in tasks {
-        if let (Ok(Some(h)), Some(all)) = (t.await, &mut all) {
-            let _ = all.add(h);
+        if let Ok(l) = t.await {
+            all.add(&l);
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (ops, p50, p99, max) = all.map_or((0, 0, 0, 0), |h| {
-        (
-            h.len(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.max(),
-        )
-    });
+    let summary = all.summary();
     Level {
         clients,
-        ops,
+        ops: summary.count,
         errors: errors.load(Ordering::Relaxed),
-        ops_per_s: ops as f64 / elapsed,
-        p50_ms: p50 as f64 / 1000.0,
-        p99_ms: p99 as f64 / 1000.0,
-        max_ms: max as f64 / 1000.0,
+        ops_per_s: summary.count as f64 / elapsed,
+        p50_ms: summary.p50_ms,
+        p99_ms: summary.p99_ms,
+        max_ms: summary.max_ms,
     }
 }
 
