@@ -11,7 +11,7 @@ use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
 use super::{decode, encode, io_err};
 use crate::raft::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
-const LOG_TREE: &str = "log";
+pub(super) const LOG_TREE: &str = "log";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -32,6 +32,9 @@ struct Inner {
     /// The first index not purged. Purged entries are deleted a few at a
     /// time with later appends (see `purge`); reads never return them.
     readable_from: AtomicU64,
+    /// Every entry below this index is deleted from disk: appends scan for
+    /// purged entries only while this is below `readable_from`.
+    deleted_below: AtomicU64,
 }
 
 /// Purged entries deleted with each append, at most.
@@ -57,6 +60,7 @@ impl LogStore {
                 meta,
                 committed: AtomicU64::new(0),
                 readable_from: AtomicU64::new(0),
+                deleted_below: AtomicU64::new(0),
             }),
         };
         // Entries behind `last_purged` that are still there (appends delete
@@ -66,6 +70,10 @@ impl LogStore {
             store
                 .inner
                 .readable_from
+                .store(purged.index + 1, Ordering::Relaxed);
+            store
+                .inner
+                .deleted_below
                 .store(purged.index + 1, Ordering::Relaxed);
         }
         if let Some(c) = store.read_committed_sync()? {
@@ -245,11 +253,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
-        // A few purged entries go with each append (see `purge`).
-        let purged = key(self.inner.readable_from.load(Ordering::Relaxed));
-        for item in self.inner.log.range(..purged).take(DELETE_PER_APPEND) {
-            let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            batch.remove(k);
+        // A few purged entries go with each append (see `purge`), while
+        // some are left.
+        let readable_from = self.inner.readable_from.load(Ordering::Relaxed);
+        let mut all_deleted = false;
+        if self.inner.deleted_below.load(Ordering::Relaxed) < readable_from {
+            let mut deleting = 0;
+            for item in self
+                .inner
+                .log
+                .range(..key(readable_from))
+                .take(DELETE_PER_APPEND)
+            {
+                let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                batch.remove(k);
+                deleting += 1;
+            }
+            all_deleted = deleting < DELETE_PER_APPEND;
         }
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| {
@@ -261,6 +281,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        if all_deleted {
+            self.inner
+                .deleted_below
+                .fetch_max(readable_from, Ordering::Relaxed);
+        }
         // Durability: openraft counts an entry towards the commit quorum once the
         // callback fires, so it fires only after sled's flush has completed.
         let flushed = self.inner.db.flush_async().await;

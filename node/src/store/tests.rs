@@ -263,6 +263,27 @@ async fn purge_and_truncate_are_durable_and_consistent() {
     assert_eq!(indexes, (6..=15).collect::<Vec<_>>());
 }
 
+#[tokio::test]
+async fn purged_entries_are_deleted_by_later_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut log, _sm) = open(dir.path()).expect("open");
+        append_acknowledged(&mut log, (1..=20).map(|i| barrier(1, i)).collect()).await;
+        log.purge(log_id(1, 1, 5)).await.expect("purge");
+        append_acknowledged(&mut log, vec![barrier(1, 21)]).await;
+    }
+    // Read the tree as it is on disk, without `open` finishing the purge.
+    let db = sled::open(dir.path().join("sled")).expect("sled");
+    let keys: Vec<u64> = db
+        .open_tree(log::LOG_TREE)
+        .expect("log tree")
+        .iter()
+        .keys()
+        .map(|k| u64::from_be_bytes(k.expect("key").as_ref().try_into().expect("8 bytes")))
+        .collect();
+    assert_eq!(keys, (6..=21).collect::<Vec<_>>());
+}
+
 #[test]
 fn refuses_a_data_dir_of_another_format() {
     let dir = tempfile::tempdir().expect("tempdir");
