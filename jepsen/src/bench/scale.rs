@@ -118,6 +118,32 @@ async fn load<T: Target>(target: &T, params: Params) -> (f64, u64) {
     )
 }
 
+/// Writes at [`WRITE_CLIENTS`] clients for [`WRITE_SECONDS`] on `target`,
+/// printed as `system`'s figure when `state` (empty or loaded).
+async fn writes_now<T: Target>(system: &str, state: &str, target: &T) -> Level {
+    let level = write_load(target, super::GROUP, WRITE_CLIENTS, WRITE_SECONDS).await;
+    println!(
+        "  {system:<5} {state}, {WRITE_CLIENTS} clients: {:.0} writes/s, p99 {:.1} ms",
+        level.ops_per_s, level.p99_ms
+    );
+    level
+}
+
+/// Resident memory and data directory size of each node (its pid, its
+/// data directory), in MiB.
+fn footprint(
+    nodes: impl Iterator<Item = (Option<u32>, std::path::PathBuf)>,
+) -> (Vec<f64>, Vec<f64>) {
+    nodes
+        .map(|(pid, dir)| {
+            (
+                pid.map_or(0.0, |p| probe::rss_bytes(p) as f64 / MIB),
+                probe::dir_bytes(&dir) as f64 / MIB,
+            )
+        })
+        .unzip()
+}
+
 /// Waits until `caught_up` says yes, polling; how long it took.
 async fn time_until<F, Fut>(limit: Duration, mut caught_up: F) -> anyhow::Result<f64>
 where
@@ -142,11 +168,7 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
     admin
         .create_group(super::GROUP, pb::GroupConfig::default())
         .await?;
-    let empty_writes = write_load(&target, super::GROUP, WRITE_CLIENTS, WRITE_SECONDS).await;
-    println!(
-        "  baton: empty, {WRITE_CLIENTS} clients: {:.0} writes/s, p99 {:.1} ms",
-        empty_writes.ops_per_s, empty_writes.p99_ms
-    );
+    let empty_writes = writes_now("baton", "empty", &target).await;
 
     for g in 0..params.groups {
         admin
@@ -194,23 +216,12 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
     println!("  baton: loaded at {load_per_s:.0} tombstones/s ({load_errors} errors)");
 
     let members = cluster.members();
-    let rss_mib = members
-        .iter()
-        .map(|&id| {
-            cluster
-                .pid(id)
-                .map_or(0.0, |p| probe::rss_bytes(p) as f64 / MIB)
-        })
-        .collect();
-    let disk_mib = members
-        .iter()
-        .map(|&id| probe::dir_bytes(&cluster.data_dir(id)) as f64 / MIB)
-        .collect();
-    let loaded_writes = write_load(&target, super::GROUP, WRITE_CLIENTS, WRITE_SECONDS).await;
-    println!(
-        "  baton: loaded, {WRITE_CLIENTS} clients: {:.0} writes/s, p99 {:.1} ms",
-        loaded_writes.ops_per_s, loaded_writes.p99_ms
+    let (rss_mib, disk_mib) = footprint(
+        members
+            .iter()
+            .map(|&id| (cluster.pid(id), cluster.data_dir(id))),
     );
+    let loaded_writes = writes_now("baton", "loaded", &target).await;
 
     let http = cluster
         .http(leader)
@@ -262,11 +273,7 @@ pub async fn etcd(dir: &Path, params: Params) -> anyhow::Result<Option<Side>> {
     let mut cluster = super::etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
     let leader = cluster.leader().await?;
     let target = super::etcd::Etcd::connect(&cluster).await?;
-    let empty_writes = write_load(&target, super::GROUP, WRITE_CLIENTS, WRITE_SECONDS).await;
-    println!(
-        "  etcd:  empty, {WRITE_CLIENTS} clients: {:.0} writes/s, p99 {:.1} ms",
-        empty_writes.ops_per_s, empty_writes.p99_ms
-    );
+    let empty_writes = writes_now("etcd", "empty", &target).await;
 
     let mut client = super::etcd::leader_client(&cluster).await?;
     let ttl_s = i64::try_from(params.ttl.as_secs().max(1))?;
@@ -304,21 +311,8 @@ pub async fn etcd(dir: &Path, params: Params) -> anyhow::Result<Option<Side>> {
     let (load_per_s, load_errors) = load(&target, params).await;
     println!("  etcd:  loaded at {load_per_s:.0} keys/s ({load_errors} errors)");
 
-    let rss_mib = (0..3)
-        .map(|i| {
-            cluster
-                .pid(i)
-                .map_or(0.0, |p| probe::rss_bytes(p) as f64 / MIB)
-        })
-        .collect();
-    let disk_mib = (0..3)
-        .map(|i| probe::dir_bytes(&cluster.data_dir(i)) as f64 / MIB)
-        .collect();
-    let loaded_writes = write_load(&target, super::GROUP, WRITE_CLIENTS, WRITE_SECONDS).await;
-    println!(
-        "  etcd:  loaded, {WRITE_CLIENTS} clients: {:.0} writes/s, p99 {:.1} ms",
-        loaded_writes.ops_per_s, loaded_writes.p99_ms
-    );
+    let (rss_mib, disk_mib) = footprint((0..3).map(|i| (cluster.pid(i), cluster.data_dir(i))));
+    let loaded_writes = writes_now("etcd", "loaded", &target).await;
 
     let snapshot_started = Instant::now();
     let mut snapshot = client.snapshot().await?;
