@@ -10,10 +10,10 @@ use baton_proto::v1::{
     CreateGroupRequest, GroupConfig, GroupResponse, MembershipResponse, PromoteNodeRequest,
     RemoveNodeRequest,
 };
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
 use crate::code_name;
+use crate::transport::{NodeChannel, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -21,6 +21,8 @@ pub enum ClientError {
     NoEndpoints,
     #[error("endpoint {endpoint:?} is not HOST:PORT: {reason}")]
     BadEndpoint { endpoint: String, reason: String },
+    #[error("TLS or token settings: {0}")]
+    BadCredentials(String),
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(Status),
     #[error("no baton node answered within {waited:?} (tried {endpoints}); last error: {last}")]
@@ -62,19 +64,22 @@ pub struct MemberStatus {
 pub struct AdminClient {
     endpoints: Vec<String>,
     timeout: Duration,
-    leader: Option<(String, Channel)>,
+    transport: Transport,
+    leader: Option<(String, NodeChannel)>,
 }
 
-fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
-    let endpoint =
-        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| ClientError::BadEndpoint {
-            endpoint: addr.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(1).min(timeout))
-        .timeout(timeout)
-        .connect_lazy())
+fn channel(
+    transport: &Transport,
+    addr: &str,
+    timeout: Duration,
+) -> Result<NodeChannel, ClientError> {
+    let endpoint = transport.endpoint(addr)?;
+    Ok(transport.wrap(
+        endpoint
+            .connect_timeout(Duration::from_secs(1).min(timeout))
+            .timeout(timeout)
+            .connect_lazy(),
+    ))
 }
 
 /// Whether a call failed because its connection broke (the node died or
@@ -102,7 +107,7 @@ pub(crate) fn split_endpoints(endpoints: &[String]) -> Result<Vec<String>, Clien
         return Err(ClientError::NoEndpoints);
     }
     for e in &endpoints {
-        channel(e, Duration::from_secs(1))?;
+        Transport::default().endpoint(e)?;
     }
     Ok(endpoints)
 }
@@ -115,19 +120,32 @@ impl AdminClient {
         Ok(Self {
             endpoints,
             timeout,
+            transport: Transport::default(),
             leader: None,
         })
     }
 
+    /// Uses TLS and a token as `transport` says (default: plaintext).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self.leader = None;
+        self
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// Finds the leader: the first endpoint that answers names it.
-    async fn find_leader(&mut self) -> Result<Channel, Status> {
+    async fn find_leader(&mut self) -> Result<NodeChannel, Status> {
         if let Some((_, channel)) = &self.leader {
             return Ok(channel.clone());
         }
         let mut last = Status::unavailable("no endpoint tried");
         for addr in self.endpoints.clone() {
             let to_status = |e: ClientError| Status::invalid_argument(e.to_string());
-            let endpoint_channel = channel(&addr, self.timeout).map_err(to_status)?;
+            let endpoint_channel =
+                channel(&self.transport, &addr, self.timeout).map_err(to_status)?;
             match Grpc::new(endpoint_channel.clone())
                 .cluster_status(ClusterStatusRequest {})
                 .await
@@ -141,7 +159,8 @@ impl AdminClient {
                     let leader = if status.leader_id == status.node_id {
                         endpoint_channel
                     } else {
-                        channel(&status.leader_addr, self.timeout).map_err(to_status)?
+                        channel(&self.transport, &status.leader_addr, self.timeout)
+                            .map_err(to_status)?
                     };
                     self.leader = Some((status.leader_addr, leader.clone()));
                     return Ok(leader);
@@ -172,7 +191,7 @@ impl AdminClient {
     /// baton's services), retrying on UNAVAILABLE until the timeout.
     pub async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(NodeChannel) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let start = Instant::now();
@@ -203,7 +222,7 @@ impl AdminClient {
 
     async fn on_leader<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Grpc<Channel>) -> Fut,
+        F: FnMut(Grpc<NodeChannel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         self.call(|channel| call(Grpc::new(channel))).await
@@ -226,7 +245,7 @@ impl AdminClient {
                 (Some(leader.clone()), None)
             } else {
                 let short = self.timeout.min(Duration::from_secs(2));
-                match Grpc::new(channel(&m.addr, short)?)
+                match Grpc::new(channel(&self.transport, &m.addr, short)?)
                     .cluster_status(ClusterStatusRequest {})
                     .await
                 {

@@ -17,6 +17,7 @@
 mod admin;
 pub mod partitions;
 mod shard_map;
+mod transport;
 pub mod watch;
 pub mod worker;
 
@@ -24,6 +25,7 @@ pub use admin::{AdminClient, ClientError, MemberStatus};
 pub use baton_proto::v1 as proto;
 pub use partitions::Partitions;
 pub use shard_map::{Route, ShardMap};
+pub use transport::{Credentials, NodeChannel, Transport};
 pub use watch::Watch;
 pub use worker::{
     Events, FencingToken, Grant, Handler, Shutdown, Worker, WorkerBuilder, WorkerError, WorkerEvent,

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::admin::AdminClient;
 use crate::partitions::{each, from_proto, key_hash, partition_of_hash};
+use crate::transport::Transport;
 use crate::watch::{compacted_revision, Watch};
 use crate::{ClientError, FencingToken};
 
@@ -177,7 +178,17 @@ impl Drop for ShardMap {
 impl ShardMap {
     /// Loads `group`'s assignment and follows it from then on.
     pub async fn connect(endpoints: &[String], group: &str) -> Result<Self, ClientError> {
-        let mut admin = AdminClient::new(endpoints, Duration::from_secs(10))?;
+        Self::connect_with(endpoints, group, Transport::default()).await
+    }
+
+    /// [`ShardMap::connect`] over TLS, with a token, as `transport` says.
+    pub async fn connect_with(
+        endpoints: &[String],
+        group: &str,
+        transport: Transport,
+    ) -> Result<Self, ClientError> {
+        let mut admin =
+            AdminClient::new(endpoints, Duration::from_secs(10))?.with_transport(transport);
         let info = admin
             .call(|ch| {
                 let request = pb::GetGroupRequest {
@@ -290,10 +301,10 @@ async fn follow(
             worker: String::new(),
             kinds: Vec::new(),
         };
-        let Ok(mut watch) = Watch::new(&endpoints, request, Duration::from_secs(365 * 86_400))
-        else {
+        let Ok(watch) = Watch::new(&endpoints, request, Duration::from_secs(365 * 86_400)) else {
             return;
         };
+        let mut watch = watch.with_transport(admin.transport().clone());
         loop {
             match watch.next().await {
                 Ok(message) => {

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::transport::{NodeChannel, Transport};
 use baton_proto::v1::watch_client::WatchClient;
 use baton_proto::v1::{WatchRequest, WatchResponse};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
 use crate::ClientError;
@@ -34,6 +34,7 @@ pub fn compacted_revision(status: &Status) -> Option<u64> {
 /// A resumable watch over a list of endpoints.
 pub struct Watch {
     endpoints: Vec<String>,
+    transport: Transport,
     next_endpoint: usize,
     request: WatchRequest,
     /// Every event up to this revision has been delivered.
@@ -54,6 +55,7 @@ impl Watch {
         let endpoints = crate::admin::split_endpoints(endpoints)?;
         Ok(Self {
             endpoints,
+            transport: Transport::default(),
             next_endpoint: 0,
             request,
             position: None,
@@ -67,21 +69,22 @@ impl Watch {
         self.position
     }
 
-    fn channel(&mut self) -> Result<(String, Channel), ClientError> {
+    /// Uses TLS and a token as `transport` says (default: plaintext).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    fn channel(&mut self) -> Result<(String, NodeChannel), ClientError> {
         let addr = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
         self.next_endpoint += 1;
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-            ClientError::BadEndpoint {
-                endpoint: addr.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(1))
+        let channel = self
+            .transport
+            .endpoint(&addr)?
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
-        Ok((addr, channel))
+        Ok((addr, self.transport.wrap(channel)))
     }
 
     /// The next message: events of whole revisions, or a progress notification

@@ -124,6 +124,84 @@ pub struct Args {
     /// memory one slow watcher can hold. [default: 1024]
     #[arg(long, env = "BATON_WATCH_BUFFER", value_name = "REVISIONS")]
     pub watch_buffer: Option<usize>,
+
+    /// Seed an empty data dir from a backup file (`batonctl backup FILE`) and
+    /// start from its state: groups, sessions, assignment, tombstones,
+    /// revisions and fencing tokens. Give every initial member the same file
+    /// and the new cluster's --initial-members. Ignored, with a warning, once
+    /// the data dir holds a cluster's state (so it can stay set across
+    /// restarts). Excludes --join.
+    #[arg(long, env = "BATON_RESTORE_FROM", value_name = "FILE")]
+    pub restore_from: Option<PathBuf>,
+
+    /// TLS: this node's certificate chain (PEM). With --tls-key and --tls-ca,
+    /// the gRPC port (clients and peers) speaks only TLS, and this node
+    /// presents this certificate when it dials its peers. It must be valid for
+    /// the host this node advertises. The HTTP port (health, metrics) stays
+    /// plain HTTP.
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "BATON_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS: the CA certificate(s) (PEM) that signed the peers' certificates
+    /// and, with --mtls, the clients'.
+    #[arg(long, env = "BATON_TLS_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Mutual TLS: refuse clients without a certificate signed by --tls-ca;
+    /// accept Raft traffic only from certificates valid for a member's host;
+    /// let a worker act only under a name its certificate is valid for (a DNS
+    /// name in its subject alternative names).
+    #[arg(long, env = "BATON_MTLS", requires = "tls_cert")]
+    pub mtls: bool,
+
+    /// Bearer token that calls changing the cluster (membership, groups,
+    /// moves, drains, evictions, compaction, backups) must carry. Every node
+    /// needs the same token: peers send it with Raft traffic too. Prefer
+    /// --admin-token-file or the environment: flags show in `ps`.
+    #[arg(
+        long,
+        env = "BATON_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Read --admin-token from this file (a mounted secret), trimmed.
+    #[arg(
+        long,
+        env = "BATON_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// TLS material of a node, read from its files at start.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+    /// Clients must present a certificate signed by the CA.
+    pub mutual: bool,
+}
+
+/// Who may do what: transport security and the admin token.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// `None`: plaintext gRPC.
+    pub tls: Option<TlsConfig>,
+    /// `None`: admin calls need no token.
+    pub admin_token: Option<String>,
 }
 
 /// How long the event history is kept for watches to resume from.
@@ -168,6 +246,9 @@ pub struct NodeConfig {
     pub history: HistoryRetention,
     /// Revisions each watcher may have queued on this node.
     pub watch_buffer: usize,
+    /// A backup file to seed an empty data dir from.
+    pub restore_from: Option<PathBuf>,
+    pub security: Security,
 }
 
 impl NodeConfig {
@@ -183,6 +264,8 @@ impl NodeConfig {
             tuning: RaftTuning::default(),
             history: HistoryRetention::default(),
             watch_buffer: crate::watch::DEFAULT_SUBSCRIBER_BUFFER,
+            restore_from: None,
+            security: Security::default(),
         }
     }
 }
@@ -303,6 +386,22 @@ impl Args {
             Some(http) => Some(http),
             None => Some(DEFAULT_HTTP.parse()?),
         };
+        let restore_from = self.restore_from.or(file.restore_from);
+        if restore_from.is_some() && matches!(bootstrap, Bootstrap::Join(_)) {
+            bail!("--restore-from and --join exclude each other: a joining node gets its state from the cluster; restore the initial members (--initial-members) instead");
+        }
+        let security = Security {
+            tls: resolve_tls(
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+                self.tls_ca.or(file.tls_ca),
+                self.mtls || file.mtls,
+            )?,
+            admin_token: resolve_token(
+                self.admin_token.or(file.admin_token),
+                self.admin_token_file.or(file.admin_token_file),
+            )?,
+        };
         Ok(NodeConfig {
             id,
             listen,
@@ -316,8 +415,56 @@ impl Args {
             tuning,
             history,
             watch_buffer,
+            restore_from,
+            security,
         })
     }
+}
+
+/// Reads the TLS files. A config file can set some of them without the
+/// others (clap checks only flags), so all is checked again here.
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    mutual: bool,
+) -> anyhow::Result<Option<TlsConfig>> {
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+    };
+    match (cert, key, ca) {
+        (None, None, None) if !mutual => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsConfig {
+            cert_pem: read("--tls-cert", &cert)?,
+            key_pem: read("--tls-key", &key)?,
+            ca_pem: read("--tls-ca", &ca)?,
+            mutual,
+        })),
+        _ => bail!("TLS needs all of --tls-cert, --tls-key and --tls-ca (--mtls needs them too)"),
+    }
+}
+
+fn resolve_token(token: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    let token = match (token, file) {
+        (Some(_), Some(_)) => bail!("--admin-token and --admin-token-file exclude each other"),
+        (Some(token), None) => token,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("--admin-token-file: cannot read {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("the admin token is empty; give a secret of at least 16 characters");
+    }
+    if token.len() < 16 {
+        bail!("the admin token is {} characters long; use at least 16 (`openssl rand -hex 32` makes one)", token.len());
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!(
+            "the admin token must be printable ASCII without spaces (it travels in an HTTP header)"
+        );
+    }
+    Ok(Some(token))
 }
 
 /// Checks that `addr` is `HOST:PORT` as other nodes dial it: a host name, an

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,20 +16,23 @@ use baton_proto::v1::watch_server::WatchServer;
 use baton_proto::v1::worker_server::WorkerServer;
 use baton_proto::v1::AddNodeRequest;
 use openraft::error::{InitializeError, RaftError};
+use openraft::storage::RaftLogStorage;
 use openraft::BasicNode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+use crate::api::access::{host, Access};
 use crate::api::admin::AdminApi;
 use crate::api::leader::Leader;
 use crate::api::raft::RaftApi;
 use crate::api::tombstones::TombstonesApi;
 use crate::api::watch::WatchApi;
 use crate::api::worker::WorkerApi;
-use crate::config::{Bootstrap, NodeConfig};
+use crate::config::{Bootstrap, NodeConfig, TlsConfig};
 use crate::leases::Leases;
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
@@ -50,6 +54,7 @@ pub struct Node {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: Option<JoinHandle<anyhow::Result<()>>>,
     duties_task: JoinHandle<()>,
+    dialer: PeerDialer,
 }
 
 impl Node {
@@ -59,7 +64,7 @@ impl Node {
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-        let (log, sm) = store::open(&config.data_dir)?;
+        let (mut log, mut sm) = store::open(&config.data_dir)?;
         sm.hub().set_subscriber_buffer(config.watch_buffer);
 
         let listener = TcpListener::bind(config.listen)
@@ -83,12 +88,20 @@ impl Node {
             .map(TcpListener::local_addr)
             .transpose()?;
 
+        if let Some(path) = &config.restore_from {
+            let members = match &config.bootstrap {
+                Bootstrap::InitialMembers(members) => members.clone(),
+                _ => BTreeMap::from([(config.id, addr.clone())]),
+            };
+            restore(&mut log, &mut sm, path, members).await?;
+        }
+
         let raft_config = config.tuning.to_config().context("invalid Raft timing")?;
-        let dialer = PeerDialer::new(config.listen);
+        let dialer = PeerDialer::new(config.listen, &config.security)?;
         let raft = BatonRaft::new(
             config.id,
             raft_config,
-            Network::new(dialer),
+            Network::new(dialer.clone()),
             log.clone(),
             sm.clone(),
         )
@@ -100,12 +113,26 @@ impl Node {
             // An error means the sender is gone, which also means stop.
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let raft_service = RaftServer::new(RaftApi::new(raft.clone()))
+        let initial_hosts = match &config.bootstrap {
+            Bootstrap::InitialMembers(members) => {
+                members.values().map(|a| host(a).to_string()).collect()
+            }
+            Bootstrap::SingleNode => vec![host(&addr).to_string()],
+            Bootstrap::Join(_) => Vec::new(),
+        };
+        let access = Access::new(
+            config.security.admin_token.clone(),
+            config.security.tls.as_ref().is_some_and(|t| t.mutual),
+            raft.clone(),
+            initial_hosts,
+        );
+        let raft_service = RaftServer::new(RaftApi::new(raft.clone(), access.clone()))
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let leases = Arc::new(Leases::default());
-        let leader = || Leader::new(config.id, raft.clone(), sm.clone(), dialer);
+        let leader = || Leader::new(config.id, raft.clone(), sm.clone(), dialer.clone());
         let admin_service = AdminServer::new(AdminApi::new(
+            access.clone(),
             leader(),
             addr.clone(),
             log.clone(),
@@ -115,13 +142,20 @@ impl Node {
         let tombstones_service = TombstonesServer::new(TombstonesApi::new(leader(), sm.clone()));
         let watch_service = WatchServer::new(WatchApi::new(leader(), sm.clone(), stopped.clone()));
         let worker_service = WorkerServer::new(WorkerApi::new(
+            access.clone(),
             leader(),
             sm.clone(),
             leases.clone(),
             stopped.clone(),
         ));
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.security.tls {
+            server = server
+                .tls_config(server_tls(tls))
+                .context("cannot use the TLS certificate and key (--tls-cert, --tls-key)")?;
+        }
         let grpc_task = tokio::spawn(
-            tonic::transport::Server::builder()
+            server
                 .add_service(raft_service)
                 .add_service(admin_service)
                 .add_service(tombstones_service)
@@ -166,6 +200,7 @@ impl Node {
             grpc_task,
             http_task,
             duties_task,
+            dialer,
         };
         if let Err(e) = node.form_cluster(&config.bootstrap).await {
             node.shutdown().await?;
@@ -218,7 +253,7 @@ impl Node {
                     tracing::info!("already a member; --join ignored");
                     return Ok(());
                 }
-                join(self.id, &self.addr, seeds).await
+                join(self.id, &self.addr, seeds, &self.dialer).await
             }
         }
     }
@@ -274,22 +309,27 @@ impl Node {
 /// Asks a running cluster, through any of `seeds`, to add this node and
 /// promote it to voter. Retries while the cluster is unreachable or has no
 /// leader; gives up at once on an answer that retrying cannot change.
-async fn join(id: NodeId, addr: &str, seeds: &[String]) -> anyhow::Result<()> {
+async fn join(id: NodeId, addr: &str, seeds: &[String], dialer: &PeerDialer) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
     loop {
         for seed in seeds {
-            let mut client = match AdminClient::connect(format!("http://{seed}")).await {
-                Ok(client) => client,
+            let connected = match dialer.endpoint(seed) {
+                Ok(endpoint) => endpoint.connect().await,
+                Err(e) => Err(e),
+            };
+            let mut client = match connected {
+                Ok(channel) => AdminClient::new(channel),
                 Err(e) => {
                     tracing::warn!("cannot reach {seed} to join the cluster: {e}");
                     continue;
                 }
             };
-            let request = AddNodeRequest {
+            let mut request = tonic::Request::new(AddNodeRequest {
                 id,
                 addr: addr.to_string(),
                 promote: true,
-            };
+            });
+            dialer.authorize(&mut request);
             match client.add_node(request).await {
                 Ok(reply) => {
                     let revision = reply.get_ref().revision;
@@ -309,4 +349,47 @@ async fn join(id: NodeId, addr: &str, seeds: &[String]) -> anyhow::Result<()> {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The gRPC server's TLS: this node's certificate; with mutual TLS, clients
+/// must present one signed by the CA.
+fn server_tls(tls: &TlsConfig) -> ServerTlsConfig {
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    if tls.mutual {
+        config.client_ca_root(Certificate::from_pem(&tls.ca_pem))
+    } else {
+        config
+    }
+}
+
+/// Seeds an empty data dir from a backup file (`--restore-from`). A data dir
+/// that already holds a cluster's state is left alone, so the flag can stay
+/// set across restarts.
+async fn restore(
+    log: &mut LogStore,
+    sm: &mut StateMachineStore,
+    path: &Path,
+    members: BTreeMap<NodeId, String>,
+) -> anyhow::Result<()> {
+    let log_state = log.get_log_state().await?;
+    let vote = log.read_vote().await?;
+    if log_state.last_log_id.is_some() || vote.is_some() || sm.revision() > 0 {
+        tracing::warn!(
+            "--restore-from {}: this data dir already holds a cluster's state; starting from that, not from the backup (wipe the data dir to restore)",
+            path.display()
+        );
+        return Ok(());
+    }
+    let file = std::fs::read(path)
+        .with_context(|| format!("--restore-from: cannot read {}", path.display()))?;
+    let members = members
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
+    let revision = sm
+        .restore_backup(&file, members)
+        .await
+        .with_context(|| format!("--restore-from: cannot restore {}", path.display()))?;
+    tracing::info!(revision, "restored the state from {}", path.display());
+    Ok(())
 }

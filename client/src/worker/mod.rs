@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::AdminClient;
 use crate::partitions::{each, Partitions};
+use crate::transport::Transport;
 use crate::ClientError;
 use holdings::Holdings;
 pub use holdings::NotHeld;
@@ -155,6 +156,7 @@ pub(crate) struct Shared {
     group: String,
     id: String,
     endpoints: Vec<String>,
+    transport: Transport,
     lease: Lease,
     rules: Mutex<LeaseRules>,
     holdings: Mutex<Holdings>,
@@ -225,6 +227,7 @@ impl Shared {
 /// Configures and joins a worker. See [`Worker::builder`].
 pub struct WorkerBuilder {
     endpoints: Vec<String>,
+    transport: Transport,
     group: String,
     id: Option<String>,
     weight: Option<u32>,
@@ -237,6 +240,13 @@ pub struct WorkerBuilder {
 }
 
 impl WorkerBuilder {
+    /// TLS (a client certificate valid for the worker id, where the cluster
+    /// requires mutual TLS); default: plaintext.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// The worker id; default: this host's name.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
@@ -299,7 +309,8 @@ impl WorkerBuilder {
             Some(id) => id,
             None => hostname()?,
         };
-        let admin = AdminClient::new(&self.endpoints, Duration::from_secs(5))?;
+        let admin = AdminClient::new(&self.endpoints, Duration::from_secs(5))?
+            .with_transport(self.transport.clone());
         let rules = LeaseRules {
             ttl: self.ttl.unwrap_or(Duration::from_secs(10)),
             max_drift: self.max_drift,
@@ -309,6 +320,7 @@ impl WorkerBuilder {
             group: self.group,
             id,
             endpoints: self.endpoints,
+            transport: self.transport,
             lease: Lease::new(0, Instant::now()),
             rules: Mutex::new(rules),
             holdings: Mutex::new(Holdings::new("")),
@@ -399,6 +411,7 @@ impl Worker {
     ) -> WorkerBuilder {
         WorkerBuilder {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
+            transport: Transport::default(),
             group: group.into(),
             id: None,
             weight: None,

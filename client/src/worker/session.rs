@@ -13,7 +13,6 @@ use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::worker_client::WorkerClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::Code;
 
 use super::holdings::{Change, Ending};
@@ -254,11 +253,12 @@ fn open_watch(shared: &Shared, position: u64) -> Result<Watch, ClientError> {
         kinds: Vec::new(),
     };
     // The lease, not the watch, decides when to give up.
-    Watch::new(
+    Ok(Watch::new(
         &shared.endpoints,
         request,
         Duration::from_secs(365 * 86_400),
-    )
+    )?
+    .with_transport(shared.transport.clone()))
 }
 
 /// Sends one change to the application; `Some` when it ends the session.
@@ -372,9 +372,10 @@ async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
         worker: shared.id.clone(),
         session,
     };
-    let Ok(mut admin) = AdminClient::new(&shared.endpoints, Duration::from_secs(1)) else {
+    let Ok(admin) = AdminClient::new(&shared.endpoints, Duration::from_secs(1)) else {
         return;
     };
+    let mut admin = admin.with_transport(shared.transport.clone());
     let interval = shared.rules().ttl / 4;
     let mut pause = Duration::from_millis(20);
     while shared.lease.valid(epoch) {
@@ -386,13 +387,11 @@ async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
                 continue;
             }
         };
-        let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else {
+        let Ok(endpoint) = shared.transport.endpoint(&addr) else {
             admin.forget_leader();
             continue;
         };
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
+        let channel = shared.transport.wrap(endpoint.connect_lazy());
         let (requests, rx) = mpsc::channel(1);
         // Queue the first keepalive before awaiting the call: a streaming
         // call may not complete until its request stream yields something.

@@ -16,9 +16,9 @@ use baton_proto::v1::{
     Member, MembershipResponse, PromoteNodeRequest, RemoveNodeRequest,
 };
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
+use super::access::Access;
 use super::convert;
 use super::leader::{now_ms, Leader};
 use super::{domain_error, group_not_found, write_error};
@@ -35,6 +35,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct AdminApi {
+    access: Arc<Access>,
     addr: String,
     leases: Arc<Leases>,
     leader: Leader,
@@ -46,6 +47,7 @@ type Metrics = RaftMetrics<NodeId, BasicNode>;
 
 impl AdminApi {
     pub fn new(
+        access: Arc<Access>,
         leader: Leader,
         addr: String,
         log: LogStore,
@@ -53,6 +55,7 @@ impl AdminApi {
         leases: Arc<Leases>,
     ) -> Self {
         Self {
+            access,
             addr,
             leases,
             leader,
@@ -117,7 +120,10 @@ impl AdminApi {
                 self.addr
             ))
         };
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = self
+            .leader
+            .dialer()
+            .endpoint(addr)
             .map_err(|e| Status::invalid_argument(format!("address {addr:?} is not usable: {e}")))?
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT);
@@ -208,6 +214,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<AddNodeRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        self.access.admin(&request)?;
         let AddNodeRequest { id, addr, promote } = request.get_ref().clone();
         validate_id(id)?;
         parse_peer_addr(&addr).map_err(Status::invalid_argument)?;
@@ -258,6 +265,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<PromoteNodeRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        self.access.admin(&request)?;
         let id = request.get_ref().id;
         validate_id(id)?;
         on_leader!(self.leader, request, AdminClient::promote_node, ());
@@ -288,6 +296,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        self.access.admin(&request)?;
         let id = request.get_ref().id;
         validate_id(id)?;
         on_leader!(self.leader, request, AdminClient::remove_node, ());
@@ -338,6 +347,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CompactRequest>,
     ) -> Result<Response<pb::CompactResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::compact, ());
         let revision = request.into_inner().revision;
         let committed = self.leader.propose(Command::Compact { revision }).await?;
@@ -359,6 +369,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CreateGroupRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::create_group, ());
         let r = request.into_inner();
         let config = convert::config(GroupConfig::default(), r.config.as_ref());
@@ -419,6 +430,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::UpdateGroupRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::update_group, ());
         let r = request.into_inner();
         require_revision(r.if_revision)?;
@@ -442,6 +454,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::delete_group, ());
         let group = request.into_inner().group;
         let committed = self.leader.propose(Command::DeleteGroup { group }).await?;
@@ -454,6 +467,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::SplitGroupRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::split_group, ());
         let r = request.into_inner();
         require_revision(r.if_revision)?;
@@ -469,6 +483,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::SetFrozenRequest>,
     ) -> Result<Response<pb::GroupResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::set_frozen, ());
         let r = request.into_inner();
         let command = Command::SetFrozen {
@@ -518,6 +533,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::MovePartitionsRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::move_partitions, ());
         let r = request.into_inner();
         let partitions = convert::ranges_from("partitions", &r.partitions)?;
@@ -621,6 +637,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::WorkerRef>,
     ) -> Result<Response<pb::WorkerActionResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::drain_worker, ());
         let r = request.into_inner();
         let command = Command::Leave {
@@ -651,6 +668,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::WorkerRef>,
     ) -> Result<Response<pb::WorkerActionResponse>, Status> {
+        self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::evict_worker, ());
         let r = request.into_inner();
         let (revision, ttl_ms) = self
@@ -682,7 +700,43 @@ impl Admin for AdminApi {
             outcome,
         }))
     }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        self.access.admin(&request)?;
+        // Everything committed before the call is in the backup.
+        self.leader.linearizable_point().await?;
+        let sm = self.sm.clone();
+        let backup = tokio::task::spawn_blocking(move || sm.export_backup())
+            .await
+            .map_err(|e| Status::internal(format!("the backup export failed: {e}")))?
+            .map_err(|e| Status::internal(format!("cannot read the state to back up: {e}")))?;
+        let total_bytes = backup.bytes.len() as u64;
+        tracing::info!(revision = backup.revision, total_bytes, "backup exported");
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = backup
+            .bytes
+            .chunks(BACKUP_CHUNK_BYTES)
+            .map(|data| {
+                Ok(pb::BackupChunk {
+                    revision: backup.revision,
+                    total_bytes,
+                    data: data.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
 }
+
+type BackupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+/// Backup chunks stay well under the 4 MiB default gRPC message limit.
+const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
 
 fn require_revision(revision: u64) -> Result<(), Status> {
     if revision == 0 {

@@ -8,6 +8,7 @@ use openraft::BasicNode;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+use super::access::AUTHORIZATION;
 use super::{check_leader_error, domain_error, group_not_found, not_leader, write_error};
 use crate::domain::{Command, Event, Group, Reply, State};
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
@@ -71,6 +72,10 @@ impl Leader {
 
     pub fn raft(&self) -> &BatonRaft {
         &self.raft
+    }
+
+    pub fn dialer(&self) -> &PeerDialer {
+        &self.dialer
     }
 
     pub fn metrics(&self) -> Metrics {
@@ -155,6 +160,7 @@ impl Leader {
         let channel = self.leader_channel(&metrics)?;
         let mut request = Request::new(ReadIndexRequest {});
         request.set_timeout(READ_INDEX_TIMEOUT);
+        self.dialer.authorize(&mut request);
         let reply = RaftClient::new(channel).read_index(request).await?;
         Ok(reply.into_inner().index)
     }
@@ -173,13 +179,16 @@ impl Leader {
         }
     }
 
-    /// The request to send to the leader: same message and deadline, marked
-    /// as forwarded.
+    /// The request to send to the leader: same message, deadline and admin
+    /// token, marked as forwarded.
     pub fn forwarded<T>(&self, request: Request<T>) -> Request<T> {
-        let timeout = request.metadata().get("grpc-timeout").cloned();
+        let kept: Vec<_> = ["grpc-timeout", AUTHORIZATION]
+            .into_iter()
+            .filter_map(|key| Some((key, request.metadata().get(key)?.clone())))
+            .collect();
         let mut forwarded = Request::new(request.into_inner());
-        if let Some(timeout) = timeout {
-            forwarded.metadata_mut().insert("grpc-timeout", timeout);
+        for (key, value) in kept {
+            forwarded.metadata_mut().insert(key, value);
         }
         forwarded
             .metadata_mut()

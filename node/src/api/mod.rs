@@ -2,6 +2,7 @@
 //! `Admin` (operators). Errors from openraft and from validation are turned into
 //! gRPC statuses here, in one place.
 
+pub mod access;
 pub mod admin;
 mod convert;
 pub mod leader;

@@ -1,21 +1,25 @@
 //! The internal `Raft` service: decodes openraft requests from peers, hands them
 //! to the local Raft, and encodes the result (success or Raft error) back.
 
+use std::sync::Arc;
+
 use baton_proto::v1::raft_server::Raft as RaftService;
 use baton_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use super::access::Access;
 use crate::raft::BatonRaft;
 
 pub struct RaftApi {
     raft: BatonRaft,
+    access: Arc<Access>,
 }
 
 impl RaftApi {
-    pub fn new(raft: BatonRaft) -> Self {
-        Self { raft }
+    pub fn new(raft: BatonRaft, access: Arc<Access>) -> Self {
+        Self { raft, access }
     }
 }
 
@@ -39,11 +43,13 @@ impl RaftService for RaftApi {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.access.peer(&request)?;
         let rpc = decode(&request)?;
         encode(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.access.peer(&request)?;
         let rpc = decode(&request)?;
         encode(&self.raft.vote(rpc).await)
     }
@@ -52,14 +58,16 @@ impl RaftService for RaftApi {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.access.peer(&request)?;
         let rpc = decode(&request)?;
         encode(&self.raft.install_snapshot(rpc).await)
     }
 
     async fn read_index(
         &self,
-        _request: Request<ReadIndexRequest>,
+        request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
+        self.access.peer(&request)?;
         let (read, _) = self
             .raft
             .get_read_log_id()

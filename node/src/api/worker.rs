@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::access::Access;
 use super::leader::Leader;
 use super::{convert, not_leader};
 use crate::domain::{validate, Command, Reply};
@@ -21,6 +22,7 @@ use crate::on_leader;
 use crate::store::StateMachineStore;
 
 pub struct WorkerApi {
+    access: Arc<Access>,
     leader: Leader,
     sm: StateMachineStore,
     leases: Arc<Leases>,
@@ -29,12 +31,14 @@ pub struct WorkerApi {
 
 impl WorkerApi {
     pub fn new(
+        access: Arc<Access>,
         leader: Leader,
         sm: StateMachineStore,
         leases: Arc<Leases>,
         stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            access,
             leader,
             sm,
             leases,
@@ -51,6 +55,7 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        self.access.worker(&request, &request.get_ref().worker)?;
         on_leader!(self.leader, request, WorkerClient::join, ());
         let r = request.into_inner();
         let command = Command::Join {
@@ -100,6 +105,7 @@ impl Worker for WorkerApi {
         if metrics.current_leader != Some(self.leader.id()) {
             return Err(not_leader(Leader::known_leader(&metrics)));
         }
+        let caller = self.access.caller(&request);
         let leases = self.leases.clone();
         let raft = self.leader.raft().clone();
         let sm = self.sm.clone();
@@ -124,6 +130,10 @@ impl Worker for WorkerApi {
                     validate::group_name(&m.group).and_then(|()| validate::worker_id(&m.worker))
                 {
                     let _ = tx.send(Err(super::domain_error(&e))).await;
+                    return;
+                }
+                if let Err(refused) = caller.may_act_as(&m.worker) {
+                    let _ = tx.send(Err(refused)).await;
                     return;
                 }
                 let key = SessionKey {
@@ -174,6 +184,7 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        self.access.worker(&request, &request.get_ref().worker)?;
         on_leader!(self.leader, request, WorkerClient::release, ());
         let r = request.into_inner();
         let partitions = convert::ranges_from("partitions", &r.partitions)?;
@@ -193,6 +204,7 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
+        self.access.worker(&request, &request.get_ref().worker)?;
         on_leader!(self.leader, request, WorkerClient::leave, ());
         let r = request.into_inner();
         let command = Command::Leave {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use baton_proto::v1::raft_client::RaftClient;
 use baton_proto::v1::RaftPayload;
 use openraft::error::{
@@ -21,36 +22,68 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{NodeId, TypeConfig};
+use crate::api::access::AUTHORIZATION;
+use crate::config::Security;
 
 /// Largest Raft message a node accepts or sends. Snapshot chunks are 1 MiB and
 /// append batches are bounded by openraft's `max_payload_entries`; this leaves
 /// room for large commands without letting a peer make us buffer without bound.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// How this node dials its peers (Raft, and requests forwarded to the
-/// leader). A node listening on one specific address dials from it too, so
+/// How this node dials its peers (Raft, requests forwarded to the leader,
+/// joining). A node listening on one specific address dials from it too, so
 /// peers, firewalls and proxies see its connections come from its own
-/// address; one listening on all interfaces lets the system choose.
-#[derive(Clone, Copy, Debug, Default)]
+/// address; one listening on all interfaces lets the system choose. With TLS
+/// it dials over TLS and presents its own certificate; with an admin token
+/// it sends the token (peers check it on Raft traffic).
+#[derive(Clone, Debug, Default)]
 pub struct PeerDialer {
     source: Option<IpAddr>,
+    tls: Option<ClientTlsConfig>,
+    token: Option<MetadataValue<Ascii>>,
 }
 
 impl PeerDialer {
-    pub fn new(listen: SocketAddr) -> Self {
-        Self {
+    pub fn new(listen: SocketAddr, security: &Security) -> anyhow::Result<Self> {
+        let tls = security.tls.as_ref().map(|tls| {
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+        });
+        let token = security
+            .admin_token
+            .as_ref()
+            .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .context("the admin token cannot travel in a header")?;
+        Ok(Self {
             source: (!listen.ip().is_unspecified()).then(|| listen.ip()),
-        }
+            tls,
+            token,
+        })
     }
 
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-        Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
             .local_address(self.source)
             .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        Ok(endpoint)
+    }
+
+    /// Adds this node's credentials (the admin token, if any) to a request.
+    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert(AUTHORIZATION, token.clone());
+        }
     }
 }
 
@@ -101,6 +134,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             client,
+            dialer: self.dialer.clone(),
         }
     }
 }
@@ -112,6 +146,7 @@ pub struct Peer {
     /// An error here means the peer's address could not even be parsed; every
     /// RPC then reports the peer unreachable.
     client: Result<RaftClient<Channel>, tonic::transport::Error>,
+    dialer: PeerDialer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +191,7 @@ impl Peer {
         };
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
+        self.dialer.authorize(&mut request);
         let reply = match kind {
             RpcKind::AppendEntries => client.append_entries(request).await,
             RpcKind::Vote => client.vote(request).await,

@@ -6,11 +6,13 @@
 //! append, an applied state, a snapshot) is acknowledged before `sled` has flushed
 //! it to disk. Each point where that matters says so in a comment.
 
+mod backup;
 mod log;
 mod state_machine;
 
 use std::path::{Path, PathBuf};
 
+pub use backup::{Backup, BackupError};
 pub use log::LogStore;
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 pub use state_machine::StateMachineStore;

@@ -25,18 +25,23 @@
 //! so a node that installs one can serve watches from the same revisions as the
 //! others. What is applied is published to the [`Hub`] once it is durable.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
+use openraft::{
+    BasicNode, CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, Membership,
+    RaftSnapshotBuilder, StorageIOError,
+};
 use serde::{Deserialize, Serialize};
 
+use super::backup::{self, Backup, BackupError};
 use super::{decode, encode, io_err, META_TREE};
 use crate::domain::{Command, CommandResult, Event, LeaveReason, State};
 use crate::raft::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::watch::{Batch, FeedError, Hub};
 
@@ -84,6 +89,9 @@ pub struct StoreMetrics {
     pub handoff_seconds: prometheus::Histogram,
     /// Sessions ended because their lease ran out.
     pub lease_expiries: prometheus::IntCounter,
+    /// From an event being applied (and published) on this node to a watch
+    /// stream taking it; live events only, not those read from the history.
+    pub delivery_lag_seconds: prometheus::Histogram,
 }
 
 impl StoreMetrics {
@@ -107,6 +115,11 @@ impl StoreMetrics {
             lease_expiries: prometheus::IntCounter::new(
                 "baton_lease_expiries_total",
                 "Worker sessions ended because their lease ran out.",
+            )?,
+            delivery_lag_seconds: histogram(
+                "baton_watch_delivery_lag_seconds",
+                "Event delivery lag: from an event being applied on this node to a watch stream taking it (live events, not history catch-up).",
+                prometheus::exponential_buckets(0.0001, 4.0, 9)?,
             )?,
         })
     }
@@ -470,21 +483,75 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl StateMachineStore {
+    /// A copy of the applied state with its kept history (under the state
+    /// lock, which applying waits for).
+    fn payload(&self) -> Result<SnapshotPayload, StorageError> {
+        let applied = self.lock();
+        Ok(SnapshotPayload {
+            last_applied: applied.last_applied,
+            membership: applied.membership.clone(),
+            state: applied.state.clone(),
+            history: Self::read_history(&applied.tree, applied.state.compacted)?,
+        })
+    }
+
+    /// The applied state as a backup file. Blocks for as long as encoding
+    /// takes: call it off the runtime's threads.
+    pub fn export_backup(&self) -> Result<Backup, StorageError> {
+        let payload = self.payload()?;
+        let data = encode(&payload).map_err(codec_err(ErrorVerb::Read))?;
+        Ok(Backup {
+            revision: payload.state.revision,
+            bytes: backup::frame(&data),
+        })
+    }
+
+    /// Makes a backup file the state of this (empty) store, as a snapshot
+    /// at the backup's revision whose membership is `members`, all voters.
+    /// Revisions and fencing tokens go on from the backup's, so nothing a
+    /// worker or a sink has seen is handed out again. The snapshot's log id
+    /// has term 0, which any election after the restore is above.
+    pub async fn restore_backup(
+        &mut self,
+        file: &[u8],
+        members: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<u64, BackupError> {
+        let payload: SnapshotPayload =
+            decode(backup::unframe(file)?).map_err(|e| BackupError::Decode(e.to_string()))?;
+        let revision = payload.last_applied.map_or(0, |l| l.index);
+        if revision != payload.state.revision {
+            return Err(BackupError::Inconsistent {
+                revision,
+                state: payload.state.revision,
+            });
+        }
+        let log_id = LogId::new(CommittedLeaderId::new(0, 0), revision);
+        let voters: BTreeSet<NodeId> = members.keys().copied().collect();
+        let membership =
+            StoredMembership::new(Some(log_id), Membership::new(vec![voters], members));
+        let restored = SnapshotPayload {
+            last_applied: Some(log_id),
+            membership: membership.clone(),
+            ..payload
+        };
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: membership,
+            snapshot_id: format!("restored-{revision}"),
+        };
+        let data = encode(&restored).map_err(|e| BackupError::Decode(e.to_string()))?;
+        self.install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await?;
+        Ok(revision)
+    }
+
     /// Copies the applied state, encodes it and stores it as the current
     /// snapshot (not yet flushed); returns it and how long applying waited.
     fn store_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>, Duration), StorageError> {
         let started = Instant::now();
         // Applying waits only while the state is copied and while the
         // snapshot is stored, not while it is encoded.
-        let payload = {
-            let applied = self.lock();
-            SnapshotPayload {
-                last_applied: applied.last_applied,
-                membership: applied.membership.clone(),
-                state: applied.state.clone(),
-                history: Self::read_history(&applied.tree, applied.state.compacted)?,
-            }
-        };
+        let payload = self.payload()?;
         let mut blocked_apply = started.elapsed();
         let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
         let nanos = SystemTime::now()

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 pub struct JoinArgs {
     pub endpoints: Vec<String>,
+    pub transport: baton_client::Transport,
     pub group: String,
     pub id: Option<String>,
     pub drain: Duration,
@@ -44,7 +45,9 @@ fn emit(event: &str, mut fields: Value) {
 }
 
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    let mut builder = Worker::builder(args.endpoints, args.group).drain_on_signals(args.grace);
+    let mut builder = Worker::builder(args.endpoints, args.group)
+        .transport(args.transport)
+        .drain_on_signals(args.grace);
     if let Some(id) = args.id {
         builder = builder.id(id);
     }

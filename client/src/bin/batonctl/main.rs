@@ -32,6 +32,8 @@ mod join;
 ///   batonctl route mail-sync account-42
 ///
 ///   batonctl tombstone put mail-sync account-42
+///
+///   batonctl --tls-ca ca.pem --tls-cert me.pem --tls-key me.key --token-file token backup baton.bak
 #[derive(Parser)]
 #[command(name = "batonctl", version, verbatim_doc_comment)]
 struct Cli {
@@ -49,6 +51,43 @@ struct Cli {
     /// Give up after this many seconds (retrying while no leader answers).
     #[arg(long, default_value_t = 10, global = true, value_name = "SECONDS")]
     timeout: u64,
+    /// TLS: the CA certificate (PEM) that signed the nodes' certificates.
+    /// Turns TLS on.
+    #[arg(long, env = "BATON_TLS_CA", global = true, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS: this client's certificate (PEM). A worker's must hold its
+    /// worker id as a DNS name.
+    #[arg(
+        long,
+        env = "BATON_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Mutual TLS: the key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "BATON_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+    /// The admin token, for calls that change the cluster, read from this
+    /// file (the nodes' --admin-token).
+    #[arg(long, env = "BATON_TOKEN_FILE", global = true, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// The admin token itself (prefer --token-file: flags show in `ps`).
+    #[arg(
+        long,
+        env = "BATON_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +124,14 @@ enum Command {
     /// Deletion markers.
     #[command(subcommand)]
     Tombstone(TombstoneCommand),
+    /// Write a backup of the whole state (groups, sessions, assignment,
+    /// tombstones, event history) to FILE, as of now. Restore it by starting
+    /// a new cluster with `baton-node --restore-from FILE`. Needs the admin
+    /// token when the cluster has one.
+    Backup {
+        /// Where to write it; written to FILE.partial first, then renamed.
+        file: std::path::PathBuf,
+    },
     /// Print a group's events, one per line, until interrupted. Served by any
     /// node; moves to another endpoint and resumes if its node goes away.
     Watch {
@@ -368,6 +415,15 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let endpoints = vec![cli.endpoints.clone()];
+    let mut transport = baton_client::Transport::from_files(
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+        cli.token_file.as_deref(),
+    )?;
+    if let Some(token) = &cli.token {
+        transport = transport.token(token)?;
+    }
     if let Command::Worker(WorkerCommand::Join {
         group,
         id,
@@ -380,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         return join::join(join::JoinArgs {
             endpoints,
+            transport,
             group,
             id,
             drain: Duration::from_millis(drain_ms),
@@ -390,7 +447,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         })
         .await;
     }
-    let mut client = AdminClient::new(&endpoints, Duration::from_secs(cli.timeout))?;
+    let mut client = AdminClient::new(&endpoints, Duration::from_secs(cli.timeout))?
+        .with_transport(transport.clone());
     match cli.command {
         Command::Cluster(ClusterCommand::Status) => {
             let (leader, members) = client.member_statuses().await?;
@@ -485,8 +543,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 worker: worker.unwrap_or_default(),
                 kinds: kinds.into_iter().map(|k| k as i32).collect(),
             };
-            watch(&endpoints, request, cli.timeout, cli.json, progress).await?;
+            watch(
+                &endpoints,
+                transport,
+                request,
+                cli.timeout,
+                cli.json,
+                progress,
+            )
+            .await?;
         }
+        Command::Backup { file } => backup(&mut client, cli.json, &file).await?,
         Command::Cluster(ClusterCommand::Compact { revision }) => {
             let r = rpc!(client, AdminGrpc::compact, pb::CompactRequest { revision });
             if cli.json {
@@ -1211,15 +1278,71 @@ async fn worker(
     Ok(())
 }
 
+/// Streams a backup into `file` (through `file.partial`, synced, then
+/// renamed, so `file` is either whole or absent).
+async fn backup(
+    client: &mut AdminClient,
+    json_out: bool,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut partial = file.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let (revision, bytes) = client
+        .call(|ch| async move {
+            let mut stream = AdminGrpc::new(ch)
+                .backup(pb::BackupRequest {})
+                .await?
+                .into_inner();
+            let (mut revision, mut total, mut bytes) = (0, 0, Vec::new());
+            while let Some(chunk) = stream.message().await? {
+                revision = chunk.revision;
+                total = chunk.total_bytes;
+                bytes.extend_from_slice(&chunk.data);
+            }
+            if bytes.len() as u64 != total {
+                return Err(tonic::Status::unavailable(format!(
+                    "the backup stream ended after {} of {total} bytes",
+                    bytes.len()
+                )));
+            }
+            Ok(tonic::Response::new((revision, bytes)))
+        })
+        .await?;
+    let mut out = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    out.write_all(&bytes)
+        .and_then(|()| out.sync_all())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, file)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), file.display()))?;
+    if json_out {
+        print_json(
+            &json!({ "file": file.display().to_string(), "revision": revision, "bytes": bytes.len() }),
+        );
+    } else {
+        println!(
+            "backup at revision {revision}: {} bytes written to {}",
+            bytes.len(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 /// Prints events until interrupted (exit 0) or the watch fails.
 async fn watch(
     endpoints: &[String],
+    transport: baton_client::Transport,
     request: pb::WatchRequest,
     timeout: u64,
     json_out: bool,
     progress: bool,
 ) -> anyhow::Result<()> {
-    let mut watch = baton_client::Watch::new(endpoints, request, Duration::from_secs(timeout))?;
+    let mut watch = baton_client::Watch::new(endpoints, request, Duration::from_secs(timeout))?
+        .with_transport(transport);
     loop {
         let message = tokio::select! {
             m = watch.next() => m,

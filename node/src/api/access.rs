@@ -1,0 +1,226 @@
+//! Who may call what.
+//!
+//! - With an admin token set, calls that change the cluster must carry it
+//!   (`authorization: Bearer …`), or get UNAUTHENTICATED. Reads, workers,
+//!   watches and tombstones do not need it: producers and workers should not
+//!   hold the operators' secret.
+//! - Raft traffic carries the token too when one is set (every node has it);
+//!   under mutual TLS it must also come from a certificate valid for the host
+//!   of a member of the cluster.
+//! - Under mutual TLS a worker may act only under a name its certificate is
+//!   valid for, so one worker cannot release, renew or end another's
+//!   session. Members (forwarding a worker's call to the leader) and callers
+//!   with the admin token may act for any worker.
+
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, ServerName};
+use tonic::{Request, Status};
+
+use crate::raft::BatonRaft;
+
+/// The header that carries the admin token.
+pub const AUTHORIZATION: &str = "authorization";
+
+pub struct Access {
+    admin_token: Option<String>,
+    mutual_tls: bool,
+    raft: BatonRaft,
+    /// Hosts Raft traffic is accepted from while this node knows no
+    /// membership yet (its --initial-members); empty for a joining node,
+    /// which must accept the leader it has not heard of yet.
+    initial_hosts: Vec<String>,
+}
+
+/// What a caller may act as, decided once per call (a keepalive stream
+/// checks each of its messages against it).
+pub enum Caller {
+    /// No mutual TLS, a member, or an operator with the token: any worker.
+    Anyone,
+    /// Only the names this certificate is valid for.
+    Certificate(CertificateDer<'static>),
+}
+
+impl Caller {
+    pub fn may_act_as(&self, worker: &str) -> Result<(), Status> {
+        match self {
+            Caller::Anyone => Ok(()),
+            Caller::Certificate(cert) if valid_for(cert, worker) => Ok(()),
+            Caller::Certificate(_) => Err(Status::permission_denied(format!(
+                "this client's certificate is not valid for the worker name {worker:?}: under mutual TLS a worker may act only under a DNS name its certificate holds (subject alternative names)"
+            ))),
+        }
+    }
+}
+
+impl Access {
+    pub fn new(
+        admin_token: Option<String>,
+        mutual_tls: bool,
+        raft: BatonRaft,
+        initial_hosts: Vec<String>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            admin_token,
+            mutual_tls,
+            raft,
+            initial_hosts,
+        })
+    }
+
+    /// A call that changes the cluster: needs the admin token, if one is set.
+    pub fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(expected) = &self.admin_token else {
+            return Ok(());
+        };
+        let given = request
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => Err(Status::unauthenticated(
+                "this call changes the cluster and needs the admin token: pass batonctl --token-file FILE (or BATON_TOKEN), or send the header `authorization: Bearer <token>`",
+            )),
+            Some(token) if same(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(Status::unauthenticated(
+                "the admin token is wrong; use the one the nodes were started with (--admin-token)",
+            )),
+        }
+    }
+
+    /// Raft traffic between nodes.
+    pub fn peer<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.mutual_tls && !self.is_member(request) {
+            return Err(Status::permission_denied(
+                "Raft traffic is accepted only from members of this cluster: the caller's certificate is not valid for any member's host",
+            ));
+        }
+        self.admin(request).map_err(|s| {
+            Status::unauthenticated(format!(
+                "Raft traffic needs the cluster's admin token (is this node started with the same --admin-token as the others?): {}",
+                s.message()
+            ))
+        })
+    }
+
+    /// Whom a worker call may act for.
+    pub fn caller<T>(&self, request: &Request<T>) -> Caller {
+        if !self.mutual_tls
+            || (self.admin_token.is_some() && self.admin(request).is_ok())
+            || self.is_member(request)
+        {
+            return Caller::Anyone;
+        }
+        match leaf(request) {
+            Some(cert) => Caller::Certificate(cert),
+            // The TLS layer refuses clients without a certificate before a
+            // call gets here; a certificate valid for nothing acts for no one.
+            None => Caller::Certificate(CertificateDer::from(Vec::new())),
+        }
+    }
+
+    /// A worker call on behalf of `worker`.
+    pub fn worker<T>(&self, request: &Request<T>, worker: &str) -> Result<(), Status> {
+        self.caller(request).may_act_as(worker)
+    }
+
+    /// Whether the caller's certificate is valid for the host of a member
+    /// (or, before this node knows a membership, of an initial member).
+    fn is_member<T>(&self, request: &Request<T>) -> bool {
+        let Some(cert) = leaf(request) else {
+            return false;
+        };
+        let members: Vec<String> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, node)| host(&node.addr).to_string())
+            .collect();
+        let hosts = if members.is_empty() {
+            if self.initial_hosts.is_empty() {
+                return true;
+            }
+            &self.initial_hosts
+        } else {
+            &members
+        };
+        hosts.iter().any(|h| valid_for(&cert, h))
+    }
+}
+
+/// The caller's own certificate, when it presented one over TLS.
+fn leaf<T>(request: &Request<T>) -> Option<CertificateDer<'static>> {
+    request.peer_certs()?.first().cloned()
+}
+
+/// Whether `cert` is valid for `name` (a DNS name or an IP address), as a
+/// TLS client would check a server's certificate.
+pub fn valid_for(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(name) = ServerName::try_from(name) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
+/// The host of `HOST:PORT` (brackets of an IPv6 address removed).
+pub fn host(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Compares in time that does not depend on where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_of_member_addresses() {
+        assert_eq!(host("10.0.0.1:7400"), "10.0.0.1");
+        assert_eq!(host("baton-0.baton.svc:7400"), "baton-0.baton.svc");
+        assert_eq!(host("[::1]:7400"), "::1");
+    }
+
+    #[test]
+    fn certificates_are_valid_only_for_their_names() {
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "worker-a".to_string(),
+            "*.workers.example".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .expect("certificate")
+        .cert;
+        let der = cert.der();
+        for ok in ["worker-a", "w1.workers.example", "127.0.0.1"] {
+            assert!(valid_for(der, ok), "{ok}");
+        }
+        for no in ["worker-b", "workers.example", "127.0.0.2", "not a name", ""] {
+            assert!(!valid_for(der, no), "{no}");
+        }
+        assert!(Caller::Certificate(der.clone())
+            .may_act_as("worker-a")
+            .is_ok());
+        let refused = Caller::Certificate(der.clone()).may_act_as("worker-b");
+        assert_eq!(
+            refused.err().map(|s| s.code()),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert!(Caller::Anyone.may_act_as("worker-b").is_ok());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"secret-token-123", b"secret-token-123"));
+        assert!(!same(b"secret-token-123", b"secret-token-124"));
+        assert!(!same(b"secret-token-123", b"secret-token-12"));
+        assert!(!same(b"", b"x"));
+    }
+}

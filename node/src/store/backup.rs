@@ -1,0 +1,122 @@
+//! Backup files: the whole applied state (groups, sessions, assignment,
+//! tombstones and the event history that is kept) at one revision. The
+//! `Backup` RPC (`batonctl backup FILE`) writes one; `baton-node
+//! --restore-from FILE` seeds a new cluster from it.
+//!
+//! Layout: the magic `BATONBAK`, the store's [`FORMAT_VERSION`] (u32), the
+//! payload's length (u64), the payload (a bincode snapshot payload), and the
+//! payload's XXH3-64 (u64); integers big-endian. A truncated, altered or
+//! foreign file is refused before anything is written to the data dir.
+
+use super::FORMAT_VERSION;
+use crate::raft::StorageError;
+
+const MAGIC: &[u8; 8] = b"BATONBAK";
+const HEADER: usize = MAGIC.len() + 4 + 8;
+const TRAILER: usize = 8;
+
+/// An exported backup file.
+pub struct Backup {
+    /// The revision the state is at.
+    pub revision: u64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("not a baton backup file (it does not start with {:?})", std::str::from_utf8(MAGIC).unwrap_or_default())]
+    NotABackup,
+    #[error("the backup is in baton on-disk format {found}; this binary reads format {FORMAT_VERSION}: restore with the baton-node version that wrote it")]
+    Format { found: u32 },
+    #[error("the backup file is truncated or has trailing bytes: {found} bytes, its header says {expected}")]
+    Length { found: usize, expected: u64 },
+    #[error("the backup file is damaged: its checksum does not match its contents")]
+    Checksum,
+    #[error("the backup's contents cannot be decoded: {0}")]
+    Decode(String),
+    #[error("the backup is at revision {revision} but holds a state at revision {state}")]
+    Inconsistent { revision: u64, state: u64 },
+    #[error("cannot write the restored state: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Frames an encoded payload as a backup file.
+pub(super) fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER + payload.len() + TRAILER);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_be_bytes());
+    bytes
+}
+
+/// The payload of a backup file, after checking its frame.
+pub(super) fn unframe(bytes: &[u8]) -> Result<&[u8], BackupError> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(BackupError::NotABackup);
+    }
+    let field = |at: usize, len: usize| bytes.get(at..at + len);
+    let u32_at = |at| {
+        field(at, 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    };
+    let u64_at = |at| {
+        field(at, 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    let truncated = |expected| BackupError::Length {
+        found: bytes.len(),
+        expected,
+    };
+    let format = u32_at(MAGIC.len()).ok_or(truncated(HEADER as u64))?;
+    if format != FORMAT_VERSION {
+        return Err(BackupError::Format { found: format });
+    }
+    let len = u64_at(MAGIC.len() + 4).ok_or(truncated(HEADER as u64))?;
+    let expected = len.saturating_add((HEADER + TRAILER) as u64);
+    if bytes.len() as u64 != expected {
+        return Err(truncated(expected));
+    }
+    let payload = &bytes[HEADER..bytes.len() - TRAILER];
+    let checksum = u64_at(bytes.len() - TRAILER).ok_or(truncated(expected))?;
+    if xxhash_rust::xxh3::xxh3_64(payload) != checksum {
+        return Err(BackupError::Checksum);
+    }
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_framed_payload_reads_back_and_damage_is_named() {
+        let file = frame(b"state");
+        assert_eq!(unframe(&file).ok(), Some(&b"state"[..]));
+
+        let mut flipped = file.clone();
+        flipped[HEADER] ^= 1;
+        assert!(matches!(unframe(&flipped), Err(BackupError::Checksum)));
+        assert!(matches!(
+            unframe(&file[..file.len() - 1]),
+            Err(BackupError::Length { .. })
+        ));
+        assert!(matches!(
+            unframe(&file[..10]),
+            Err(BackupError::Length { .. })
+        ));
+        assert!(matches!(
+            unframe(b"{\"json\": 1}"),
+            Err(BackupError::NotABackup)
+        ));
+        let mut other_format = file;
+        other_format[MAGIC.len() + 3] ^= 0xff;
+        assert!(matches!(
+            unframe(&other_format),
+            Err(BackupError::Format { .. })
+        ));
+    }
+}

@@ -1,0 +1,230 @@
+//! TLS, mutual TLS and the admin token, on a 3-node cluster that formed (and
+//! replicates) over mutual TLS: clients with a certificate signed by the
+//! cluster's CA are served, clients without one are not; calls that change
+//! the cluster need the token; a worker acts only under its certificate's
+//! name; Raft traffic is taken only from members.
+
+mod common;
+
+use std::time::Duration;
+
+use baton_client::proto as pb;
+use baton_client::proto::raft_client::RaftClient;
+use baton_client::proto::worker_client::WorkerClient;
+use baton_client::{AdminClient, ClientError, Transport};
+use baton_node::config::{Security, TlsConfig};
+use baton_node::Bootstrap;
+use common::{Cluster, WAIT};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+const TOKEN: &str = "an-admin-token-for-tests-only";
+
+/// A test CA that signs certificates for names.
+struct Pki {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("CA key");
+        let pem = params.self_signed(&key).expect("CA certificate").pem();
+        Self { params, key, pem }
+    }
+
+    fn leaf(&self, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
+            .expect("certificate");
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn transport(&self, leaf: Option<&Leaf>) -> Transport {
+        let transport = Transport::tls(self.pem.as_bytes());
+        match leaf {
+            Some(l) => transport.identity(l.cert.as_bytes(), l.key.as_bytes()),
+            None => transport,
+        }
+    }
+
+    /// A channel to one node (no leader-finding), presenting `leaf`.
+    fn channel(&self, addr: &str, leaf: &Leaf) -> Channel {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.pem))
+            .identity(Identity::from_pem(&leaf.cert, &leaf.key));
+        Endpoint::from_shared(format!("https://{addr}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("TLS config")
+            .connect_lazy()
+    }
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, ClientError>) -> Option<Code> {
+    match result {
+        Ok(ok) => panic!("expected a refusal, got {ok:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+fn join_request(worker: &str) -> tonic::Request<pb::JoinRequest> {
+    tonic::Request::new(pb::JoinRequest {
+        group: "g".into(),
+        worker: worker.into(),
+        ttl_ms: Some(60_000),
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers_and_peers() {
+    let pki = Pki::new();
+    let node_cert = pki.leaf(&["127.0.0.1", "localhost"]);
+    let security = Security {
+        tls: Some(TlsConfig {
+            cert_pem: node_cert.cert.clone().into_bytes(),
+            key_pem: node_cert.key.clone().into_bytes(),
+            ca_pem: pki.pem.clone().into_bytes(),
+            mutual: true,
+        }),
+        admin_token: Some(TOKEN.to_string()),
+    };
+    // The cluster forms over mutual TLS: joins carry the token, Raft the
+    // nodes' certificates.
+    let mut cluster = Cluster::new();
+    let mut config = cluster.config(1, Bootstrap::SingleNode);
+    config.security = security.clone();
+    cluster.start(config).await;
+    for id in 2..=3 {
+        let seeds = cluster
+            .running
+            .values()
+            .map(|n| n.addr().to_string())
+            .collect();
+        let mut config = cluster.config(id, Bootstrap::Join(seeds));
+        config.security = security.clone();
+        cluster.start(config).await;
+    }
+    let leader = cluster.leader(None, WAIT).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let endpoints: Vec<String> = cluster
+        .running
+        .values()
+        .map(|n| n.addr().to_string())
+        .collect();
+    let admin = |transport: Transport, timeout: Duration| {
+        AdminClient::new(&endpoints, timeout)
+            .expect("client")
+            .with_transport(transport)
+    };
+
+    // An operator with a certificate and the token is served.
+    let operator = pki.leaf(&["operator"]);
+    let with_token = pki.transport(Some(&operator)).token(TOKEN).expect("token");
+    let mut op = admin(with_token, WAIT);
+    let group = pb::GroupConfig {
+        partitions: Some(8),
+        ..Default::default()
+    };
+    op.create_group("g", group).await.expect("created");
+    let revision = op.barrier().await.expect("barrier").revision;
+    cluster.applied_everywhere(revision).await;
+
+    // Without the token (or with a wrong one) a change is refused; reads are not.
+    let mut no_token = admin(pki.transport(Some(&operator)), WAIT);
+    assert_eq!(
+        code(no_token.create_group("h", group).await),
+        Some(Code::Unauthenticated)
+    );
+    let wrong = pki
+        .transport(Some(&operator))
+        .token("not-the-admin-token")
+        .expect("token");
+    assert_eq!(
+        code(admin(wrong, WAIT).create_group("h", group).await),
+        Some(Code::Unauthenticated)
+    );
+    let status = no_token.cluster_status().await.expect("status is a read");
+    assert_eq!(status.members.len(), 3);
+
+    // Without a client certificate, or without TLS, nothing is served.
+    let short = Duration::from_secs(2);
+    let anonymous = admin(pki.transport(None), short).cluster_status().await;
+    assert!(
+        anonymous.is_err(),
+        "served without a certificate: {anonymous:?}"
+    );
+    let plaintext = admin(Transport::default(), short).cluster_status().await;
+    assert!(plaintext.is_err(), "served in plaintext: {plaintext:?}");
+
+    // A worker acts under its certificate's name only, also through a
+    // follower (which forwards to the leader under its own certificate).
+    let worker_a = pki.leaf(&["worker-a"]);
+    let follower_addr = cluster.node(follower).addr().to_string();
+    let mut worker = WorkerClient::new(pki.channel(&follower_addr, &worker_a));
+    let joined = worker
+        .join(join_request("worker-a"))
+        .await
+        .expect("worker-a joins as itself")
+        .into_inner();
+    let refused = worker.join(join_request("worker-b")).await.err();
+    assert_eq!(refused.map(|s| s.code()), Some(Code::PermissionDenied));
+    let leave = worker
+        .leave(pb::LeaveRequest {
+            group: "g".into(),
+            worker: "worker-a".into(),
+            drain: false,
+        })
+        .await;
+    assert!(leave.is_ok(), "worker-a may leave: {leave:?}");
+    let release_other = worker
+        .release(pb::ReleaseRequest {
+            group: "g".into(),
+            worker: "worker-b".into(),
+            partitions: vec![pb::PartitionRange { start: 0, end: 0 }],
+            token: joined.token,
+        })
+        .await
+        .err();
+    assert_eq!(
+        release_other.map(|s| s.code()),
+        Some(Code::PermissionDenied)
+    );
+
+    // Raft traffic: only from a member's certificate, and with the token.
+    let leader_addr = cluster.node(leader).addr().to_string();
+    let payload = || pb::RaftPayload { data: Vec::new() };
+    let from_worker = RaftClient::new(pki.channel(&leader_addr, &worker_a))
+        .vote(payload())
+        .await
+        .err();
+    assert_eq!(from_worker.map(|s| s.code()), Some(Code::PermissionDenied));
+    let without_token = RaftClient::new(pki.channel(&leader_addr, &node_cert))
+        .vote(payload())
+        .await
+        .err();
+    assert_eq!(without_token.map(|s| s.code()), Some(Code::Unauthenticated));
+
+    cluster.shutdown().await;
+}
