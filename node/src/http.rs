@@ -51,6 +51,7 @@ impl Gauges {
         registry.register(Box::new(store.apply_seconds.clone()))?;
         registry.register(Box::new(store.handoff_seconds.clone()))?;
         registry.register(Box::new(store.lease_expiries.clone()))?;
+        registry.register(Box::new(store.delivery_lag_seconds.clone()))?;
         let by = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;

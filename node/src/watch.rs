@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -66,7 +67,7 @@ enum Ended {
 }
 
 struct Subscriber {
-    tx: mpsc::Sender<Arc<Batch>>,
+    tx: mpsc::Sender<(Arc<Batch>, Instant)>,
     ended: Arc<OnceLock<Ended>>,
 }
 
@@ -83,7 +84,8 @@ pub struct Hub {
 }
 
 struct Subscription {
-    rx: mpsc::Receiver<Arc<Batch>>,
+    /// Batches with the time they were published here.
+    rx: mpsc::Receiver<(Arc<Batch>, Instant)>,
     ended: Arc<OnceLock<Ended>>,
 }
 
@@ -152,7 +154,8 @@ impl Hub {
                 continue;
             };
             let batch = Arc::new(batch);
-            list.retain(|s| match s.tx.try_send(batch.clone()) {
+            let now = Instant::now();
+            list.retain(|s| match s.tx.try_send((batch.clone(), now)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     let _ = s.ended.set(Ended::Overflow);
@@ -243,8 +246,12 @@ impl Feed {
             if let Some(live) = &mut self.live {
                 match live.rx.recv().await {
                     // Published before our position: the history gave it already.
-                    Some(batch) if batch.revision <= self.position => continue,
-                    Some(batch) => {
+                    Some((batch, _)) if batch.revision <= self.position => continue,
+                    Some((batch, published)) => {
+                        self.sm
+                            .metrics()
+                            .delivery_lag_seconds
+                            .observe(published.elapsed().as_secs_f64());
                         self.position = batch.revision;
                         return Ok(batch);
                     }

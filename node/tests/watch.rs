@@ -14,7 +14,7 @@ use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::worker_client::WorkerClient;
 use common::watch::{self as w, open, replay, revisions, without_tokens};
 use common::worker::{assignment, create_group, settle, TestWorker};
-use common::{three_nodes, WAIT};
+use common::{http_get, metric, three_nodes, WAIT};
 use tonic::Code;
 
 async fn put(admin: &mut AdminClient, group: &str, key: &str) -> pb::PutTombstoneResponse {
@@ -178,6 +178,21 @@ async fn watchers_on_leader_and_follower_get_exactly_the_committed_events() {
         .collect();
     listed_keys.sort();
     assert_eq!(tombstone_keys(&history.events), listed_keys);
+
+    // Every revision the follower's watcher got live counts in its node's
+    // delivery lag histogram (the history it read back would not).
+    let live = revisions(&on_follower.events);
+    let http = cluster
+        .node(followers[0])
+        .http_addr()
+        .expect("http enabled");
+    let (_, body) = http_get(http, "/metrics").await;
+    let delivered = metric(&body, "baton_watch_delivery_lag_seconds_count").unwrap_or_default();
+    assert!(
+        delivered >= live.len() as f64,
+        "{delivered} deliveries counted for {} live revisions",
+        live.len()
+    );
 
     drop(workers);
     cluster.shutdown().await;
