@@ -401,13 +401,35 @@ macro_rules! rpc {
     }};
 }
 
+/// What a bare connection error most likely means, given the TLS settings
+/// used: tonic reports a TLS mismatch only as a protocol or transport error.
+fn transport_hint(error: &str, tls: bool, identity: bool) -> Option<&'static str> {
+    if !tls && error.contains("h2 protocol error") {
+        return Some(
+            "the nodes may require TLS: pass --tls-ca FILE (the CA that signed their certificates)",
+        );
+    }
+    if tls && error.contains("transport error") {
+        return Some(if identity {
+            "check that --tls-ca signed the nodes' certificates, that they are valid for the endpoint's host, and that the nodes' CA signed --tls-cert"
+        } else {
+            "the nodes may require a client certificate (mutual TLS): pass --tls-cert FILE --tls-key FILE; or --tls-ca did not sign their certificates"
+        });
+    }
+    None
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let (tls, identity) = (cli.tls_ca.is_some(), cli.tls_cert.is_some());
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("batonctl: {e}");
+            if let Some(hint) = transport_hint(&e.to_string(), tls, identity) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
