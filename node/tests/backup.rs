@@ -15,7 +15,7 @@ use baton_client::proto::worker_client::WorkerClient;
 use baton_client::AdminClient;
 use baton_node::Bootstrap;
 use common::procs::{batonctl, free_port};
-use common::worker::settle;
+use common::worker::{assignment, put_tombstone, settle};
 use common::{three_nodes, Cluster, WAIT};
 
 /// Everything a backup must carry, as the API shows it, without the
@@ -43,17 +43,7 @@ async fn observe(admin: &mut AdminClient) -> Observed {
     groups.sort_by(|a, b| a.name.cmp(&b.name));
     let (mut assignments, mut workers, mut tombstones) = (Vec::new(), Vec::new(), Vec::new());
     for group in GROUPS {
-        let mut assignment = admin
-            .call(|ch| async move {
-                AdminGrpc::new(ch)
-                    .get_assignment(pb::GetAssignmentRequest {
-                        group: group.to_string(),
-                        ..Default::default()
-                    })
-                    .await
-            })
-            .await
-            .expect("assignment");
+        let mut assignment = assignment(admin, group).await;
         assignment.revision = 0;
         assignments.push(assignment);
         let listed = admin
@@ -126,19 +116,7 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_from_i
     }
     tokens.push(join(&mut admin, "mail", "m1").await);
     for key in ["account-1", "account-2", "account-3"] {
-        let request = pb::PutTombstoneRequest {
-            group: "orders".to_string(),
-            key: key.to_string(),
-            ttl_ms: Some(3_600_000),
-            ..Default::default()
-        };
-        admin
-            .call(|ch| {
-                let request = request.clone();
-                async move { TombstonesClient::new(ch).put(request).await }
-            })
-            .await
-            .expect("tombstone");
+        put_tombstone(&mut admin, "orders", key).await;
     }
     settle(&mut admin, "orders", "3 workers hold all", |a| {
         a.unassigned.is_empty() && a.workers.iter().all(|w| w.count > 0)

@@ -13,24 +13,9 @@ use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::worker_client::WorkerClient;
 use common::watch::{self as w, open, replay, revisions, without_tokens};
-use common::worker::{assignment, create_group, settle, TestWorker};
+use common::worker::{assignment, create_group, put_tombstone as put, settle, TestWorker};
 use common::{http_get, metric, three_nodes, WAIT};
 use tonic::Code;
-
-async fn put(admin: &mut AdminClient, group: &str, key: &str) -> pb::PutTombstoneResponse {
-    let request = pb::PutTombstoneRequest {
-        group: group.into(),
-        key: key.into(),
-        ..Default::default()
-    };
-    admin
-        .call(|ch| {
-            let request = request.clone();
-            async move { TombstonesClient::new(ch).put(request).await }
-        })
-        .await
-        .expect("tombstone put")
-}
 
 async fn list_tombstones(admin: &mut AdminClient, group: &str) -> pb::ListTombstonesResponse {
     let request = pb::ListTombstonesRequest {

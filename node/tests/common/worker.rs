@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use baton_client::AdminClient;
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
+use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::worker_client::WorkerClient;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -281,4 +282,24 @@ pub async fn create_group(admin: &mut AdminClient, group: &str, partitions: u32)
         .create_group(group, config)
         .await
         .expect("create group");
+}
+
+/// Puts a tombstone on `key` (the group's TTL, waiting for the commit).
+pub async fn put_tombstone(
+    admin: &mut AdminClient,
+    group: &str,
+    key: &str,
+) -> pb::PutTombstoneResponse {
+    let request = pb::PutTombstoneRequest {
+        group: group.into(),
+        key: key.into(),
+        ..Default::default()
+    };
+    admin
+        .call(|ch| {
+            let request = request.clone();
+            async move { TombstonesClient::new(ch).put(request).await }
+        })
+        .await
+        .expect("tombstone put")
 }
