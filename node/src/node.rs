@@ -139,7 +139,8 @@ impl Node {
             sm.clone(),
             leases.clone(),
         ));
-        let tombstones_service = TombstonesServer::new(TombstonesApi::new(leader(), sm.clone()));
+        let tombstones_service =
+            TombstonesServer::new(TombstonesApi::new(access.clone(), leader(), sm.clone()));
         let watch_service = WatchServer::new(WatchApi::new(leader(), sm.clone(), stopped.clone()));
         let worker_service = WorkerServer::new(WorkerApi::new(
             access.clone(),

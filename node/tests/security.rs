@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use baton_client::proto as pb;
 use baton_client::proto::raft_client::RaftClient;
+use baton_client::proto::tombstones_client::TombstonesClient;
 use baton_client::proto::worker_client::WorkerClient;
 use baton_client::{AdminClient, ClientError, Transport};
 use baton_node::config::{Security, TlsConfig};
@@ -211,6 +212,16 @@ async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers
         release_other.map(|s| s.code()),
         Some(Code::PermissionDenied)
     );
+    let ack_other = TombstonesClient::new(pki.channel(&follower_addr, &worker_a))
+        .ack(pb::AckTombstonesRequest {
+            group: "g".into(),
+            worker: "worker-b".into(),
+            session: joined.session,
+            revision: 1,
+        })
+        .await
+        .err();
+    assert_eq!(ack_other.map(|s| s.code()), Some(Code::PermissionDenied));
 
     // Raft traffic: only from a member's certificate, and with the token.
     let leader_addr = cluster.node(leader).addr().to_string();

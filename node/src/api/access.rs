@@ -8,9 +8,9 @@
 //!   under mutual TLS it must also come from a certificate valid for the host
 //!   of a member of the cluster.
 //! - Under mutual TLS a worker may act only under a name its certificate is
-//!   valid for, so one worker cannot release, renew or end another's
-//!   session. Members (forwarding a worker's call to the leader) and callers
-//!   with the admin token may act for any worker.
+//!   valid for, so one worker cannot release, renew, acknowledge for or end
+//!   another's session. Members (forwarding a worker's call to the leader) and
+//!   callers with the admin token may act for any worker.
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! The `Tombstones` service: deletion markers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use baton_proto::v1 as pb;
@@ -8,6 +9,7 @@ use baton_proto::v1::tombstones_server::Tombstones;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use super::access::Access;
 use super::convert;
 use super::leader::{now_ms, Leader, Route};
 use crate::domain::{hash, Command, Event, LeaveReason, Locator, Reply};
@@ -23,13 +25,14 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
 pub struct TombstonesApi {
+    access: Arc<Access>,
     leader: Leader,
     sm: StateMachineStore,
 }
 
 impl TombstonesApi {
-    pub fn new(leader: Leader, sm: StateMachineStore) -> Self {
-        Self { leader, sm }
+    pub fn new(access: Arc<Access>, leader: Leader, sm: StateMachineStore) -> Self {
+        Self { access, leader, sm }
     }
 
     /// Commits the put on the leader (here or forwarded, without its wait)
@@ -219,6 +222,8 @@ impl Tombstones for TombstonesApi {
         &self,
         request: Request<pb::AckTombstonesRequest>,
     ) -> Result<Response<pb::AckTombstonesResponse>, Status> {
+        // An acknowledgement speaks for a worker's session.
+        self.access.worker(&request, &request.get_ref().worker)?;
         on_leader!(self.leader, request, TombstonesClient::ack, ());
         let r = request.into_inner();
         let command = Command::AckTombstones {
