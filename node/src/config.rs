@@ -627,6 +627,26 @@ mod tests {
             (vec!["--join", "http://a:1"], "scheme"),
             (vec!["--listen", "0.0.0.0:7400"], "--advertise is required"),
             (vec!["--heartbeat-ms", "300"], "more than twice"),
+            (
+                vec!["--join", "a:1", "--restore-from", "b.bak"],
+                "exclude each other",
+            ),
+            (vec!["--admin-token", "short"], "use at least 16"),
+            (
+                vec!["--admin-token", "sixteen chars and spaces"],
+                "without spaces",
+            ),
+            (
+                vec![
+                    "--tls-cert",
+                    "/nonexistent/c.pem",
+                    "--tls-key",
+                    "k",
+                    "--tls-ca",
+                    "ca",
+                ],
+                "--tls-cert: cannot read /nonexistent/c.pem",
+            ),
         ];
         for (flags, expected) in cases {
             let err = args(&flags)
