@@ -61,9 +61,12 @@ impl Transport {
 
     /// Sends the admin token with every call.
     pub fn token(mut self, token: &str) -> Result<Self, ClientError> {
-        let value = MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
-            ClientError::BadCredentials("the admin token must be printable ASCII".to_string())
-        })?;
+        let mut value =
+            MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+                ClientError::BadCredentials("the admin token must be printable ASCII".to_string())
+            })?;
+        // Kept out of Debug output (and so out of logs).
+        value.set_sensitive(true);
         self.credentials.token = Some(value);
         Ok(self)
     }

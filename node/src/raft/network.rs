@@ -57,7 +57,13 @@ impl PeerDialer {
         let token = security
             .admin_token
             .as_ref()
-            .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+            .map(|t| {
+                MetadataValue::try_from(format!("Bearer {t}")).map(|mut v| {
+                    // Kept out of Debug output (and so out of logs).
+                    v.set_sensitive(true);
+                    v
+                })
+            })
             .transpose()
             .context("the admin token cannot travel in a header")?;
         Ok(Self {
