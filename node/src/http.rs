@@ -207,26 +207,14 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
             g.tombstones
                 .with_label_values(&[name.as_str()])
                 .set(as_gauge(group.tombstones.len() as u64));
-            let (mut handoffs, mut unassigned) = (0u64, 0u64);
-            let mut held: std::collections::BTreeMap<&str, u64> =
-                group.sessions.keys().map(|w| (w.as_str(), 0)).collect();
-            for (range, slot) in group.assignment.runs() {
-                let n = u64::from(range.len());
-                match &slot.owner {
-                    Some(owner) => *held.entry(owner.as_str()).or_default() += n,
-                    None => unassigned += n,
-                }
-                if slot.revoking.is_some() {
-                    handoffs += n;
-                }
-            }
+            let counts = group.partition_counts();
             g.handoffs
                 .with_label_values(&[name.as_str()])
-                .set(as_gauge(handoffs));
+                .set(as_gauge(counts.handing_off));
             g.unassigned
                 .with_label_values(&[name.as_str()])
-                .set(as_gauge(unassigned));
-            for (worker, n) in held {
+                .set(as_gauge(counts.unassigned));
+            for (worker, n) in counts.held {
                 g.partitions
                     .with_label_values(&[name.as_str(), worker])
                     .set(as_gauge(n));

@@ -126,29 +126,24 @@ impl Access {
     }
 
     /// Whether the caller's certificate is valid for the host of a member
-    /// (or, before this node knows a membership, of an initial member).
+    /// (or, before this node knows a membership, of an initial member). On
+    /// every Raft message under mutual TLS: the certificate is parsed once
+    /// and the membership is read in place.
     fn is_member<T>(&self, request: &Request<T>) -> bool {
-        let Some(cert) = leaf(request) else {
+        let Some(der) = leaf(request) else {
             return false;
         };
-        let members: Vec<String> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(_, node)| host(&node.addr).to_string())
-            .collect();
-        let hosts = if members.is_empty() {
-            if self.initial_hosts.is_empty() {
-                return true;
-            }
-            &self.initial_hosts
-        } else {
-            &members
+        let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+            return false;
         };
-        hosts.iter().any(|h| valid_for(&cert, h))
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let mut members = metrics.membership_config.membership().nodes().peekable();
+        if members.peek().is_none() {
+            return self.initial_hosts.is_empty()
+                || self.initial_hosts.iter().any(|h| names(&cert, h));
+        }
+        members.any(|(_, node)| names(&cert, host(&node.addr)))
     }
 }
 
@@ -160,11 +155,11 @@ fn leaf<T>(request: &Request<T>) -> Option<CertificateDer<'static>> {
 /// Whether `cert` is valid for `name` (a DNS name or an IP address), as a
 /// TLS client would check a server's certificate.
 pub fn valid_for(cert: &CertificateDer<'_>, name: &str) -> bool {
-    let Ok(name) = ServerName::try_from(name) else {
-        return false;
-    };
-    webpki::EndEntityCert::try_from(cert)
-        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+    webpki::EndEntityCert::try_from(cert).is_ok_and(|c| names(&c, name))
+}
+
+fn names(cert: &webpki::EndEntityCert<'_>, name: &str) -> bool {
+    ServerName::try_from(name).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
 }
 
 /// The host of `HOST:PORT` (brackets of an IPv6 address removed).

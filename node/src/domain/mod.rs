@@ -145,6 +145,26 @@ impl Group {
         self.assignment.find(|s| s.owner.as_deref() == Some(worker))
     }
 
+    /// How the partitions stand, counted in one pass over the assignment.
+    pub fn partition_counts(&self) -> PartitionCounts<'_> {
+        let mut counts = PartitionCounts {
+            held: self.sessions.keys().map(|w| (w.as_str(), 0)).collect(),
+            handing_off: 0,
+            unassigned: 0,
+        };
+        for (range, slot) in self.assignment.runs() {
+            let n = u64::from(range.len());
+            match &slot.owner {
+                Some(owner) => *counts.held.entry(owner.as_str()).or_default() += n,
+                None => counts.unassigned += n,
+            }
+            if slot.revoking.is_some() {
+                counts.handing_off += n;
+            }
+        }
+        counts
+    }
+
     fn check_partitions(&self, group: &str, ranges: &[PartitionRange]) -> Result<(), DomainError> {
         let partitions = self.config.partitions;
         for r in ranges {
@@ -158,6 +178,16 @@ impl Group {
         }
         Ok(())
     }
+}
+
+/// A group's partitions, counted (see [`Group::partition_counts`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct PartitionCounts<'a> {
+    /// Per worker with a session (0 when it holds none), moving or not.
+    pub held: BTreeMap<&'a str, u64>,
+    /// Being handed off: the owner has been asked to release them.
+    pub handing_off: u64,
+    pub unassigned: u64,
 }
 
 /// How a tombstone names its partition.

@@ -334,6 +334,14 @@ fn handoff_grants_only_after_release_and_rejects_stale_tokens() {
     assert_eq!(revoking, vec![range(2, 3)]);
     assert_eq!(sim.group().held_by("b"), vec![]);
     assert_eq!(sim.group().assignment.slot(2).owner.as_deref(), Some("a"));
+    assert_eq!(
+        sim.group().partition_counts(),
+        PartitionCounts {
+            held: BTreeMap::from([("a", 4), ("b", 0)]),
+            handing_off: 2,
+            unassigned: 0,
+        }
+    );
 
     // A release with a stale token is refused and changes nothing.
     let before = sim.state.clone();

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backup::{self, Backup, BackupError};
 use super::{decode, encode, io_err, META_TREE};
+use crate::api::leader::now_ms;
 use crate::domain::{Command, CommandResult, Event, LeaveReason, State};
 use crate::raft::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -146,12 +147,6 @@ fn handoff_started(state: &State, command: &Command) -> Option<u64> {
                 .map(|v| v.since_ms)
         })
         .min()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What the last snapshot this node built cost (for `/metrics`).
