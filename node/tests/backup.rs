@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use baton_client::proto as pb;
 use baton_client::proto::admin_client::AdminClient as AdminGrpc;
@@ -14,7 +13,7 @@ use baton_client::proto::tombstones_client::TombstonesClient;
 use baton_client::proto::worker_client::WorkerClient;
 use baton_client::AdminClient;
 use baton_node::Bootstrap;
-use common::procs::{batonctl, free_port};
+use common::procs::{ctl_json, free_port};
 use common::worker::{assignment, put_tombstone, settle};
 use common::{three_nodes, Cluster, WAIT};
 
@@ -131,19 +130,12 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_from_i
     assert_eq!(before.tombstones[0].len(), 3);
     assert_eq!(before.workers[0].len(), 3);
 
+    // Served by a follower: it waits for the leader's read index first.
+    let leader = cluster.leader(None, WAIT).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let file = cluster.root.path().join("baton.backup");
-    let endpoint = cluster.node(2).addr().to_string();
-    let out = Command::new(batonctl())
-        .args(["--endpoints", &endpoint, "--json", "backup"])
-        .arg(&file)
-        .output()
-        .expect("batonctl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let path = file.to_str().expect("UTF-8 path");
+    let reply = ctl_json(cluster.node(follower).addr(), &["backup", path]);
     let backup_revision = reply["revision"].as_u64().expect("revision");
     assert_eq!(
         reply["bytes"].as_u64(),

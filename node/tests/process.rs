@@ -12,7 +12,7 @@ use baton_client::AdminClient;
 mod common;
 
 use common::procs::{
-    batonctl, free_port, node_args, status_of, three_processes, wait_applied, Proc,
+    batonctl, ctl, ctl_json, free_port, node_args, status_of, three_processes, wait_applied, Proc,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -131,27 +131,6 @@ fn no_flags_starts_a_single_node_cluster_that_batonctl_shows_as_leader() {
         "data in ./baton-data"
     );
     node.sigterm(Duration::from_secs(8));
-}
-
-/// Runs batonctl against `endpoint`; returns stdout, failing the test on error.
-fn ctl(endpoint: &str, args: &[&str]) -> String {
-    let out = Command::new(batonctl())
-        .args(["--endpoints", endpoint])
-        .args(args)
-        .output()
-        .expect("run batonctl");
-    assert!(
-        out.status.success(),
-        "batonctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ctl_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&ctl(endpoint, &all)).expect("batonctl --json prints JSON")
 }
 
 /// Every group, assignment, route and tombstone command, in both output modes,

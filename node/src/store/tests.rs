@@ -235,15 +235,8 @@ async fn purge_and_truncate_are_durable_and_consistent() {
         let (mut log, _sm) = open(dir.path()).expect("open");
         append_acknowledged(&mut log, (1..=20).map(|i| barrier(1, i)).collect()).await;
         log.purge(log_id(1, 1, 5)).await.expect("purge");
-        let readable: Vec<u64> = log
-            .try_get_log_entries(..)
-            .await
-            .expect("read")
-            .iter()
-            .map(|e| e.log_id.index)
-            .collect();
         assert_eq!(
-            readable,
+            indexes(&mut log).await,
             (6..=20).collect::<Vec<_>>(),
             "purged entries are never read"
         );
@@ -253,14 +246,17 @@ async fn purge_and_truncate_are_durable_and_consistent() {
     let state = log.get_log_state().await.expect("state");
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 5)));
     assert_eq!(state.last_log_id, Some(log_id(1, 1, 15)));
-    let indexes: Vec<u64> = log
-        .try_get_log_entries(..)
+    assert_eq!(indexes(&mut log).await, (6..=15).collect::<Vec<_>>());
+}
+
+/// The indexes of the entries a read of the whole log returns.
+async fn indexes(log: &mut LogStore) -> Vec<u64> {
+    log.try_get_log_entries(..)
         .await
         .expect("read")
         .iter()
         .map(|e| e.log_id.index)
-        .collect();
-    assert_eq!(indexes, (6..=15).collect::<Vec<_>>());
+        .collect()
 }
 
 #[tokio::test]

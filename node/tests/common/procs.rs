@@ -169,3 +169,25 @@ pub async fn wait_applied(addr: SocketAddr, revision: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs batonctl against `endpoint`; returns stdout, failing the test on error.
+pub fn ctl(endpoint: &str, args: &[&str]) -> String {
+    let out = Command::new(batonctl())
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .output()
+        .expect("run batonctl");
+    assert!(
+        out.status.success(),
+        "batonctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs batonctl with `--json` and parses what it prints.
+pub fn ctl_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ctl(endpoint, &all)).expect("batonctl --json prints JSON")
+}
