@@ -137,6 +137,7 @@ fn main() {
     left.apply(Command::Leave {
         group: "g".into(),
         worker: "worker-0500".into(),
+        session: None,
         drain: true,
     });
     let (min, med, max, moved) = left.time_plan(runs);

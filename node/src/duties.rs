@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::api::leader::now_ms;
 use crate::config::HistoryRetention;
-use crate::domain::{rebalancer, Command, State};
+use crate::domain::{rebalancer, Command, SessionState, State};
 use crate::leases::{Leases, SessionKey};
 use crate::raft::BatonRaft;
 use crate::store::StateMachineStore;
@@ -50,24 +50,39 @@ struct Work {
     /// The revision the survey read.
     revision: u64,
     sessions: Vec<(SessionKey, u64, Duration)>,
-    /// Owners holding a handoff past the group's timeout.
-    overdue: Vec<SessionKey>,
+    /// Sessions whose lease the leader no longer renews, with the reason:
+    /// owners holding a handoff past the group's timeout, evicted workers
+    /// and the sessions of a group being deleted. All read from the
+    /// committed state each tick, so a new leader refuses them too.
+    ended: Vec<(SessionKey, &'static str)>,
     /// Groups whose rebalancer plan is not empty.
     to_rebalance: Vec<String>,
     compacted: u64,
 }
 
+const OVERDUE: &str = "it did not release revoked partitions within the group's handoff timeout; its session ends when its lease runs out";
+const EVICTED: &str = "an operator evicted it; its session ends when its lease runs out";
+const DELETING: &str = "its group is being deleted; its session ends when its lease runs out";
+
 fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
-    let mut overdue = Vec::new();
+    let mut ended = Vec::new();
     let mut to_rebalance = Vec::new();
     for (name, g) in &state.groups {
+        let key = |worker: &String| SessionKey {
+            group: name.clone(),
+            worker: worker.clone(),
+        };
+        for (worker, s) in &g.sessions {
+            if g.deleting {
+                ended.push((key(worker), DELETING));
+            } else if s.state == SessionState::Evicting {
+                ended.push((key(worker), EVICTED));
+            }
+        }
         for (_, slot) in g.assignment.runs() {
             if let (Some(owner), Some(r)) = (&slot.owner, &slot.revoking) {
                 if r.since_ms.saturating_add(g.config.handoff_timeout_ms) <= now_ms {
-                    overdue.push(SessionKey {
-                        group: name.clone(),
-                        worker: owner.clone(),
-                    });
+                    ended.push((key(owner), OVERDUE));
                 }
             }
         }
@@ -75,12 +90,12 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
             to_rebalance.push(name.clone());
         }
     }
-    overdue.sort();
-    overdue.dedup();
+    ended.sort();
+    ended.dedup_by(|a, b| a.0 == b.0);
     Work {
         revision: state.revision,
         sessions: sessions(state),
-        overdue,
+        ended,
         to_rebalance,
         compacted: state.compacted,
     }
@@ -224,12 +239,8 @@ async fn one_tick(
         survey(s, now, plan)
     });
     leases.sync(work.sessions, work.revision);
-    for key in work.overdue {
-        leases.end(
-            &key,
-            "it did not release revoked partitions within the group's handoff timeout; its session ends when its lease runs out"
-                .to_string(),
-        );
+    for (key, reason) in work.ended {
+        leases.end(&key, reason.to_string());
     }
     for (key, session) in leases.expired(Instant::now()) {
         tracing::info!(group = %key.group, worker = %key.worker, session, "lease expired");

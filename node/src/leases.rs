@@ -129,10 +129,14 @@ impl Leases {
         }
     }
 
-    /// A keepalive: pushes the deadline to now + TTL and returns the TTL.
-    pub fn renew(&self, key: &SessionKey, session: u64) -> Result<Duration, Refusal> {
+    /// A keepalive whose arrival a quorum confirmed this node leads in
+    /// `term` afterwards (see `leadership.rs`): pushes the deadline to
+    /// now + TTL and returns the TTL. Refused unless the tracker holds the
+    /// deadlines of that same term: a tracker of an older term may hold
+    /// deadlines that another leader has since let pass.
+    pub fn renew(&self, key: &SessionKey, session: u64, term: u64) -> Result<Duration, Refusal> {
         let mut t = self.lock();
-        if t.term.is_none() {
+        if t.term != Some(term) {
             return Err(Refusal::NotLeader);
         }
         let lease = t
@@ -145,6 +149,15 @@ impl Leases {
         }
         lease.deadline = Instant::now() + lease.ttl;
         Ok(lease.ttl)
+    }
+
+    /// A tracked session of `key`: its id, how long until its lease runs
+    /// out unless renewed, and why it is no longer renewed (if it is not).
+    pub fn standing(&self, key: &SessionKey) -> Option<(u64, Duration, Option<String>)> {
+        let t = self.lock();
+        let lease = t.leases.get(key)?;
+        let left = lease.deadline.saturating_duration_since(Instant::now());
+        Some((lease.session, left, lease.ended.clone()))
     }
 
     /// Stops renewing a session; it expires when its current deadline passes.
@@ -186,17 +199,22 @@ mod tests {
     #[test]
     fn renewals_push_the_deadline_and_refusals_say_why() {
         let leases = Leases::default();
-        assert_eq!(leases.renew(&key("a"), 1), Err(Refusal::NotLeader));
+        assert_eq!(leases.renew(&key("a"), 1, 3), Err(Refusal::NotLeader));
         let ttl = Duration::from_secs(5);
         leases.take_office(3, vec![(key("a"), 1, ttl)]);
         assert!(leases.in_office(3) && !leases.in_office(4));
-        assert_eq!(leases.renew(&key("a"), 1), Ok(ttl));
+        assert_eq!(leases.renew(&key("a"), 1, 3), Ok(ttl));
         assert_eq!(
-            leases.renew(&key("a"), 2),
+            leases.renew(&key("a"), 1, 4),
+            Err(Refusal::NotLeader),
+            "leadership confirmed in another term renews nothing of this one"
+        );
+        assert_eq!(
+            leases.renew(&key("a"), 2, 3),
             Err(Refusal::Unknown),
             "another session of a"
         );
-        assert_eq!(leases.renew(&key("b"), 1), Err(Refusal::Unknown));
+        assert_eq!(leases.renew(&key("b"), 1, 3), Err(Refusal::Unknown));
         assert!(leases.expired(Instant::now()).is_empty());
         assert_eq!(
             leases.expired(Instant::now() + ttl + Duration::from_millis(1)),
@@ -204,11 +222,11 @@ mod tests {
         );
         leases.end(&key("a"), "handoff timeout".into());
         assert_eq!(
-            leases.renew(&key("a"), 1),
+            leases.renew(&key("a"), 1, 3),
             Err(Refusal::Ended("handoff timeout".into()))
         );
         leases.leave_office();
-        assert_eq!(leases.renew(&key("a"), 1), Err(Refusal::NotLeader));
+        assert_eq!(leases.renew(&key("a"), 1, 3), Err(Refusal::NotLeader));
     }
 
     #[test]
@@ -222,14 +240,14 @@ mod tests {
         leases.sync(vec![(key("a"), 1, ttl), (key("c"), 3, ttl)], 5);
         assert_eq!(leases.tracked(), 3);
         assert_eq!(
-            leases.renew(&key("d"), 9),
+            leases.renew(&key("d"), 9, 1),
             Ok(ttl),
             "a join after the read is kept"
         );
-        assert_eq!(leases.renew(&key("b"), 2), Err(Refusal::Unknown));
-        assert_eq!(leases.renew(&key("c"), 3), Ok(ttl));
+        assert_eq!(leases.renew(&key("b"), 2, 1), Err(Refusal::Unknown));
+        assert_eq!(leases.renew(&key("c"), 3, 1), Ok(ttl));
         assert!(
-            matches!(leases.renew(&key("a"), 1), Err(Refusal::Ended(_))),
+            matches!(leases.renew(&key("a"), 1, 1), Err(Refusal::Ended(_))),
             "state kept across sync"
         );
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod duties;
 pub mod http;
+pub mod leadership;
 pub mod leases;
 pub mod node;
 pub mod raft;

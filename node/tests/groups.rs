@@ -211,6 +211,7 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
     admin
         .delete_group(pb::DeleteGroupRequest {
             group: "mail-sync".into(),
+            force: false,
         })
         .await
         .expect("delete");

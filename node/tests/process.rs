@@ -434,6 +434,7 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
         .expect("partition 0");
     let stale = pb::ReleaseRequest {
         group: "g".into(),
+        session: session_of(&mut admin, "g", &owner).await,
         worker: owner,
         partitions: vec![pb::PartitionRange { start: p, end: p }],
         token: token - 1,
@@ -503,12 +504,14 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
     .await;
 
     // w2 drains: its partitions are revoked first, and reach w1 only once released.
+    let w2_session = workers[1].session;
     admin
         .call(|ch| async move {
             baton_proto::v1::worker_client::WorkerClient::new(ch)
                 .leave(pb::LeaveRequest {
                     group: "g".into(),
                     worker: "w2".into(),
+                    session: w2_session,
                     drain: true,
                 })
                 .await

@@ -195,6 +195,7 @@ async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers
         .leave(pb::LeaveRequest {
             group: "g".into(),
             worker: "worker-a".into(),
+            session: joined.session,
             drain: false,
         })
         .await;
@@ -203,6 +204,7 @@ async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers
         .release(pb::ReleaseRequest {
             group: "g".into(),
             worker: "worker-b".into(),
+            session: joined.session,
             partitions: vec![pb::PartitionRange { start: 0, end: 0 }],
             token: joined.token,
         })

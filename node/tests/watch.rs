@@ -97,6 +97,7 @@ async fn watchers_on_leader_and_follower_get_exactly_the_committed_events() {
     let leave = pb::LeaveRequest {
         group: "g".into(),
         worker: "w3".into(),
+        session: workers[2].session,
         drain: false,
     };
     admin

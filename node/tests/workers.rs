@@ -51,6 +51,7 @@ async fn workers_balance_expire_after_ttl_drain_and_reject_stale_releases() {
     let stale = pb::ReleaseRequest {
         group: "g".into(),
         worker: "w1".into(),
+        session: w1.session,
         partitions: vec![pb::PartitionRange { start: p, end: p }],
         token: token - 1,
     };
@@ -98,12 +99,14 @@ async fn workers_balance_expire_after_ttl_drain_and_reject_stale_releases() {
     );
 
     // w2 drains: its partitions are revoked, and granted to w1 only once released.
+    let w2_session = w2.session;
     admin
         .call(|ch| async move {
             WorkerClient::new(ch)
                 .leave(pb::LeaveRequest {
                     group: "g".into(),
                     worker: "w2".into(),
+                    session: w2_session,
                     drain: true,
                 })
                 .await
@@ -134,6 +137,7 @@ async fn workers_balance_expire_after_ttl_drain_and_reject_stale_releases() {
         let release = pb::ReleaseRequest {
             group: "g".into(),
             worker: "w2".into(),
+            session: w2_session,
             partitions: partitions
                 .iter()
                 .map(|p| pb::PartitionRange { start: *p, end: *p })
@@ -416,5 +420,107 @@ async fn a_follower_redirects_keepalive_streams_to_the_leader() {
         "{} names {leader_addr}",
         refused.message()
     );
+    cluster.shutdown().await;
+}
+
+/// Eviction is a committed fact: a leader elected after it goes on refusing
+/// the evicted worker's keepalives (before, the mark lived only in the old
+/// leader's memory and the new one renewed the lease), `worker list` shows
+/// the session as evicting, and it ends with the reason "evicted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_survives_a_change_of_leader() {
+    let mut cluster = three_nodes().await;
+    let mut admin = cluster.admin();
+    create_group(&mut admin, "g", 4).await;
+    let ttl = Duration::from_millis(3_000);
+    let w1 = TestWorker::join(&endpoints(&cluster), "g", "w1", ttl).await;
+    let w2 = TestWorker::join(&endpoints(&cluster), "g", "w2", ttl).await;
+    let session = w2.session;
+    settle(&mut admin, "g", "balanced", |a| a.workers.len() == 2).await;
+    // w2's own keepalives stop, so only the probe below speaks for it.
+    w2.go_silent().await;
+    let evict = pb::WorkerRef {
+        group: "g".into(),
+        worker: "w2".into(),
+    };
+    let evicted_at = admin
+        .call(|ch| {
+            let evict = evict.clone();
+            async move { AdminGrpc::new(ch).evict_worker(evict).await }
+        })
+        .await
+        .expect("evict")
+        .revision;
+
+    let old = cluster.leader(None, WAIT).await;
+    cluster.stop(old).await;
+    let new = cluster.leader(Some(old), WAIT).await;
+    let mut admin = cluster.admin();
+    let listed = admin
+        .call(|ch| async move {
+            AdminGrpc::new(ch)
+                .list_workers(pb::ListWorkersRequest {
+                    group: "g".into(),
+                    serializable: false,
+                })
+                .await
+        })
+        .await
+        .expect("list workers");
+    let state = listed
+        .workers
+        .iter()
+        .find(|w| w.id == "w2")
+        .map(|w| w.state.clone());
+    assert_eq!(state.as_deref(), Some("evicting"), "{listed:?}");
+
+    let probe = pb::KeepAliveRequest {
+        group: "g".into(),
+        worker: "w2".into(),
+        session,
+    };
+    let (acked, _) = tokio::sync::watch::channel(None);
+    let refused = tokio::time::timeout(
+        WAIT,
+        keep_alive(
+            vec![cluster.node(new).addr().to_string()],
+            probe,
+            ttl,
+            acked,
+        ),
+    )
+    .await
+    .expect("answered in time")
+    .expect_err("the new leader refuses to renew an evicted session");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("evicted"),
+        "{}",
+        refused.message()
+    );
+
+    let mut watched = common::watch::open_retrying(
+        cluster.node(new).addr(),
+        common::watch::request("g", evicted_at),
+    )
+    .await;
+    let reason = tokio::time::timeout(WAIT, async {
+        loop {
+            let message = watched.read().await.expect("the watch goes on");
+            let left = message.events.iter().find_map(|e| match &e.event {
+                Some(pb::watch_event::Event::WorkerLeft(l)) if l.worker == "w2" => {
+                    Some(l.reason.clone())
+                }
+                _ => None,
+            });
+            if let Some(reason) = left {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("w2's session ended within the wait");
+    assert_eq!(reason, "evicted");
+    drop(w1);
     cluster.shutdown().await;
 }

@@ -191,6 +191,7 @@ async fn baton_worker(
                                 .release(pb::ReleaseRequest {
                                     group: GROUP.into(),
                                     worker: id.clone(),
+                                    session: joined.session,
                                     partitions,
                                     token,
                                 })
@@ -278,11 +279,12 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
         }
         for i in leaving {
             target.remove(&worker_id(i));
-            WorkerClient::new(channels[&i].clone())
-                .leave(pb::LeaveRequest {
+            // The scaler is not the worker process and has no session id:
+            // it drains as an operator does (the same graceful leave).
+            AdminGrpc::new(channels[&i].clone())
+                .drain_worker(pb::WorkerRef {
                     group: GROUP.into(),
                     worker: worker_id(i),
-                    drain: true,
                 })
                 .await?;
         }

@@ -23,7 +23,7 @@ use super::convert;
 use super::leader::{now_ms, Leader};
 use super::{domain_error, group_not_found, write_error};
 use crate::config::parse_peer_addr;
-use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, Reply, SessionState};
+use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, Reply};
 use crate::leases::{Leases, SessionKey};
 use crate::on_leader;
 use crate::raft::NodeId;
@@ -37,10 +37,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct AdminApi {
     access: Arc<Access>,
     addr: String,
-    leases: Arc<Leases>,
     leader: Leader,
     log: LogStore,
     sm: StateMachineStore,
+    leases: Arc<Leases>,
 }
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
@@ -456,10 +456,19 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::delete_group, ());
-        let group = request.into_inner().group;
-        let committed = self.leader.propose(Command::DeleteGroup { group }).await?;
+        let r = request.into_inner();
+        let command = Command::DeleteGroup {
+            group: r.group,
+            force: r.force,
+        };
+        let committed = self.leader.propose(command).await?;
+        let deleted = committed
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::GroupDeleted { .. }));
         Ok(Response::new(pb::DeleteGroupResponse {
             revision: committed.revision,
+            deleted,
         }))
     }
 
@@ -617,10 +626,7 @@ impl Admin for AdminApi {
                     .map(|(id, session)| pb::WorkerInfo {
                         id: id.clone(),
                         session: session.id,
-                        state: match session.state {
-                            SessionState::Active => "active".into(),
-                            SessionState::Draining => "draining".into(),
-                        },
+                        state: convert::session_state(session.state).into(),
                         weight: session.weight,
                         ttl_ms: session.ttl_ms,
                         labels: session.labels.clone().into_iter().collect(),
@@ -640,9 +646,11 @@ impl Admin for AdminApi {
         self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::drain_worker, ());
         let r = request.into_inner();
+        // An operator drains whichever session the worker has now.
         let command = Command::Leave {
             group: r.group,
             worker: r.worker.clone(),
+            session: None,
             drain: true,
         };
         let committed = self.leader.propose(command).await?;
@@ -671,12 +679,10 @@ impl Admin for AdminApi {
         self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::evict_worker, ());
         let r = request.into_inner();
-        let (revision, ttl_ms) = self
+        let ttl_ms = self
             .leader
-            .read_group(false, &r.group, |revision, g| {
-                g.sessions
-                    .get(&r.worker)
-                    .map(|session| (revision, session.ttl_ms))
+            .read_group(true, &r.group, |_, g| {
+                g.sessions.get(&r.worker).map(|session| session.ttl_ms)
             })
             .await?
             .ok_or_else(|| {
@@ -685,16 +691,30 @@ impl Admin for AdminApi {
                     r.worker, r.group
                 ))
             })?;
+        // Committed, so a new leader goes on refusing to renew the lease.
+        let committed = self
+            .leader
+            .propose(Command::Evict {
+                group: r.group.clone(),
+                worker: r.worker.clone(),
+            })
+            .await?;
+        // The leader's tick reads the eviction from the state too; ending it
+        // here as well spares a renewal in between.
         let key = SessionKey {
             group: r.group.clone(),
             worker: r.worker.clone(),
         };
-        self.leases.end(&key, "an operator evicted it".to_string());
+        self.leases.end(
+            &key,
+            "an operator evicted it; its session ends when its lease runs out".into(),
+        );
         tracing::info!(group = %r.group, worker = %r.worker, "worker evicted");
         let outcome = format!(
-            "the leader no longer renews worker {:?}'s lease: its session ends and its partitions move within {ttl_ms} ms",
+            "worker {:?} is evicting: the leader no longer renews its lease (a committed fact, kept across leader changes), so its session ends and its partitions move within {ttl_ms} ms",
             r.worker
         );
+        let revision = committed.revision;
         Ok(Response::new(pb::WorkerActionResponse {
             revision,
             outcome,

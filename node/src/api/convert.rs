@@ -118,10 +118,7 @@ pub fn assignment(name: &str, revision: u64, g: &Group) -> pb::AssignmentRespons
                 count: held.iter().map(PartitionRange::len).sum(),
                 ranges: ranges(&held),
                 weight: s.weight,
-                state: match s.state {
-                    SessionState::Active => "active".into(),
-                    SessionState::Draining => "draining".into(),
-                },
+                state: session_state(s.state).into(),
                 session: s.id,
                 grants: grants.remove(id.as_str()).unwrap_or_default(),
             }
@@ -209,11 +206,20 @@ pub fn event_kind(kind: i32) -> Option<EventKind> {
     })
 }
 
+pub fn session_state(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Active => "active",
+        SessionState::Draining => "draining",
+        SessionState::Evicting => "evicting",
+    }
+}
+
 fn leave_reason(reason: LeaveReason) -> &'static str {
     match reason {
         LeaveReason::Left => "left",
         LeaveReason::Drained => "drained",
         LeaveReason::Expired => "expired",
+        LeaveReason::Evicted => "evicted",
     }
 }
 
@@ -240,6 +246,7 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
         Event::GroupFrozen { frozen: true, .. } => group_changed(Change::Frozen, None),
         Event::GroupFrozen { frozen: false, .. } => group_changed(Change::Unfrozen, None),
         Event::GroupDeleted { .. } => group_changed(Change::Deleted, None),
+        Event::GroupDeleting { .. } => group_changed(Change::Deleting, None),
         Event::WorkerJoined {
             worker, session, ..
         } => E::WorkerJoined(pb::WorkerJoined {
@@ -250,6 +257,9 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
             labels: session.labels.clone().into_iter().collect(),
         }),
         Event::WorkerDraining { worker, .. } => E::WorkerDraining(pb::WorkerDraining {
+            worker: worker.clone(),
+        }),
+        Event::WorkerEvicting { worker, .. } => E::WorkerEvicting(pb::WorkerEvicting {
             worker: worker.clone(),
         }),
         Event::WorkerLeft { worker, reason, .. } => E::WorkerLeft(pb::WorkerLeft {

@@ -141,7 +141,7 @@ impl TombstonesApi {
                 _ => None,
             });
             let ended = |left: Option<LeaveReason>| match left {
-                Some(LeaveReason::Expired) => pb::Barrier::OwnerExpired,
+                Some(LeaveReason::Expired | LeaveReason::Evicted) => pb::Barrier::OwnerExpired,
                 Some(LeaveReason::Left) => pb::Barrier::OwnerLeft,
                 Some(LeaveReason::Drained) | None => pb::Barrier::OwnerReleased,
             };

@@ -17,8 +17,10 @@ use super::access::Access;
 use super::leader::Leader;
 use super::{convert, not_leader};
 use crate::domain::{validate, Command, Reply};
+use crate::leadership::Confirmations;
 use crate::leases::{Leases, Refusal, SessionKey};
 use crate::on_leader;
+use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
 
 pub struct WorkerApi {
@@ -26,7 +28,73 @@ pub struct WorkerApi {
     leader: Leader,
     sm: StateMachineStore,
     leases: Arc<Leases>,
+    confirmations: Arc<Confirmations>,
     stopping: watch::Receiver<bool>,
+}
+
+/// What a keepalive stream needs to renew leases.
+struct Renewals {
+    id: NodeId,
+    leases: Arc<Leases>,
+    confirmations: Arc<Confirmations>,
+    raft: BatonRaft,
+    sm: StateMachineStore,
+}
+
+impl Renewals {
+    /// Renews the lease `m` names, only once a quorum has confirmed, in a
+    /// round that began after `m` arrived, that this node still leads (the
+    /// safety argument is in `leadership.rs`). Leadership is checked on
+    /// every message, not once per stream: a node that lost office ends the
+    /// stream with the leader's address.
+    async fn renew(&self, m: pb::KeepAliveRequest) -> Result<pb::KeepAliveResponse, Status> {
+        let not_leading = || {
+            let metrics = self.raft.metrics().borrow().clone();
+            let known = Leader::known_leader(&metrics).filter(|(id, _)| *id != self.id);
+            if known.is_none() && metrics.current_leader == Some(self.id) {
+                return Status::unavailable(
+                    "this node could not confirm with a majority of voters that it still leads (it may be cut off from them); reconnect to another node",
+                );
+            }
+            not_leader(known)
+        };
+        let Some(term) = self.confirmations.confirm().await else {
+            return Err(not_leading());
+        };
+        let key = SessionKey {
+            group: m.group,
+            worker: m.worker,
+        };
+        let mut renewed = self.leases.renew(&key, m.session, term);
+        if renewed == Err(Refusal::Unknown) {
+            // The tracker is a cache of the applied sessions and may lag
+            // a join that was just applied: adopt it from the state.
+            let ttl = self.sm.read(|s| {
+                let session = s.groups.get(&key.group)?.sessions.get(&key.worker)?;
+                (session.id == m.session).then_some(session.ttl_ms)
+            });
+            if let Some(ttl) = ttl {
+                self.leases
+                    .add(key.clone(), m.session, Duration::from_millis(ttl));
+                renewed = self.leases.renew(&key, m.session, term);
+            }
+        }
+        match renewed {
+            Ok(ttl) => Ok(pb::KeepAliveResponse {
+                session: m.session,
+                ttl_remaining_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(Refusal::NotLeader) => Err(not_leading()),
+            Err(Refusal::Unknown) => Err(Status::not_found(format!(
+                "worker {:?} has no session {} in group {:?} (it left or expired); join again",
+                key.worker, m.session, key.group
+            ))),
+            Err(Refusal::Ended(reason)) => Err(Status::failed_precondition(format!(
+                "the leader no longer renews worker {:?}'s session in group {:?}: {reason}",
+                key.worker, key.group
+            ))),
+        }
+    }
 }
 
 impl WorkerApi {
@@ -37,13 +105,75 @@ impl WorkerApi {
         leases: Arc<Leases>,
         stopping: watch::Receiver<bool>,
     ) -> Self {
+        let confirmations = Confirmations::start(leader.raft().clone(), stopping.clone());
         Self {
             access,
             leader,
             sm,
             leases,
+            confirmations,
             stopping,
         }
+    }
+}
+
+impl WorkerApi {
+    /// A worker id with a live session cannot join again until that session
+    /// ends: two processes would otherwise act under one id. Says which
+    /// session stands in the way and when its lease runs out.
+    fn refuse_while_alive(&self, group: &str, worker: &str) -> Result<(), Status> {
+        let Some(older) = self
+            .sm
+            .read(|s| Some(s.groups.get(group)?.sessions.get(worker)?.id))
+        else {
+            return Ok(());
+        };
+        let key = SessionKey {
+            group: group.to_string(),
+            worker: worker.to_string(),
+        };
+        let when = match self.leases.standing(&key) {
+            Some((session, left, ended)) if session == older => match ended {
+                Some(reason) => format!(
+                    "it is no longer renewed ({reason}) and expires in {} ms",
+                    left.as_millis()
+                ),
+                None => format!(
+                    "its lease runs out in {} ms unless that process keeps it alive",
+                    left.as_millis()
+                ),
+            },
+            _ => "its lease runs out at most one TTL after its last keepalive".to_string(),
+        };
+        Err(Status::already_exists(format!(
+            "worker {worker:?} already has session {older} in group {group:?}; {when}. Join again once it has left or expired, or use another worker id"
+        )))
+    }
+
+    /// Refuses, before anything is proposed, a call for a session that is
+    /// not the worker's current one on this (leading) node. Applying the
+    /// command checks again: the state may change before it commits.
+    fn check_session(
+        &self,
+        group: &str,
+        worker: &str,
+        session: u64,
+        consequence: &str,
+    ) -> Result<(), Status> {
+        self.sm
+            .read(|s| {
+                let g = s.groups.get(group)?;
+                let current = g.sessions.get(worker)?;
+                Some(crate::domain::same_session(
+                    group,
+                    worker,
+                    current,
+                    session,
+                    consequence,
+                ))
+            })
+            .unwrap_or(Ok(()))
+            .map_err(|e| super::domain_error(&e))
     }
 }
 
@@ -58,6 +188,7 @@ impl Worker for WorkerApi {
         self.access.worker(&request, &request.get_ref().worker)?;
         on_leader!(self.leader, request, WorkerClient::join, ());
         let r = request.into_inner();
+        self.refuse_while_alive(&r.group, &r.worker)?;
         let command = Command::Join {
             group: r.group.clone(),
             worker: r.worker.clone(),
@@ -106,9 +237,13 @@ impl Worker for WorkerApi {
             return Err(not_leader(Leader::known_leader(&metrics)));
         }
         let caller = self.access.caller(&request);
-        let leases = self.leases.clone();
-        let raft = self.leader.raft().clone();
-        let sm = self.sm.clone();
+        let renewals = Renewals {
+            id: self.leader.id(),
+            leases: self.leases.clone(),
+            confirmations: self.confirmations.clone(),
+            raft: self.leader.raft().clone(),
+            sm: self.sm.clone(),
+        };
         let mut stopping = self.stopping.clone();
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
@@ -136,40 +271,9 @@ impl Worker for WorkerApi {
                     let _ = tx.send(Err(refused)).await;
                     return;
                 }
-                let key = SessionKey {
-                    group: m.group,
-                    worker: m.worker,
-                };
-                let mut renewed = leases.renew(&key, m.session);
-                if renewed == Err(Refusal::Unknown) {
-                    // The tracker is a cache of the applied sessions and may lag
-                    // a join that was just applied: adopt it from the state.
-                    let ttl = sm.read(|s| {
-                        let session = s.groups.get(&key.group)?.sessions.get(&key.worker)?;
-                        (session.id == m.session).then_some(session.ttl_ms)
-                    });
-                    if let Some(ttl) = ttl {
-                        leases.add(key.clone(), m.session, Duration::from_millis(ttl));
-                        renewed = leases.renew(&key, m.session);
-                    }
-                }
-                let reply = match renewed {
-                    Ok(ttl) => Ok(pb::KeepAliveResponse {
-                        session: m.session,
-                        ttl_remaining_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-                    }),
-                    Err(Refusal::NotLeader) => {
-                        let metrics = raft.metrics().borrow().clone();
-                        Err(not_leader(Leader::known_leader(&metrics)))
-                    }
-                    Err(Refusal::Unknown) => Err(Status::not_found(format!(
-                        "worker {:?} has no session {} in group {:?} (it left or expired); join again",
-                        key.worker, m.session, key.group
-                    ))),
-                    Err(Refusal::Ended(reason)) => Err(Status::failed_precondition(format!(
-                        "the leader no longer renews worker {:?}'s session in group {:?}: {reason}",
-                        key.worker, key.group
-                    ))),
+                let reply = tokio::select! {
+                    reply = renewals.renew(m) => reply,
+                    _ = stopping.wait_for(|s| *s) => continue,
                 };
                 let last = reply.is_err();
                 if tx.send(reply).await.is_err() || last {
@@ -188,9 +292,11 @@ impl Worker for WorkerApi {
         on_leader!(self.leader, request, WorkerClient::release, ());
         let r = request.into_inner();
         let partitions = convert::ranges_from("partitions", &r.partitions)?;
+        self.check_session(&r.group, &r.worker, r.session, "nothing released")?;
         let command = Command::Release {
             group: r.group,
             worker: r.worker,
+            session: r.session,
             partitions,
             token: r.token,
         };
@@ -207,9 +313,11 @@ impl Worker for WorkerApi {
         self.access.worker(&request, &request.get_ref().worker)?;
         on_leader!(self.leader, request, WorkerClient::leave, ());
         let r = request.into_inner();
+        self.check_session(&r.group, &r.worker, r.session, "nothing ended")?;
         let command = Command::Leave {
             group: r.group,
             worker: r.worker,
+            session: Some(r.session),
             drain: r.drain,
         };
         let committed = self.leader.propose(command).await?;

@@ -29,8 +29,12 @@ pub enum DomainError {
     GroupExists(String),
     #[error("worker {worker:?} has no session in group {group:?}")]
     WorkerNotFound { group: String, worker: String },
-    #[error("worker {worker:?} already has a live session in group {group:?}; leave it or wait until its lease expires")]
-    WorkerExists { group: String, worker: String },
+    #[error("worker {worker:?} already has session {session} in group {group:?}; it ends when that process leaves or its lease expires: join again then, or join under another worker id")]
+    WorkerExists {
+        group: String,
+        worker: String,
+        session: u64,
+    },
     #[error("group {group:?} is at revision {actual}, not {expected}: re-read it and retry")]
     RevisionMismatch {
         group: String,

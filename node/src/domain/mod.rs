@@ -92,6 +92,9 @@ pub enum SessionState {
     Active,
     /// Leaving gracefully: its partitions are handed off, then the session closes.
     Draining,
+    /// An operator evicted it: the leader no longer renews its lease, which
+    /// runs out within one TTL. A committed fact, so a new leader keeps it.
+    Evicting,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -123,6 +126,9 @@ pub struct Group {
     /// Revision of the last change to the config (compare-and-set updates).
     pub config_revision: u64,
     pub frozen: bool,
+    /// Deleted with live sessions (`DeleteGroup` with force): nothing is
+    /// granted, no worker joins, and the group goes with its last session.
+    pub deleting: bool,
     pub sessions: BTreeMap<String, Session>,
     pub assignment: Assignment,
     pub tombstones: BTreeMap<String, Tombstone>,
@@ -135,6 +141,7 @@ impl Group {
             config,
             config_revision: revision,
             frozen: false,
+            deleting: false,
             sessions: BTreeMap::new(),
             tombstones: BTreeMap::new(),
         }
@@ -217,8 +224,13 @@ pub enum Command {
         config: GroupConfig,
         expected_revision: u64,
     },
+    /// Refused while the group has sessions, unless `force`: then the
+    /// group stops granting and renewing leases, and is deleted once the
+    /// last session has left or expired, so no worker of the old group can
+    /// still hold a partition when a group of the same name is created.
     DeleteGroup {
         group: String,
+        force: bool,
     },
     /// P → 2P: each partition's two children keep its owner, with new tokens.
     SplitGroup {
@@ -237,10 +249,20 @@ pub enum Command {
         labels: BTreeMap<String, String>,
         now_ms: u64,
     },
+    /// Ends the worker's session (`drain`: hand everything off first). A
+    /// worker names its own session, so a stale process cannot end a newer
+    /// session under the same id; an operator's drain names none.
     Leave {
         group: String,
         worker: String,
+        session: Option<u64>,
         drain: bool,
+    },
+    /// Operator eviction: the session's lease is no longer renewed, so it
+    /// expires within its TTL, and nothing new is granted to it meanwhile.
+    Evict {
+        group: String,
+        worker: String,
     },
     /// Proposed by the leader once a session's lease has passed.
     ExpireSession {
@@ -249,10 +271,12 @@ pub enum Command {
         session: u64,
         now_ms: u64,
     },
-    /// The owner gives up `partitions`, all held with fencing token `token`.
+    /// The owner gives up `partitions`, all held with fencing token `token`
+    /// in session `session`.
     Release {
         group: String,
         worker: String,
+        session: u64,
         partitions: Vec<PartitionRange>,
         token: u64,
     },
@@ -300,6 +324,8 @@ pub enum LeaveReason {
     Left,
     Drained,
     Expired,
+    /// Its lease ran out after an operator evicted it.
+    Evicted,
 }
 
 /// One change to the state. Every event carries what is needed to replay it.
@@ -312,6 +338,9 @@ pub enum Event {
     GroupUpdated {
         group: String,
         config: GroupConfig,
+    },
+    GroupDeleting {
+        group: String,
     },
     GroupDeleted {
         group: String,
@@ -330,6 +359,10 @@ pub enum Event {
         session: Session,
     },
     WorkerDraining {
+        group: String,
+        worker: String,
+    },
+    WorkerEvicting {
         group: String,
         worker: String,
     },
@@ -408,10 +441,12 @@ impl Event {
             Event::GroupCreated { group, .. }
             | Event::GroupUpdated { group, .. }
             | Event::GroupDeleted { group }
+            | Event::GroupDeleting { group }
             | Event::GroupSplit { group, .. }
             | Event::GroupFrozen { group, .. }
             | Event::WorkerJoined { group, .. }
             | Event::WorkerDraining { group, .. }
+            | Event::WorkerEvicting { group, .. }
             | Event::WorkerLeft { group, .. }
             | Event::Granted { group, .. }
             | Event::Revoking { group, .. }
@@ -428,10 +463,12 @@ impl Event {
             Event::GroupCreated { .. }
             | Event::GroupUpdated { .. }
             | Event::GroupDeleted { .. }
+            | Event::GroupDeleting { .. }
             | Event::GroupSplit { .. }
             | Event::GroupFrozen { .. } => EventKind::Group,
             Event::WorkerJoined { .. }
             | Event::WorkerDraining { .. }
+            | Event::WorkerEvicting { .. }
             | Event::WorkerLeft { .. } => EventKind::Worker,
             Event::Granted { .. } => EventKind::Granted,
             Event::Revoking { .. } => EventKind::Revoking,
@@ -451,10 +488,12 @@ impl Event {
             Event::GroupCreated { .. }
             | Event::GroupUpdated { .. }
             | Event::GroupDeleted { .. }
+            | Event::GroupDeleting { .. }
             | Event::GroupSplit { .. }
             | Event::GroupFrozen { .. } => true,
             Event::WorkerJoined { worker: w, .. }
             | Event::WorkerDraining { worker: w, .. }
+            | Event::WorkerEvicting { worker: w, .. }
             | Event::WorkerLeft { worker: w, .. }
             | Event::Granted { worker: w, .. }
             | Event::Released { worker: w, .. }
@@ -563,7 +602,10 @@ impl State {
                 }
             }
             Some(command) => match self.decide(revision, command) {
-                Ok((reply, events)) => (Ok(reply), events),
+                Ok((reply, mut events)) => {
+                    self.close_if_last_left(&mut events);
+                    (Ok(reply), events)
+                }
                 Err(e) => (Err(e), Vec::new()),
             },
         };
@@ -574,6 +616,30 @@ impl State {
             revision,
             outcome,
             events,
+        }
+    }
+
+    /// A group being deleted goes with its last session: appends
+    /// `GroupDeleted` when `events` end every session left in it.
+    fn close_if_last_left(&self, events: &mut Vec<Event>) {
+        let Some(Event::WorkerLeft { group, .. }) = events
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::WorkerLeft { .. }))
+        else {
+            return;
+        };
+        let Some(g) = self.groups.get(group).filter(|g| g.deleting) else {
+            return;
+        };
+        let leaving = events
+            .iter()
+            .filter(|e| matches!(e, Event::WorkerLeft { group: lg, .. } if lg == group))
+            .count();
+        if leaving >= g.sessions.len() {
+            events.push(Event::GroupDeleted {
+                group: group.clone(),
+            });
         }
     }
 
@@ -607,7 +673,15 @@ impl State {
             Command::CreateGroup { group, config } => {
                 validate::group_name(group)?;
                 config.validate()?;
-                if self.groups.contains_key(group) {
+                if let Some(g) = self.groups.get(group) {
+                    if g.deleting {
+                        let ttl = g.sessions.values().map(|s| s.ttl_ms).max().unwrap_or(0);
+                        return Err(DomainError::Precondition(format!(
+                            "group {group:?} is being deleted: {} session(s) of it still hold leases ({}), which are no longer renewed and run out within {ttl} ms; create it again once it is gone",
+                            g.sessions.len(),
+                            names(g.sessions.keys()),
+                        )));
+                    }
                     return Err(DomainError::GroupExists(group.clone()));
                 }
                 let events = vec![Event::GroupCreated {
@@ -650,14 +724,29 @@ impl State {
                     events,
                 ))
             }
-            Command::DeleteGroup { group } => {
-                self.group(group)?;
-                Ok((
-                    Reply::Done,
-                    vec![Event::GroupDeleted {
+            Command::DeleteGroup { group, force } => {
+                let g = self.group(group)?;
+                let deleted = Event::GroupDeleted {
+                    group: group.clone(),
+                };
+                if g.sessions.is_empty() {
+                    return Ok((Reply::Done, vec![deleted]));
+                }
+                if !*force {
+                    return Err(DomainError::Precondition(format!(
+                        "group {group:?} has {} live session(s) ({}); drain them first, or delete with force: the group then stops granting and renewing leases, and goes once the last session has left or expired",
+                        g.sessions.len(),
+                        names(g.sessions.keys()),
+                    )));
+                }
+                let events = if g.deleting {
+                    Vec::new()
+                } else {
+                    vec![Event::GroupDeleting {
                         group: group.clone(),
-                    }],
-                ))
+                    }]
+                };
+                Ok((Reply::Done, events))
             }
             Command::SplitGroup {
                 group,
@@ -708,12 +797,18 @@ impl State {
                 validate::weight(*weight)?;
                 validate::labels(labels)?;
                 let g = self.group(group)?;
+                if g.deleting {
+                    return Err(DomainError::Precondition(format!(
+                        "group {group:?} is being deleted; join a group that is not"
+                    )));
+                }
                 let ttl = ttl_ms.unwrap_or(g.config.default_ttl_ms);
                 validate::ttl_ms("lease TTL", ttl)?;
-                if g.sessions.contains_key(worker) {
+                if let Some(older) = g.sessions.get(worker) {
                     return Err(DomainError::WorkerExists {
                         group: group.clone(),
                         worker: worker.clone(),
+                        session: older.id,
                     });
                 }
                 let session = Session {
@@ -755,13 +850,18 @@ impl State {
             Command::Leave {
                 group,
                 worker,
+                session,
                 drain,
             } => {
                 let (g, s) = self.session(group, worker)?;
+                if let Some(session) = session {
+                    same_session(group, worker, s, *session, "nothing ended")?;
+                }
                 let mut events = Vec::new();
                 let held = g.held_by(worker);
                 if *drain && !held.is_empty() {
-                    if s.state != SessionState::Draining {
+                    // An evicted worker stays evicting: its lease runs out anyway.
+                    if s.state == SessionState::Active {
                         events.push(Event::WorkerDraining {
                             group: group.clone(),
                             worker: worker.clone(),
@@ -784,6 +884,18 @@ impl State {
                 });
                 Ok((Reply::Done, events))
             }
+            Command::Evict { group, worker } => {
+                let (g, s) = self.session(group, worker)?;
+                if s.state == SessionState::Evicting {
+                    return Ok((Reply::Done, Vec::new()));
+                }
+                let mut events = vec![Event::WorkerEvicting {
+                    group: group.clone(),
+                    worker: worker.clone(),
+                }];
+                events.extend(orphan_handoffs_to(group, g, worker));
+                Ok((Reply::Done, events))
+            }
             Command::ExpireSession {
                 group,
                 worker,
@@ -791,12 +903,12 @@ impl State {
                 now_ms,
             } => {
                 let (g, s) = self.session(group, worker)?;
-                if s.id != *session {
-                    return Err(DomainError::Precondition(format!(
-                        "worker {worker:?} in group {group:?} is in session {}, not {session}; nothing expired",
-                        s.id
-                    )));
-                }
+                same_session(group, worker, s, *session, "nothing expired")?;
+                let reason = if s.state == SessionState::Evicting {
+                    LeaveReason::Evicted
+                } else {
+                    LeaveReason::Expired
+                };
                 let grace = (g.config.rejoin_grace_ms > 0)
                     .then(|| now_ms.saturating_add(g.config.rejoin_grace_ms));
                 let mut events = hand_over(group, g, worker, rev, grace);
@@ -804,17 +916,19 @@ impl State {
                 events.push(Event::WorkerLeft {
                     group: group.clone(),
                     worker: worker.clone(),
-                    reason: LeaveReason::Expired,
+                    reason,
                 });
                 Ok((Reply::Done, events))
             }
             Command::Release {
                 group,
                 worker,
+                session,
                 partitions,
                 token,
             } => {
                 let (g, s) = self.session(group, worker)?;
+                same_session(group, worker, s, *session, "nothing released")?;
                 g.check_partitions(group, partitions)?;
                 for r in partitions {
                     for p in r.start..r.end {
@@ -905,9 +1019,19 @@ impl State {
                 now_ms,
             } => {
                 let (g, s) = self.session(group, to)?;
-                if s.state != SessionState::Active {
+                if g.deleting {
                     return Err(DomainError::Precondition(format!(
-                        "worker {to:?} is draining; move partitions to an active worker"
+                        "group {group:?} is being deleted; nothing is granted in it"
+                    )));
+                }
+                if s.state != SessionState::Active {
+                    let state = if s.state == SessionState::Draining {
+                        "draining"
+                    } else {
+                        "being evicted"
+                    };
+                    return Err(DomainError::Precondition(format!(
+                        "worker {to:?} is {state}; move partitions to an active worker"
                     )));
                 }
                 g.check_partitions(group, partitions)?;
@@ -1020,12 +1144,7 @@ impl State {
                 revision,
             } => {
                 let (_, s) = self.session(group, worker)?;
-                if s.id != *session {
-                    return Err(DomainError::Precondition(format!(
-                        "worker {worker:?} in group {group:?} is in session {}, not {session}; acknowledge as the current session",
-                        s.id
-                    )));
-                }
+                same_session(group, worker, s, *session, "nothing acknowledged")?;
                 if *revision >= rev {
                     return Err(invalid(
                         "acknowledged revision",
@@ -1060,13 +1179,21 @@ impl State {
             self.groups.remove(group);
             return;
         }
+        if let Event::GroupDeleting { group } = event {
+            if let Some(g) = self.groups.get_mut(group) {
+                g.deleting = true;
+            }
+            return;
+        }
         // Events are produced against the state they apply to, so the group
         // exists; replaying a foreign event stream is the only way to miss.
         let Some(g) = self.groups.get_mut(event.group()) else {
             return;
         };
         match event {
-            Event::GroupCreated { .. } | Event::GroupDeleted { .. } => {}
+            Event::GroupCreated { .. }
+            | Event::GroupDeleted { .. }
+            | Event::GroupDeleting { .. } => {}
             Event::GroupUpdated { config, .. } => {
                 g.config = config.clone();
                 g.config_revision = revision;
@@ -1099,6 +1226,11 @@ impl State {
             Event::WorkerDraining { worker, .. } => {
                 if let Some(s) = g.sessions.get_mut(worker) {
                     s.state = SessionState::Draining;
+                }
+            }
+            Event::WorkerEvicting { worker, .. } => {
+                if let Some(s) = g.sessions.get_mut(worker) {
+                    s.state = SessionState::Evicting;
                 }
             }
             Event::WorkerLeft { worker, .. } => {
@@ -1171,6 +1303,35 @@ impl State {
             }
         }
     }
+}
+
+/// Up to five names, comma-separated, for messages.
+fn names<'a>(names: impl ExactSizeIterator<Item = &'a String>) -> String {
+    let total = names.len();
+    let mut shown: Vec<&str> = names.take(5).map(String::as_str).collect();
+    if total > shown.len() {
+        shown.push("…");
+    }
+    shown.join(", ")
+}
+
+/// A call that acts for a session must name the worker's current one: a
+/// process that lost its lease while a new one joined under the same worker
+/// id must not end, release or acknowledge for the newer session.
+pub fn same_session(
+    group: &str,
+    worker: &str,
+    current: &Session,
+    named: u64,
+    consequence: &str,
+) -> Result<(), DomainError> {
+    if current.id == named {
+        return Ok(());
+    }
+    Err(DomainError::Precondition(format!(
+        "worker {worker:?} in group {group:?} is in session {}, not {named}; {consequence} (a stale process, or one whose lease was lost: join again)",
+        current.id
+    )))
 }
 
 fn check_revision(group: &str, g: &Group, expected: u64) -> Result<(), DomainError> {

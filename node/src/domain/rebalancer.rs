@@ -80,7 +80,7 @@ enum Standing {
 
 /// Computes the moves for `group` at leader time `now_ms`.
 pub fn plan(group: &Group, now_ms: u64) -> Plan {
-    if group.frozen {
+    if group.frozen || group.deleting {
         return Plan::default();
     }
     // Active workers in id order; their index is their number below.

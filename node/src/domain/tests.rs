@@ -133,6 +133,11 @@ impl Sim {
         }
     }
 
+    /// The worker's current session id (0 when it has none).
+    fn sid(&self, worker: &str) -> u64 {
+        self.group().sessions.get(worker).map_or(0, |s| s.id)
+    }
+
     fn group(&self) -> &Group {
         &self.state.groups["g"]
     }
@@ -194,6 +199,7 @@ impl Sim {
                 handed_off += partitions.iter().map(|r| u64::from(r.len())).sum::<u64>();
                 let r = self.cmd(Command::Release {
                     group: "g".into(),
+                    session: self.sid(&worker),
                     worker,
                     partitions,
                     token,
@@ -299,6 +305,7 @@ fn seed_scenario_join_moves_a_third_and_drain_moves_it_back() {
     let r = sim.cmd(Command::Leave {
         group: "g".into(),
         worker: "w2".into(),
+        session: Some(sim.sid("w2")),
         drain: true,
     });
     assert!(r.outcome.is_ok());
@@ -318,6 +325,162 @@ fn seed_scenario_join_moves_a_third_and_drain_moves_it_back() {
         !sim.group().sessions.contains_key("w2"),
         "the drained worker's session closed"
     );
+}
+
+#[test]
+fn a_group_with_sessions_is_deleted_only_with_force_and_goes_with_its_last_session() {
+    let mut sim = Sim::new();
+    sim.create(4);
+    sim.join("a", 1);
+    sim.join("b", 1);
+    sim.rebalance();
+    let refused = sim.cmd(Command::DeleteGroup {
+        group: "g".into(),
+        force: false,
+    });
+    let err = refused.outcome.expect_err("live sessions");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(
+        err.to_string().contains("2 live session(s) (a, b)"),
+        "{err}"
+    );
+
+    let forced = sim.cmd(Command::DeleteGroup {
+        group: "g".into(),
+        force: true,
+    });
+    assert!(forced.outcome.is_ok());
+    assert!(sim.group().deleting);
+    // Nothing new is granted or joined, and the name cannot be taken again.
+    assert!(rebalancer::plan(sim.group(), sim.now).is_empty());
+    let join = sim.cmd(Command::Join {
+        group: "g".into(),
+        worker: "c".into(),
+        ttl_ms: None,
+        weight: 1,
+        labels: BTreeMap::new(),
+        now_ms: sim.now,
+    });
+    assert!(join.outcome.is_err(), "{join:?}");
+    let again = sim.cmd(Command::CreateGroup {
+        group: "g".into(),
+        config: GroupConfig::default(),
+    });
+    let err = again.outcome.expect_err("being deleted");
+    assert!(err.to_string().contains("is being deleted"), "{err}");
+
+    let session = sim.sid("a");
+    sim.cmd(Command::ExpireSession {
+        group: "g".into(),
+        worker: "a".into(),
+        session,
+        now_ms: sim.now,
+    });
+    assert!(sim.state.groups.contains_key("g"), "b still holds a lease");
+    let r = sim.cmd(Command::Leave {
+        group: "g".into(),
+        worker: "b".into(),
+        session: Some(sim.sid("b")),
+        drain: false,
+    });
+    assert!(
+        r.events
+            .iter()
+            .any(|e| matches!(e, Event::GroupDeleted { .. })),
+        "{r:?}"
+    );
+    assert!(!sim.state.groups.contains_key("g"));
+}
+
+#[test]
+fn an_evicted_session_gets_nothing_new_and_ends_as_evicted() {
+    let mut sim = Sim::new();
+    sim.create(4);
+    sim.join("a", 1);
+    sim.join("b", 1);
+    sim.settle();
+    let r = sim.cmd(Command::Evict {
+        group: "g".into(),
+        worker: "b".into(),
+    });
+    assert!(r.outcome.is_ok());
+    assert_eq!(sim.group().sessions["b"].state, SessionState::Evicting);
+    // A drain does not turn it back into a draining session.
+    sim.cmd(Command::Leave {
+        group: "g".into(),
+        worker: "b".into(),
+        session: None,
+        drain: true,
+    });
+    assert_eq!(sim.group().sessions["b"].state, SessionState::Evicting);
+    let session = sim.sid("b");
+    let r = sim.cmd(Command::ExpireSession {
+        group: "g".into(),
+        worker: "b".into(),
+        session,
+        now_ms: sim.now,
+    });
+    assert!(
+        r.events.iter().any(|e| matches!(
+            e,
+            Event::WorkerLeft {
+                reason: LeaveReason::Evicted,
+                ..
+            }
+        )),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn leave_release_and_ack_for_a_stale_session_change_nothing() {
+    let mut sim = Sim::new();
+    sim.create(4);
+    sim.join("a", 1);
+    sim.rebalance();
+    let token = sim.group().assignment.slot(0).token;
+    let current = sim.sid("a");
+    let stale = current - 1;
+    let before = sim.state.clone();
+    let refusals = [
+        sim.cmd(Command::Leave {
+            group: "g".into(),
+            worker: "a".into(),
+            session: Some(stale),
+            drain: false,
+        }),
+        sim.cmd(Command::Release {
+            group: "g".into(),
+            worker: "a".into(),
+            session: stale,
+            partitions: vec![range(0, 3)],
+            token,
+        }),
+        sim.cmd(Command::AckTombstones {
+            group: "g".into(),
+            worker: "a".into(),
+            session: stale,
+            revision: 1,
+        }),
+    ];
+    for r in refusals {
+        let err = r.outcome.expect_err("a stale session is refused");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("in session {current}, not {stale}")),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        State {
+            revision: before.revision,
+            ..sim.state.clone()
+        },
+        before,
+        "nothing changed but the revision"
+    );
+    assert_eq!(sim.group().held_by("a"), vec![range(0, 3)]);
 }
 
 #[test]
@@ -348,6 +511,7 @@ fn handoff_grants_only_after_release_and_rejects_stale_tokens() {
     let r = sim.cmd(Command::Release {
         group: "g".into(),
         worker: "a".into(),
+        session: sim.sid("a"),
         partitions: vec![range(2, 3)],
         token: token_a - 1,
     });
@@ -366,6 +530,7 @@ fn handoff_grants_only_after_release_and_rejects_stale_tokens() {
     let r = sim.cmd(Command::Release {
         group: "g".into(),
         worker: "a".into(),
+        session: sim.sid("a"),
         partitions: vec![range(2, 3)],
         token: token_a,
     });
@@ -636,6 +801,7 @@ fn frozen_groups_get_no_plan_and_moves_by_hand_hand_off() {
     let (w, token, partitions) = sim.pending_releases().remove(0);
     sim.cmd(Command::Release {
         group: "g".into(),
+        session: sim.sid(&w),
         worker: w,
         partitions,
         token,
@@ -784,6 +950,7 @@ impl Sim {
             Op::Leave(w, drain) => {
                 self.cmd(Command::Leave {
                     group: g,
+                    session: Some(self.sid(&worker(*w))),
                     worker: worker(*w),
                     drain: *drain,
                 });
@@ -815,6 +982,7 @@ impl Sim {
                 let before = self.state.clone();
                 let r = self.cmd(Command::Release {
                     group: g,
+                    session: self.sid(&worker(*w)),
                     worker: worker(*w),
                     partitions: vec![PartitionRange::one(p)],
                     token,
@@ -967,7 +1135,7 @@ proptest! {
         let leaver = worker(leaver.index(weights.len()) as u8);
         let had = u64::from(sim.counts().get(&leaver).copied().unwrap_or(0));
         let owners_before = sim.owners();
-        sim.cmd(Command::Leave { group: "g".into(), worker: leaver.clone(), drain: true });
+        sim.cmd(Command::Leave { group: "g".into(), session: None, worker: leaver.clone(), drain: true });
         let moved = sim.settle();
         prop_assert_eq!(moved, had);
         let changed = owners_before.iter().zip(sim.owners()).filter(|(a, b)| **a != *b).count() as u64;

@@ -21,7 +21,7 @@ use crate::raft::{NodeId, StorageError};
 
 /// On-disk format written by this binary. Bumped on any incompatible change; a
 /// node refuses to start on a data dir of another format instead of misreading it.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 const META_TREE: &str = "meta";
 const KEY_FORMAT_VERSION: &[u8] = b"format_version";

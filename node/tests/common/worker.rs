@@ -194,6 +194,19 @@ pub async fn wait_assignment(
     }
 }
 
+/// The session `worker` has in an assignment listing (0 when none).
+pub fn session_in(a: &pb::AssignmentResponse, worker: &str) -> u64 {
+    a.workers
+        .iter()
+        .find(|w| w.id == worker)
+        .map_or(0, |w| w.session)
+}
+
+/// The session `worker` has in `group` now (0 when none).
+pub async fn session_of(admin: &mut AdminClient, group: &str, worker: &str) -> u64 {
+    session_in(&assignment(admin, group).await, worker)
+}
+
 /// Plays well-behaved workers: whatever is being handed off is released by its
 /// owner (with its token) until the group is settled and `done` holds.
 pub async fn settle(
@@ -229,6 +242,7 @@ pub async fn settle(
                 let release = pb::ReleaseRequest {
                     group: group.into(),
                     worker: handoff.from.clone(),
+                    session: session_in(&a, &handoff.from),
                     partitions,
                     token,
                 };

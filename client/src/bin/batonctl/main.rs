@@ -236,8 +236,18 @@ enum GroupCommand {
         #[command(flatten)]
         settings: GroupSettings,
     },
-    /// Delete a group and everything in it.
-    Delete { group: String },
+    /// Delete a group and everything in it. Refused while workers have
+    /// sessions in it (drain them first) unless --force.
+    Delete {
+        group: String,
+        /// Delete even with live sessions: the group stops granting and
+        /// renewing their leases at once, and goes when the last one has
+        /// left or expired (within one lease TTL). Until then a group of the
+        /// same name cannot be created, so no old worker can still hold a
+        /// partition of a new group.
+        #[arg(long)]
+        force: bool,
+    },
     /// Double the partition count; each partition's children keep its owner.
     Split {
         group: String,
@@ -871,18 +881,26 @@ async fn group(
                 frozen: false
             }
         ),
-        GroupCommand::Delete { group } => {
+        GroupCommand::Delete { group, force } => {
             let r = rpc!(
                 client,
                 AdminGrpc::delete_group,
                 pb::DeleteGroupRequest {
-                    group: group.clone()
+                    group: group.clone(),
+                    force,
                 }
             );
             if json_out {
-                print_json(&json!({ "deleted": group, "revision": r.revision }));
-            } else {
+                print_json(
+                    &json!({ "group": group, "deleted": r.deleted, "revision": r.revision }),
+                );
+            } else if r.deleted {
                 println!("group {group} deleted (revision {})", r.revision);
+            } else {
+                println!(
+                    "group {group} is being deleted (revision {}): its workers' leases are no longer renewed; it goes when the last session has left or expired",
+                    r.revision
+                );
             }
             return Ok(());
         }
@@ -1417,6 +1435,7 @@ fn event_json(e: &pb::WatchEvent) -> Value {
             "ttl_ms": w.ttl_ms, "weight": w.weight, "labels": w.labels,
         }),
         Some(E::WorkerDraining(w)) => json!({ "type": "worker_draining", "worker": w.worker }),
+        Some(E::WorkerEvicting(w)) => json!({ "type": "worker_evicting", "worker": w.worker }),
         Some(E::WorkerLeft(w)) => {
             json!({ "type": "worker_left", "worker": w.worker, "reason": w.reason })
         }
@@ -1469,6 +1488,7 @@ fn event_line(e: &pb::WatchEvent) -> String {
             w.worker, w.session, w.ttl_ms, w.weight
         ),
         Some(E::WorkerDraining(w)) => format!("draining   {}", w.worker),
+        Some(E::WorkerEvicting(w)) => format!("evicting   {}", w.worker),
         Some(E::WorkerLeft(w)) => format!("left       {} ({})", w.worker, w.reason),
         Some(E::Granted(g)) => format!(
             "granted    {} {} token {}",
