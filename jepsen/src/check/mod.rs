@@ -1,10 +1,12 @@
 //! Checkers: each reads the history (nothing else, so `recheck` works
 //! offline) and gives a verdict.
 
+pub mod holds;
 pub mod linear;
 pub mod ownership;
 pub mod revisions;
 pub mod set;
+mod stale;
 pub mod truth;
 pub mod watch;
 

@@ -1,20 +1,31 @@
 //! (2) Revision order: every acknowledged write got its own revision; a
 //! write that finished before another started has the lower revision (real
-//! time); and every read answered "at revision R" equals a replay of the
-//! ground truth up to R (register reads and tombstone checks).
+//! time); every read answered "at revision R" equals a replay of the
+//! ground truth up to R (register reads and tombstone checks); and a
+//! linearizable tombstone check is not stale: it sees every tombstone whose
+//! put was acknowledged before the check was invoked, and answers at a
+//! revision at least as high as any write acknowledged before then.
+//!
+//! History: `put` (key = the tombstone key, value `{"group"}`; ok value
+//! `{"revision"}`); `cas` (ok value `{"revision"}`); `check` (key = group,
+//! value `{"keys", "serializable"?}`; ok value `{"revision", "deleted":
+//! {key: bool}}`).
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use super::stale::{stale_checks, Highest};
 use super::truth::GroundTruth;
 use super::Outcome;
 use crate::history::{pairs, Kind, Op};
 
+/// An acknowledged write: (revision, invoke time, complete time, what).
+pub(super) type Write = (u64, u64, u64, String);
+
 pub fn check(ops: &[Op], truth: Option<&GroundTruth>) -> Outcome {
     let mut problems = Vec::new();
-    // (revision, invoke time, complete time, what)
-    let mut writes: Vec<(u64, u64, u64, String)> = Vec::new();
+    let mut writes: Vec<Write> = Vec::new();
     for p in pairs(ops, |o| o.f == "put" || o.f == "cas") {
         let Some(done) = p.complete.filter(|c| c.kind == Kind::Ok) else {
             continue;
@@ -37,22 +48,11 @@ pub fn check(ops: &[Op], truth: Option<&GroundTruth>) -> Outcome {
             ));
         }
     }
-    // Real time: sweep by invocation, knowing the highest revision of the
-    // writes completed before it.
-    let mut by_completion = writes.clone();
-    by_completion.sort_by_key(|w| w.2);
-    let mut by_invocation = writes.clone();
-    by_invocation.sort_by_key(|w| w.1);
-    let mut done = 0;
-    let mut highest: Option<&(u64, u64, u64, String)> = None;
-    for w in &by_invocation {
-        while done < by_completion.len() && by_completion[done].2 < w.1 {
-            if highest.is_none_or(|h| by_completion[done].0 > h.0) {
-                highest = Some(&by_completion[done]);
-            }
-            done += 1;
-        }
-        if let Some(h) = highest {
+    // Real time: a write gets a higher revision than every write
+    // acknowledged before it was invoked.
+    let highest = Highest::new(&writes);
+    for w in &writes {
+        if let Some(h) = highest.before(w.1) {
             if h.0 >= w.0 {
                 problems.push(format!(
                     "real-time order: {} (revision {}) started after {} (revision {}) finished",
@@ -61,6 +61,9 @@ pub fn check(ops: &[Op], truth: Option<&GroundTruth>) -> Outcome {
             }
         }
     }
+    let stale = stale_checks(ops, &highest, truth);
+    let fresh_checks = stale.checked;
+    problems.extend(stale.problems);
     let mut reads = 0;
     if let Some(truth) = truth {
         for p in pairs(ops, |o| o.f == "read" || o.f == "check") {
@@ -102,7 +105,11 @@ pub fn check(ops: &[Op], truth: Option<&GroundTruth>) -> Outcome {
     Outcome::new(
         "revision-order",
         problems,
-        json!({"acknowledged writes": writes.len(), "reads replayed": reads}),
+        json!({
+            "acknowledged writes": writes.len(),
+            "reads replayed": reads,
+            "linearizable checks judged for staleness": fresh_checks,
+        }),
     )
 }
 
@@ -201,5 +208,171 @@ mod tests {
             check(&check_op(false, 7), Some(&truth)).verdict,
             Verdict::Invalid
         );
+    }
+
+    fn put(p: &str, key: &str, t0: u64, t1: u64, revision: u64) -> [Op; 2] {
+        [
+            Op::new(p, Kind::Invoke, "put")
+                .key(key)
+                .value(json!({"group": "ts"}))
+                .at(t0),
+            Op::new(p, Kind::Ok, "put")
+                .key(key)
+                .value(json!({"revision": revision}))
+                .at(t1),
+        ]
+    }
+
+    fn ts_check(t0: u64, t1: u64, at: u64, deleted: serde_json::Value) -> [Op; 2] {
+        let keys: Vec<String> = deleted
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        [
+            Op::new("tombstones-2", Kind::Invoke, "check")
+                .key("ts")
+                .value(json!({"keys": keys}))
+                .at(t0),
+            Op::new("tombstones-2", Kind::Ok, "check")
+                .key("ts")
+                .value(json!({"revision": at, "deleted": deleted}))
+                .at(t1),
+        ]
+    }
+
+    fn problems(o: &Outcome) -> Vec<String> {
+        o.details["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect()
+    }
+
+    #[test]
+    fn a_tombstone_check_that_misses_an_earlier_acknowledged_put_is_invalid() {
+        // k1's put was acknowledged at 10 ms; a check invoked at 20 ms
+        // answers at a revision past it yet says k1 has no tombstone.
+        let ms = 1_000_000;
+        let ops = [
+            put("tombstones-1", "k1", 0, 10 * ms, 5),
+            ts_check(20 * ms, 25 * ms, 5, json!({"k1": false})),
+        ]
+        .concat();
+        let o = check(&ops, None);
+        assert_eq!(o.verdict, Verdict::Invalid);
+        let p = problems(&o);
+        assert_eq!(p.len(), 1, "{p:?}");
+        for part in [
+            "stale linearizable check of ts by tombstones-2 (invoked at 20.000 ms)",
+            "said k1 has no tombstone",
+            "acknowledged at revision 5 at 10.000 ms",
+        ] {
+            assert!(p[0].contains(part), "{part:?} not in {:?}", p[0]);
+        }
+    }
+
+    #[test]
+    fn a_tombstone_check_below_the_revision_of_an_earlier_acknowledged_write_is_invalid() {
+        // A CAS on a register group was acknowledged at revision 9 before
+        // the check began. Revisions are global, so a check answering at 6
+        // read a state from before that CAS.
+        let ms = 1_000_000;
+        let cas = [
+            Op::new("cas-1", Kind::Invoke, "cas")
+                .key("reg-0")
+                .value(json!({"from": 1000, "to": 2000}))
+                .at(0),
+            Op::new("cas-1", Kind::Ok, "cas")
+                .key("reg-0")
+                .value(json!({"revision": 9}))
+                .at(10 * ms),
+        ];
+        let ops = [
+            cas,
+            ts_check(20 * ms, 25 * ms, 6, json!({"never-1": false})),
+        ]
+        .concat();
+        let o = check(&ops, None);
+        assert_eq!(o.verdict, Verdict::Invalid);
+        let p = problems(&o);
+        assert_eq!(p.len(), 1, "{p:?}");
+        for part in [
+            "stale linearizable check of ts by tombstones-2",
+            "answered at revision 6",
+            "cas reg-0 by cas-1 was acknowledged at revision 9 at 10.000 ms",
+        ] {
+            assert!(p[0].contains(part), "{part:?} not in {:?}", p[0]);
+        }
+    }
+
+    #[test]
+    fn a_fresh_tombstone_check_is_valid() {
+        let ms = 1_000_000;
+        let ops = [
+            put("tombstones-1", "k1", 0, 10 * ms, 5),
+            // Acknowledged only after the check began: either answer goes.
+            put("tombstones-3", "k2", 15 * ms, 30 * ms, 7),
+            ts_check(
+                20 * ms,
+                25 * ms,
+                6,
+                json!({"k1": true, "k2": false, "never-1": false}),
+            ),
+        ]
+        .concat();
+        let o = check(&ops, None);
+        assert_eq!(o.verdict, Verdict::Valid, "{:?}", problems(&o));
+        assert_eq!(o.details["linearizable checks judged for staleness"], 1);
+    }
+
+    #[test]
+    fn a_serializable_tombstone_check_may_be_stale() {
+        let ms = 1_000_000;
+        let mut ops = [
+            put("tombstones-1", "k1", 0, 10 * ms, 5),
+            ts_check(20 * ms, 25 * ms, 4, json!({"k1": false})),
+        ]
+        .concat();
+        ops[2].value["serializable"] = json!(true);
+        let o = check(&ops, None);
+        assert_eq!(o.verdict, Verdict::Valid, "{:?}", problems(&o));
+        assert_eq!(o.details["linearizable checks judged for staleness"], 0);
+    }
+
+    #[test]
+    fn a_check_may_miss_a_tombstone_the_ground_truth_shows_purged() {
+        let ms = 1_000_000;
+        let truth = GroundTruth {
+            groups: BTreeMap::from([(
+                "ts".to_string(),
+                crate::check::truth::Stream {
+                    from: 0,
+                    to: 10,
+                    events: vec![
+                        crate::check::truth::TruthEvent {
+                            revision: 5,
+                            hash: 5,
+                            detail: json!({"k": "tombstone", "key": "k1"}),
+                        },
+                        crate::check::truth::TruthEvent {
+                            revision: 6,
+                            hash: 6,
+                            detail: json!({"k": "purged", "key": "k1"}),
+                        },
+                    ],
+                },
+            )]),
+        };
+        let at = |revision: u64| {
+            [
+                put("tombstones-1", "k1", 0, 10 * ms, 5),
+                ts_check(20 * ms, 25 * ms, revision, json!({"k1": false})),
+            ]
+            .concat()
+        };
+        assert_eq!(check(&at(6), Some(&truth)).verdict, Verdict::Valid);
+        // At revision 5 the tombstone was still there.
+        assert_eq!(check(&at(5), Some(&truth)).verdict, Verdict::Invalid);
     }
 }
