@@ -28,7 +28,8 @@ pub use shard_map::{Route, ShardMap};
 pub use transport::{Credentials, NodeChannel, Transport};
 pub use watch::Watch;
 pub use worker::{
-    Events, FencingToken, Grant, Handler, Shutdown, Worker, WorkerBuilder, WorkerError, WorkerEvent,
+    Events, FencingToken, Grant, Handler, HoldChange, HoldEnd, Shutdown, Worker, WorkerBuilder,
+    WorkerError, WorkerEvent,
 };
 
 /// The gRPC status code in the canonical SCREAMING_SNAKE form operators know

@@ -1,6 +1,6 @@
-//! The worker's background tasks: join (again after a lost lease), keep the
-//! lease alive on one stream to the leader, turn the watch stream into
-//! events, and acknowledge tombstones.
+//! The worker's background tasks: join (again after a lost lease), turn the
+//! watch stream into events, and acknowledge tombstones (the keepalive loop
+//! is in `keepalive.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -12,12 +12,11 @@ use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::worker_client::WorkerClient;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
+use super::clock::Stamp;
 use super::holdings::{Change, Ending};
-use super::{Grant, Shared, WorkerError, WorkerEvent};
-use crate::admin::AdminClient;
+use super::{Grant, HoldEnd, Shared, WorkerError, WorkerEvent};
 use crate::partitions::{from_proto, to_proto};
 use crate::watch::{compacted_revision, Watch};
 use crate::ClientError;
@@ -59,7 +58,7 @@ pub async fn join(
     };
     let started = Instant::now();
     let (sent, reply) = loop {
-        let sent = Instant::now();
+        let sent = Stamp::now();
         let result = shared
             .admin
             .lock()
@@ -111,8 +110,7 @@ pub async fn join(
     };
     // The leader started the lease when it applied the join, after `sent`.
     shared.lease.begin(epoch, rules.deadline(sent));
-    *shared.session.lock().unwrap_or_else(|p| p.into_inner()) = (epoch, reply.session);
-    shared.holdings().clear();
+    shared.change_holdings(|_| HoldEnd::SessionEnded, |h| h.begin(epoch, reply.session));
     Ok(Joined {
         epoch,
         session: reply.session,
@@ -125,8 +123,9 @@ pub async fn join(
 enum End {
     /// Left the group (shutdown or an operator's drain) or the group is gone.
     Finished,
-    /// The lease is lost: join again.
-    Lost,
+    /// The lease is lost: join again. `gone`: the server has already ended
+    /// the session (nothing is left to protect by waiting).
+    Lost { gone: bool },
     /// The application dropped its event stream.
     Abandoned,
 }
@@ -136,22 +135,35 @@ pub async fn run(shared: Arc<Shared>, settings: JoinSettings, first: Joined, tx:
     let mut joined = first;
     loop {
         let epoch = joined.epoch;
-        let keepalive = tokio::spawn(keep_alive(shared.clone(), epoch, joined.session));
+        let keepalive = tokio::spawn(super::keepalive::keep_alive(
+            shared.clone(),
+            epoch,
+            joined.session,
+        ));
         let end = serve(&shared, &joined, &tx).await;
         keepalive.abort();
         match end {
             End::Finished | End::Abandoned => break,
-            End::Lost => {
-                shared.lease.lose(epoch);
-                if tx.send((epoch, WorkerEvent::LeaseLost)).await.is_err() {
-                    break;
-                }
+            End::Lost { gone } => {
+                shared.lose_lease(epoch, HoldEnd::LeaseLost);
+                let unreleased = shared.holdings().held();
+                // The application learns of the loss from the lease itself
+                // (`Events::next` checks it first), so an event that does
+                // not fit behind what it has not read yet is not missed.
+                let _ = tx.try_send((epoch, WorkerEvent::LeaseLost));
+                // Not at once: the next owner must not be granted these
+                // partitions within the margin the application was promised.
+                shared.end_lost_session(epoch, joined.session, gone).await;
                 if shared.shutting_down.load(Ordering::SeqCst) {
+                    *shared
+                        .lost_in_shutdown
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(unreleased);
                     break;
                 }
-                // The session may still be alive on the server: end it so its
-                // partitions move now (this worker has stopped them).
-                let _ = shared.leave(false).await;
+                if tx.is_closed() {
+                    break;
+                }
                 let mut pause = Duration::from_millis(100);
                 joined = loop {
                     if shared.shutting_down.load(Ordering::SeqCst) || tx.is_closed() {
@@ -167,6 +179,12 @@ pub async fn run(shared: Arc<Shared>, settings: JoinSettings, first: Joined, tx:
                         }
                     }
                 };
+                if shared.shutting_down.load(Ordering::SeqCst) {
+                    // A shutdown began while joining: the new session has
+                    // shown the application nothing, so it ends at once.
+                    let _ = shared.leave(joined.session, false).await;
+                    break;
+                }
             }
         }
     }
@@ -177,7 +195,10 @@ pub async fn run(shared: Arc<Shared>, settings: JoinSettings, first: Joined, tx:
 async fn serve(shared: &Arc<Shared>, joined: &Joined, tx: &Sender) -> End {
     let epoch = joined.epoch;
     let granted = from_proto(&joined.granted);
-    let first = shared.holdings().grant(&granted, joined.revision);
+    let first = shared.change_holdings(
+        |_| HoldEnd::Released,
+        |h| h.grant(&granted, joined.revision),
+    );
     if let Some(change) = first {
         if let Some(end) = deliver(shared, epoch, change, tx).await {
             return end;
@@ -188,24 +209,28 @@ async fn serve(shared: &Arc<Shared>, joined: &Joined, tx: &Sender) -> End {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!("cannot watch: {e}");
-            return End::Lost;
+            return End::Lost { gone: false };
         }
     };
     loop {
         let next = tokio::select! {
-            () = shared.lease.lost(epoch) => return End::Lost,
+            () = shared.lease.lost(epoch) => return lost(shared),
             next = watch.next() => next,
         };
         let mut reopen = false;
         let changes = match next {
             Ok(message) => {
                 position = message.revision;
-                let mut holdings = shared.holdings();
-                message
-                    .events
-                    .iter()
-                    .flat_map(|e| holdings.apply(e))
-                    .collect::<Vec<_>>()
+                shared.change_holdings(
+                    |c: &Vec<Change>| cause_of(c),
+                    |h| {
+                        message
+                            .events
+                            .iter()
+                            .flat_map(|e| h.apply(e))
+                            .collect::<Vec<_>>()
+                    },
+                )
             }
             Err(ClientError::Status(s)) if compacted_revision(&s).is_some() => {
                 match reconcile(shared, joined.session, position).await {
@@ -233,7 +258,7 @@ async fn serve(shared: &Arc<Shared>, joined: &Joined, tx: &Sender) -> End {
                 Ok(w) => watch = w,
                 Err(e) => {
                     tracing::warn!("cannot watch: {e}");
-                    return End::Lost;
+                    return End::Lost { gone: false };
                 }
             }
         }
@@ -242,6 +267,27 @@ async fn serve(shared: &Arc<Shared>, joined: &Joined, tx: &Sender) -> End {
                 return end;
             }
         }
+    }
+}
+
+/// How a lost lease ended the session.
+fn lost(shared: &Shared) -> End {
+    End::Lost {
+        gone: shared.lease.state().gone,
+    }
+}
+
+/// Why what these changes took away stopped being held.
+fn cause_of(changes: &[Change]) -> HoldEnd {
+    if changes.iter().any(|c| matches!(c, Change::Ended { .. })) {
+        HoldEnd::SessionEnded
+    } else if changes
+        .iter()
+        .any(|c| matches!(c, Change::Resharded { .. }))
+    {
+        HoldEnd::Resharded
+    } else {
+        HoldEnd::Released
     }
 }
 
@@ -275,8 +321,15 @@ async fn deliver(shared: &Arc<Shared>, epoch: u64, change: Change, tx: &Sender) 
             revision,
         } => WorkerEvent::Revoked {
             partitions,
-            deadline: Instant::now()
-                + Duration::from_millis(shared.handoff_timeout_ms.load(Ordering::Relaxed)),
+            deadline: {
+                let timeout =
+                    Duration::from_millis(shared.handoff_timeout_ms.load(Ordering::Relaxed));
+                // The timeout comes from the server: a nonsense one must
+                // not panic the worker.
+                let now = Instant::now();
+                now.checked_add(timeout)
+                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+            },
             revision,
         },
         Change::Tombstone {
@@ -302,19 +355,22 @@ async fn deliver(shared: &Arc<Shared>, epoch: u64, change: Change, tx: &Sender) 
         Change::Ended { reason, .. } => {
             return Some(match reason {
                 Ending::Left => End::Finished,
-                Ending::Expired => End::Lost,
+                // The server expired or evicted it: already gone there.
+                Ending::Expired => End::Lost { gone: true },
                 Ending::GroupDeleted => {
-                    shared.lease.lose(epoch);
-                    let _ = tx.send((epoch, WorkerEvent::LeaseLost)).await;
+                    shared.lose_lease(epoch, HoldEnd::SessionEnded);
+                    let _ = tx.try_send((epoch, WorkerEvent::LeaseLost));
                     End::Finished
                 }
             });
         }
     };
-    if tx.send((epoch, event)).await.is_err() {
-        return Some(End::Abandoned);
+    // An application that stops reading must not keep the session task
+    // from seeing the lease end (and closing the session after the margin).
+    tokio::select! {
+        sent = tx.send((epoch, event)) => sent.is_err().then_some(End::Abandoned),
+        () = shared.lease.lost(epoch) => Some(lost(shared)),
     }
-    None
 }
 
 /// After the watch history was compacted past `position`: what changed,
@@ -334,7 +390,10 @@ async fn reconcile(
             async move { AdminGrpc::new(ch).get_assignment(request).await }
         })
         .await?;
-    let mut changes = shared.holdings().reconcile(&listing, session);
+    let mut changes = shared.change_holdings(
+        |c: &Vec<Change>| cause_of(c),
+        |h| h.reconcile(&listing, session),
+    );
     let held = shared.holdings().held();
     let mut tombstones = Vec::new();
     for range in &held {
@@ -362,95 +421,6 @@ async fn reconcile(
         revision: t.revision,
     }));
     Ok((listing.revision, changes))
-}
-
-/// Keeps the lease of session `epoch` alive on one stream to the leader,
-/// following the leader, until the lease is lost or the task is aborted.
-async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
-    let message = pb::KeepAliveRequest {
-        group: shared.group.clone(),
-        worker: shared.id.clone(),
-        session,
-    };
-    let Ok(admin) = AdminClient::new(&shared.endpoints, Duration::from_secs(1)) else {
-        return;
-    };
-    let mut admin = admin.with_transport(shared.transport.clone());
-    let interval = shared.rules().ttl / 4;
-    let mut pause = Duration::from_millis(20);
-    while shared.lease.valid(epoch) {
-        let addr = match admin.leader_addr().await {
-            Ok(a) => a,
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
-                continue;
-            }
-        };
-        let Ok(endpoint) = shared.transport.endpoint(&addr) else {
-            admin.forget_leader();
-            continue;
-        };
-        let channel = shared.transport.wrap(endpoint.connect_lazy());
-        let (requests, rx) = mpsc::channel(1);
-        // Queue the first keepalive before awaiting the call: a streaming
-        // call may not complete until its request stream yields something.
-        let mut sent = Instant::now();
-        if requests.send(message.clone()).await.is_err() {
-            return;
-        }
-        let called = tokio::time::timeout(
-            interval,
-            WorkerClient::new(channel).keep_alive(ReceiverStream::new(rx)),
-        )
-        .await;
-        let mut replies = match called {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(s)) if ends_session(s.code()) => {
-                shared.lease.lose(epoch);
-                return;
-            }
-            Ok(Err(_)) | Err(_) => {
-                admin.forget_leader();
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
-                continue;
-            }
-        };
-        loop {
-            match tokio::time::timeout(interval, replies.message()).await {
-                Ok(Ok(Some(_))) => {
-                    let deadline = shared.rules().deadline(sent);
-                    if !shared.lease.acknowledged(epoch, sent, deadline) {
-                        return;
-                    }
-                    pause = Duration::from_millis(20);
-                }
-                Ok(Err(s)) if ends_session(s.code()) => {
-                    shared.lease.lose(epoch);
-                    return;
-                }
-                // Ended, refused (not the leader any more) or silent.
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                    admin.forget_leader();
-                    break;
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = shared.lease.lost(epoch) => return,
-            }
-            sent = Instant::now();
-            if requests.send(message.clone()).await.is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// The server says the session is gone (expired, evicted, left).
-fn ends_session(code: Code) -> bool {
-    matches!(code, Code::NotFound | Code::FailedPrecondition)
 }
 
 /// Sends tombstone acknowledgements (the highest revision handled) to the
