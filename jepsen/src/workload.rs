@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use baton_client::partitions::each;
 use baton_client::proto as pb;
-use baton_client::{Watch, Worker, WorkerEvent};
+use baton_client::{HoldChange, HoldEnd, Watch, Worker, WorkerEvent};
 use pb::admin_client::AdminClient;
 use pb::tombstones_client::TombstonesClient;
 use rand::rngs::StdRng;
@@ -490,6 +490,61 @@ fn ranges(p: &baton_client::Partitions) -> Value {
     )
 }
 
+/// `at` on the recorder's timeline (ns since it started). The two clocks
+/// are read in the order that errs late for an end and early for a
+/// beginning (`late`), so an interval is never made shorter.
+fn timeline(history: &Recorder, at: Instant, late: bool) -> u64 {
+    let (now, recorded) = if late {
+        let now = Instant::now();
+        (now, history.now())
+    } else {
+        let recorded = history.now();
+        (Instant::now(), recorded)
+    };
+    let ago = u64::try_from(now.saturating_duration_since(at).as_nanos()).unwrap_or(u64::MAX);
+    recorded.saturating_sub(ago)
+}
+
+/// Records one change of what `process` holds, as the SDK reports it:
+/// `assigned` when `holds()` turned true, `released` when it turned false
+/// for some partitions, `lease_lost` when it turned false for all of them
+/// (the lease's local deadline, or a forced shutdown's invalidation).
+///
+/// `Recorder::record` stamps an op with the moment it records it. The
+/// SDK calls this hook before a hold begins to be visible and after it
+/// stops being so, so that stamp is already a safe bound (never a shorter
+/// interval); `at` in the value is the SDK's exact instant on the same
+/// timeline.
+fn record_hold(history: &Recorder, process: &str, change: HoldChange) {
+    let (f, value) = match change {
+        HoldChange::Began {
+            partitions,
+            token,
+            at,
+        } => (
+            "assigned",
+            json!({
+                "partitions": ranges(&partitions),
+                "token": token,
+                "at": timeline(history, at, false),
+            }),
+        ),
+        HoldChange::Ended {
+            cause: HoldEnd::LeaseLost | HoldEnd::ForcedShutdown,
+            at,
+            ..
+        } => ("lease_lost", json!({"at": timeline(history, at, true)})),
+        HoldChange::Ended { partitions, at, .. } => (
+            "released",
+            json!({
+                "partitions": ranges(&partitions),
+                "at": timeline(history, at, true),
+            }),
+        ),
+    };
+    history.record(Op::new(process, Kind::Info, f).key(WORK).value(value));
+}
+
 async fn worker_life(
     ctx: &Ctx,
     id: &str,
@@ -498,10 +553,13 @@ async fn worker_life(
     life: Duration,
     crash: bool,
 ) {
+    let history = ctx.history.clone();
+    let holder = process.to_string();
     let joined = Worker::builder(ctx.cluster.endpoints(), WORK)
         .id(id)
         .ttl(Duration::from_secs(2))
         .join_patience(Duration::from_secs(20))
+        .on_hold_change(move |change| record_hold(&history, &holder, change))
         .join()
         .await;
     let (worker, mut events) = match joined {
@@ -544,12 +602,9 @@ async fn worker_life(
         };
         let Some(event) = event else { break };
         match event {
+            // What is held when is recorded by the SDK's hook (`record_hold`);
+            // the events only start and stop the writers.
             WorkerEvent::Assigned(grant) => {
-                ctx.history.record(
-                    Op::new(process, Kind::Info, "assigned")
-                        .key(WORK)
-                        .value(json!({"partitions": ranges(grant.partitions()), "token": grant.fencing_token()})),
-                );
                 for p in each(grant.partitions()) {
                     let grant = grant.clone();
                     let sink = sink.clone();
@@ -577,19 +632,12 @@ async fn worker_life(
                         w.abort();
                     }
                 }
-                ctx.history.record(
-                    Op::new(process, Kind::Info, "released")
-                        .key(WORK)
-                        .value(json!({"partitions": ranges(&partitions)})),
-                );
                 let _ = worker.release(&partitions).await;
             }
             WorkerEvent::LeaseLost | WorkerEvent::Resharded { .. } => {
                 for (_, w) in std::mem::take(&mut writers) {
                     w.abort();
                 }
-                ctx.history
-                    .record(Op::new(process, Kind::Info, "lease_lost").key(WORK));
             }
             WorkerEvent::Tombstone { .. } => {}
         }
