@@ -84,7 +84,15 @@ impl Renewals {
                 session: m.session,
                 ttl_remaining_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             }),
-            Err(Refusal::NotLeader) => Err(not_leading()),
+            // Confirmed, but the tracker is not this term's: either the term
+            // moved on meanwhile, or the tick has not taken over the leases
+            // yet (it first applies everything earlier leaders committed).
+            Err(Refusal::NotLeader) if self.raft.metrics().borrow().current_term != term => {
+                Err(not_leading())
+            }
+            Err(Refusal::NotLeader) => Err(Status::unavailable(
+                "this node has just become the leader and is taking over the leases; retry in a moment",
+            )),
             Err(Refusal::Unknown) => Err(Status::not_found(format!(
                 "worker {:?} has no session {} in group {:?} (it left or expired); join again",
                 key.worker, m.session, key.group
