@@ -1,10 +1,12 @@
 //! `batonctl worker join`: a real worker on the SDK that prints each event as
 //! one JSON line, for demos, scripts and the chaos harness.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use baton_client::{Partitions, Worker, WorkerEvent};
+use baton_client::{HoldChange, HoldEnd, Partitions, Worker, WorkerEvent};
 use serde_json::{json, Value};
 
 pub struct JoinArgs {
@@ -26,6 +28,63 @@ fn unix_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// `at` in ms since the Unix epoch: rounded down for the start of a hold,
+/// up for its end, so a printed interval is never shorter than the real one.
+fn unix_ms_at(at: Instant, end: bool) -> u64 {
+    let ago = Instant::now().saturating_duration_since(at);
+    let at = SystemTime::now()
+        .checked_sub(ago)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let ms = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
+    if end && !at.subsec_nanos().is_multiple_of(1_000_000) {
+        ms.saturating_add(1)
+    } else {
+        ms
+    }
+}
+
+/// When holds began (by token) and were released (by partitions), as the
+/// SDK's hold hook reports them: the stamps of the `assigned` and
+/// `released` lines.
+#[derive(Clone, Default)]
+struct Stamps(Arc<Mutex<Stamped>>);
+
+#[derive(Default)]
+struct Stamped {
+    began: HashMap<u64, u64>,
+    released: HashMap<Partitions, u64>,
+}
+
+impl Stamps {
+    fn record(&self, change: HoldChange) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match change {
+            HoldChange::Began { token, at, .. } => {
+                s.began.insert(token, unix_ms_at(at, false));
+            }
+            HoldChange::Ended {
+                partitions,
+                at,
+                cause: HoldEnd::Released,
+            } => {
+                s.released.insert(partitions, unix_ms_at(at, true));
+            }
+            HoldChange::Ended { .. } => {}
+        }
+    }
+
+    fn began(&self, token: u64) -> Option<u64> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.began.remove(&token)
+    }
+
+    fn released(&self, partitions: &Partitions) -> Option<u64> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.released.remove(partitions)
+    }
+}
+
 fn ranges(partitions: &Partitions) -> Value {
     partitions
         .iter()
@@ -45,9 +104,12 @@ fn emit(event: &str, mut fields: Value) {
 }
 
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
+    let stamps = Stamps::default();
+    let hook = stamps.clone();
     let mut builder = Worker::builder(args.endpoints, args.group)
         .transport(args.transport)
-        .drain_on_signals(args.grace);
+        .drain_on_signals(args.grace)
+        .on_hold_change(move |change| hook.record(change));
     if let Some(id) = args.id {
         builder = builder.id(id);
     }
@@ -69,12 +131,15 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let mut drains = tokio::task::JoinSet::new();
     while let Some(event) = events.next().await {
         match event {
+            // Stamped when the partitions began being held, a moment
+            // before the event reached this loop.
             WorkerEvent::Assigned(grant) => emit(
                 "assigned",
                 json!({
                     "partitions": ranges(grant.partitions()),
                     "token": grant.fencing_token(),
                     "revision": grant.fencing_token(),
+                    "unix_ms": stamps.began(grant.fencing_token()).unwrap_or_else(unix_ms),
                 }),
             ),
             WorkerEvent::Revoked {
@@ -89,11 +154,14 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
                 // Drain in the background: other events keep flowing.
                 let worker = worker.clone();
                 let drain = args.drain;
+                let stamps = stamps.clone();
                 drains.spawn(async move {
                     tokio::time::sleep(drain).await;
-                    // The moment this worker stops owning them.
-                    let stopped = unix_ms();
-                    match worker.release(&partitions).await {
+                    let result = worker.release(&partitions).await;
+                    // The moment this worker stopped owning them, before the
+                    // release call went out.
+                    let stopped = stamps.released(&partitions).unwrap_or_else(unix_ms);
+                    match result {
                         Ok(revision) => emit(
                             "released",
                             json!({"partitions": ranges(&partitions), "revision": revision, "unix_ms": stopped}),
@@ -133,4 +201,19 @@ pub fn label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_stamps_round_outwards() {
+        let at = Instant::now();
+        let (start, end) = (unix_ms_at(at, false), unix_ms_at(at, true));
+        assert!(start <= end && end <= start + 1, "{start} .. {end}");
+        assert!(start <= unix_ms(), "a start is never later than now");
+        let earlier = unix_ms_at(at - Duration::from_millis(50), false);
+        assert!((49..=51).contains(&(start - earlier)));
+    }
 }
