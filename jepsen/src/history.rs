@@ -126,8 +126,20 @@ impl Recorder {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// An instant on this recorder's timeline (ns since its start).
+    pub fn time_of(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Records `op` now, stamped with the current time.
     pub fn record(&self, op: Op) -> Op {
-        let op = op.at(self.now());
+        self.record_at(op.at(self.now()))
+    }
+
+    /// Records `op` with the time it carries (`Op::at`, from
+    /// [`Recorder::time_of`]): for what happened at a known instant before
+    /// it could be recorded, such as the end of an SDK worker's hold.
+    pub fn record_at(&self, op: Op) -> Op {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = &mut inner.file {
             if let Ok(line) = serde_json::to_string(&op) {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton_client::partitions::each;
 use baton_client::proto as pb;
@@ -493,56 +493,33 @@ fn ranges(p: &baton_client::Partitions) -> Value {
 /// `at` on the recorder's timeline (ns since it started). The two clocks
 /// are read in the order that errs late for an end and early for a
 /// beginning (`late`), so an interval is never made shorter.
-fn timeline(history: &Recorder, at: Instant, late: bool) -> u64 {
-    let (now, recorded) = if late {
-        let now = Instant::now();
-        (now, history.now())
-    } else {
-        let recorded = history.now();
-        (Instant::now(), recorded)
-    };
-    let ago = u64::try_from(now.saturating_duration_since(at).as_nanos()).unwrap_or(u64::MAX);
-    recorded.saturating_sub(ago)
-}
-
-/// Records one change of what `process` holds, as the SDK reports it:
-/// `assigned` when `holds()` turned true, `released` when it turned false
-/// for some partitions, `lease_lost` when it turned false for all of them
-/// (the lease's local deadline, or a forced shutdown's invalidation).
-///
-/// `Recorder::record` stamps an op with the moment it records it. The
-/// SDK calls this hook before a hold begins to be visible and after it
-/// stops being so, so that stamp is already a safe bound (never a shorter
-/// interval); `at` in the value is the SDK's exact instant on the same
-/// timeline.
+/// Records one change of what `process` holds, as the SDK reports it, at
+/// the SDK's own instant: `assigned` when `holds()` turned true,
+/// `released` when it turned false for some partitions, `lease_lost` when
+/// it turned false for all of them (the lease's local deadline, however
+/// late the SDK noticed, or a forced shutdown's invalidation).
 fn record_hold(history: &Recorder, process: &str, change: HoldChange) {
-    let (f, value) = match change {
+    let (f, at, value) = match change {
         HoldChange::Began {
             partitions,
             token,
             at,
         } => (
             "assigned",
-            json!({
-                "partitions": ranges(&partitions),
-                "token": token,
-                "at": timeline(history, at, false),
-            }),
+            at,
+            json!({"partitions": ranges(&partitions), "token": token}),
         ),
         HoldChange::Ended {
             cause: HoldEnd::LeaseLost | HoldEnd::ForcedShutdown,
             at,
             ..
-        } => ("lease_lost", json!({"at": timeline(history, at, true)})),
-        HoldChange::Ended { partitions, at, .. } => (
-            "released",
-            json!({
-                "partitions": ranges(&partitions),
-                "at": timeline(history, at, true),
-            }),
-        ),
+        } => ("lease_lost", at, Value::Null),
+        HoldChange::Ended { partitions, at, .. } => {
+            ("released", at, json!({"partitions": ranges(&partitions)}))
+        }
     };
-    history.record(Op::new(process, Kind::Info, f).key(WORK).value(value));
+    let op = Op::new(process, Kind::Info, f).key(WORK).value(value);
+    history.record_at(op.at(history.time_of(at)));
 }
 
 async fn worker_life(
