@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::api::leader::now_ms;
 use crate::config::HistoryRetention;
 use crate::domain::{rebalancer, Command, SessionState, State};
-use crate::leases::{Leases, SessionKey};
+use crate::leases::{ended, Leases, SessionKey};
 use crate::raft::BatonRaft;
 use crate::store::StateMachineStore;
 
@@ -60,10 +60,6 @@ struct Work {
     compacted: u64,
 }
 
-const OVERDUE: &str = "it did not release revoked partitions within the group's handoff timeout; its session ends when its lease runs out";
-const EVICTED: &str = "an operator evicted it; its session ends when its lease runs out";
-const DELETING: &str = "its group is being deleted; its session ends when its lease runs out";
-
 fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
     let mut ended = Vec::new();
     let mut to_rebalance = Vec::new();
@@ -74,15 +70,15 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
         };
         for (worker, s) in &g.sessions {
             if g.deleting {
-                ended.push((key(worker), DELETING));
+                ended.push((key(worker), ended::DELETING));
             } else if s.state == SessionState::Evicting {
-                ended.push((key(worker), EVICTED));
+                ended.push((key(worker), ended::EVICTED));
             }
         }
         for (_, slot) in g.assignment.runs() {
             if let (Some(owner), Some(r)) = (&slot.owner, &slot.revoking) {
                 if r.since_ms.saturating_add(g.config.handoff_timeout_ms) <= now_ms {
-                    ended.push((key(owner), OVERDUE));
+                    ended.push((key(owner), ended::OVERDUE));
                 }
             }
         }

@@ -14,11 +14,14 @@
 //!
 //! Let a worker send a keepalive at `s` (its clock), the old leader L1 receive
 //! it at `a > s`, and L1 acknowledge it only after a round that began at
-//! `r > a` was answered by a quorum Q1 in L1's term T. A new leader L2 of a
-//! term T' > T needs the votes of a quorum Q2; Q1 and Q2 share a node N. N
-//! answered L1's round in term T, so it had not yet voted in T' (a node that
-//! has voted in a higher term refuses term T); so N voted for L2 after `r`,
-//! and L2 takes office after that. Taking office (see `duties.rs` and
+//! `r > a` was answered by a quorum Q1 accepting L1's vote v1 (its term T).
+//! A later leader L2 has a greater vote v2 and needs the grants of a quorum
+//! Q2; Q1 and Q2 share a node N. A node that has granted v2 refuses v1, so N
+//! answered L1's round before it granted v2: N granted v2 after `r`, and L2
+//! takes office after that. (Votes, not terms: in openraft's default mode
+//! two leaders may share a term, with the node id breaking the tie; a node
+//! never leads twice in one term, so the tracker's term still names one
+//! office.) Taking office (see `duties.rs` and
 //! `Leases::take_office`) gives every session a full TTL from then, so L2
 //! expires the worker no earlier than `r + TTL > s + TTL`. The SDK stops at
 //! `s + TTL × (1 − drift) − margin`: before any grant L2 can make, as long as

@@ -26,6 +26,14 @@ struct Lease {
     ended: Option<String>,
 }
 
+/// Why the leader stops renewing a session, from the committed state.
+pub mod ended {
+    pub const OVERDUE: &str = "it did not release revoked partitions within the group's handoff timeout; its session ends when its lease runs out";
+    pub const EVICTED: &str = "an operator evicted it; its session ends when its lease runs out";
+    pub const DELETING: &str =
+        "its group is being deleted; its session ends when its lease runs out";
+}
+
 /// Why a keepalive was not accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -147,7 +155,17 @@ impl Leases {
         if let Some(reason) = &lease.ended {
             return Err(Refusal::Ended(reason.clone()));
         }
-        lease.deadline = Instant::now() + lease.ttl;
+        let now = Instant::now();
+        // A lease that ran out stays out, even if its keepalive arrived in
+        // time and only its confirmation came late: `ExpireSession` may be
+        // on its way already, and a client must never be told it holds a
+        // lease that the leader is handing away.
+        if lease.deadline <= now {
+            return Err(Refusal::Ended(
+                "its lease ran out before this keepalive could be confirmed".into(),
+            ));
+        }
+        lease.deadline = now + lease.ttl;
         Ok(lease.ttl)
     }
 
@@ -219,6 +237,11 @@ mod tests {
         assert_eq!(
             leases.expired(Instant::now() + ttl + Duration::from_millis(1)),
             vec![(key("a"), 1)]
+        );
+        leases.add(key("s"), 7, Duration::ZERO);
+        assert!(
+            matches!(leases.renew(&key("s"), 7, 3), Err(Refusal::Ended(_))),
+            "a lease that ran out is not renewed"
         );
         leases.end(&key("a"), "handoff timeout".into());
         assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use baton_proto::v1 as pb;
 use baton_proto::v1::worker_client::WorkerClient;
@@ -16,9 +16,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::access::Access;
 use super::leader::Leader;
 use super::{convert, not_leader};
+use crate::domain::SessionState;
 use crate::domain::{validate, Command, Reply};
 use crate::leadership::Confirmations;
-use crate::leases::{Leases, Refusal, SessionKey};
+use crate::leases::{ended, Leases, Refusal, SessionKey};
 use crate::on_leader;
 use crate::raft::{BatonRaft, NodeId};
 use crate::store::StateMachineStore;
@@ -46,64 +47,109 @@ impl Renewals {
     /// round that began after `m` arrived, that this node still leads (the
     /// safety argument is in `leadership.rs`). Leadership is checked on
     /// every message, not once per stream: a node that lost office ends the
-    /// stream with the leader's address.
+    /// stream with the leader's address. A failed round, or a node that is
+    /// still taking over the leases of its new term, is retried for a short
+    /// while first, so one lost heartbeat does not end every worker's
+    /// stream at once.
     async fn renew(&self, m: pb::KeepAliveRequest) -> Result<pb::KeepAliveResponse, Status> {
-        let not_leading = || {
-            let metrics = self.raft.metrics().borrow().clone();
-            let known = Leader::known_leader(&metrics).filter(|(id, _)| *id != self.id);
-            if known.is_none() && metrics.current_leader == Some(self.id) {
-                return Status::unavailable(
-                    "this node could not confirm with a majority of voters that it still leads (it may be cut off from them); reconnect to another node",
-                );
-            }
-            not_leader(known)
-        };
-        let Some(term) = self.confirmations.confirm().await else {
-            return Err(not_leading());
-        };
         let key = SessionKey {
             group: m.group,
             worker: m.worker,
         };
-        let mut renewed = self.leases.renew(&key, m.session, term);
-        if renewed == Err(Refusal::Unknown) {
-            // The tracker is a cache of the applied sessions and may lag
-            // a join that was just applied: adopt it from the state.
-            let ttl = self.sm.read(|s| {
-                let session = s.groups.get(&key.group)?.sessions.get(&key.worker)?;
-                (session.id == m.session).then_some(session.ttl_ms)
-            });
-            if let Some(ttl) = ttl {
-                self.leases
-                    .add(key.clone(), m.session, Duration::from_millis(ttl));
-                renewed = self.leases.renew(&key, m.session, term);
+        let started = Instant::now();
+        loop {
+            let refusal = match self.confirmations.confirm().await {
+                Some(term) => match self.renew_confirmed(&key, m.session, term) {
+                    Ok(ttl) => {
+                        return Ok(pb::KeepAliveResponse {
+                            session: m.session,
+                            ttl_remaining_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                        })
+                    }
+                    Err(Refusal::NotLeader) if self.current_term() == term => Status::unavailable(
+                        "this node has just become the leader and is taking over the leases; retry in a moment",
+                    ),
+                    Err(Refusal::NotLeader) => return Err(self.not_leading()),
+                    Err(Refusal::Unknown) => {
+                        return Err(Status::not_found(format!(
+                            "worker {:?} has no session {} in group {:?} (it left or expired); join again",
+                            key.worker, m.session, key.group
+                        )))
+                    }
+                    Err(Refusal::Ended(reason)) => {
+                        return Err(Status::failed_precondition(format!(
+                            "the leader no longer renews worker {:?}'s session in group {:?}: {reason}",
+                            key.worker, key.group
+                        )))
+                    }
+                },
+                None => self.not_leading(),
+            };
+            let leading = self.raft.metrics().borrow().current_leader == Some(self.id);
+            if !leading || started.elapsed() >= RENEW_PATIENCE {
+                return Err(refusal);
             }
-        }
-        match renewed {
-            Ok(ttl) => Ok(pb::KeepAliveResponse {
-                session: m.session,
-                ttl_remaining_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            }),
-            // Confirmed, but the tracker is not this term's: either the term
-            // moved on meanwhile, or the tick has not taken over the leases
-            // yet (it first applies everything earlier leaders committed).
-            Err(Refusal::NotLeader) if self.raft.metrics().borrow().current_term != term => {
-                Err(not_leading())
-            }
-            Err(Refusal::NotLeader) => Err(Status::unavailable(
-                "this node has just become the leader and is taking over the leases; retry in a moment",
-            )),
-            Err(Refusal::Unknown) => Err(Status::not_found(format!(
-                "worker {:?} has no session {} in group {:?} (it left or expired); join again",
-                key.worker, m.session, key.group
-            ))),
-            Err(Refusal::Ended(reason)) => Err(Status::failed_precondition(format!(
-                "the leader no longer renews worker {:?}'s session in group {:?}: {reason}",
-                key.worker, key.group
-            ))),
         }
     }
+
+    /// Renews in the tracker of `term`, which a quorum just confirmed, after
+    /// reading the committed facts that end a session: the tracker learns
+    /// them only on the leader's next tick, and not at all before a new
+    /// leader's first.
+    fn renew_confirmed(
+        &self,
+        key: &SessionKey,
+        session: u64,
+        term: u64,
+    ) -> Result<Duration, Refusal> {
+        let committed = self.sm.read(|s| {
+            let g = s.groups.get(&key.group)?;
+            let current = g.sessions.get(&key.worker).filter(|c| c.id == session)?;
+            let ended = if g.deleting {
+                Some(ended::DELETING)
+            } else if current.state == SessionState::Evicting {
+                Some(ended::EVICTED)
+            } else {
+                None
+            };
+            Some((current.ttl_ms, ended))
+        });
+        if let Some((_, Some(reason))) = committed {
+            self.leases.end(key, reason.to_string());
+        }
+        let renewed = self.leases.renew(key, session, term);
+        match (renewed, committed) {
+            // The tracker is a cache of the applied sessions and may lag
+            // a join that was just applied: adopt it from the state.
+            (Err(Refusal::Unknown), Some((ttl, _))) => {
+                self.leases
+                    .add(key.clone(), session, Duration::from_millis(ttl));
+                self.leases.renew(key, session, term)
+            }
+            (renewed, _) => renewed,
+        }
+    }
+
+    fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    fn not_leading(&self) -> Status {
+        let metrics = self.raft.metrics().borrow().clone();
+        let known = Leader::known_leader(&metrics).filter(|(id, _)| *id != self.id);
+        if known.is_none() && metrics.current_leader == Some(self.id) {
+            return Status::unavailable(
+                "this node could not confirm with a majority of voters that it still leads (it may be cut off from them); reconnect to another node",
+            );
+        }
+        not_leader(known)
+    }
 }
+
+/// How long a keepalive may wait for a confirmed renewal (failed rounds
+/// retried) before the stream is refused. The SDK counts its lease from the
+/// send time, so waiting costs it nothing but this bound.
+const RENEW_PATIENCE: Duration = Duration::from_millis(500);
 
 impl WorkerApi {
     pub fn new(
@@ -168,17 +214,17 @@ impl WorkerApi {
         session: u64,
         consequence: &str,
     ) -> Result<(), Status> {
+        // This node's applied state may lag what earlier leaders committed,
+        // and session ids (join revisions) only grow: refuse here only a
+        // session older than the one seen, or none at all; anything else
+        // is for apply to decide.
         self.sm
             .read(|s| {
                 let g = s.groups.get(group)?;
                 let current = g.sessions.get(worker)?;
-                Some(crate::domain::same_session(
-                    group,
-                    worker,
-                    current,
-                    session,
-                    consequence,
-                ))
+                (current.id > session || session == 0).then(|| {
+                    crate::domain::same_session(group, worker, current, session, consequence)
+                })
             })
             .unwrap_or(Ok(()))
             .map_err(|e| super::domain_error(&e))

@@ -147,6 +147,16 @@ impl Group {
         }
     }
 
+    /// Whether a handoff may complete to `worker`: an active session, in a
+    /// group that is not being deleted.
+    fn may_receive(&self, worker: &str) -> bool {
+        !self.deleting
+            && self
+                .sessions
+                .get(worker)
+                .is_some_and(|s| s.state == SessionState::Active)
+    }
+
     /// Partitions held by `worker` (owned, moving or not), as ranges.
     pub fn held_by(&self, worker: &str) -> Vec<PartitionRange> {
         self.assignment.find(|s| s.owner.as_deref() == Some(worker))
@@ -732,6 +742,9 @@ impl State {
                 if g.sessions.is_empty() {
                     return Ok((Reply::Done, vec![deleted]));
                 }
+                if g.deleting {
+                    return Ok((Reply::Done, Vec::new()));
+                }
                 if !*force {
                     return Err(DomainError::Precondition(format!(
                         "group {group:?} has {} live session(s) ({}); drain them first, or delete with force: the group then stops granting and renewing leases, and goes once the last session has left or expired",
@@ -739,13 +752,13 @@ impl State {
                         names(g.sessions.keys()),
                     )));
                 }
-                let events = if g.deleting {
-                    Vec::new()
-                } else {
-                    vec![Event::GroupDeleting {
-                        group: group.clone(),
-                    }]
-                };
+                // Handoffs in flight complete to nobody: a release frees.
+                let mut events = vec![Event::GroupDeleting {
+                    group: group.clone(),
+                }];
+                for worker in g.sessions.keys() {
+                    events.extend(orphan_handoffs_to(group, g, worker));
+                }
                 Ok((Reply::Done, events))
             }
             Command::SplitGroup {
@@ -754,6 +767,11 @@ impl State {
             } => {
                 let g = self.group(group)?;
                 check_revision(group, g, *expected_revision)?;
+                if g.deleting {
+                    return Err(DomainError::Precondition(format!(
+                        "group {group:?} is being deleted; it cannot be split"
+                    )));
+                }
                 let doubled = g.config.partitions * 2;
                 validate::partitions(doubled).map_err(|_| {
                     invalid(
@@ -859,7 +877,9 @@ impl State {
                 }
                 let mut events = Vec::new();
                 let held = g.held_by(worker);
-                if *drain && !held.is_empty() {
+                // In a group being deleted nothing is revoked any more, so a
+                // drain would wait out the lease: it leaves at once instead.
+                if *drain && !held.is_empty() && !g.deleting {
                     // An evicted worker stays evicting: its lease runs out anyway.
                     if s.state == SessionState::Active {
                         events.push(Event::WorkerDraining {
@@ -909,7 +929,9 @@ impl State {
                 } else {
                     LeaveReason::Expired
                 };
-                let grace = (g.config.rejoin_grace_ms > 0)
+                // Restart grace keeps partitions for a worker that comes back;
+                // an evicted one is not to have them back.
+                let grace = (g.config.rejoin_grace_ms > 0 && reason != LeaveReason::Evicted)
                     .then(|| now_ms.saturating_add(g.config.rejoin_grace_ms));
                 let mut events = hand_over(group, g, worker, rev, grace);
                 events.extend(orphan_handoffs_to(group, g, worker));
@@ -959,11 +981,7 @@ impl State {
                             .revoking
                             .as_ref()
                             .and_then(|rv| rv.to.as_ref())
-                            .filter(|to| {
-                                g.sessions
-                                    .get(*to)
-                                    .is_some_and(|s| s.state == SessionState::Active)
-                            });
+                            .filter(|to| g.may_receive(to));
                         if let Some(to) = recipient {
                             by_recipient.entry(to.clone()).or_default().push(p);
                         }
@@ -1328,6 +1346,11 @@ pub fn same_session(
     if current.id == named {
         return Ok(());
     }
+    if named == 0 {
+        return Err(DomainError::Precondition(format!(
+            "no session named for worker {worker:?} in group {group:?}; {consequence}: send the session from JoinResponse.session"
+        )));
+    }
     Err(DomainError::Precondition(format!(
         "worker {worker:?} in group {group:?} is in session {}, not {named}; {consequence} (a stale process, or one whose lease was lost: join again)",
         current.id
@@ -1365,12 +1388,7 @@ fn hand_over(
             .revoking
             .as_ref()
             .and_then(|r| r.to.as_ref())
-            .filter(|to| {
-                *to != worker
-                    && g.sessions
-                        .get(*to)
-                        .is_some_and(|s| s.state == SessionState::Active)
-            });
+            .filter(|to| *to != worker && g.may_receive(to));
         match recipient {
             Some(to) => by_recipient.entry(to.clone()).or_default().push(range),
             None => rest.push(range),

@@ -393,6 +393,50 @@ fn a_group_with_sessions_is_deleted_only_with_force_and_goes_with_its_last_sessi
 }
 
 #[test]
+fn a_handoff_in_flight_when_its_group_is_deleted_grants_nothing() {
+    let mut sim = Sim::new();
+    sim.create(4);
+    sim.join("a", 1);
+    sim.rebalance();
+    sim.join("b", 1);
+    sim.rebalance();
+    let (worker, token, partitions) = sim.pending_releases().remove(0);
+    assert_eq!(worker, "a");
+    let deleting = sim.cmd(Command::DeleteGroup {
+        group: "g".into(),
+        force: true,
+    });
+    assert!(
+        deleting
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Revoking { to: None, .. })),
+        "the handoff to b is called off: {deleting:?}"
+    );
+    let released = sim.cmd(Command::Release {
+        group: "g".into(),
+        session: sim.sid("a"),
+        worker,
+        partitions,
+        token,
+    });
+    assert!(released.outcome.is_ok(), "{released:?}");
+    assert!(
+        !released
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Granted { .. })),
+        "{released:?}"
+    );
+    assert_eq!(sim.group().held_by("b"), vec![]);
+    let split = sim.cmd(Command::SplitGroup {
+        group: "g".into(),
+        expected_revision: sim.group().config_revision,
+    });
+    assert!(split.outcome.is_err(), "{split:?}");
+}
+
+#[test]
 fn an_evicted_session_gets_nothing_new_and_ends_as_evicted() {
     let mut sim = Sim::new();
     sim.create(4);
