@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use baton_proto::v1::admin_client::AdminClient as RawAdmin;
-use baton_proto::v1::ClusterStatusRequest;
+use baton_proto::v1::{ClusterStatusRequest, ClusterStatusResponse};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -249,27 +249,38 @@ impl Cluster {
         self.dir.join(format!("node-{id}"))
     }
 
-    /// The leader, as the first member that answers names it.
+    /// The leader named in the highest term any member reports. Not the
+    /// first answer: openraft 0.9 never steps down a leader that lost its
+    /// quorum, so a node cut off from the others still names itself, in an
+    /// older term than the majority's.
     pub async fn leader(&self) -> Option<usize> {
-        for id in self.members() {
-            let Some(addr) = self.endpoint(id) else {
+        let mut asks = tokio::task::JoinSet::new();
+        for addr in self
+            .members()
+            .into_iter()
+            .filter_map(|id| self.endpoint(id))
+        {
+            asks.spawn(tokio::time::timeout(
+                Duration::from_millis(500),
+                async move {
+                    let mut c = RawAdmin::connect(format!("http://{addr}")).await.ok()?;
+                    c.cluster_status(ClusterStatusRequest {})
+                        .await
+                        .ok()
+                        .map(|r| r.into_inner())
+                },
+            ));
+        }
+        let mut best: Option<ClusterStatusResponse> = None;
+        while let Some(answer) = asks.join_next().await {
+            let Ok(Ok(Some(status))) = answer else {
                 continue;
             };
-            let status = tokio::time::timeout(Duration::from_millis(500), async {
-                let mut c = RawAdmin::connect(format!("http://{addr}")).await.ok()?;
-                c.cluster_status(ClusterStatusRequest {})
-                    .await
-                    .ok()
-                    .map(|r| r.into_inner())
-            })
-            .await
-            .ok()
-            .flatten();
-            if let Some(s) = status.filter(|s| s.leader_id != 0) {
-                return usize::try_from(s.leader_id).ok();
+            if status.leader_id != 0 && best.as_ref().is_none_or(|b| status.term > b.term) {
+                best = Some(status);
             }
         }
-        None
+        best.and_then(|s| usize::try_from(s.leader_id).ok())
     }
 
     pub async fn await_leader(&self, within: Duration) -> anyhow::Result<usize> {
