@@ -16,6 +16,7 @@ use baton_client::{HoldChange, HoldEnd, Watch, Worker, WorkerEvent};
 use pb::admin_client::AdminClient;
 use pb::tombstones_client::TombstonesClient;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -459,13 +460,24 @@ pub fn workers(ctx: Ctx, slot: u64, sink: Arc<Sink>) -> std::thread::JoinHandle<
             };
             let life = Duration::from_millis(rng.random_range(4000..12000));
             let crash = rng.random_bool(0.3);
+            let mut endpoints = ctx.cluster.endpoints();
+            endpoints.shuffle(&mut rng);
             let process = format!("worker-{id}");
             let stopped_process = process.clone();
             let ctx2 = ctx.clone();
             let sink = sink.clone();
             let killed = runtime.block_on(async move {
+                // Slot 1 is a worker behind a sticky connection: it knows
+                // only the node that led when it joined, so its keepalives
+                // and its watch stay there whatever happens to that node
+                // (the case an isolated old leader must not renew).
+                if slot == 1 {
+                    if let Some(leader) = ctx2.cluster.leader().await {
+                        endpoints.retain(|e| ctx2.cluster.endpoint(leader).as_ref() == Some(e));
+                    }
+                }
                 tokio::select! {
-                    () = worker_life(&ctx2, &id, &process, sink, life, crash) => false,
+                    () = worker_life(&ctx2, &id, &process, endpoints, sink, life, crash) => false,
                     () = tokio::time::sleep(life), if crash => true,
                 }
             });
@@ -526,13 +538,14 @@ async fn worker_life(
     ctx: &Ctx,
     id: &str,
     process: &str,
+    endpoints: Vec<String>,
     sink: Arc<Sink>,
     life: Duration,
     crash: bool,
 ) {
     let history = ctx.history.clone();
     let holder = process.to_string();
-    let joined = Worker::builder(ctx.cluster.endpoints(), WORK)
+    let joined = Worker::builder(endpoints.clone(), WORK)
         .id(id)
         .ttl(Duration::from_secs(2))
         .join_patience(Duration::from_secs(20))
@@ -553,8 +566,11 @@ async fn worker_life(
             return;
         }
     };
-    ctx.history
-        .record(Op::new(process, Kind::Ok, "join").key(WORK));
+    ctx.history.record(
+        Op::new(process, Kind::Ok, "join")
+            .key(WORK)
+            .value(json!({"endpoints": endpoints})),
+    );
     let worker = Arc::new(worker);
     let mut writers: BTreeMap<u32, tokio::task::JoinHandle<()>> = BTreeMap::new();
     let end = tokio::time::sleep(life);
