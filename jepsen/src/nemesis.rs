@@ -61,6 +61,9 @@ pub struct Nemesis {
     pub history: Recorder,
     pub families: BTreeSet<Family>,
     pub rng: StdRng,
+    /// Partition schemes still to deal (see [`Nemesis::partition`]).
+    schemes: Vec<u8>,
+    dealt_schemes: bool,
 }
 
 impl Nemesis {
@@ -75,6 +78,8 @@ impl Nemesis {
             history,
             families,
             rng: StdRng::seed_from_u64(seed ^ 0x004E_454D_4553_4953),
+            schemes: Vec::new(),
+            dealt_schemes: false,
         }
     }
 
@@ -216,7 +221,20 @@ impl Nemesis {
             cuts
         };
         let leader = self.cluster.leader().await;
-        match self.rng.random_range(0..5) {
+        // Schemes are dealt like families, so a run with a few partitions
+        // sees each; the first deck starts with the isolated leader, the
+        // case G1 exists for (a leader cut off from its peers while its
+        // workers still reach it).
+        if self.schemes.is_empty() {
+            self.schemes = (0..5).filter(|s| *s != 3 || order.len() >= 5).collect();
+            self.schemes.shuffle(&mut self.rng);
+            if !self.dealt_schemes {
+                self.schemes.retain(|s| *s != 1);
+                self.schemes.push(1);
+                self.dealt_schemes = true;
+            }
+        }
+        match self.schemes.pop().unwrap_or(0) {
             0 => {
                 let (a, b) = order.split_at(order.len() / 2);
                 ("halves", both(a, b))
