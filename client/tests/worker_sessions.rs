@@ -105,6 +105,35 @@ async fn a_forced_shutdown_stops_the_application_before_it_leaves() {
     assert!(events.next().await.is_none(), "then the stream ends");
 }
 
+/// A drain the server refuses or never answers still ends the shutdown
+/// with the application stopped (before, `shutdown` returned the error and
+/// left every grant valid: a chaos run's worker held on for minutes).
+#[tokio::test]
+async fn a_shutdown_whose_drain_cannot_be_asked_for_is_forced() {
+    let mut fake = Fake::start(10_000, vec![0..=3]).await;
+    let (worker, mut events, _changes) = join(&fake).await;
+    let grant = assigned(&mut events).await;
+    let stopping = worker.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown(Duration::from_millis(200)).await });
+    let drain = fake.next_leave().await;
+    assert!(drain.request.drain);
+    drain.answer(Err(Status::deadline_exceeded("the node could not commit")));
+
+    let leave = tokio::time::timeout(Duration::from_secs(10), fake.next_leave())
+        .await
+        .expect("the shutdown goes on to a forced leave");
+    assert!(!leave.request.drain, "then it is forced");
+    assert!((0..=3).all(|p| !grant.holds(p)), "nothing holds by then");
+    leave.answer(Ok(()));
+    let outcome = shutdown.await.expect("shutdown task").expect("shutdown");
+    assert_eq!(
+        outcome,
+        Shutdown::Forced {
+            unreleased: vec![0..=3]
+        }
+    );
+}
+
 #[tokio::test]
 async fn after_a_lost_lease_the_session_is_ended_only_once_the_margin_has_passed() {
     let mut fake = Fake::start(1_000, vec![0..=1]).await;

@@ -534,6 +534,9 @@ fn record_hold(history: &Recorder, process: &str, change: HoldChange) {
     history.record_at(op.at(history.time_of(at)));
 }
 
+/// How long a worker's shutdown may take before the harness gives up on it.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
+
 async fn worker_life(
     ctx: &Ctx,
     id: &str,
@@ -576,21 +579,38 @@ async fn worker_life(
     let end = tokio::time::sleep(life);
     tokio::pin!(end);
     let mut leaving = false;
+    // A shutdown ends within its grace plus the margin and a few calls; one
+    // that does not is an SDK bug, said on stderr, and must not hold up the
+    // run: the worker is then dropped like a killed one.
+    let hung = tokio::time::sleep(Duration::from_secs(24 * 3600));
+    tokio::pin!(hung);
+    let leave = |hung: std::pin::Pin<&mut tokio::time::Sleep>| {
+        hung.reset(tokio::time::Instant::now() + SHUTDOWN_BOUND);
+        let w = worker.clone();
+        // The event stream delivers the revocations the drain causes.
+        tokio::spawn(async move { w.shutdown(Duration::from_secs(5)).await });
+    };
     loop {
         let event = tokio::select! {
             e = events.next() => e,
             () = &mut end, if !leaving && !crash => {
                 leaving = true;
-                let w = worker.clone();
-                // The event stream delivers the revocations the drain causes.
-                tokio::spawn(async move { w.shutdown(Duration::from_secs(5)).await });
+                leave(hung.as_mut());
                 continue;
             }
             () = ctx.stop.wait(), if !leaving => {
                 leaving = true;
-                let w = worker.clone();
-                tokio::spawn(async move { w.shutdown(Duration::from_secs(5)).await });
+                leave(hung.as_mut());
                 continue;
+            }
+            () = &mut hung, if leaving => {
+                eprintln!("  warning: worker {id}'s shutdown did not end within {SHUTDOWN_BOUND:?}; dropping it");
+                ctx.history.record(
+                    Op::new(process, Kind::Info, "stopped")
+                        .key(WORK)
+                        .value(json!({"how": "shutdown-hung"})),
+                );
+                return;
             }
         };
         let Some(event) = event else { break };

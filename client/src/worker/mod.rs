@@ -395,7 +395,24 @@ impl Worker {
         let done = *finished.borrow();
         if !done {
             let (_, session) = self.shared.session();
-            self.shared.leave(session, true).await?;
+            // A drain that cannot even be asked for within the grace (no
+            // leader reachable, a node that cannot commit) is forced like
+            // one that does not finish: a shutdown always ends with the
+            // application stopped, never with an error and grants still
+            // valid.
+            match tokio::time::timeout(grace, self.shared.leave(session, true)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!("leaving with a drain failed ({e}); forcing the shutdown");
+                    return Ok(self.force().await);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "leaving with a drain took longer than {grace:?}; forcing the shutdown"
+                    );
+                    return Ok(self.force().await);
+                }
+            }
             let rest = grace.saturating_sub(started.elapsed());
             let drained = tokio::time::timeout(rest, finished.wait_for(|f| *f))
                 .await
