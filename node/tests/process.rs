@@ -392,11 +392,24 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
     );
     assert!(ctl(e, &["worker", "drain", "chat", "w2"]).contains("w2"));
 
-    assert!(ctl(e, &["group", "delete", "chat"]).contains("group chat deleted"));
-    assert_eq!(
-        ctl_json(e, &["group", "delete", "mail-sync"])["deleted"],
-        "mail-sync"
+    assert!(ctl(e, &["worker", "list", "chat"]).contains("evicting"));
+
+    // A group with live sessions is deleted only with --force, and then goes
+    // with its last session; one without goes at once.
+    let refused = std::process::Command::new(batonctl())
+        .args(["--endpoints", e, "group", "delete", "chat"])
+        .output()
+        .expect("run batonctl");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "refused without --force");
+    assert!(
+        stderr.contains("FAILED_PRECONDITION") && stderr.contains("live session(s) (w1, w2)"),
+        "{stderr}"
     );
+    assert!(ctl(e, &["group", "delete", "chat", "--force"]).contains("group chat is being deleted"));
+    let deleted = ctl_json(e, &["group", "delete", "mail-sync"]);
+    assert_eq!(deleted["group"], "mail-sync", "{deleted}");
+    assert_eq!(deleted["deleted"], true, "{deleted}");
     node.sigterm(Duration::from_secs(8));
 }
 
