@@ -137,7 +137,6 @@ impl Node {
             addr.clone(),
             log.clone(),
             sm.clone(),
-            leases.clone(),
         ));
         let tombstones_service =
             TombstonesServer::new(TombstonesApi::new(access.clone(), leader(), sm.clone()));

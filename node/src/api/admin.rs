@@ -24,7 +24,6 @@ use super::leader::{now_ms, Leader};
 use super::{domain_error, group_not_found, write_error};
 use crate::config::parse_peer_addr;
 use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, Reply};
-use crate::leases::{Leases, SessionKey};
 use crate::on_leader;
 use crate::raft::NodeId;
 use crate::store::{LogStore, StateMachineStore};
@@ -40,7 +39,6 @@ pub struct AdminApi {
     leader: Leader,
     log: LogStore,
     sm: StateMachineStore,
-    leases: Arc<Leases>,
 }
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
@@ -52,12 +50,10 @@ impl AdminApi {
         addr: String,
         log: LogStore,
         sm: StateMachineStore,
-        leases: Arc<Leases>,
     ) -> Self {
         Self {
             access,
             addr,
-            leases,
             leader,
             log,
             sm,
@@ -699,16 +695,8 @@ impl Admin for AdminApi {
                 worker: r.worker.clone(),
             })
             .await?;
-        // The leader's tick reads the eviction from the state too; ending it
-        // here as well spares a renewal in between.
-        let key = SessionKey {
-            group: r.group.clone(),
-            worker: r.worker.clone(),
-        };
-        self.leases.end(
-            &key,
-            "an operator evicted it; its session ends when its lease runs out".into(),
-        );
+        // From here every renewal reads the eviction from the applied state
+        // (`api/worker.rs`), on this leader and any later one.
         tracing::info!(group = %r.group, worker = %r.worker, "worker evicted");
         let outcome = format!(
             "worker {:?} is evicting: the leader no longer renews its lease (a committed fact, kept across leader changes), so its session ends and its partitions move within {ttl_ms} ms",
