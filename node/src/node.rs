@@ -35,6 +35,7 @@ use crate::api::worker::WorkerApi;
 use crate::config::{Bootstrap, NodeConfig, TlsConfig};
 use crate::leases::Leases;
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
+use crate::raft::pre_vote::{self, ElectionTiming, LeaderContact};
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::{self, LogStore, StateMachineStore};
 
@@ -54,6 +55,7 @@ pub struct Node {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     http_task: Option<JoinHandle<anyhow::Result<()>>>,
     duties_task: JoinHandle<()>,
+    elector_task: JoinHandle<()>,
     dialer: PeerDialer,
 }
 
@@ -98,10 +100,11 @@ impl Node {
 
         let raft_config = config.tuning.to_config().context("invalid Raft timing")?;
         let dialer = PeerDialer::new(config.listen, &config.security)?;
+        let network = Network::new(dialer.clone());
         let raft = BatonRaft::new(
             config.id,
-            raft_config,
-            Network::new(dialer.clone()),
+            raft_config.clone(),
+            network.clone(),
             log.clone(),
             sm.clone(),
         )
@@ -126,9 +129,16 @@ impl Node {
             raft.clone(),
             initial_hosts,
         );
-        let raft_service = RaftServer::new(RaftApi::new(raft.clone(), access.clone()))
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let contact = Arc::new(LeaderContact::default());
+        let timing = ElectionTiming::new(&raft_config);
+        let raft_service = RaftServer::new(RaftApi::new(
+            raft.clone(),
+            access.clone(),
+            contact.clone(),
+            timing,
+        ))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let leases = Arc::new(Leases::default());
         let leader = || Leader::new(config.id, raft.clone(), sm.clone(), dialer.clone());
         let admin_service = AdminServer::new(AdminApi::new(
@@ -181,6 +191,13 @@ impl Node {
             ))
         });
 
+        let elector_task = tokio::spawn(pre_vote::run(
+            raft.clone(),
+            network,
+            contact,
+            timing,
+            stopped.clone(),
+        ));
         let duties_task = tokio::spawn(crate::duties::run(
             raft.clone(),
             sm.clone(),
@@ -200,6 +217,7 @@ impl Node {
             grpc_task,
             http_task,
             duties_task,
+            elector_task,
             dialer,
         };
         if let Err(e) = node.form_cluster(&config.bootstrap).await {
@@ -293,6 +311,9 @@ impl Node {
                 Ok(Ok(Ok(()))) => {}
                 other => tracing::warn!("HTTP server did not stop cleanly: {other:?}"),
             }
+        }
+        if let Err(e) = self.elector_task.await {
+            tracing::warn!("election timer task failed: {e}");
         }
         if let Err(e) = self.duties_task.await {
             tracing::warn!("leader duties task failed: {e}");

@@ -5,21 +5,37 @@ use std::sync::Arc;
 
 use baton_proto::v1::raft_server::Raft as RaftService;
 use baton_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use openraft::raft::AppendEntriesResponse;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::access::Access;
+use crate::raft::pre_vote::{self, ElectionTiming, LeaderContact, PreVoteRequest};
 use crate::raft::BatonRaft;
 
 pub struct RaftApi {
     raft: BatonRaft,
     access: Arc<Access>,
+    /// Stamped on every AppendEntries or snapshot chunk this node accepts:
+    /// it heard a live leader (pre-vote reads it).
+    contact: Arc<LeaderContact>,
+    timing: ElectionTiming,
 }
 
 impl RaftApi {
-    pub fn new(raft: BatonRaft, access: Arc<Access>) -> Self {
-        Self { raft, access }
+    pub fn new(
+        raft: BatonRaft,
+        access: Arc<Access>,
+        contact: Arc<LeaderContact>,
+        timing: ElectionTiming,
+    ) -> Self {
+        Self {
+            raft,
+            access,
+            contact,
+            timing,
+        }
     }
 }
 
@@ -45,7 +61,13 @@ impl RaftService for RaftApi {
     ) -> Result<Response<RaftPayload>, Status> {
         self.access.peer(&request)?;
         let rpc = decode(&request)?;
-        encode(&self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        // Anything but HigherVote means the sender's vote was accepted: it
+        // is the leader this node follows.
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contact.heard();
+        }
+        encode(&result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -60,7 +82,25 @@ impl RaftService for RaftApi {
     ) -> Result<Response<RaftPayload>, Status> {
         self.access.peer(&request)?;
         let rpc = decode(&request)?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        let result = self.raft.install_snapshot(rpc).await;
+        if result.is_ok() {
+            self.contact.heard();
+        }
+        encode(&result)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.access.peer(&request)?;
+        let rpc: PreVoteRequest = decode(&request)?;
+        encode(&pre_vote::answer(
+            &self.raft,
+            &self.contact,
+            self.timing,
+            &rpc,
+        ))
     }
 
     async fn read_index(

@@ -1,6 +1,7 @@
 //! openraft glue: the type configuration, the Raft tuning, and the network.
 
 pub mod network;
+pub mod pre_vote;
 pub use network::PeerDialer;
 
 use std::io::Cursor;
@@ -78,6 +79,9 @@ impl RaftTuning {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+            // Elections are started by `pre_vote::run` instead, and only
+            // when a majority has lost the leader too.
+            enable_elect: false,
             ..Default::default()
         };
         Ok(Arc::new(config.validate()?))

@@ -109,7 +109,13 @@ impl Network {
         }
     }
 
-    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    /// How this node dials its peers.
+    pub fn dialer(&self) -> &PeerDialer {
+        &self.dialer
+    }
+
+    /// The channel to peer `target` at `addr`, shared with its Raft client.
+    pub fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(&(target, addr.to_string())) {
             return Ok(channel.clone());
