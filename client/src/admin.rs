@@ -1,6 +1,5 @@
 //! The admin client.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,8 @@ use baton_proto::v1::{
 use tonic::{Code, Response, Status};
 
 use crate::code_name;
+pub(crate) use crate::endpoints::lost_connection;
+use crate::endpoints::{backoff, Endpoints, Timing};
 use crate::transport::{NodeChannel, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,133 +59,69 @@ pub struct MemberStatus {
 }
 
 /// An admin client over a list of endpoints. Calls go to the leader, found
-/// through whichever endpoint answers; a call that fails with UNAVAILABLE
-/// (node down, no leader yet, leadership moved) is retried against the current
-/// leader until `timeout` passes. Every other answer is returned as it is.
+/// by asking every endpoint at once (see [`crate::endpoints`]); a call that
+/// fails with UNAVAILABLE or a lost connection (node down or frozen, no
+/// leader yet, leadership moved) is retried against the current leader, each
+/// attempt with its own timeout, until `timeout` passes. Every other answer
+/// is returned as it is.
 pub struct AdminClient {
-    endpoints: Vec<String>,
+    endpoints: Endpoints,
     timeout: Duration,
-    transport: Transport,
-    leader: Option<(String, NodeChannel)>,
-}
-
-fn channel(
-    transport: &Transport,
-    addr: &str,
-    timeout: Duration,
-) -> Result<NodeChannel, ClientError> {
-    let endpoint = transport.endpoint(addr)?;
-    Ok(transport.wrap(
-        endpoint
-            .connect_timeout(Duration::from_secs(1).min(timeout))
-            .timeout(timeout)
-            .connect_lazy(),
-    ))
-}
-
-/// Whether a call failed because its connection broke (the node died or
-/// restarted mid-call), not because a server answered. The call may or may
-/// not have taken effect, as with any timeout; baton's writes are safe to
-/// repeat (a repeated one is refused or returns the first result).
-/// tonic reports it as UNKNOWN or CANCELLED ("connection closed"), with the
-/// transport error as the source.
-pub(crate) fn lost_connection(status: &Status) -> bool {
-    status
-        .source()
-        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
-}
-
-/// `HOST:PORT` endpoints, each entry possibly a comma-separated list; checks
-/// that each one makes a valid address.
-pub(crate) fn split_endpoints(endpoints: &[String]) -> Result<Vec<String>, ClientError> {
-    let endpoints: Vec<String> = endpoints
-        .iter()
-        .flat_map(|e| e.split(','))
-        .map(|e| e.trim().trim_start_matches("http://").to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if endpoints.is_empty() {
-        return Err(ClientError::NoEndpoints);
-    }
-    for e in &endpoints {
-        Transport::default().endpoint(e)?;
-    }
-    Ok(endpoints)
 }
 
 impl AdminClient {
-    /// A client for a cluster reachable at any of `endpoints` (`HOST:PORT`).
-    /// Connects lazily: nothing is dialled until the first call.
+    /// A client for a cluster reachable at any of `endpoints` (`HOST:PORT`),
+    /// giving each call `timeout` in all. Connects lazily: nothing is dialled
+    /// until the first call.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, ClientError> {
-        let endpoints = split_endpoints(endpoints)?;
         Ok(Self {
-            endpoints,
+            endpoints: Endpoints::new(
+                endpoints,
+                Transport::default(),
+                Timing::for_budget(timeout),
+            )?,
             timeout,
-            transport: Transport::default(),
-            leader: None,
         })
+    }
+
+    /// A client sharing what `endpoints` learned (leader, silent nodes).
+    pub fn from_endpoints(endpoints: Endpoints, timeout: Duration) -> Self {
+        Self { endpoints, timeout }
     }
 
     /// Uses TLS and a token as `transport` says (default: plaintext).
     pub fn with_transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
-        self.leader = None;
+        if let Ok(e) = Endpoints::new(self.endpoints.addrs(), transport, self.endpoints.timing()) {
+            self.endpoints = e;
+        }
         self
     }
 
+    /// Gives each attempt this long instead of a fraction of the budget: for
+    /// calls that wait on purpose (a barrier put, a backup), which a short
+    /// attempt timeout would cut off and repeat.
+    pub fn set_attempt_timeout(&mut self, attempt: Duration) {
+        let timing = Timing {
+            attempt,
+            ..self.endpoints.timing()
+        };
+        let transport = self.endpoints.transport().clone();
+        if let Ok(e) = Endpoints::new(self.endpoints.addrs(), transport, timing) {
+            self.endpoints = e;
+        }
+    }
+
     pub fn transport(&self) -> &Transport {
-        &self.transport
+        self.endpoints.transport()
     }
 
-    /// Finds the leader: the first endpoint that answers names it.
-    async fn find_leader(&mut self) -> Result<NodeChannel, Status> {
-        if let Some((_, channel)) = &self.leader {
-            return Ok(channel.clone());
-        }
-        let mut last = Status::unavailable("no endpoint tried");
-        for addr in self.endpoints.clone() {
-            let to_status = |e: ClientError| Status::invalid_argument(e.to_string());
-            let endpoint_channel =
-                channel(&self.transport, &addr, self.timeout).map_err(to_status)?;
-            match Grpc::new(endpoint_channel.clone())
-                .cluster_status(ClusterStatusRequest {})
-                .await
-            {
-                Ok(reply) => {
-                    let status = reply.into_inner();
-                    if status.leader_id == 0 {
-                        last = Status::unavailable(format!("{addr} knows no leader yet"));
-                        continue;
-                    }
-                    let leader = if status.leader_id == status.node_id {
-                        endpoint_channel
-                    } else {
-                        channel(&self.transport, &status.leader_addr, self.timeout)
-                            .map_err(to_status)?
-                    };
-                    self.leader = Some((status.leader_addr, leader.clone()));
-                    return Ok(leader);
-                }
-                Err(s) if s.code() == Code::Unavailable => last = s,
-                Err(s) => return Err(s),
-            }
-        }
-        Err(last)
+    /// What each call may take in all, retries included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    /// The leader's address, as the endpoint that answered names it.
-    pub(crate) async fn leader_addr(&mut self) -> Result<String, Status> {
-        self.find_leader().await?;
-        Ok(self
-            .leader
-            .as_ref()
-            .map(|(addr, _)| addr.clone())
-            .unwrap_or_default())
-    }
-
-    /// Forgets the leader (it stopped answering as one).
-    pub(crate) fn forget_leader(&mut self) {
-        self.leader = None;
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     /// Runs `call` against the leader (given a channel to it, for any of
@@ -195,27 +132,41 @@ impl AdminClient {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let start = Instant::now();
-        let mut pause = Duration::from_millis(50);
+        let mut round = 0;
         loop {
-            let result = match self.find_leader().await {
-                Ok(channel) => call(channel).await.map(Response::into_inner),
-                Err(s) => Err(s),
+            let (result, addr) = match self.endpoints.find_leader().await {
+                Ok((addr, channel)) => (call(channel).await.map(Response::into_inner), Some(addr)),
+                Err(s) => (Err(s), None),
             };
             match result {
-                Ok(reply) => return Ok(reply),
-                Err(s) if s.code() == Code::Unavailable || lost_connection(&s) => {
-                    self.leader = None;
+                Ok(reply) => {
+                    if let Some(addr) = &addr {
+                        self.endpoints.answered(addr);
+                    }
+                    return Ok(reply);
+                }
+                Err(s) if lost_connection(&s) => {
+                    // Down, frozen or no longer leading: the next probe
+                    // tells which (a node that does not answer it is
+                    // skipped for a while).
+                    self.endpoints.forget_leader();
+                    let pause = backoff(Duration::from_millis(50), Duration::from_secs(1), round);
+                    round += 1;
                     if start.elapsed() + pause > self.timeout {
                         return Err(ClientError::Unavailable {
                             waited: start.elapsed(),
-                            endpoints: self.endpoints.join(","),
+                            endpoints: self.endpoints.joined(),
                             last: s.message().to_string(),
                         });
                     }
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                Err(s) => return Err(ClientError::Status(s)),
+                Err(s) => {
+                    if let Some(addr) = &addr {
+                        self.endpoints.answered(addr);
+                    }
+                    return Err(ClientError::Status(s));
+                }
             }
         }
     }
@@ -244,11 +195,19 @@ impl AdminClient {
             let (status, error) = if m.id == leader.node_id {
                 (Some(leader.clone()), None)
             } else {
-                let short = self.timeout.min(Duration::from_secs(2));
-                match Grpc::new(channel(&self.transport, &m.addr, short)?)
-                    .cluster_status(ClusterStatusRequest {})
-                    .await
-                {
+                let probe = self.endpoints.timing().probe;
+                let asked = tokio::time::timeout(
+                    probe,
+                    Grpc::new(self.endpoints.channel(&m.addr)?)
+                        .cluster_status(ClusterStatusRequest {}),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(format!(
+                        "no answer within {probe:?} (frozen, or a socket that never answers)"
+                    )))
+                });
+                match asked {
                     Ok(r) => (Some(r.into_inner()), None),
                     Err(s) => (
                         None,

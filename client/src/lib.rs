@@ -15,6 +15,7 @@
 //! ```
 
 mod admin;
+pub mod endpoints;
 pub mod partitions;
 mod shard_map;
 mod transport;
@@ -23,6 +24,7 @@ pub mod worker;
 
 pub use admin::{AdminClient, ClientError, MemberStatus};
 pub use baton_proto::v1 as proto;
+pub use endpoints::{Endpoints, Timing};
 pub use partitions::Partitions;
 pub use shard_map::{Route, ShardMap};
 pub use transport::{Credentials, NodeChannel, Transport};
@@ -31,6 +33,19 @@ pub use worker::{
     Events, FencingToken, Grant, Handler, HoldChange, HoldEnd, Shutdown, Worker, WorkerBuilder,
     WorkerError, WorkerEvent,
 };
+
+static ANSWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn mark_answered() {
+    ANSWERED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether any node has answered this process at all. A TLS mismatch means
+/// none ever did, so a hint about TLS settings is only worth giving when
+/// this is false.
+pub fn any_node_answered() -> bool {
+    ANSWERED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The gRPC status code in the canonical SCREAMING_SNAKE form operators know
 /// from other gRPC tools (`NOT_FOUND`, `FAILED_PRECONDITION`).

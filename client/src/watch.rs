@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::transport::{NodeChannel, Transport};
+use crate::endpoints::{backoff, lost_connection, Endpoints, Timing};
+use crate::transport::Transport;
 use baton_proto::v1::watch_client::WatchClient;
 use baton_proto::v1::{WatchRequest, WatchResponse};
 use tonic::{Code, Status, Streaming};
@@ -31,11 +32,16 @@ pub fn compacted_revision(status: &Status) -> Option<u64> {
         .ok()
 }
 
+/// How long a stream may stay silent before it counts as lost: nodes send a
+/// progress notification at least every 2 s, so a node that says nothing for
+/// this long is frozen or cut off, and the watch resumes elsewhere.
+pub const SILENT_STREAM: Duration = Duration::from_secs(5);
+
 /// A resumable watch over a list of endpoints.
 pub struct Watch {
-    endpoints: Vec<String>,
-    transport: Transport,
-    next_endpoint: usize,
+    endpoints: Endpoints,
+    /// The node serving the stream.
+    serving: Option<String>,
     request: WatchRequest,
     /// Every event up to this revision has been delivered.
     position: Option<u64>,
@@ -52,16 +58,26 @@ impl Watch {
         request: WatchRequest,
         patience: Duration,
     ) -> Result<Self, ClientError> {
-        let endpoints = crate::admin::split_endpoints(endpoints)?;
-        Ok(Self {
+        let endpoints = Endpoints::new(
             endpoints,
-            transport: Transport::default(),
-            next_endpoint: 0,
+            Transport::default(),
+            // A stream starts once the node has the leader's read index: a
+            // second or two at most while a majority is up.
+            Timing::for_budget(Duration::from_secs(8)),
+        )?;
+        Ok(Self::on(endpoints, request, patience))
+    }
+
+    /// A watch over `endpoints`, sharing what they learned.
+    pub fn on(endpoints: Endpoints, request: WatchRequest, patience: Duration) -> Self {
+        Self {
+            endpoints,
+            serving: None,
             request,
             position: None,
             stream: None,
             patience,
-        })
+        }
     }
 
     /// Every event up to this revision has been delivered.
@@ -71,20 +87,10 @@ impl Watch {
 
     /// Uses TLS and a token as `transport` says (default: plaintext).
     pub fn with_transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+        if let Ok(e) = Endpoints::new(self.endpoints.addrs(), transport, self.endpoints.timing()) {
+            self.endpoints = e;
+        }
         self
-    }
-
-    fn channel(&mut self) -> Result<(String, NodeChannel), ClientError> {
-        let addr = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
-        self.next_endpoint += 1;
-        let channel = self
-            .transport
-            .endpoint(&addr)?
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        Ok((addr, self.transport.wrap(channel)))
     }
 
     /// The next message: events of whole revisions, or a progress notification
@@ -93,22 +99,45 @@ impl Watch {
     /// (a compacted start: see [`compacted_revision`]).
     pub async fn next(&mut self) -> Result<WatchResponse, ClientError> {
         let start = Instant::now();
-        let mut pause = Duration::from_millis(50);
+        let mut round = 0;
         loop {
             let result = match &mut self.stream {
-                Some(stream) => stream.message().await,
+                Some(stream) => match tokio::time::timeout(SILENT_STREAM, stream.message()).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        if let Some(addr) = &self.serving {
+                            self.endpoints.silent(addr);
+                        }
+                        Err(Status::unavailable(format!(
+                            "no message for {SILENT_STREAM:?} (a node sends progress every 2 s)"
+                        )))
+                    }
+                },
                 None => {
                     let mut request = self.request.clone();
                     if let Some(p) = self.position {
                         request.from_revision = p + 1;
                     }
-                    let (_, channel) = self.channel()?;
+                    // The first endpoint not skipped; after a failure, the
+                    // next one.
+                    let order = self.endpoints.order();
+                    let addr = order[round as usize % order.len()].clone();
+                    let channel = self.endpoints.channel(&addr)?;
                     match WatchClient::new(channel).watch(request).await {
                         Ok(stream) => {
+                            self.endpoints.answered(&addr);
+                            self.serving = Some(addr);
                             self.stream = Some(stream.into_inner());
                             continue;
                         }
-                        Err(s) => Err(s),
+                        Err(s) => {
+                            // The stream did not start within the attempt
+                            // timeout: frozen, or never answers.
+                            if s.code() == Code::Cancelled {
+                                self.endpoints.silent(&addr);
+                            }
+                            Err(s)
+                        }
                     }
                 }
             };
@@ -125,22 +154,23 @@ impl Watch {
                 Err(s) => s,
             };
             self.stream = None;
-            let retry = matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
-                || crate::admin::lost_connection(&status);
+            self.serving = None;
+            let retry = status.code() == Code::ResourceExhausted || lost_connection(&status);
             if !retry {
                 return Err(ClientError::Status(status));
             }
+            let pause = backoff(Duration::from_millis(50), Duration::from_secs(1), round);
+            round += 1;
             if start.elapsed() + pause > self.patience {
                 return Err(ClientError::Unavailable {
                     waited: start.elapsed(),
-                    endpoints: self.endpoints.join(","),
+                    endpoints: self.endpoints.joined(),
                     last: status.message().to_string(),
                 });
             }
             // A slow reader resumes at once; a failed node is given a moment.
             if status.code() != Code::ResourceExhausted {
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
     }

@@ -12,36 +12,47 @@ use tonic::Code;
 
 use super::clock::Stamp;
 use super::Shared;
-use crate::admin::AdminClient;
+use crate::endpoints::{backoff, Endpoints, Timing};
 
 /// Keeps the lease of session `epoch` alive on one stream to the leader,
 /// following the leader, until the lease is lost or the task is aborted.
+///
+/// A leader that leaves a keepalive unanswered for a quarter of the TTL is
+/// taken for frozen (or cut off): it is skipped, and the stream moves to the
+/// leader the other endpoints name, which a majority elects within about a
+/// second. The lease counts from the send time of the last acknowledged
+/// keepalive, so a worker listing every endpoint keeps its partitions
+/// through a leader freeze when the new leader is elected within about half
+/// the TTL.
 pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
     let message = pb::KeepAliveRequest {
         group: shared.group.clone(),
         worker: shared.id.clone(),
         session,
     };
-    let Ok(admin) = AdminClient::new(&shared.endpoints, Duration::from_secs(1)) else {
+    let interval = shared.rules().ttl / 4;
+    // A keepalive is answered within a quorum round trip; one unanswered
+    // for an eighth of the TTL sends the loop looking for the leader, and a
+    // leader that does not answer its probe within as long is skipped.
+    let patience = (shared.rules().ttl / 8).max(Duration::from_millis(100));
+    let timing = Timing {
+        probe: patience.min(Duration::from_secs(1)),
+        attempt: patience,
+    };
+    let Ok(endpoints) = Endpoints::new(&shared.endpoints, shared.transport.clone(), timing) else {
         return;
     };
-    let mut admin = admin.with_transport(shared.transport.clone());
-    let interval = shared.rules().ttl / 4;
-    let mut pause = Duration::from_millis(20);
+    let mut round = 0;
+    let pause = |round: u32| backoff(Duration::from_millis(20), Duration::from_millis(200), round);
     while shared.lease.valid(epoch) {
-        let addr = match admin.leader_addr().await {
-            Ok(a) => a,
+        let (addr, channel) = match endpoints.find_leader().await {
+            Ok(found) => found,
             Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
+                tokio::time::sleep(pause(round)).await;
+                round += 1;
                 continue;
             }
         };
-        let Ok(endpoint) = shared.transport.endpoint(&addr) else {
-            admin.forget_leader();
-            continue;
-        };
-        let channel = shared.transport.wrap(endpoint.connect_lazy());
         let (requests, rx) = mpsc::channel(1);
         // Queue the first keepalive before awaiting the call: a streaming
         // call may not complete until its request stream yields something.
@@ -50,33 +61,40 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
             return;
         }
         let called = tokio::time::timeout(
-            interval,
+            patience,
             WorkerClient::new(channel).keep_alive(ReceiverStream::new(rx)),
         )
         .await;
         let mut replies = match called {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(s)) if ends_lease(&shared, epoch, s.code()) => return,
-            Ok(Err(_)) | Err(_) => {
-                admin.forget_leader();
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
+            Ok(Err(_)) => {
+                endpoints.forget_leader();
+                tokio::time::sleep(pause(round)).await;
+                round += 1;
+                continue;
+            }
+            Err(_) => {
+                endpoints.forget_leader();
                 continue;
             }
         };
         loop {
-            match tokio::time::timeout(interval, replies.message()).await {
+            match tokio::time::timeout(patience, replies.message()).await {
                 Ok(Ok(Some(_))) => {
                     let deadline = shared.rules().deadline(sent);
                     if !shared.lease.acknowledged(epoch, sent, deadline) {
                         return;
                     }
-                    pause = Duration::from_millis(20);
+                    endpoints.answered(&addr);
+                    round = 0;
                 }
                 Ok(Err(s)) if ends_lease(&shared, epoch, s.code()) => return,
-                // Ended, refused (not the leader any more) or silent.
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                    admin.forget_leader();
+                // Unanswered (frozen, cut off, or a socket that never
+                // answers: its probe tells), ended or refused (not the
+                // leader any more).
+                Err(_) | Ok(Ok(None)) | Ok(Err(_)) => {
+                    endpoints.forget_leader();
                     break;
                 }
             }

@@ -437,7 +437,12 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("batonctl: {e}");
-            if let Some(hint) = transport_hint(&e.to_string(), tls, identity) {
+            // A TLS mismatch means no node ever answered; a connection
+            // lost after answers (a node killed under a watch) is not one.
+            let hint = (!baton_client::any_node_answered())
+                .then(|| transport_hint(&e.to_string(), tls, identity))
+                .flatten();
+            if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
             ExitCode::FAILURE
@@ -1123,6 +1128,8 @@ async fn tombstone(
             };
             if wait {
                 request.set_wait(pb::Wait::Acknowledged);
+                // The one attempt waits for the owner: give it the budget.
+                client.set_attempt_timeout(client.timeout());
             }
             let r = rpc!(client, TombstonesClient::put, request);
             let barrier = match r.barrier() {
@@ -1330,6 +1337,7 @@ async fn backup(
     let mut partial = file.as_os_str().to_owned();
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
+    client.set_attempt_timeout(client.timeout());
     let (revision, bytes) = client
         .call(|ch| async move {
             let mut stream = AdminGrpc::new(ch)
