@@ -171,6 +171,45 @@ impl AdminClient {
         }
     }
 
+    /// Runs `call` on any node (the first endpoint not skipped; after a
+    /// lost connection, the next): for serializable reads, which every node
+    /// answers from its own state, one cut off from the leader too.
+    pub async fn call_any<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(NodeChannel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let start = Instant::now();
+        let mut round = 0;
+        loop {
+            let order = self.endpoints.order();
+            let addr = order[round as usize % order.len()].clone();
+            let channel = self.endpoints.channel(&addr)?;
+            match call(channel).await {
+                Ok(reply) => {
+                    self.endpoints.answered(&addr);
+                    return Ok(reply.into_inner());
+                }
+                Err(s) if lost_connection(&s) => {
+                    if s.code() == Code::Cancelled {
+                        self.endpoints.silent(&addr);
+                    }
+                    let pause = backoff(Duration::from_millis(20), Duration::from_secs(1), round);
+                    round += 1;
+                    if start.elapsed() + pause > self.timeout {
+                        return Err(ClientError::Unavailable {
+                            waited: start.elapsed(),
+                            endpoints: self.endpoints.joined(),
+                            last: s.message().to_string(),
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                Err(s) => return Err(ClientError::Status(s)),
+            }
+        }
+    }
+
     async fn on_leader<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Grpc<NodeChannel>) -> Fut,
@@ -186,10 +225,23 @@ impl AdminClient {
     }
 
     /// The leader's view plus every member's own answer (or why it gave none).
+    /// When no leader answers within a few seconds (no quorum), the view is
+    /// that of the first node that answers: its `leader_id` is then 0 or not
+    /// its own `node_id`, which says so.
     pub async fn member_statuses(
         &mut self,
     ) -> Result<(ClusterStatusResponse, Vec<MemberStatus>), ClientError> {
-        let leader = self.cluster_status().await?;
+        let budget = self.timeout.min(Duration::from_secs(3));
+        let mut quick = AdminClient::from_endpoints(self.endpoints.clone(), budget);
+        let leader = match quick.cluster_status().await {
+            Ok(leader) => leader,
+            Err(ClientError::Unavailable { .. }) => self
+                .endpoints
+                .any_status()
+                .await
+                .map_err(ClientError::Status)?,
+            Err(e) => return Err(e),
+        };
         let mut members = Vec::new();
         for m in &leader.members {
             let (status, error) = if m.id == leader.node_id {

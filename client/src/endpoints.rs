@@ -210,6 +210,33 @@ impl Endpoints {
         Ok((addr, channel))
     }
 
+    /// The first answer of any endpoint to `ClusterStatus`, asked of all at
+    /// once: what a node knows when no leader can be found.
+    pub async fn any_status(&self) -> Result<ClusterStatusResponse, Status> {
+        let mut probes: FuturesUnordered<_> = self
+            .order()
+            .into_iter()
+            .map(|addr| async move {
+                let channel = self.channel(&addr).map_err(to_status)?;
+                tokio::time::timeout(
+                    self.timing.probe,
+                    Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
+                )
+                .await
+                .map_err(|_| Status::unavailable(format!("{addr} did not answer")))?
+                .map(|r| r.into_inner())
+            })
+            .collect();
+        let mut last = Status::unavailable("no endpoint answered");
+        while let Some(result) = probes.next().await {
+            match result {
+                Ok(status) => return Ok(status),
+                Err(s) => last = s,
+            }
+        }
+        Err(last)
+    }
+
     /// Asks every endpoint for its view at once; returns the answer naming
     /// the leader of the highest term among those in by [`SETTLE`] after the
     /// first useful one.
@@ -232,6 +259,7 @@ impl Endpoints {
             .collect();
         let mut best: Option<ClusterStatusResponse> = None;
         let mut settle_by: Option<Instant> = None;
+        let mut removed = 0;
         let mut last = Status::unavailable("no endpoint answered");
         loop {
             let next = match settle_by {
@@ -246,7 +274,13 @@ impl Endpoints {
                 Ok(status) => {
                     self.answered(&addr);
                     let named_is_listed = self.addrs.contains(&status.leader_addr);
-                    if status.leader_id == 0 {
+                    if let Some(index) = status.removed_at_index {
+                        removed += 1;
+                        last = Status::failed_precondition(format!(
+                            "node {} at {addr} was removed from the cluster (the membership at log index {index} no longer lists it): give the endpoints of current members",
+                            status.node_id
+                        ));
+                    } else if status.leader_id == 0 {
                         last = Status::unavailable(format!("{addr} knows no leader yet"));
                     } else if self.is_silent(&status.leader_addr) {
                         last = Status::unavailable(format!(
@@ -281,7 +315,15 @@ impl Endpoints {
                 Err(s) => return Err(s),
             }
         }
-        best.ok_or(last)
+        match best {
+            Some(best) => Ok(best),
+            // Nothing to retry: every endpoint is a removed node.
+            None if removed == self.addrs.len() => Err(last),
+            None if last.code() == Code::FailedPrecondition => {
+                Err(Status::unavailable(last.message().to_string()))
+            }
+            None => Err(last),
+        }
     }
 }
 

@@ -9,12 +9,16 @@ use axum::Router;
 use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
+use crate::raft::removal::Removal;
 use crate::raft::BatonRaft;
 use crate::store::{LogStore, StateMachineStore};
 
 #[derive(Clone)]
 struct Http {
     raft: BatonRaft,
+    removal: Arc<Removal>,
     log: LogStore,
     sm: StateMachineStore,
     gauges: Gauges,
@@ -150,6 +154,12 @@ async fn healthz(State(http): State<Http>) -> (StatusCode, String) {
 }
 
 async fn readyz(State(http): State<Http>) -> (StatusCode, String) {
+    if let Some(index) = http.removal.get() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", http.removal.message(index)),
+        );
+    }
     let metrics = http.raft.metrics().borrow().clone();
     let applied = metrics.last_applied.map_or(0, |l| l.index);
     let committed = http.log.committed_index();
@@ -246,12 +256,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     raft: BatonRaft,
+    removal: Arc<Removal>,
     log: LogStore,
     sm: StateMachineStore,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = Http {
         raft,
+        removal,
         log,
         gauges: Gauges::new(&sm)?,
         sm,

@@ -36,6 +36,7 @@ use crate::config::{Bootstrap, NodeConfig, TlsConfig};
 use crate::leases::Leases;
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::raft::pre_vote::{self, ElectionTiming, LeaderContact};
+use crate::raft::removal::Removal;
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::{self, LogStore, StateMachineStore};
 
@@ -140,7 +141,16 @@ impl Node {
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let leases = Arc::new(Leases::default());
-        let leader = || Leader::new(config.id, raft.clone(), sm.clone(), dialer.clone());
+        let removal = Arc::new(Removal::new(config.id));
+        let leader = || {
+            Leader::new(
+                config.id,
+                raft.clone(),
+                sm.clone(),
+                dialer.clone(),
+                removal.clone(),
+            )
+        };
         let admin_service = AdminServer::new(AdminApi::new(
             access.clone(),
             leader(),
@@ -185,6 +195,7 @@ impl Node {
             tokio::spawn(crate::http::serve(
                 l,
                 raft.clone(),
+                removal.clone(),
                 log.clone(),
                 sm.clone(),
                 until_stopped(stopped.clone()),
@@ -195,6 +206,7 @@ impl Node {
             raft.clone(),
             network,
             contact,
+            removal.clone(),
             timing,
             stopped.clone(),
         ));

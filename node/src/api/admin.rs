@@ -82,7 +82,11 @@ impl AdminApi {
 
     fn status(&self) -> ClusterStatusResponse {
         let metrics = self.metrics();
-        let (leader_id, leader_addr) = Leader::known_leader(&metrics).unwrap_or_default();
+        let removed_at_index = self.leader.removal().get();
+        // A removed node names no leader: clients must not take its view.
+        let (leader_id, leader_addr) = Leader::known_leader(&metrics)
+            .filter(|_| removed_at_index.is_none())
+            .unwrap_or_default();
         let state = match metrics.state {
             ServerState::Leader => "leader",
             ServerState::Follower => "follower",
@@ -104,6 +108,8 @@ impl AdminApi {
             purged_index: metrics.purged.map_or(0, |l| l.index),
             revision: self.sm.revision(),
             members: members(&metrics),
+            removed_at_index,
+            quorum_acked_ms_ago: metrics.millis_since_quorum_ack,
         }
     }
 

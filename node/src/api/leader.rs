@@ -1,7 +1,7 @@
 //! What every service needs to reach the leader: routing (handle here, or
 //! forward once to the leader), proposing a command, and linearizable reads.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -11,6 +11,7 @@ use tonic::{Request, Status};
 use super::access::AUTHORIZATION;
 use super::{check_leader_error, domain_error, group_not_found, not_leader, write_error};
 use crate::domain::{Command, Event, Group, Reply, State};
+use crate::raft::removal::Removal;
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::StateMachineStore;
 use baton_proto::v1::raft_client::RaftClient;
@@ -53,17 +54,30 @@ pub struct Leader {
     /// The channel to the last leader we forwarded to.
     channel: Mutex<Option<(String, Channel)>>,
     dialer: PeerDialer,
+    /// A removed node serves no client request (see `raft::removal`).
+    removal: Arc<Removal>,
 }
 
 impl Leader {
-    pub fn new(id: NodeId, raft: BatonRaft, sm: StateMachineStore, dialer: PeerDialer) -> Self {
+    pub fn new(
+        id: NodeId,
+        raft: BatonRaft,
+        sm: StateMachineStore,
+        dialer: PeerDialer,
+        removal: Arc<Removal>,
+    ) -> Self {
         Self {
             id,
             raft,
             sm,
             channel: Mutex::new(None),
             dialer,
+            removal,
         }
+    }
+
+    pub fn removal(&self) -> &Removal {
+        &self.removal
     }
 
     pub fn id(&self) -> NodeId {
@@ -98,6 +112,7 @@ impl Leader {
     /// A forwarded request is never forwarded again, so a stale view of who
     /// leads cannot make a request bounce between nodes.
     pub fn route<T>(&self, request: &Request<T>) -> Result<Route, Status> {
+        self.removal.check()?;
         let metrics = self.metrics();
         if metrics.current_leader == Some(self.id) {
             // A leader that has committed its own removal keeps leading until its
@@ -168,6 +183,7 @@ impl Leader {
     /// Waits until this node has applied (and published) the leader's read
     /// index, and returns it: a linearizable point to start from.
     pub async fn linearizable_point(&self) -> Result<u64, Status> {
+        self.removal.check()?;
         let index = self.read_index().await?;
         let caught_up = tokio::time::timeout(READ_INDEX_TIMEOUT, self.sm.hub().wait_for(index));
         match caught_up.await {
@@ -220,6 +236,9 @@ impl Leader {
         serializable: bool,
         f: impl FnOnce(&State) -> R,
     ) -> Result<R, Status> {
+        // A removed node's state is stale by an unknown amount: not even a
+        // serializable read is answered from it.
+        self.removal.check()?;
         if !serializable {
             self.raft
                 .ensure_linearizable()

@@ -48,6 +48,8 @@ impl WatchApi {
 
     /// Where a watch starts: the revision after which events are delivered.
     async fn start_position(&self, from_revision: u64) -> Result<u64, Status> {
+        // A removed node's history stops where it was removed.
+        self.leader.removal().check()?;
         if from_revision == 0 {
             return self.leader.linearizable_point().await;
         }

@@ -286,6 +286,7 @@ impl Worker for WorkerApi {
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
         // Keepalives are answered only by the leader; elsewhere the stream is
         // refused with the leader's address, and the worker reconnects there.
+        self.leader.removal().check()?;
         let metrics = self.leader.metrics();
         if metrics.current_leader != Some(self.leader.id()) {
             return Err(not_leader(Leader::known_leader(&metrics)));

@@ -2,6 +2,7 @@
 
 pub mod network;
 pub mod pre_vote;
+pub mod removal;
 pub use network::PeerDialer;
 
 use std::io::Cursor;

@@ -32,7 +32,7 @@
 //! try), never safety.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_proto::v1::raft_client::RaftClient;
@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::network::Network;
+use super::removal::Removal;
 use super::{BatonRaft, LogId, NodeId};
 
 /// What a would-be candidate asks each voter before it raises its term.
@@ -52,6 +53,8 @@ pub struct PreVoteRequest {
     /// The term it would campaign in (its current term + 1).
     pub term: u64,
     pub last_log_id: Option<LogId>,
+    /// The log id of the membership the candidate knows.
+    pub membership: Option<LogId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +62,9 @@ pub struct PreVoteResponse {
     pub granted: bool,
     /// Why not, for the candidate's log.
     pub reason: String,
+    /// Set when the voter's membership is newer than the candidate's and
+    /// does not list it: the log index of that membership.
+    pub removed_at: Option<u64>,
 }
 
 /// When this node last heard from a live leader: an AppendEntries or
@@ -121,11 +127,29 @@ pub fn answer(
     timing: ElectionTiming,
     request: &PreVoteRequest,
 ) -> PreVoteResponse {
+    let metrics = raft.metrics().borrow().clone();
+    let membership = &metrics.membership_config;
+    let removed_at = (membership
+        .membership()
+        .get_node(&request.candidate)
+        .is_none()
+        && membership.log_id() > &request.membership)
+        .then(|| membership.log_id().map_or(0, |l| l.index));
+    if let Some(index) = removed_at {
+        return PreVoteResponse {
+            granted: false,
+            reason: format!(
+                "node {} is not a member since log index {index}",
+                request.candidate
+            ),
+            removed_at,
+        };
+    }
     let refuse = |reason: String| PreVoteResponse {
         granted: false,
         reason,
+        removed_at: None,
     };
-    let metrics = raft.metrics().borrow().clone();
     if metrics.state == ServerState::Leader {
         // A leader refuses unless its quorum has been silent for a lease; one
         // just elected has no quorum acknowledgement yet and refuses too.
@@ -157,6 +181,7 @@ pub fn answer(
     PreVoteResponse {
         granted: true,
         reason: String::new(),
+        removed_at: None,
     }
 }
 
@@ -165,7 +190,8 @@ pub fn answer(
 pub async fn run(
     raft: BatonRaft,
     network: Network,
-    contact: std::sync::Arc<LeaderContact>,
+    contact: Arc<LeaderContact>,
+    removal: Arc<Removal>,
     timing: ElectionTiming,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -183,12 +209,20 @@ pub async fn run(
         }
         let m = metrics.borrow_and_update().clone();
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let membership_index = m.membership_config.log_id().map_or(0, |l| l.index);
+        if m.membership_config.membership().get_node(&m.id).is_some() {
+            removal.listed_at(membership_index);
+        } else if m.membership_config.log_id().is_some() {
+            removal.removed_at(membership_index);
+        }
         if m.state == ServerState::Leader {
             // Once it steps down, it waits a full timeout before campaigning.
             contact.heard();
             continue;
         }
-        if !voters.contains(&m.id) {
+        // A removed node cannot win, and asking costs the voters: it waits
+        // to be added back (the leader's replication then reaches it).
+        if !voters.contains(&m.id) || removal.get().is_some() {
             continue;
         }
         if m.vote != vote {
@@ -205,6 +239,7 @@ pub async fn run(
             candidate: m.id,
             term: m.current_term + 1,
             last_log_id: raft.data_metrics().borrow().last_log,
+            membership: *m.membership_config.log_id(),
         };
         let peers: Vec<(NodeId, String)> = m
             .membership_config
@@ -213,7 +248,7 @@ pub async fn run(
             .filter(|(id, _)| voters.contains(id) && **id != m.id)
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
-        let granted = 1 + ask(&network, &peers, &request, timing.timeout_min).await;
+        let granted = 1 + ask(&network, &peers, &request, &removal, timing.timeout_min).await;
         next_try = Instant::now() + timing.random_timeout();
         quiet_needed = timing.lease + timing.random_timeout();
         // The round waits on every peer, a frozen one for its timeout: if a
@@ -243,6 +278,7 @@ async fn ask(
     network: &Network,
     peers: &[(NodeId, String)],
     request: &PreVoteRequest,
+    removal: &Removal,
     timeout: Duration,
 ) -> usize {
     let Ok(data) = bincode::serialize(request) else {
@@ -264,6 +300,9 @@ async fn ask(
                         bincode::deserialize(&reply.get_ref().data).ok()?;
                     if !answer.granted {
                         tracing::debug!(peer = id, "pre-vote refused: {}", answer.reason);
+                    }
+                    if let Some(index) = answer.removed_at {
+                        removal.removed_at(index);
                     }
                     Some(answer.granted)
                 }

@@ -409,6 +409,20 @@ macro_rules! rpc {
             })
             .await?
     }};
+    // A read that is serializable when `$any` is true: any node answers it
+    // from its own state, a minority node too.
+    ($client:expr, $grpc:ident :: $method:ident, $request:expr, any = $any:expr) => {{
+        let request = $request;
+        let call = |ch| {
+            let request = request.clone();
+            async move { $grpc::new(ch).$method(request).await }
+        };
+        if $any {
+            $client.call_any(call).await?
+        } else {
+            $client.call(call).await?
+        }
+    }};
 }
 
 /// What a bare connection error most likely means, given the TLS settings
@@ -533,7 +547,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 locator: Some(locator),
                 serializable,
             };
-            let r = rpc!(client, AdminGrpc::route, request);
+            let r = rpc!(client, AdminGrpc::route, request, any = serializable);
             if cli.json {
                 print_json(&json!({
                     "revision": r.revision, "partition": r.partition,
@@ -630,6 +644,11 @@ fn member_json(m: &Member) -> Value {
 
 fn status_json(leader: &ClusterStatusResponse, members: &[MemberStatus]) -> Value {
     json!({
+        // Whose view this is: the leader's, unless no leader answered.
+        "answered_by": leader.node_id,
+        "from_leader": leader.leader_id == leader.node_id && leader.removed_at_index.is_none(),
+        "quorum_acked_ms_ago": leader.quorum_acked_ms_ago,
+        "removed_at_index": leader.removed_at_index,
         "leader_id": leader.leader_id,
         "leader_addr": leader.leader_addr,
         "term": leader.term,
@@ -650,11 +669,44 @@ fn status_json(leader: &ClusterStatusResponse, members: &[MemberStatus]) -> Valu
     })
 }
 
+/// A leader whose quorum has not answered for this long (heartbeats go every
+/// 100 ms by default) has lost it.
+const NO_QUORUM_MS: u64 = 1_000;
+
 fn print_status(leader: &ClusterStatusResponse, members: &[MemberStatus]) {
-    println!(
-        "leader: node {} at {}, term {}, committed {}, revision {}",
-        leader.leader_id, leader.leader_addr, leader.term, leader.committed_index, leader.revision
-    );
+    if let Some(index) = leader.removed_at_index {
+        println!(
+            "node {} at {} was removed from the cluster (the membership at log index {index} no longer lists it); what it last knew:",
+            leader.node_id, leader.node_addr
+        );
+    } else if let Some(ms) = leader
+        .quorum_acked_ms_ago
+        .filter(|ms| *ms > NO_QUORUM_MS && leader.leader_id == leader.node_id)
+    {
+        println!(
+            "no quorum: node {} at {} still calls itself the leader, but no quorum has answered it for {ms} ms; as it sees it: term {}, committed {}, revision {}",
+            leader.node_id, leader.node_addr, leader.term, leader.committed_index, leader.revision
+        );
+    } else if leader.leader_id != leader.node_id {
+        println!(
+            "no leader answered (no quorum?); as node {} at {} sees it: leader {}, term {}, committed {}, revision {}",
+            leader.node_id,
+            leader.node_addr,
+            if leader.leader_id == 0 { "unknown".to_string() } else { format!("node {} at {}", leader.leader_id, leader.leader_addr) },
+            leader.term,
+            leader.committed_index,
+            leader.revision
+        );
+    } else {
+        println!(
+            "leader: node {} at {}, term {}, committed {}, revision {}",
+            leader.leader_id,
+            leader.leader_addr,
+            leader.term,
+            leader.committed_index,
+            leader.revision
+        );
+    }
     let mut rows = vec![vec![
         "ID".to_string(),
         "ADDRESS".into(),
@@ -848,7 +900,8 @@ async fn group(
             pb::GetGroupRequest {
                 group,
                 serializable
-            }
+            },
+            any = serializable
         ),
         GroupCommand::Update {
             group,
@@ -913,7 +966,8 @@ async fn group(
             let r = rpc!(
                 client,
                 AdminGrpc::list_groups,
-                pb::ListGroupsRequest { serializable }
+                pb::ListGroupsRequest { serializable },
+                any = serializable
             );
             if json_out {
                 print_json(&json!({
@@ -1002,7 +1056,12 @@ async fn assignment(
                 group,
                 serializable,
             };
-            let a = rpc!(client, AdminGrpc::get_assignment, request);
+            let a = rpc!(
+                client,
+                AdminGrpc::get_assignment,
+                request,
+                any = serializable
+            );
             let counts: Vec<u32> = a.workers.iter().map(|w| w.count).collect();
             let (min, max) = (
                 counts.iter().min().copied().unwrap_or(0),
@@ -1079,7 +1138,12 @@ async fn assignment(
                 group,
                 serializable,
             };
-            let plan = rpc!(client, AdminGrpc::plan_assignment, request);
+            let plan = rpc!(
+                client,
+                AdminGrpc::plan_assignment,
+                request,
+                any = serializable
+            );
             print_plan(json_out, "the rebalancer would", &plan);
         }
         AssignmentCommand::Move {
@@ -1170,7 +1234,7 @@ async fn tombstone(
                 keys,
                 serializable,
             };
-            let r = rpc!(client, TombstonesClient::check, request);
+            let r = rpc!(client, TombstonesClient::check, request, any = serializable);
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,
@@ -1220,7 +1284,7 @@ async fn tombstone(
                 limit,
                 serializable,
             };
-            let r = rpc!(client, TombstonesClient::list, request);
+            let r = rpc!(client, TombstonesClient::list, request, any = serializable);
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,
@@ -1266,7 +1330,7 @@ async fn worker(
                 group,
                 serializable,
             };
-            let r = rpc!(client, AdminGrpc::list_workers, request);
+            let r = rpc!(client, AdminGrpc::list_workers, request, any = serializable);
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,
