@@ -366,11 +366,36 @@ impl Cluster {
         }
     }
 
+    /// Makes node `id` silent: connections to it are accepted and never
+    /// answered, and it reaches no one (see `Network::silence` and
+    /// `Netns::silence` for how each backend does it). Undone by
+    /// [`Cluster::heal_all`].
+    pub fn silence(&self, id: usize) -> anyhow::Result<()> {
+        match &self.links {
+            Links::Proxy(net) => {
+                net.silence(id);
+                Ok(())
+            }
+            Links::Netns(ns) => ns.silence(id),
+            Links::Direct => bail!("the direct backend cannot silence a node"),
+        }
+    }
+
+    /// How [`Cluster::silence`] is done on this backend, for the history.
+    pub fn silence_method(&self) -> &'static str {
+        match &self.links {
+            Links::Proxy(_) => "proxy: accepts every connection, forwards nothing either way",
+            Links::Netns(_) => "netns: iptables OUTPUT drops all but SYN-ACK (handshakes complete, nothing answers)",
+            Links::Direct => "none",
+        }
+    }
+
     pub fn can_delay(&self) -> bool {
         matches!(self.links, Links::Proxy(_))
     }
 
-    /// Restores every link, resumes paused nodes and restarts stopped ones.
+    /// Restores every link (cut, delayed or silenced), resumes paused
+    /// (frozen) nodes and restarts stopped ones.
     pub fn heal_all(&self) -> anyhow::Result<()> {
         match &self.links {
             Links::Proxy(net) => net.heal(),
