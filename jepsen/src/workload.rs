@@ -27,7 +27,7 @@ use crate::cluster::Cluster;
 use crate::history::{Kind, Op, Recorder};
 
 /// How long a client call may take before its outcome is unknown.
-const CALL: Duration = Duration::from_millis(1500);
+pub const CALL: Duration = Duration::from_millis(1500);
 /// The register groups (the register is the group's tombstone TTL).
 pub const REGISTERS: [&str; 2] = ["reg-0", "reg-1"];
 /// The group tombstones are put into.
