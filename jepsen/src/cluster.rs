@@ -50,6 +50,10 @@ struct Node {
     paused: bool,
     /// Still a member (not replaced).
     member: bool,
+    /// The `--join` it was started with, if it joined a running cluster:
+    /// it is restarted the same way (the node ignores it once joined; with
+    /// the static `--initial-members` instead it refuses to start).
+    joined_via: Option<String>,
 }
 
 pub struct Cluster {
@@ -99,6 +103,7 @@ impl Cluster {
                     child: None,
                     paused: false,
                     member: true,
+                    joined_via: None,
                 },
             );
         }
@@ -161,7 +166,8 @@ impl Cluster {
     }
 
     /// Starts node `id` (again) on its data dir; `join` makes it a new
-    /// member through the running cluster instead of a static one.
+    /// member through the running cluster instead of a static one (and is
+    /// remembered for its restarts).
     fn spawn(&self, id: usize, join: Option<String>) -> anyhow::Result<()> {
         let mut nodes = self.lock();
         let node = nodes.get_mut(&id).context("no such node")?;
@@ -184,7 +190,10 @@ impl Cluster {
             "--data-dir".into(),
             self.data_dir(id).display().to_string(),
         ];
-        match join {
+        if join.is_some() {
+            node.joined_via.clone_from(&join);
+        }
+        match node.joined_via.clone() {
             Some(via) => args.extend(["--join".into(), via]),
             None => args.extend(["--initial-members".into(), self.initial.clone()]),
         }
@@ -458,6 +467,7 @@ impl Cluster {
                 child: None,
                 paused: false,
                 member: true,
+                joined_via: None,
             },
         );
         self.spawn(new, Some(others.join(",")))?;
