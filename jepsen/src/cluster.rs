@@ -50,6 +50,10 @@ struct Node {
     paused: bool,
     /// Still a member (not replaced).
     member: bool,
+    /// The `--join` it was started with, if it joined a running cluster:
+    /// it is restarted the same way (the node ignores it once joined; with
+    /// the static `--initial-members` instead it refuses to start).
+    joined_via: Option<String>,
 }
 
 pub struct Cluster {
@@ -99,6 +103,7 @@ impl Cluster {
                     child: None,
                     paused: false,
                     member: true,
+                    joined_via: None,
                 },
             );
         }
@@ -161,7 +166,8 @@ impl Cluster {
     }
 
     /// Starts node `id` (again) on its data dir; `join` makes it a new
-    /// member through the running cluster instead of a static one.
+    /// member through the running cluster instead of a static one (and is
+    /// remembered for its restarts).
     fn spawn(&self, id: usize, join: Option<String>) -> anyhow::Result<()> {
         let mut nodes = self.lock();
         let node = nodes.get_mut(&id).context("no such node")?;
@@ -184,7 +190,10 @@ impl Cluster {
             "--data-dir".into(),
             self.data_dir(id).display().to_string(),
         ];
-        match join {
+        if join.is_some() {
+            node.joined_via.clone_from(&join);
+        }
+        match node.joined_via.clone() {
             Some(via) => args.extend(["--join".into(), via]),
             None => args.extend(["--initial-members".into(), self.initial.clone()]),
         }
@@ -366,11 +375,36 @@ impl Cluster {
         }
     }
 
+    /// Makes node `id` silent: connections to it are accepted and never
+    /// answered, and it reaches no one (see `Network::silence` and
+    /// `Netns::silence` for how each backend does it). Undone by
+    /// [`Cluster::heal_all`].
+    pub fn silence(&self, id: usize) -> anyhow::Result<()> {
+        match &self.links {
+            Links::Proxy(net) => {
+                net.silence(id);
+                Ok(())
+            }
+            Links::Netns(ns) => ns.silence(id),
+            Links::Direct => bail!("the direct backend cannot silence a node"),
+        }
+    }
+
+    /// How [`Cluster::silence`] is done on this backend, for the history.
+    pub fn silence_method(&self) -> &'static str {
+        match &self.links {
+            Links::Proxy(_) => "proxy: accepts every connection, forwards nothing either way",
+            Links::Netns(_) => "netns: iptables OUTPUT drops all but SYN-ACK (handshakes complete, nothing answers)",
+            Links::Direct => "none",
+        }
+    }
+
     pub fn can_delay(&self) -> bool {
         matches!(self.links, Links::Proxy(_))
     }
 
-    /// Restores every link, resumes paused nodes and restarts stopped ones.
+    /// Restores every link (cut, delayed or silenced), resumes paused
+    /// (frozen) nodes and restarts stopped ones.
     pub fn heal_all(&self) -> anyhow::Result<()> {
         match &self.links {
             Links::Proxy(net) => net.heal(),
@@ -433,6 +467,7 @@ impl Cluster {
                 child: None,
                 paused: false,
                 member: true,
+                joined_via: None,
             },
         );
         self.spawn(new, Some(others.join(",")))?;

@@ -1,14 +1,16 @@
 //! The nemesis: faults scheduled from the seed, one at a time, each held for
-//! a few seconds and then healed (links restored, paused nodes continued,
-//! killed nodes restarted). Every fault and heal is an `info` operation of
-//! the process `nemesis` in the history.
+//! a few seconds (freeze and silent: 1.5–3× the workers' lease TTL) and then
+//! healed (links restored, silent nodes answering again, paused and frozen
+//! nodes continued, killed nodes restarted). Every fault and heal is an
+//! `info` operation of the process `nemesis` in the history; a fault names
+//! its node and whether it was the leader.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -30,6 +32,13 @@ pub enum Family {
     Delay,
     /// Membership: a node is killed, removed, wiped, and a new node joins.
     Membership,
+    /// SIGSTOP for longer than the workers' lease TTL (1.5–3×), of the
+    /// leader and of a follower in turn, then SIGCONT.
+    Freeze,
+    /// A node whose socket accepts connections and never answers (and which
+    /// reaches no one), the leader and a follower in turn, for 1.5–3× the
+    /// workers' TTL.
+    Silent,
     /// Every family above.
     All,
     /// No faults.
@@ -46,6 +55,8 @@ pub fn expand(families: &[Family]) -> BTreeSet<Family> {
                 Family::Partition,
                 Family::Delay,
                 Family::Membership,
+                Family::Freeze,
+                Family::Silent,
             ]),
             Family::None => {}
             f => {
@@ -64,7 +75,15 @@ pub struct Nemesis {
     /// Partition schemes still to deal (see [`Nemesis::partition`]).
     schemes: Vec<u8>,
     dealt_schemes: bool,
+    /// Faults of the freeze and silent families dealt so far: even ones
+    /// target the leader, odd ones a follower.
+    freezes: u32,
+    silences: u32,
 }
+
+/// A fault as injected: its name, its description for the history, and
+/// how long to hold it when its family decides that (else 2–7 s).
+type Injected = (String, Value, Option<Duration>);
 
 impl Nemesis {
     pub fn new(
@@ -80,6 +99,8 @@ impl Nemesis {
             rng: StdRng::seed_from_u64(seed ^ 0x004E_454D_4553_4953),
             schemes: Vec::new(),
             dealt_schemes: false,
+            freezes: 0,
+            silences: 0,
         }
     }
 
@@ -107,15 +128,18 @@ impl Nemesis {
                 deck.shuffle(&mut self.rng);
             }
             let Some(family) = deck.pop() else { break };
+            let mut hold = Duration::from_millis(self.rng.random_range(2000..7000));
             match self.inject(family).await {
-                Ok(Some((f, value))) => self.record(&f, value),
+                Ok(Some((f, value, held))) => {
+                    self.record(&f, value);
+                    hold = held.unwrap_or(hold);
+                }
                 Ok(None) => continue,
                 Err(e) => self.record(
                     "fault-failed",
                     json!({"family": format!("{family:?}"), "error": format!("{e:#}")}),
                 ),
             }
-            let hold = Duration::from_millis(self.rng.random_range(2000..7000));
             let stopped = sleep_or_stop(hold, &stop).await;
             self.heal();
             if stopped {
@@ -132,37 +156,72 @@ impl Nemesis {
         }
     }
 
-    async fn target(&mut self, leader: bool) -> Option<usize> {
-        if leader {
-            if let Some(l) = self.cluster.leader().await {
-                return Some(l);
-            }
+    /// The leader (`leader`, when there is one) or a random member; with
+    /// whether the node picked is the leader, as far as the cluster says.
+    async fn target(&mut self, leader: bool) -> Option<(usize, bool)> {
+        let current = self.cluster.leader().await;
+        if let Some(l) = current.filter(|_| leader) {
+            return Some((l, true));
         }
         let members = self.cluster.members();
-        members
-            .get(self.rng.random_range(0..members.len().max(1)))
-            .copied()
+        let node = *members.get(self.rng.random_range(0..members.len().max(1)))?;
+        Some((node, Some(node) == current))
     }
 
-    /// Injects one fault of `family`; returns its name and description.
-    async fn inject(&mut self, family: Family) -> anyhow::Result<Option<(String, Value)>> {
+    /// The leader (`leader`) or a random follower; with whether the node
+    /// picked is the leader, as far as the cluster says.
+    async fn leader_or_follower(&mut self, leader: bool) -> Option<(usize, bool)> {
+        let current = self.cluster.leader().await;
         let members = self.cluster.members();
-        Ok(Some(match family {
+        let node = match current {
+            Some(l) if leader => l,
+            _ => {
+                let others: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|m| Some(*m) != current)
+                    .collect();
+                *others.choose(&mut self.rng)?
+            }
+        };
+        Some((node, Some(node) == current))
+    }
+
+    /// A hold of 1.5–3× the workers' lease TTL.
+    fn past_the_ttl(&mut self) -> Duration {
+        let ttl = u64::try_from(crate::workload::WORKER_TTL.as_millis()).unwrap_or(2000);
+        Duration::from_millis(self.rng.random_range(ttl * 3 / 2..=ttl * 3))
+    }
+
+    /// Injects one fault of `family`; returns its name, description and
+    /// hold, if the family sets its own.
+    async fn inject(&mut self, family: Family) -> anyhow::Result<Option<Injected>> {
+        let members = self.cluster.members();
+        let mut hold = None;
+        let (name, value) = match family {
             Family::Kill => {
-                let leader = self.rng.random_bool(0.5);
-                let Some(node) = self.target(leader).await else {
+                let want_leader = self.rng.random_bool(0.5);
+                let Some((node, leader)) = self.target(want_leader).await else {
                     return Ok(None);
                 };
                 self.cluster.kill(node)?;
-                ("kill".into(), json!({"node": node, "leader": leader}))
+                (
+                    "kill".into(),
+                    json!({"node": node, "leader": leader,
+                           "target": if want_leader { "leader" } else { "any" }}),
+                )
             }
             Family::Pause => {
-                let leader = self.rng.random_bool(0.5);
-                let Some(node) = self.target(leader).await else {
+                let want_leader = self.rng.random_bool(0.5);
+                let Some((node, leader)) = self.target(want_leader).await else {
                     return Ok(None);
                 };
                 self.cluster.pause(node)?;
-                ("pause".into(), json!({"node": node, "leader": leader}))
+                (
+                    "pause".into(),
+                    json!({"node": node, "leader": leader,
+                           "target": if want_leader { "leader" } else { "any" }}),
+                )
             }
             Family::Partition => {
                 let mode = if self.rng.random_bool(0.5) {
@@ -191,18 +250,56 @@ impl Nemesis {
                 ("delay".into(), json!({"ms": by.as_millis()}))
             }
             Family::Membership => {
-                let Some(old) = self.target(false).await else {
+                let Some((old, leader)) = self.target(false).await else {
                     return Ok(None);
                 };
-                self.record("replace", json!({"node": old, "phase": "start"}));
+                self.record(
+                    "replace",
+                    json!({"node": old, "leader": leader, "phase": "start"}),
+                );
                 let new = self.cluster.replace(old).await?;
                 (
                     "replaced".into(),
-                    json!({"removed": old, "joined": new, "wiped": true}),
+                    json!({"removed": old, "joined": new, "wiped": true,
+                           "endpoint": self.cluster.endpoint(new)}),
+                )
+            }
+            Family::Freeze => {
+                let want_leader = self.freezes.is_multiple_of(2);
+                self.freezes += 1;
+                let Some((node, leader)) = self.leader_or_follower(want_leader).await else {
+                    return Ok(None);
+                };
+                let held = self.past_the_ttl();
+                hold = Some(held);
+                self.cluster.pause(node)?;
+                (
+                    "freeze".into(),
+                    json!({"node": node, "leader": leader,
+                           "target": if want_leader { "leader" } else { "follower" },
+                           "hold_ms": held.as_millis()}),
+                )
+            }
+            Family::Silent => {
+                let want_leader = self.silences.is_multiple_of(2);
+                self.silences += 1;
+                let Some((node, leader)) = self.leader_or_follower(want_leader).await else {
+                    return Ok(None);
+                };
+                let held = self.past_the_ttl();
+                hold = Some(held);
+                self.cluster.silence(node)?;
+                (
+                    "silent".into(),
+                    json!({"node": node, "leader": leader,
+                           "target": if want_leader { "leader" } else { "follower" },
+                           "hold_ms": held.as_millis(),
+                           "how": self.cluster.silence_method()}),
                 )
             }
             Family::All | Family::None => return Ok(None),
-        }))
+        };
+        Ok(Some((name, value, hold)))
     }
 
     /// Picks a partition scheme; returns its name and the directed links

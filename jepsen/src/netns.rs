@@ -1,7 +1,9 @@
 //! The `netns` network backend (root only): each node runs in its own
 //! network namespace with its own address on a bridge, and a partition is an
 //! `iptables` rule in the receiving node's namespace — a silent `DROP`, or a
-//! `REJECT --reject-with tcp-reset`. This kernel has no netem, so this backend
+//! `REJECT --reject-with tcp-reset`. A silent node (accepts, never answers)
+//! is an `OUTPUT` rule in its own namespace that lets only SYN-ACKs out
+//! (see [`Netns::silence`]). This kernel has no netem, so this backend
 //! cannot delay a link; the proxy backend can.
 
 use std::net::Ipv4Addr;
@@ -143,18 +145,47 @@ impl Netns {
         }
     }
 
+    /// Makes node `id` silent: every connection to it is accepted by its
+    /// kernel and never answered, and it reaches no one. In its namespace,
+    /// everything it sends is dropped except the SYN-ACK of a handshake
+    /// (and loopback): callers complete the handshake, their connection is
+    /// established, and then nothing comes back, not even an ACK or a
+    /// reset; its own connections never get past the SYN. The process
+    /// keeps running, as behind the proxy backend's silent mode.
+    pub fn silence(&self, id: usize) -> anyhow::Result<()> {
+        let ns = namespace(id);
+        let rule = |args: &[&str]| {
+            let mut full = vec!["ip", "netns", "exec", &ns, "iptables", "-A", "OUTPUT"];
+            full.extend_from_slice(args);
+            run(&full)
+        };
+        rule(&["-o", "lo", "-j", "ACCEPT"])?;
+        rule(&[
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "SYN,ACK",
+            "SYN,ACK",
+            "-j",
+            "ACCEPT",
+        ])?;
+        rule(&["-j", "DROP"])
+    }
+
     pub fn heal(&self) -> anyhow::Result<()> {
         let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for id in ids {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &namespace(id),
-                "iptables",
-                "-F",
-                "INPUT",
-            ])?;
+            for chain in ["INPUT", "OUTPUT"] {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &namespace(id),
+                    "iptables",
+                    "-F",
+                    chain,
+                ])?;
+            }
         }
         Ok(())
     }

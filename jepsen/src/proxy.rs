@@ -7,6 +7,14 @@
 //! up, as with a pulled cable), or, in `reset` mode, closes its connections
 //! and refuses new ones. Healing closes every connection that lost data, so
 //! the two sides reconnect with a clean stream.
+//!
+//! A *silent* node is one whose socket accepts connections and never
+//! answers: its proxy accepts every new connection, client or peer, and
+//! holds it without connecting it to the node; what flows over its existing
+//! connections is dropped both ways, and so is what the node sends to its
+//! peers over connections it dialled (a node that answers nobody, as a
+//! wedged process whose kernel still accepts, not one whose client half
+//! still works). Healing closes all of those connections.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -57,8 +65,21 @@ struct LinkState {
     /// Directed links that are cut: (from, to).
     cut: HashMap<(End, End), CutMode>,
     delay: HashMap<(End, End), Duration>,
+    /// Silent nodes: they accept connections and answer nothing.
+    silent: HashSet<usize>,
     /// Connections that dropped data: closed when healed.
     tainted: HashSet<u64>,
+}
+
+impl LinkState {
+    /// Whether what `from` sends to `to` is lost: the link is cut, or
+    /// either end is a silent node.
+    fn drops(&self, from: End, to: End) -> bool {
+        self.cut.contains_key(&(from, to))
+            || [from, to]
+                .iter()
+                .any(|e| matches!(e, End::Node(n) if self.silent.contains(n)))
+    }
 }
 
 /// The state of every link, shared by all proxies.
@@ -95,11 +116,24 @@ impl Network {
         self.state().delay.insert((from, to), by);
     }
 
+    /// Makes node `id` silent: its proxy accepts every connection and
+    /// forwards nothing either way, new connections included, and what it
+    /// sends to its peers is lost, until [`Network::heal`].
+    pub fn silence(&self, id: usize) {
+        self.state().silent.insert(id);
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    fn is_silent(&self, id: usize) -> bool {
+        self.state().silent.contains(&id)
+    }
+
     /// Restores every link; connections that lost data are closed.
     pub fn heal(&self) {
         let mut s = self.state();
         s.cut.clear();
         s.delay.clear();
+        s.silent.clear();
         drop(s);
         self.epoch.send_modify(|e| *e += 1);
     }
@@ -115,7 +149,7 @@ impl Network {
         let reset = [(a, b), (b, a)]
             .iter()
             .any(|k| s.cut.get(k) == Some(&CutMode::Reset));
-        let healed = !s.cut.contains_key(&(a, b)) && !s.cut.contains_key(&(b, a));
+        let healed = !s.drops(a, b) && !s.drops(b, a);
         reset || (healed && s.tainted.contains(&conn))
     }
 
@@ -142,6 +176,12 @@ impl Network {
                 {
                     continue; // refused: dropping the socket resets it
                 }
+                if net.is_silent(id) {
+                    // Accepted, never connected to the node, never
+                    // answered; closed when the node is healed.
+                    tokio::spawn(net.clone().hold(inbound, id));
+                    continue;
+                }
                 let net = net.clone();
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else {
@@ -154,6 +194,19 @@ impl Network {
             }
         });
         Ok(())
+    }
+
+    /// Holds a connection accepted while node `id` was silent, reading
+    /// nothing and answering nothing, until the node is healed; then closes
+    /// it, so the caller reconnects to a node that answers.
+    async fn hold(self, inbound: TcpStream, id: usize) {
+        let mut epoch = self.epoch.subscribe();
+        while self.is_silent(id) {
+            if epoch.changed().await.is_err() {
+                break;
+            }
+        }
+        drop(inbound);
     }
 
     async fn serve(&self, inbound: TcpStream, outbound: TcpStream, from: End, to: End) {
@@ -205,7 +258,7 @@ impl Network {
                 };
                 let delay = {
                     let mut s = self.state();
-                    if s.cut.contains_key(&(from, to)) {
+                    if s.drops(from, to) {
                         s.tainted.insert(conn);
                         continue;
                     }
@@ -244,8 +297,8 @@ mod tests {
         assert_eq!(end_of("127.0.0.1:5000".parse().expect("addr")), End::Client);
     }
 
-    #[tokio::test]
-    async fn a_cut_drops_one_direction_and_healing_reconnects() {
+    /// An echo server; returns its address.
+    async fn echo_server() -> SocketAddr {
         let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let target = echo.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -260,6 +313,52 @@ mod tests {
                 });
             }
         });
+        target
+    }
+
+    #[tokio::test]
+    async fn a_silent_node_accepts_and_never_answers_until_healed() {
+        let target = echo_server().await;
+        let net = Network::default();
+        let port = std::net::TcpListener::bind(SocketAddr::new(node_ip(2), 0))
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        net.proxy(2, port, target).await.expect("proxy");
+        let mut before = TcpStream::connect(port).await.expect("connect");
+        let mut b = [0u8; 4];
+        before.write_all(b"ping").await.expect("write");
+        before.read_exact(&mut b).await.expect("echo");
+
+        net.silence(2);
+        // An existing connection: nothing comes back.
+        before.write_all(b"lost").await.expect("write");
+        let r = tokio::time::timeout(Duration::from_millis(200), before.read(&mut b)).await;
+        assert!(r.is_err(), "a silent node answers nothing");
+        // A new connection, from a client or from a peer, is accepted and
+        // never answered.
+        let mut client = TcpStream::connect(port).await.expect("accepted");
+        client.write_all(b"anyone").await.expect("write");
+        let r = tokio::time::timeout(Duration::from_millis(200), client.read(&mut b)).await;
+        assert!(r.is_err(), "a new connection hears nothing either");
+
+        net.heal();
+        // Both are closed at the heal; a new connection works.
+        for mut c in [before, client] {
+            let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b))
+                .await
+                .expect("closed promptly")
+                .unwrap_or(0);
+            assert_eq!(n, 0);
+        }
+        let mut c = TcpStream::connect(port).await.expect("reconnect");
+        c.write_all(b"pong").await.expect("write");
+        c.read_exact(&mut b).await.expect("echo");
+        assert_eq!(&b, b"pong");
+    }
+
+    #[tokio::test]
+    async fn a_cut_drops_one_direction_and_healing_reconnects() {
+        let target = echo_server().await;
         let net = Network::default();
         let listen = SocketAddr::new(node_ip(1), 0);
         // Find a free port on the node's address for the proxy.

@@ -19,6 +19,8 @@ fn fault_colour(f: &str) -> &'static str {
         "pause" => "#f7d794",
         "partition" => "#a3c4f4",
         "delay" => "#c9a3f4",
+        "freeze" => "#f2a65a",
+        "silent" => "#a0a0a0",
         _ => "#b8e0b0",
     }
 }
@@ -162,7 +164,7 @@ pub fn plots(dir: &Path, ops: &[Op]) -> anyhow::Result<()> {
     }
     writeln!(
         svg,
-        r#"<text x="{LEFT}" y="{:.1}">latency of register, tombstone calls (log; blue cas, green read, grey put/check ok, orange fail, red unknown) and ok calls per second; bands: faults (red kill, yellow pause, blue partition, purple delay, green membership)</text>"#,
+        r#"<text x="{LEFT}" y="{:.1}">latency of register, tombstone calls (log; blue cas, green read, grey put/check ok, orange fail, red unknown) and ok calls per second; bands: faults (red kill, yellow pause, orange freeze, grey silent, blue partition, purple delay, green membership)</text>"#,
         total_h - 6.0
     )?;
     writeln!(svg, "</svg>")?;

@@ -90,6 +90,16 @@ pub async fn test(opts: &Options) -> anyhow::Result<(PathBuf, Verdict)> {
         serializable_reads: opts.serializable_reads,
     };
     workload::setup(&ctx).await?;
+    // Which node is at which address (workers record endpoints), and when
+    // the workloads run: the progress checker measures between the two
+    // markers.
+    let members: serde_json::Map<String, Value> = cluster
+        .members()
+        .into_iter()
+        .filter_map(|id| Some((id.to_string(), Value::from(cluster.endpoint(id)?))))
+        .collect();
+    history.record(Op::new("run", Kind::Info, "members").value(json!({ "members": members })));
+    history.record(Op::new("run", Kind::Info, "workload-start"));
     println!(
         "  cluster up ({} nodes), groups created; workloads and faults for {:?}",
         opts.nodes, opts.time_limit
@@ -147,6 +157,7 @@ pub async fn test(opts: &Options) -> anyhow::Result<(PathBuf, Verdict)> {
     cluster.heal_all()?;
     cluster.await_leader(Duration::from_secs(30)).await?;
     println!("  healed; winding the workloads down");
+    history.record(Op::new("run", Kind::Info, "workload-stop"));
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
@@ -260,6 +271,7 @@ pub fn detail(e: &pb::WatchEvent) -> Value {
             Change::Created | Change::Updated => json!({
                 "k": "group",
                 "register": g.config.as_ref().and_then(|c| c.tombstone_ttl_ms),
+                "partitions": g.config.as_ref().and_then(|c| c.partitions),
             }),
             Change::Split => json!({"k": "split"}),
             _ => Value::Null,
@@ -292,6 +304,12 @@ pub fn check_and_report(dir: &Path, ops: &[Op], budget: Duration) -> anyhow::Res
     )?;
     for o in &outcomes {
         println!("  {:<14} {:?}  {}", o.checker, o.verdict, o.details);
+    }
+    // G4 per fault: the worst write gap and the worst span a partition of
+    // the workers' group went without a live owner.
+    if let Some(p) = outcomes.iter().find(|o| o.checker == "progress") {
+        println!("  progress per fault ({:?}):", p.verdict);
+        print!("{}", check::progress::table(&p.details));
     }
     if let Err(e) = report::plots(dir, ops) {
         println!("  (plots not written: {e})");

@@ -27,14 +27,18 @@ use crate::cluster::Cluster;
 use crate::history::{Kind, Op, Recorder};
 
 /// How long a client call may take before its outcome is unknown.
-const CALL: Duration = Duration::from_millis(1500);
+pub const CALL: Duration = Duration::from_millis(1500);
 /// The register groups (the register is the group's tombstone TTL).
 pub const REGISTERS: [&str; 2] = ["reg-0", "reg-1"];
 /// The group tombstones are put into.
 pub const TOMBSTONES: &str = "ts";
 /// The group SDK workers share.
 pub const WORK: &str = "work";
-const WORK_PARTITIONS: u32 = 32;
+pub const WORK_PARTITIONS: u32 = 32;
+/// The SDK workers' lease TTL.
+pub const WORKER_TTL: Duration = Duration::from_secs(2);
+/// The groups' handoff timeout.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 const REGISTER_INIT: u64 = 1000;
 
 /// Set once the workloads must wind down.
@@ -157,7 +161,7 @@ pub async fn setup(ctx: &Ctx) -> anyhow::Result<()> {
         let config = pb::GroupConfig {
             partitions: Some(partitions),
             tombstone_ttl_ms: Some(ttl),
-            handoff_timeout_ms: Some(5000),
+            handoff_timeout_ms: Some(u64::try_from(HANDOFF_TIMEOUT.as_millis())?),
             ..Default::default()
         };
         admin.create_group(group, config).await?;
@@ -548,9 +552,16 @@ async fn worker_life(
 ) {
     let history = ctx.history.clone();
     let holder = process.to_string();
+    // From here the worker wants work (the progress checker counts a
+    // partition without an owner only while some worker does).
+    ctx.history.record(
+        Op::new(process, Kind::Invoke, "join")
+            .key(WORK)
+            .value(json!({"endpoints": endpoints})),
+    );
     let joined = Worker::builder(endpoints.clone(), WORK)
         .id(id)
-        .ttl(Duration::from_secs(2))
+        .ttl(WORKER_TTL)
         .join_patience(Duration::from_secs(20))
         .on_hold_change(move |change| record_hold(&history, &holder, change))
         .join()
@@ -585,6 +596,9 @@ async fn worker_life(
     let hung = tokio::time::sleep(Duration::from_secs(24 * 3600));
     tokio::pin!(hung);
     let leave = |hung: std::pin::Pin<&mut tokio::time::Sleep>| {
+        // From here it wants no more work.
+        ctx.history
+            .record(Op::new(process, Kind::Info, "leave").key(WORK));
         hung.reset(tokio::time::Instant::now() + SHUTDOWN_BOUND);
         let w = worker.clone();
         // The event stream delivers the revocations the drain causes.

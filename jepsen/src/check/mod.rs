@@ -4,6 +4,7 @@
 pub mod holds;
 pub mod linear;
 pub mod ownership;
+pub mod progress;
 pub mod revisions;
 pub mod set;
 mod stale;
@@ -65,6 +66,7 @@ pub fn all(ops: &[Op], budget: std::time::Duration) -> Vec<Outcome> {
         watch::check(ops, truth.as_ref()),
         ownership::check(ops, truth.as_ref()),
         truth::durability(ops, truth.as_ref()),
+        progress::check(ops, truth.as_ref()),
     ]
 }
 
