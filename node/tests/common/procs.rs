@@ -3,6 +3,8 @@
 //!
 //! `batonctl` belongs to another package, so it must have been built next to
 //! `baton-node` first: `scripts/test` (the README's test command) does that.
+//! `BATON_BIN_DIR` runs the tests against the binaries of another build (to
+//! show a test failing on the code before a fix).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -14,11 +16,19 @@ use baton_proto::v1::ClusterStatusRequest;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-pub const NODE: &str = env!("CARGO_BIN_EXE_baton-node");
+const NODE: &str = env!("CARGO_BIN_EXE_baton-node");
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The `baton-node` binary: this build's, or the one in `BATON_BIN_DIR`.
+pub fn node_bin() -> PathBuf {
+    match std::env::var_os("BATON_BIN_DIR") {
+        Some(dir) => Path::new(&dir).join("baton-node"),
+        None => PathBuf::from(NODE),
+    }
+}
+
 pub fn batonctl() -> PathBuf {
-    let path = Path::new(NODE).with_file_name("batonctl");
+    let path = node_bin().with_file_name("batonctl");
     assert!(
         path.exists(),
         "{} is missing: build it first (`cargo build --bins`; scripts/test does)",
@@ -40,7 +50,7 @@ impl Proc {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(NODE)
+        let child = Command::new(node_bin())
             .args(args)
             .current_dir(cwd)
             .env("BATON_LOG", "info")
@@ -81,6 +91,11 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub fn log_text(&self) -> String {
@@ -128,18 +143,55 @@ pub fn node_args(addrs: &[SocketAddr], id: usize) -> Vec<String> {
 
 /// Starts a static 3-node cluster of processes in `dir`; returns their
 /// addresses and processes (index i is node i + 1).
+///
+/// Static bootstrap needs every address before any node starts, and a
+/// restarted node must come back at its address, so nodes cannot bind port 0
+/// here: ports are reserved by binding and releasing them. Another process
+/// can take one in between ("Address already in use"); a node that exits
+/// before the cluster answers is taken for that, and the cluster is started
+/// again on new ports (three tries).
 pub fn three_processes(dir: &Path) -> (Vec<SocketAddr>, Vec<Option<Proc>>) {
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
-    let procs = (1..=3)
-        .map(|id| {
-            Some(Proc::spawn(
-                &node_args(&addrs, id),
-                dir,
+    for attempt in 1..=3 {
+        let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+        let mut procs: Vec<Option<Proc>> = (1..=3)
+            .map(|id| {
+                Some(Proc::spawn(
+                    &node_args(&addrs, id),
+                    dir,
+                    dir.join(format!("node-{id}.log")),
+                ))
+            })
+            .collect();
+        let deadline = Instant::now() + WAIT;
+        let exited = loop {
+            let exited = procs.iter_mut().flatten().any(Proc::exited);
+            // Each node logs that it serves once it has bound its port.
+            let listening = procs
+                .iter()
+                .flatten()
+                .all(|p| p.log_text().contains("serving:"));
+            if exited || listening || Instant::now() > deadline {
+                break exited;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !exited {
+            return (addrs, procs);
+        }
+        eprintln!("attempt {attempt}: a node exited at start (a reserved port taken?); starting again on new ports");
+        procs.clear();
+        for id in 1..=3 {
+            let _ = std::fs::remove_dir_all(dir.join(format!("node-{id}")));
+            let _ = std::fs::rename(
                 dir.join(format!("node-{id}.log")),
-            ))
-        })
-        .collect();
-    (addrs, procs)
+                dir.join(format!("node-{id}.attempt-{attempt}.log")),
+            );
+        }
+    }
+    panic!(
+        "three tries to start a 3-node cluster in {} failed; see its node-*.log",
+        dir.display()
+    );
 }
 
 pub async fn status_of(addr: SocketAddr) -> Option<baton_proto::v1::ClusterStatusResponse> {
