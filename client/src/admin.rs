@@ -97,20 +97,6 @@ impl AdminClient {
         self
     }
 
-    /// Gives each attempt this long instead of a fraction of the budget: for
-    /// calls that wait on purpose (a barrier put, a backup), which a short
-    /// attempt timeout would cut off and repeat.
-    pub fn set_attempt_timeout(&mut self, attempt: Duration) {
-        let timing = Timing {
-            attempt,
-            ..self.endpoints.timing()
-        };
-        let transport = self.endpoints.transport().clone();
-        if let Ok(e) = Endpoints::new(self.endpoints.addrs(), transport, timing) {
-            self.endpoints = e;
-        }
-    }
-
     pub fn transport(&self) -> &Transport {
         self.endpoints.transport()
     }
@@ -135,7 +121,9 @@ impl AdminClient {
         let mut round = 0;
         loop {
             let (result, addr) = match self.endpoints.find_leader().await {
-                Ok((addr, channel)) => (call(channel).await.map(Response::into_inner), Some(addr)),
+                Ok((addr, channel)) => {
+                    (self.attempt(&addr, call(channel), start).await, Some(addr))
+                }
                 Err(s) => (Err(s), None),
             };
             match result {
@@ -171,6 +159,38 @@ impl AdminClient {
         }
     }
 
+    /// Waits for one call on the leader at `addr`. Past each attempt timeout
+    /// the leader is probed: a slow one that still leads is waited for (a
+    /// write is never sent twice because it was slow), one that does not
+    /// answer as the leader is left, with UNAVAILABLE. The call's budget
+    /// still bounds the wait, with DEADLINE_EXCEEDED: it may or may not have
+    /// taken effect.
+    async fn attempt<T, Fut>(&self, addr: &str, call: Fut, start: Instant) -> Result<T, Status>
+    where
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        tokio::pin!(call);
+        loop {
+            let left = self.timeout.saturating_sub(start.elapsed());
+            match tokio::time::timeout(self.endpoints.timing().attempt.min(left), &mut call).await {
+                Ok(result) => return result.map(Response::into_inner),
+                Err(_) if start.elapsed() >= self.timeout => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "the leader at {addr} did not answer within {:?}; the call may or may not have taken effect",
+                        self.timeout
+                    )))
+                }
+                Err(_) => {
+                    if !self.endpoints.still_leads(addr).await {
+                        return Err(Status::unavailable(format!(
+                            "the leader at {addr} stopped answering as the leader (frozen, cut off or deposed)"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs `call` on any node (the first endpoint not skipped; after a
     /// lost connection, the next): for serializable reads, which every node
     /// answers from its own state, one cut off from the leader too.
@@ -180,21 +200,31 @@ impl AdminClient {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let start = Instant::now();
+        let order = self.endpoints.order();
         let mut round = 0;
         loop {
-            let order = self.endpoints.order();
-            let addr = order[round as usize % order.len()].clone();
+            let addr = order[round % order.len()].clone();
             let channel = self.endpoints.channel(&addr)?;
-            match call(channel).await {
+            let attempt = self.endpoints.timing().attempt;
+            let result = tokio::time::timeout(attempt, call(channel))
+                .await
+                .unwrap_or_else(|_| {
+                    self.endpoints.silent(&addr);
+                    Err(Status::unavailable(format!(
+                        "{addr} did not answer within {attempt:?}"
+                    )))
+                });
+            match result {
                 Ok(reply) => {
                     self.endpoints.answered(&addr);
                     return Ok(reply.into_inner());
                 }
                 Err(s) if lost_connection(&s) => {
-                    if s.code() == Code::Cancelled {
-                        self.endpoints.silent(&addr);
-                    }
-                    let pause = backoff(Duration::from_millis(20), Duration::from_secs(1), round);
+                    let pause = backoff(
+                        Duration::from_millis(20),
+                        Duration::from_secs(1),
+                        (round / order.len()) as u32,
+                    );
                     round += 1;
                     if start.elapsed() + pause > self.timeout {
                         return Err(ClientError::Unavailable {
@@ -203,7 +233,10 @@ impl AdminClient {
                             last: s.message().to_string(),
                         });
                     }
-                    tokio::time::sleep(pause).await;
+                    // The next endpoint at once; a pause after a full round.
+                    if round % order.len() == 0 {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 Err(s) => return Err(ClientError::Status(s)),
             }
@@ -242,40 +275,47 @@ impl AdminClient {
                 .map_err(ClientError::Status)?,
             Err(e) => return Err(e),
         };
-        let mut members = Vec::new();
-        for m in &leader.members {
-            let (status, error) = if m.id == leader.node_id {
-                (Some(leader.clone()), None)
-            } else {
-                let probe = self.endpoints.timing().probe;
-                let asked = tokio::time::timeout(
+        // Every member at once: a frozen one costs one probe timeout.
+        let asks = leader.members.iter().map(|m| async {
+            if m.id == leader.node_id {
+                return (Some(leader.clone()), None);
+            }
+            let probe = self.endpoints.timing().probe;
+            let asked = match self.endpoints.channel(&m.addr) {
+                Ok(channel) => tokio::time::timeout(
                     probe,
-                    Grpc::new(self.endpoints.channel(&m.addr)?)
-                        .cluster_status(ClusterStatusRequest {}),
+                    Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
                 )
                 .await
                 .unwrap_or_else(|_| {
                     Err(Status::deadline_exceeded(format!(
                         "no answer within {probe:?} (frozen, or a socket that never answers)"
                     )))
-                });
-                match asked {
-                    Ok(r) => (Some(r.into_inner()), None),
-                    Err(s) => (
-                        None,
-                        Some(format!("{}: {}", code_name(s.code()), s.message())),
-                    ),
-                }
+                }),
+                Err(e) => Err(Status::invalid_argument(e.to_string())),
             };
-            members.push(MemberStatus {
+            match asked {
+                Ok(r) => (Some(r.into_inner()), None),
+                Err(s) => (
+                    None,
+                    Some(format!("{}: {}", code_name(s.code()), s.message())),
+                ),
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let members = leader
+            .members
+            .iter()
+            .zip(answers)
+            .map(|(m, (status, error))| MemberStatus {
                 id: m.id,
                 addr: m.addr.clone(),
                 voter: m.voter,
                 status,
                 error,
                 matched_index: m.matched_index,
-            });
-        }
+            })
+            .collect();
         Ok((leader, members))
     }
 

@@ -11,8 +11,9 @@
 //!   names itself).
 //! - **Every attempt has its own timeout**, a fraction of the call's budget
 //!   ([`Timing::for_budget`]); a node that does not answer within it is
-//!   *silent* and skipped for [`SILENT_FOR`] (tried last, and never named as
-//!   the leader while skipped).
+//!   *silent* for [`SILENT_FOR`]: tried after the others, and never believed
+//!   to lead. A call on the leader that is slower than its attempt timeout
+//!   goes on only if the leader still answers, as the leader, a probe.
 //! - **The leader is remembered** across calls and forgotten at its first
 //!   failure; rounds are separated by jittered, growing pauses.
 //!
@@ -32,8 +33,13 @@ use tonic::{Code, Status};
 use crate::transport::{NodeChannel, Transport};
 use crate::ClientError;
 
-/// How long a node that did not answer in time is skipped.
+/// How long a node that did not answer in time is tried after the others
+/// (and never believed to lead).
 pub const SILENT_FOR: Duration = Duration::from_secs(2);
+
+/// A leader whose quorum has not answered it for this long has lost it
+/// (heartbeats go every 100 ms by default).
+pub const NO_QUORUM: Duration = Duration::from_secs(1);
 
 /// After the first useful probe answer, how long answers naming a leader of a
 /// higher term may still come in.
@@ -44,28 +50,35 @@ pub const SETTLE: Duration = Duration::from_millis(30);
 pub struct Timing {
     /// A probe (`ClusterStatus`, answered locally by any node).
     pub probe: Duration,
-    /// One attempt of a call on the leader (until its reply, or a stream's
-    /// first message, arrives).
+    /// How long a call waits before it checks that the node it waits on is
+    /// still alive (and, on the leader, still leading).
     pub attempt: Duration,
 }
 
 impl Timing {
-    /// Timeouts for calls whose whole budget is `budget`: a probe gets an
-    /// eighth of it (0.2–1 s), an attempt a quarter (0.5–5 s), so a silent
-    /// node costs a small part of the budget and leaves time to try others.
+    /// Timeouts for calls whose whole budget is `budget`: a probe gets a
+    /// tenth of it (0.2–1 s); an attempt, after which the leader is probed
+    /// to tell slow from frozen, an eighth (0.3–2 s). A frozen node costs a
+    /// small part of the budget and leaves time to try others.
     pub fn for_budget(budget: Duration) -> Self {
         Self {
-            probe: (budget / 8).clamp(Duration::from_millis(200), Duration::from_secs(1)),
-            attempt: (budget / 4).clamp(Duration::from_millis(500), Duration::from_secs(5)),
+            probe: (budget / 10).clamp(Duration::from_millis(200), Duration::from_secs(1)),
+            attempt: (budget / 8).clamp(Duration::from_millis(300), Duration::from_secs(2)),
         }
     }
 }
 
 #[derive(Default)]
 struct Memory {
+    /// The leader, by the address this client reaches it at.
     leader: Option<String>,
     silent_until: HashMap<String, Instant>,
     channels: HashMap<String, NodeChannel>,
+    /// Node id → the endpoint it answered at: nodes are told apart by id,
+    /// since the address a node advertises may be spelled differently from
+    /// the one a client reaches it at (a Kubernetes service name, NAT, a
+    /// port-forward).
+    ids: HashMap<u64, String>,
 }
 
 /// A cluster's endpoints and what was learned about them.
@@ -130,8 +143,7 @@ impl Endpoints {
     }
 
     /// A (lazily connecting) channel to `addr`, shared by every call to it.
-    /// A call on it that gets no reply within the attempt timeout fails
-    /// with CANCELLED ("Timeout expired").
+    /// Calls on it are timed by their callers (a probe, an attempt).
     pub fn channel(&self, addr: &str) -> Result<NodeChannel, ClientError> {
         if let Some(c) = self.memory().channels.get(addr) {
             return Ok(c.clone());
@@ -140,7 +152,6 @@ impl Endpoints {
             .transport
             .endpoint(addr)?
             .connect_timeout(self.timing.probe)
-            .timeout(self.timing.attempt)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
@@ -203,11 +214,59 @@ impl Endpoints {
             let channel = self.channel(&addr).map_err(to_status)?;
             return Ok((addr, channel));
         }
-        let status = self.probe_all().await?;
-        let addr = status.leader_addr.clone();
+        let addr = self.probe_all().await?;
         let channel = self.channel(&addr).map_err(to_status)?;
         self.memory().leader = Some(addr.clone());
         Ok((addr, channel))
+    }
+
+    /// Whether the node at `addr` answers a probe at all (any role): asked
+    /// while a call it serves from its own state is slow, to tell a busy or
+    /// lagging node from a frozen one. One that does not answer is skipped
+    /// for a while.
+    pub async fn answers(&self, addr: &str) -> bool {
+        let Ok(channel) = self.channel(addr) else {
+            return false;
+        };
+        let asked = tokio::time::timeout(
+            self.timing.probe,
+            Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
+        )
+        .await;
+        if asked.is_err() {
+            self.silent(addr);
+        }
+        matches!(asked, Ok(Ok(_)))
+    }
+
+    /// Whether the node at `addr` still answers, within the probe timeout,
+    /// that it leads with a quorum behind it: asked while a call on it is
+    /// slow, to tell a slow leader (keep waiting) from a frozen, isolated or
+    /// deposed one (move on). One that does not answer is skipped for a while.
+    pub async fn still_leads(&self, addr: &str) -> bool {
+        let Ok(channel) = self.channel(addr) else {
+            return false;
+        };
+        let asked = tokio::time::timeout(
+            self.timing.probe,
+            Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
+        )
+        .await;
+        match asked {
+            Ok(Ok(status)) => {
+                let status = status.into_inner();
+                status.leader_id == status.node_id
+                    && status.removed_at_index.is_none()
+                    && status
+                        .quorum_acked_ms_ago
+                        .is_none_or(|ms| Duration::from_millis(ms) < NO_QUORUM)
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.silent(addr);
+                false
+            }
+        }
     }
 
     /// The first answer of any endpoint to `ClusterStatus`, asked of all at
@@ -240,7 +299,7 @@ impl Endpoints {
     /// Asks every endpoint for its view at once; returns the answer naming
     /// the leader of the highest term among those in by [`SETTLE`] after the
     /// first useful one.
-    async fn probe_all(&self) -> Result<ClusterStatusResponse, Status> {
+    async fn probe_all(&self) -> Result<String, Status> {
         let mut probes: FuturesUnordered<_> = self
             .order()
             .into_iter()
@@ -257,9 +316,10 @@ impl Endpoints {
                 (addr, result.map(|r| r.into_inner()))
             })
             .collect();
-        let mut best: Option<ClusterStatusResponse> = None;
+        let mut best: Option<(ClusterStatusResponse, String)> = None;
         let mut settle_by: Option<Instant> = None;
         let mut removed = 0;
+        let mut refused: Option<Status> = None;
         let mut last = Status::unavailable("no endpoint answered");
         loop {
             let next = match settle_by {
@@ -273,7 +333,8 @@ impl Endpoints {
             match result {
                 Ok(status) => {
                     self.answered(&addr);
-                    let named_is_listed = self.addrs.contains(&status.leader_addr);
+                    self.memory().ids.insert(status.node_id, addr.clone());
+                    let leader_endpoint = self.memory().ids.get(&status.leader_id).cloned();
                     if let Some(index) = status.removed_at_index {
                         removed += 1;
                         last = Status::failed_precondition(format!(
@@ -282,21 +343,29 @@ impl Endpoints {
                         ));
                     } else if status.leader_id == 0 {
                         last = Status::unavailable(format!("{addr} knows no leader yet"));
+                    } else if status.leader_id == status.node_id {
+                        // It says so itself: reach it where it answered.
+                        if best.as_ref().is_none_or(|(b, _)| status.term > b.term) {
+                            best = Some((status, addr.clone()));
+                            settle_by.get_or_insert(Instant::now() + SETTLE);
+                        }
+                    } else if let Some(endpoint) = leader_endpoint {
+                        // One of the endpoints: believed when it answers
+                        // for itself (followers go on naming a frozen
+                        // leader until they elect another).
+                        last = Status::unavailable(format!(
+                            "{addr} names node {} at {endpoint} the leader, which has not answered for itself",
+                            status.leader_id
+                        ));
                     } else if self.is_silent(&status.leader_addr) {
                         last = Status::unavailable(format!(
                             "{addr} names node {} at {} the leader, which did not answer in time",
                             status.leader_id, status.leader_addr
                         ));
-                    } else if named_is_listed && status.leader_id != status.node_id {
-                        // A listed leader is believed when it answers for
-                        // itself: a frozen one is still named by its
-                        // followers until they elect another.
-                        last = Status::unavailable(format!(
-                            "{addr} names node {} at {} the leader, which has not answered yet",
-                            status.leader_id, status.leader_addr
-                        ));
-                    } else if best.as_ref().is_none_or(|b| status.term > b.term) {
-                        best = Some(status);
+                    } else if best.as_ref().is_none_or(|(b, _)| status.term > b.term) {
+                        // Not among the endpoints: reach it where it says.
+                        let leader_addr = status.leader_addr.clone();
+                        best = Some((status, leader_addr));
                         settle_by.get_or_insert(Instant::now() + SETTLE);
                     }
                 }
@@ -311,14 +380,16 @@ impl Endpoints {
                     last = Status::unavailable(format!("{addr}: {}", s.message()));
                 }
                 // A refusal that is not about reachability (bad
-                // credentials, say) is what the caller needs to see.
-                Err(s) => return Err(s),
+                // credentials, say): what the caller sees if no other
+                // endpoint does better.
+                Err(s) => refused = Some(s),
             }
         }
         match best {
-            Some(best) => Ok(best),
+            Some((_, addr)) => Ok(addr),
             // Nothing to retry: every endpoint is a removed node.
             None if removed == self.addrs.len() => Err(last),
+            None if refused.is_some() => Err(refused.unwrap_or(last)),
             None if last.code() == Code::FailedPrecondition => {
                 Err(Status::unavailable(last.message().to_string()))
             }
@@ -341,44 +412,19 @@ pub fn backoff(base: Duration, max: Duration, round: u32) -> Duration {
 
 /// Whether a call failed because its connection broke or never worked (the
 /// node died, restarted or froze mid-call), not because a server answered.
-/// The call may or may not have taken effect, as with any timeout; baton's
-/// writes are safe to repeat (a repeated one is refused or returns the first
-/// result). tonic reports these as UNAVAILABLE, CANCELLED ("Timeout
-/// expired") or UNKNOWN/INTERNAL with a transport error (an h2 protocol
-/// error, a reset, a closed connection) as the message or the source.
+/// The call may or may not have taken effect, as with any timeout.
+/// UNAVAILABLE is always retried. tonic reports a broken
+/// connection as UNKNOWN, CANCELLED or INTERNAL with the transport error (an
+/// h2 protocol error, a reset, a closed stream) as the status's source; a
+/// status a server sent has no source, so its message is never taken for
+/// one (it may quote user data).
 pub fn lost_connection(status: &Status) -> bool {
     use std::error::Error as _;
-    if status.code() == Code::Unavailable {
-        return true;
-    }
-    if !matches!(
-        status.code(),
-        Code::Unknown | Code::Cancelled | Code::Internal | Code::DeadlineExceeded
-    ) {
-        return false;
-    }
-    let mut source = status.source();
-    while let Some(e) = source {
-        if e.downcast_ref::<tonic::transport::Error>().is_some()
-            || e.downcast_ref::<std::io::Error>().is_some()
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    let message = status.message().to_ascii_lowercase();
-    [
-        "h2 protocol error",
-        "transport error",
-        "connection",
-        "broken pipe",
-        "timeout expired",
-        "operation was canceled",
-        "stream no longer needed",
-        "error reading a body",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
+    status.code() == Code::Unavailable
+        || matches!(
+            status.code(),
+            Code::Unknown | Code::Cancelled | Code::Internal | Code::DeadlineExceeded
+        ) && status.source().is_some()
 }
 
 #[cfg(test)]
@@ -414,18 +460,24 @@ mod tests {
 
     #[test]
     fn transport_failures_are_lost_connections_and_answers_are_not() {
+        let broken = || -> Box<dyn std::error::Error + Send + Sync> {
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+        };
+        let mut h2 = Status::from_error(broken());
+        assert_eq!(h2.code(), Code::Unknown);
         for lost in [
-            Status::unknown("h2 protocol error: error reading a body from connection"),
-            Status::cancelled("Timeout expired"),
-            Status::internal("h2 protocol error: stream no longer needed"),
             Status::unavailable("tcp connect error"),
+            std::mem::replace(&mut h2, Status::ok("")),
+            Status::from_error(broken()),
         ] {
             assert!(lost_connection(&lost), "{lost:?}");
         }
+        // Sent by a server: no source, whatever the message says.
         for answer in [
             Status::failed_precondition("stale session"),
             Status::not_found("group \"g\" does not exist"),
-            Status::unknown("the state machine said no"),
+            Status::unknown("h2 protocol error: error reading a body from connection"),
+            Status::deadline_exceeded("no owner acknowledged key db-connection-1"),
             Status::internal("cannot encode the reply"),
         ] {
             assert!(!lost_connection(&answer), "{answer:?}");

@@ -37,6 +37,10 @@ pub fn compacted_revision(status: &Status) -> Option<u64> {
 /// this long is frozen or cut off, and the watch resumes elsewhere.
 pub const SILENT_STREAM: Duration = Duration::from_secs(5);
 
+/// How long a node that answers probes may take to start a stream (it waits
+/// up to 5 s for the leader's read index).
+pub const START_WITHIN: Duration = Duration::from_secs(8);
+
 /// A resumable watch over a list of endpoints.
 pub struct Watch {
     endpoints: Endpoints,
@@ -93,6 +97,33 @@ impl Watch {
         self
     }
 
+    /// Waits for a stream to start on `addr`: a node waits for the leader's
+    /// read index (or to catch up) first, which is waited for as long as the
+    /// node answers probes, up to [`START_WITHIN`]; a node that does not
+    /// answer (frozen) is left at once.
+    async fn open<T>(
+        &self,
+        addr: &str,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        tokio::pin!(call);
+        let start = Instant::now();
+        loop {
+            match tokio::time::timeout(self.endpoints.timing().attempt, &mut call).await {
+                Ok(result) => return result,
+                Err(_)
+                    if start.elapsed() >= START_WITHIN || !self.endpoints.answers(addr).await =>
+                {
+                    return Err(Status::unavailable(format!(
+                        "{addr} did not start the watch within {:?}",
+                        start.elapsed()
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     /// The next message: events of whole revisions, or a progress notification
     /// (no events). Reconnects and resumes on its own when a node goes away or
     /// cuts this watcher off for being slow; other errors end the watch
@@ -123,21 +154,17 @@ impl Watch {
                     let order = self.endpoints.order();
                     let addr = order[round as usize % order.len()].clone();
                     let channel = self.endpoints.channel(&addr)?;
-                    match WatchClient::new(channel).watch(request).await {
+                    match self
+                        .open(&addr, WatchClient::new(channel).watch(request))
+                        .await
+                    {
                         Ok(stream) => {
                             self.endpoints.answered(&addr);
                             self.serving = Some(addr);
                             self.stream = Some(stream.into_inner());
                             continue;
                         }
-                        Err(s) => {
-                            // The stream did not start within the attempt
-                            // timeout: frozen, or never answers.
-                            if s.code() == Code::Cancelled {
-                                self.endpoints.silent(&addr);
-                            }
-                            Err(s)
-                        }
+                        Err(s) => Err(s),
                     }
                 }
             };

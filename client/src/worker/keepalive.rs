@@ -17,13 +17,14 @@ use crate::endpoints::{backoff, Endpoints, Timing};
 /// Keeps the lease of session `epoch` alive on one stream to the leader,
 /// following the leader, until the lease is lost or the task is aborted.
 ///
-/// A leader that leaves a keepalive unanswered for a quarter of the TTL is
-/// taken for frozen (or cut off): it is skipped, and the stream moves to the
-/// leader the other endpoints name, which a majority elects within about a
-/// second. The lease counts from the send time of the last acknowledged
-/// keepalive, so a worker listing every endpoint keeps its partitions
-/// through a leader freeze when the new leader is elected within about half
-/// the TTL.
+/// A keepalive unanswered for an eighth of the TTL makes the loop probe the
+/// leader: one that still answers as a leader with a quorum (a slow link, a
+/// slow round) is waited for, up to half the TTL; one that does not (frozen,
+/// cut off, deposed) is left for the leader the endpoints name, which a
+/// majority elects within about a second. The lease counts from the send
+/// time of the last acknowledged keepalive, so a worker listing every
+/// endpoint keeps its partitions through a leader freeze when the new leader
+/// is elected within about half the TTL.
 pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
     let message = pb::KeepAliveRequest {
         group: shared.group.clone(),
@@ -31,9 +32,9 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
         session,
     };
     let interval = shared.rules().ttl / 4;
-    // A keepalive is answered within a quorum round trip; one unanswered
-    // for an eighth of the TTL sends the loop looking for the leader, and a
-    // leader that does not answer its probe within as long is skipped.
+    // A keepalive is answered within a quorum round or two; past an eighth
+    // of the TTL the leader is probed (and skipped if it does not answer
+    // within as long).
     let patience = (shared.rules().ttl / 8).max(Duration::from_millis(100));
     let timing = Timing {
         probe: patience.min(Duration::from_secs(1)),
@@ -61,7 +62,7 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
             return;
         }
         let called = tokio::time::timeout(
-            patience,
+            interval,
             WorkerClient::new(channel).keep_alive(ReceiverStream::new(rx)),
         )
         .await;
@@ -80,7 +81,19 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
             }
         };
         loop {
-            match tokio::time::timeout(patience, replies.message()).await {
+            let mut waited = Duration::ZERO;
+            let reply = loop {
+                match tokio::time::timeout(patience, replies.message()).await {
+                    Ok(reply) => break Some(reply),
+                    Err(_) => {
+                        waited += patience;
+                        if waited >= shared.rules().ttl / 2 || !endpoints.still_leads(&addr).await {
+                            break None;
+                        }
+                    }
+                }
+            };
+            match reply.ok_or(()) {
                 Ok(Ok(Some(_))) => {
                     let deadline = shared.rules().deadline(sent);
                     if !shared.lease.acknowledged(epoch, sent, deadline) {
@@ -90,10 +103,9 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
                     round = 0;
                 }
                 Ok(Err(s)) if ends_lease(&shared, epoch, s.code()) => return,
-                // Unanswered (frozen, cut off, or a socket that never
-                // answers: its probe tells), ended or refused (not the
-                // leader any more).
-                Err(_) | Ok(Ok(None)) | Ok(Err(_)) => {
+                // Unanswered and no longer leading (frozen, cut off, a
+                // socket that never answers), ended or refused.
+                Err(()) | Ok(Ok(None)) | Ok(Err(_)) => {
                     endpoints.forget_leader();
                     break;
                 }

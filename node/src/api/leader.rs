@@ -272,10 +272,10 @@ impl Leader {
 /// or may not have taken effect; baton's writes are safe to repeat.
 pub fn forward_failed(status: Status) -> Status {
     use std::error::Error as _;
-    let lost = status
-        .source()
-        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
-    if lost {
+    // tonic attaches a source only to the statuses it makes itself from a
+    // transport failure (an h2 error, a reset, a timeout); a status the
+    // leader sent has none and passes through as it is.
+    if status.source().is_some() {
         Status::unavailable(format!(
             "the connection to the leader broke while forwarding this call ({}); it may or may not have taken effect; retry",
             status.message()

@@ -46,6 +46,9 @@ use super::network::Network;
 use super::removal::Removal;
 use super::{BatonRaft, LogId, NodeId};
 
+/// How often a node that keeps failing its pre-votes says so at `info`.
+const SAY_EVERY: Duration = Duration::from_secs(10);
+
 /// What a would-be candidate asks each voter before it raises its term.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PreVoteRequest {
@@ -128,12 +131,15 @@ pub fn answer(
     request: &PreVoteRequest,
 ) -> PreVoteResponse {
     let metrics = raft.metrics().borrow().clone();
+    // Only a committed (applied) membership can say a node was removed: an
+    // appended one may still be truncated.
     let membership = &metrics.membership_config;
     let removed_at = (membership
         .membership()
         .get_node(&request.candidate)
         .is_none()
-        && membership.log_id() > &request.membership)
+        && membership.log_id() > &request.membership
+        && membership.log_id() <= &metrics.last_applied)
         .then(|| membership.log_id().map_or(0, |l| l.index));
     if let Some(index) = removed_at {
         return PreVoteResponse {
@@ -201,6 +207,7 @@ pub async fn run(
     // timeout of quiet, drawn again after every try.
     let mut next_try = Instant::now();
     let mut quiet_needed = timing.lease + timing.random_timeout();
+    let mut last_said: Option<Instant> = None;
     let poll = (timing.timeout_min / 5).max(Duration::from_millis(10));
     loop {
         tokio::select! {
@@ -209,11 +216,18 @@ pub async fn run(
         }
         let m = metrics.borrow_and_update().clone();
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        // Its own membership says so only once applied (so committed), and
+        // only after one listed this node: a node joining replays older
+        // memberships that do not list it yet.
         let membership_index = m.membership_config.log_id().map_or(0, |l| l.index);
-        if m.membership_config.membership().get_node(&m.id).is_some() {
-            removal.listed_at(membership_index);
-        } else if m.membership_config.log_id().is_some() {
-            removal.removed_at(membership_index);
+        let applied = m.membership_config.log_id().is_some()
+            && m.membership_config.log_id() <= &m.last_applied;
+        if applied {
+            if m.membership_config.membership().get_node(&m.id).is_some() {
+                removal.listed_at(membership_index);
+            } else if removal.was_listed() {
+                removal.removed_at(membership_index);
+            }
         }
         if m.state == ServerState::Leader {
             // Once it steps down, it waits a full timeout before campaigning.
@@ -248,7 +262,19 @@ pub async fn run(
             .filter(|(id, _)| voters.contains(id) && **id != m.id)
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
-        let granted = 1 + ask(&network, &peers, &request, &removal, timing.timeout_min).await;
+        let (yeses, refusals) = ask(&network, &peers, &request, &removal, timing.timeout_min).await;
+        let granted = 1 + yeses;
+        if granted * 2 <= voters.len() && last_said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+            // A cluster without a leader says why, now and then.
+            tracing::info!(
+                term = request.term,
+                granted,
+                voters = voters.len(),
+                "no election: the pre-vote found no majority: {}",
+                refusals.join("; ")
+            );
+            last_said = Some(Instant::now());
+        }
         next_try = Instant::now() + timing.random_timeout();
         quiet_needed = timing.lease + timing.random_timeout();
         // The round waits on every peer, a frozen one for its timeout: if a
@@ -280,42 +306,48 @@ async fn ask(
     request: &PreVoteRequest,
     removal: &Removal,
     timeout: Duration,
-) -> usize {
+) -> (usize, Vec<String>) {
     let Ok(data) = bincode::serialize(request) else {
-        return 0;
+        return (0, Vec::new());
     };
     let calls = peers.iter().map(|(id, addr)| {
         let data = data.clone();
         async move {
-            let channel = network.channel(*id, addr).ok()?;
+            let Ok(channel) = network.channel(*id, addr) else {
+                return Err(format!("node {id}: unusable address {addr}"));
+            };
             let mut call = tonic::Request::new(RaftPayload { data });
             call.set_timeout(timeout);
             network.dialer().authorize(&mut call);
-            let reply = tokio::time::timeout(timeout, RaftClient::new(channel).pre_vote(call))
-                .await
-                .ok()?;
+            let Ok(reply) =
+                tokio::time::timeout(timeout, RaftClient::new(channel).pre_vote(call)).await
+            else {
+                return Err(format!("node {id}: no answer within {timeout:?}"));
+            };
             match reply {
                 Ok(reply) => {
-                    let answer: PreVoteResponse =
-                        bincode::deserialize(&reply.get_ref().data).ok()?;
-                    if !answer.granted {
-                        tracing::debug!(peer = id, "pre-vote refused: {}", answer.reason);
-                    }
+                    let answer: PreVoteResponse = bincode::deserialize(&reply.get_ref().data)
+                        .map_err(|e| format!("node {id}: undecodable answer: {e}"))?;
                     if let Some(index) = answer.removed_at {
                         removal.removed_at(index);
                     }
-                    Some(answer.granted)
+                    if answer.granted {
+                        Ok(())
+                    } else {
+                        Err(answer.reason)
+                    }
                 }
                 // A node of an older version has no pre-vote: it answers as
                 // openraft would, with its own vote checks, so count it in.
-                Err(s) if s.code() == tonic::Code::Unimplemented => Some(true),
-                Err(_) => None,
+                Err(s) if s.code() == tonic::Code::Unimplemented => Ok(()),
+                Err(s) => Err(format!("node {id}: {}", s.message())),
             }
         }
     });
-    futures::future::join_all(calls)
-        .await
-        .into_iter()
-        .filter(|g| *g == Some(true))
-        .count()
+    let answers = futures::future::join_all(calls).await;
+    let granted = answers.iter().filter(|a| a.is_ok()).count();
+    (
+        granted,
+        answers.into_iter().filter_map(Result::err).collect(),
+    )
 }

@@ -4,11 +4,17 @@
 //! the change is appended, so it often keeps the joint membership that still
 //! lists it, hears no leader, and would go on answering clients with a stale
 //! view ("knows no leader yet", or worse, old data). It learns it two ways:
-//! its own membership no longer lists it, or a voter answering its pre-vote
-//! (`pre_vote.rs`) has a newer membership that does not list it. Once its own
-//! membership is at least as new as that and lists it again (it was added
-//! back), it is a member again.
+//! its own applied membership no longer lists it (after one had, since it
+//! started: a joining node replays memberships that do not list it yet), or
+//! a voter answering its pre-vote (`pre_vote.rs`) has a newer applied
+//! membership that does not list it. Only applied (so committed)
+//! memberships count, so truncation cannot undo a removal; once its own
+//! applied membership is at least as new and lists it again (it was added
+//! back), it is a member again. Kept in memory: a removed node that restarts
+//! learns it again at its first pre-vote if it still takes itself for a
+//! voter.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use tonic::Status;
@@ -20,6 +26,8 @@ pub struct Removal {
     id: NodeId,
     /// The log index of the membership that no longer lists this node.
     at: Mutex<Option<u64>>,
+    /// Whether an applied membership has listed this node since it started.
+    listed: AtomicBool,
 }
 
 impl Removal {
@@ -27,6 +35,7 @@ impl Removal {
         Self {
             id,
             at: Mutex::new(None),
+            listed: AtomicBool::new(false),
         }
     }
 
@@ -47,13 +56,18 @@ impl Removal {
         *at = Some(at.map_or(index, |a| a.max(index)));
     }
 
-    /// This node's own membership, at log index `index`, lists it.
+    /// This node's own applied membership, at log index `index`, lists it.
     pub fn listed_at(&self, index: u64) {
+        self.listed.store(true, Ordering::Relaxed);
         let mut at = self.lock();
         if at.is_some_and(|a| index >= a) {
             tracing::info!(node = self.id, index, "this node is a member again");
             *at = None;
         }
+    }
+
+    pub fn was_listed(&self) -> bool {
+        self.listed.load(Ordering::Relaxed)
     }
 
     pub fn get(&self) -> Option<u64> {

@@ -1192,8 +1192,6 @@ async fn tombstone(
             };
             if wait {
                 request.set_wait(pb::Wait::Acknowledged);
-                // The one attempt waits for the owner: give it the budget.
-                client.set_attempt_timeout(client.timeout());
             }
             let r = rpc!(client, TombstonesClient::put, request);
             let barrier = match r.barrier() {
@@ -1401,7 +1399,6 @@ async fn backup(
     let mut partial = file.as_os_str().to_owned();
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
-    client.set_attempt_timeout(client.timeout());
     let (revision, bytes) = client
         .call(|ch| async move {
             let mut stream = AdminGrpc::new(ch)
