@@ -140,13 +140,7 @@ impl AdminClient {
                     self.endpoints.forget_leader();
                     let pause = backoff(Duration::from_millis(50), Duration::from_secs(1), round);
                     round += 1;
-                    if start.elapsed() + pause > self.timeout {
-                        return Err(ClientError::Unavailable {
-                            waited: start.elapsed(),
-                            endpoints: self.endpoints.joined(),
-                            last: s.message().to_string(),
-                        });
-                    }
+                    self.within_budget(start, pause, &s)?;
                     tokio::time::sleep(pause).await;
                 }
                 Err(s) => {
@@ -157,6 +151,24 @@ impl AdminClient {
                 }
             }
         }
+    }
+
+    /// UNAVAILABLE (with the last failure) if a pause from now would leave
+    /// the call's budget.
+    fn within_budget(
+        &self,
+        start: Instant,
+        pause: Duration,
+        last: &Status,
+    ) -> Result<(), ClientError> {
+        if start.elapsed() + pause > self.timeout {
+            return Err(ClientError::Unavailable {
+                waited: start.elapsed(),
+                endpoints: self.endpoints.joined(),
+                last: last.message().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Waits for one call on the leader at `addr`. Past each attempt timeout
@@ -226,13 +238,7 @@ impl AdminClient {
                         (round / order.len()) as u32,
                     );
                     round += 1;
-                    if start.elapsed() + pause > self.timeout {
-                        return Err(ClientError::Unavailable {
-                            waited: start.elapsed(),
-                            endpoints: self.endpoints.joined(),
-                            last: s.message().to_string(),
-                        });
-                    }
+                    self.within_budget(start, pause, &s)?;
                     // The next endpoint at once; a pause after a full round.
                     if round % order.len() == 0 {
                         tokio::time::sleep(pause).await;

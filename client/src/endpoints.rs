@@ -37,9 +37,10 @@ use crate::ClientError;
 /// (and never believed to lead).
 pub const SILENT_FOR: Duration = Duration::from_secs(2);
 
-/// A leader whose quorum has not answered it for this long has lost it
-/// (heartbeats go every 100 ms by default).
-pub const NO_QUORUM: Duration = Duration::from_secs(1);
+/// A leader whose quorum has not answered it for this long has lost it:
+/// heartbeats go every 100 ms by default, and a node's leader lease is
+/// 500 ms; links of up to 150 ms each way still ack within about 400 ms.
+pub const NO_QUORUM: Duration = Duration::from_millis(600);
 
 /// After the first useful probe answer, how long answers naming a leader of a
 /// higher term may still come in.
@@ -220,53 +221,42 @@ impl Endpoints {
         Ok((addr, channel))
     }
 
-    /// Whether the node at `addr` answers a probe at all (any role): asked
-    /// while a call it serves from its own state is slow, to tell a busy or
-    /// lagging node from a frozen one. One that does not answer is skipped
-    /// for a while.
-    pub async fn answers(&self, addr: &str) -> bool {
-        let Ok(channel) = self.channel(addr) else {
-            return false;
-        };
-        let asked = tokio::time::timeout(
-            self.timing.probe,
-            Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
-        )
-        .await;
-        if asked.is_err() {
-            self.silent(addr);
-        }
-        matches!(asked, Ok(Ok(_)))
-    }
-
-    /// Whether the node at `addr` still answers, within the probe timeout,
-    /// that it leads with a quorum behind it: asked while a call on it is
-    /// slow, to tell a slow leader (keep waiting) from a frozen, isolated or
-    /// deposed one (move on). One that does not answer is skipped for a while.
-    pub async fn still_leads(&self, addr: &str) -> bool {
-        let Ok(channel) = self.channel(addr) else {
-            return false;
-        };
+    /// `ClusterStatus` of the node at `addr`, within the probe timeout; one
+    /// that does not answer in time is skipped for a while. `None`: no
+    /// answer (or a refusal).
+    async fn probe(&self, addr: &str) -> Option<ClusterStatusResponse> {
+        let channel = self.channel(addr).ok()?;
         let asked = tokio::time::timeout(
             self.timing.probe,
             Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
         )
         .await;
         match asked {
-            Ok(Ok(status)) => {
-                let status = status.into_inner();
-                status.leader_id == status.node_id
-                    && status.removed_at_index.is_none()
-                    && status
-                        .quorum_acked_ms_ago
-                        .is_none_or(|ms| Duration::from_millis(ms) < NO_QUORUM)
-            }
-            Ok(Err(_)) => false,
+            Ok(answer) => answer.ok().map(tonic::Response::into_inner),
             Err(_) => {
                 self.silent(addr);
-                false
+                None
             }
         }
+    }
+
+    /// Whether the node at `addr` answers a probe at all (any role): asked
+    /// while a call it serves from its own state is slow, to tell a busy or
+    /// lagging node from a frozen one.
+    pub async fn answers(&self, addr: &str) -> bool {
+        self.probe(addr).await.is_some()
+    }
+
+    /// Whether the node at `addr` still answers, within the probe timeout,
+    /// that it leads with a quorum behind it: asked while a call on it is
+    /// slow, to tell a slow leader (keep waiting) from a frozen, isolated or
+    /// deposed one (move on).
+    pub async fn still_leads(&self, addr: &str) -> bool {
+        self.probe(addr).await.is_some_and(|status| {
+            status.leader_id == status.node_id
+                && status.removed_at_index.is_none()
+                && has_quorum(&status)
+        })
     }
 
     /// The first answer of any endpoint to `ClusterStatus`, asked of all at
@@ -343,6 +333,13 @@ impl Endpoints {
                         ));
                     } else if status.leader_id == 0 {
                         last = Status::unavailable(format!("{addr} knows no leader yet"));
+                    } else if status.leader_id == status.node_id && !has_quorum(&status) {
+                        // openraft keeps a leader cut off from its peers a
+                        // leader; the majority elects another meanwhile.
+                        last = Status::unavailable(format!(
+                            "{addr} leads but has heard no quorum for {} ms",
+                            status.quorum_acked_ms_ago.unwrap_or_default()
+                        ));
                     } else if status.leader_id == status.node_id {
                         // It says so itself: reach it where it answered.
                         if best.as_ref().is_none_or(|(b, _)| status.term > b.term) {
@@ -398,6 +395,14 @@ impl Endpoints {
     }
 }
 
+/// Whether a node that says it leads has heard from a quorum lately (one
+/// just elected has no figure yet).
+fn has_quorum(status: &ClusterStatusResponse) -> bool {
+    status
+        .quorum_acked_ms_ago
+        .is_none_or(|ms| Duration::from_millis(ms) < NO_QUORUM)
+}
+
 pub(crate) fn to_status(e: ClientError) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -434,14 +439,11 @@ mod tests {
     #[test]
     fn attempts_are_a_fraction_of_the_budget() {
         let t = Timing::for_budget(Duration::from_secs(10));
-        assert_eq!(
-            t.probe,
-            Duration::from_millis(1250).min(Duration::from_secs(1))
-        );
-        assert_eq!(t.attempt, Duration::from_millis(2500));
+        assert_eq!(t.probe, Duration::from_secs(1));
+        assert_eq!(t.attempt, Duration::from_millis(1250));
         let t = Timing::for_budget(Duration::from_secs(1));
         assert_eq!(t.probe, Duration::from_millis(200));
-        assert_eq!(t.attempt, Duration::from_millis(500));
+        assert_eq!(t.attempt, Duration::from_millis(300));
     }
 
     #[test]

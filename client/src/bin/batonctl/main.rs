@@ -669,20 +669,16 @@ fn status_json(leader: &ClusterStatusResponse, members: &[MemberStatus]) -> Valu
     })
 }
 
-/// A leader whose quorum has not answered for this long (heartbeats go every
-/// 100 ms by default) has lost it.
-const NO_QUORUM_MS: u64 = 1_000;
-
 fn print_status(leader: &ClusterStatusResponse, members: &[MemberStatus]) {
     if let Some(index) = leader.removed_at_index {
         println!(
             "node {} at {} was removed from the cluster (the membership at log index {index} no longer lists it); what it last knew:",
             leader.node_id, leader.node_addr
         );
-    } else if let Some(ms) = leader
-        .quorum_acked_ms_ago
-        .filter(|ms| *ms > NO_QUORUM_MS && leader.leader_id == leader.node_id)
-    {
+    } else if let Some(ms) = leader.quorum_acked_ms_ago.filter(|ms| {
+        u128::from(*ms) >= baton_client::endpoints::NO_QUORUM.as_millis()
+            && leader.leader_id == leader.node_id
+    }) {
         println!(
             "no quorum: node {} at {} still calls itself the leader, but no quorum has answered it for {ms} ms; as it sees it: term {}, committed {}, revision {}",
             leader.node_id, leader.node_addr, leader.term, leader.committed_index, leader.revision
