@@ -89,14 +89,28 @@ fn channel(addr: &str) -> anyhow::Result<Channel> {
         .connect_lazy())
 }
 
-/// A client's channels, one per node it has talked to.
+/// How long a client leaves a node that did not answer one of its calls
+/// in time, as any real client does (baton's own skip a silent node for 2 s:
+/// `baton_client::endpoints`): a frozen node costs a client one call, not
+/// every call it happens to send there.
+const AVOID_SILENT: Duration = Duration::from_secs(2);
+
+/// A client's channels, one per node it has talked to, and the nodes that
+/// left a call of its unanswered lately.
 #[derive(Default)]
-struct Channels(HashMap<String, Channel>);
+struct Channels(HashMap<String, Channel>, HashMap<usize, std::time::Instant>);
 
 impl Channels {
-    /// A random member's id and channel.
+    /// A random member's id and channel, one that answered lately if any.
     fn pick(&mut self, ctx: &Ctx, rng: &mut StdRng) -> anyhow::Result<(usize, Channel)> {
-        let members = ctx.cluster.members();
+        let all = ctx.cluster.members();
+        let now = std::time::Instant::now();
+        let answering: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|id| self.1.get(id).is_none_or(|until| *until <= now))
+            .collect();
+        let members = if answering.is_empty() { all } else { answering };
         let id = members[rng.random_range(0..members.len())];
         let addr = ctx
             .cluster
@@ -107,7 +121,18 @@ impl Channels {
         }
         Ok((id, self.0[&addr].clone()))
     }
+
+    /// Notes how a call to `node` ended: one the harness gave up on makes
+    /// this client leave the node for a while.
+    fn note<T>(&mut self, node: usize, result: &Result<T, tonic::Status>) {
+        if matches!(result, Err(s) if s.message() == TIMED_OUT) {
+            self.1
+                .insert(node, std::time::Instant::now() + AVOID_SILENT);
+        }
+    }
 }
+
+const TIMED_OUT: &str = "timed out (harness)";
 
 /// How a failed call is recorded: `fail` only when the answer proves
 /// nothing happened.
@@ -144,7 +169,7 @@ async fn timed<T>(
 ) -> Result<T, tonic::Status> {
     match tokio::time::timeout(CALL, call).await {
         Ok(r) => r.map(tonic::Response::into_inner),
-        Err(_) => Err(tonic::Status::deadline_exceeded("timed out (harness)")),
+        Err(_) => Err(tonic::Status::deadline_exceeded(TIMED_OUT)),
     }
 }
 
@@ -200,6 +225,7 @@ pub async fn registers(ctx: Ctx, slot: u64, next_value: Arc<AtomicU64>) {
             serializable: ctx.serializable_reads,
         }))
         .await;
+        channels.note(node, &read);
         let (value, config_revision) = match read {
             Ok(r) => {
                 let g = r.group.unwrap_or_default();
@@ -240,6 +266,7 @@ pub async fn registers(ctx: Ctx, slot: u64, next_value: Arc<AtomicU64>) {
             if_revision: config_revision,
         }))
         .await;
+        channels.note(node, &cas);
         let op = Op::new(&process, Kind::Ok, "cas").key(group).node(node);
         if complete_write(&ctx, op, cas.map(|r| r.revision)) == Kind::Info {
             incarnation += 1;
@@ -290,6 +317,7 @@ pub async fn tombstones(
                 ..Default::default()
             }))
             .await;
+            channels.note(node, &put);
             let op = Op::new(&process, Kind::Ok, "put").key(&key).node(node);
             if complete_write(&ctx, op, put.map(|r| r.revision)) == Kind::Info {
                 incarnation += 1;
@@ -318,6 +346,7 @@ pub async fn tombstones(
                 serializable: false,
             }))
             .await;
+            channels.note(node, &check);
             let op = Op::new(&process, Kind::Ok, "check")
                 .key(TOMBSTONES)
                 .node(node);

@@ -31,7 +31,11 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
         worker: shared.id.clone(),
         session,
     };
-    let interval = shared.rules().ttl / 4;
+    // Every TTL/6: the lease runs out 0.89 TTL after the last acknowledged
+    // keepalive was sent, which may be an interval before a leader froze;
+    // what is left must cover a new leader's election (about half the TTL at
+    // the shortest TTLs) and the move to it.
+    let interval = shared.rules().ttl / 6;
     // A keepalive is answered within a quorum round or two; past an eighth
     // of the TTL the leader is probed (and skipped if it does not answer
     // within as long).

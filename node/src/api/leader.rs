@@ -195,6 +195,25 @@ impl Leader {
         }
     }
 
+    /// Waits for a call forwarded to the leader this node knows, unless that
+    /// changes first: a forward stuck on a leader that froze or was cut off
+    /// answers UNAVAILABLE as soon as the node hears of its successor, so
+    /// the client retries there instead of waiting out its own timeout.
+    /// Like any timeout, the call may or may not have taken effect.
+    pub async fn forward<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let mut metrics = self.raft.metrics();
+        let leader = metrics.borrow().current_leader;
+        tokio::select! {
+            result = call => result.map_err(forward_failed),
+            _ = metrics.wait_for(|m| m.current_leader != leader) => Err(Status::unavailable(
+                "the leader changed while this call was forwarded to it; it may or may not have taken effect; retry",
+            )),
+        }
+    }
+
     /// The request to send to the leader: same message, deadline and admin
     /// token, marked as forwarded.
     pub fn forwarded<T>(&self, request: Request<T>) -> Request<T> {
@@ -292,10 +311,9 @@ macro_rules! on_leader {
     ($leader:expr, $request:ident, $client:ident :: $method:ident, $local:expr) => {
         match $leader.route(&$request)? {
             $crate::api::leader::Route::Forward(channel) => {
-                return $client::new(channel)
-                    .$method($leader.forwarded($request))
-                    .await
-                    .map_err($crate::api::leader::forward_failed);
+                return $leader
+                    .forward($client::new(channel).$method($leader.forwarded($request)))
+                    .await;
             }
             $crate::api::leader::Route::Local => $local,
         }

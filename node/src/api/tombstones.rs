@@ -44,8 +44,9 @@ impl TombstonesApi {
         if let Route::Forward(channel) = self.leader.route(&request)? {
             // The barrier is waited for here, where the caller is connected.
             request.get_mut().set_wait(pb::Wait::Committed);
-            let reply = TombstonesClient::new(channel)
-                .put(self.leader.forwarded(request))
+            let reply = self
+                .leader
+                .forward(TombstonesClient::new(channel).put(self.leader.forwarded(request)))
                 .await?
                 .into_inner();
             return Ok((reply.revision, reply.partition));
