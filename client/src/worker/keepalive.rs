@@ -17,8 +17,8 @@ use crate::endpoints::{backoff, Endpoints, Timing};
 /// Keeps the lease of session `epoch` alive on one stream to the leader,
 /// following the leader, until the lease is lost or the task is aborted.
 ///
-/// A keepalive unanswered for an eighth of the TTL makes the loop probe the
-/// leader: one that still answers as a leader with a quorum (a slow link, a
+/// A keepalive unanswered for an eighth of the TTL (at most 0.5 s) makes
+/// the loop probe the leader: one that still answers as a leader with a quorum (a slow link, a
 /// slow round) is waited for, up to half the TTL; one that does not (frozen,
 /// cut off, deposed) is left for the leader the endpoints name, which a
 /// majority elects within about a second. The lease counts from the send
@@ -31,17 +31,17 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
         worker: shared.id.clone(),
         session,
     };
-    // Every TTL/6: the lease runs out 0.89 TTL after the last acknowledged
-    // keepalive was sent, which may be an interval before a leader froze;
-    // what is left must cover a new leader's election (about half the TTL at
-    // the shortest TTLs) and the move to it.
-    let interval = shared.rules().ttl / 6;
-    // A keepalive is answered within a quorum round or two; past an eighth
-    // of the TTL the leader is probed (and skipped if it does not answer
-    // within as long).
-    let patience = (shared.rules().ttl / 8).max(Duration::from_millis(100));
+    let ttl = shared.rules().ttl;
+    // A keepalive is answered within a quorum round or two; past this the
+    // leader is probed (and skipped if it does not answer within as long).
+    let patience = (ttl / 8).clamp(Duration::from_millis(100), Duration::from_millis(500));
+    // The lease runs out 0.89 TTL after the last acknowledged keepalive was
+    // sent, which may be an interval before the leader froze; what is left
+    // must cover two patiences, an election (about a second) and the move:
+    // every TTL/4 from a TTL of about 4 s up, every TTL/6 below.
+    let interval = (ttl / 4).min((ttl / 6).max(ttl.saturating_sub(Duration::from_secs(3))));
     let timing = Timing {
-        probe: patience.min(Duration::from_secs(1)),
+        probe: patience,
         attempt: patience,
     };
     let Ok(endpoints) = Endpoints::new(&shared.endpoints, shared.transport.clone(), timing) else {
