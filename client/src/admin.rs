@@ -91,9 +91,7 @@ impl AdminClient {
 
     /// Uses TLS and a token as `transport` says (default: plaintext).
     pub fn with_transport(mut self, transport: Transport) -> Self {
-        if let Ok(e) = Endpoints::new(self.endpoints.addrs(), transport, self.endpoints.timing()) {
-            self.endpoints = e;
-        }
+        self.endpoints = self.endpoints.with_transport(transport);
         self
     }
 

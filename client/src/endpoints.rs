@@ -123,6 +123,17 @@ impl Endpoints {
         })
     }
 
+    /// The same endpoints over `transport`; what was learned starts afresh
+    /// (it was learned over another transport).
+    pub fn with_transport(&self, transport: Transport) -> Self {
+        Self {
+            addrs: self.addrs.clone(),
+            transport,
+            timing: self.timing,
+            memory: Arc::default(),
+        }
+    }
+
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -265,25 +276,14 @@ impl Endpoints {
         let mut probes: FuturesUnordered<_> = self
             .order()
             .into_iter()
-            .map(|addr| async move {
-                let channel = self.channel(&addr).map_err(to_status)?;
-                tokio::time::timeout(
-                    self.timing.probe,
-                    Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
-                )
-                .await
-                .map_err(|_| Status::unavailable(format!("{addr} did not answer")))?
-                .map(|r| r.into_inner())
-            })
+            .map(|addr| async move { self.probe(&addr).await })
             .collect();
-        let mut last = Status::unavailable("no endpoint answered");
-        while let Some(result) = probes.next().await {
-            match result {
-                Ok(status) => return Ok(status),
-                Err(s) => last = s,
+        while let Some(answer) = probes.next().await {
+            if let Some(status) = answer {
+                return Ok(status);
             }
         }
-        Err(last)
+        Err(Status::unavailable("no endpoint answered"))
     }
 
     /// Asks every endpoint for its view at once; returns the answer naming
