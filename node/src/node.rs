@@ -28,6 +28,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use crate::api::access::{host, Access};
 use crate::api::admin::AdminApi;
 use crate::api::leader::Leader;
+use crate::api::limits;
 use crate::api::raft::RaftApi;
 use crate::api::tombstones::TombstonesApi;
 use crate::api::watch::WatchApi;
@@ -157,18 +158,24 @@ impl Node {
             addr.clone(),
             log.clone(),
             sm.clone(),
-        ));
+        ))
+        .max_decoding_message_size(limits::ADMIN_REQUEST_BYTES);
         let tombstones_service =
-            TombstonesServer::new(TombstonesApi::new(access.clone(), leader(), sm.clone()));
-        let watch_service = WatchServer::new(WatchApi::new(leader(), sm.clone(), stopped.clone()));
+            TombstonesServer::new(TombstonesApi::new(access.clone(), leader(), sm.clone()))
+                .max_decoding_message_size(limits::TOMBSTONES_REQUEST_BYTES);
+        let watch_service = WatchServer::new(WatchApi::new(leader(), sm.clone(), stopped.clone()))
+            .max_decoding_message_size(limits::WATCH_REQUEST_BYTES);
         let worker_service = WorkerServer::new(WorkerApi::new(
             access.clone(),
             leader(),
             sm.clone(),
             leases.clone(),
             stopped.clone(),
-        ));
-        let mut server = tonic::transport::Server::builder();
+        ))
+        .max_decoding_message_size(limits::WORKER_REQUEST_BYTES);
+        let mut server = tonic::transport::Server::builder().layer(
+            tower::ServiceBuilder::new().map_response(limits::oversize_as_resource_exhausted),
+        );
         if let Some(tls) = &config.security.tls {
             server = server
                 .tls_config(server_tls(tls))

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::{Request, Status};
 
+use crate::domain::quoted;
 use crate::raft::BatonRaft;
 
 /// The header that carries the admin token.
@@ -47,7 +48,8 @@ impl Caller {
             Caller::Anyone => Ok(()),
             Caller::Certificate(cert) if valid_for(cert, worker) => Ok(()),
             Caller::Certificate(_) => Err(Status::permission_denied(format!(
-                "this client's certificate is not valid for the worker name {worker:?}: under mutual TLS a worker may act only under a DNS name its certificate holds (subject alternative names)"
+                "this client's certificate is not valid for the worker name {}: under mutual TLS a worker may act only under a DNS name its certificate holds (subject alternative names)",
+                quoted(worker)
             ))),
         }
     }

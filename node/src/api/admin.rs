@@ -23,7 +23,7 @@ use super::convert;
 use super::leader::{now_ms, Leader};
 use super::{domain_error, group_not_found, write_error};
 use crate::config::parse_peer_addr;
-use crate::domain::{self, rebalancer, Command, Event, GroupConfig, Locator, Reply};
+use crate::domain::{self, quoted, rebalancer, Command, Event, GroupConfig, Locator, Reply};
 use crate::on_leader;
 use crate::raft::NodeId;
 use crate::store::{LogStore, StateMachineStore};
@@ -126,7 +126,7 @@ impl AdminApi {
             .leader
             .dialer()
             .endpoint(addr)
-            .map_err(|e| Status::invalid_argument(format!("address {addr:?} is not usable: {e}")))?
+            .map_err(|e| Status::invalid_argument(format!("address {} is not usable: {e}", quoted(&addr))))?
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT);
         let channel = endpoint
@@ -591,8 +591,8 @@ impl Admin for AdminApi {
                     Locator::Hash(h) => domain::hash::partition_of(h, partitions),
                     Locator::Partition(p) if p >= partitions => {
                         return Err(Status::invalid_argument(format!(
-                            "partition {p} is out of range: group {:?} has partitions 0..{partitions}",
-                            r.group
+                            "partition {p} is out of range: group {} has partitions 0..{partitions}",
+                            quoted(&r.group)
                         )))
                     }
                     Locator::Partition(p) => p,
@@ -661,11 +661,11 @@ impl Admin for AdminApi {
             .iter()
             .any(|e| matches!(e, Event::WorkerLeft { .. }))
         {
-            format!("worker {:?} held nothing and has left", r.worker)
+            format!("worker {} held nothing and has left", quoted(&r.worker))
         } else {
             format!(
-                "worker {:?} is draining: its partitions are handed off, then its session closes",
-                r.worker
+                "worker {} is draining: its partitions are handed off, then its session closes",
+                quoted(&r.worker)
             )
         };
         Ok(Response::new(pb::WorkerActionResponse {
@@ -689,8 +689,9 @@ impl Admin for AdminApi {
             .await?
             .ok_or_else(|| {
                 Status::not_found(format!(
-                    "worker {:?} has no session in group {:?}",
-                    r.worker, r.group
+                    "worker {} has no session in group {}",
+                    quoted(&r.worker),
+                    quoted(&r.group)
                 ))
             })?;
         // Committed, so a new leader goes on refusing to renew the lease.
@@ -705,8 +706,8 @@ impl Admin for AdminApi {
         // (`api/worker.rs`), on this leader and any later one.
         tracing::info!(group = %r.group, worker = %r.worker, "worker evicted");
         let outcome = format!(
-            "worker {:?} is evicting: the leader no longer renews its lease (a committed fact, kept across leader changes), so its session ends and its partitions move within {ttl_ms} ms",
-            r.worker
+            "worker {} is evicting: the leader no longer renews its lease (a committed fact, kept across leader changes), so its session ends and its partitions move within {ttl_ms} ms",
+            quoted(&r.worker)
         );
         let revision = committed.revision;
         Ok(Response::new(pb::WorkerActionResponse {

@@ -6,7 +6,7 @@ use baton_proto::v1 as pb;
 use tonic::Status;
 
 use crate::domain::{
-    Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move, PartitionRange, Plan,
+    assignment, validate, Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move, PartitionRange, Plan,
     SessionState, Tombstone,
 };
 
@@ -66,8 +66,11 @@ pub fn ranges(ranges: &[PartitionRange]) -> Vec<pb::PartitionRange> {
         .collect()
 }
 
-/// Inclusive protocol ranges → half-open domain ranges; refuses `start > end`.
-/// (Ranges past the group's partition count are refused by the domain.)
+/// Inclusive protocol ranges → half-open domain ranges, sorted and merged
+/// (see [`assignment::normalized`]), so the log holds each partition once
+/// however often the request named it; refuses `start > end` and more
+/// ranges than a group can have partitions. (Ranges past the group's
+/// partition count are refused by the domain.)
 pub fn ranges_from(
     field: &str,
     ranges: &[pb::PartitionRange],
@@ -77,7 +80,14 @@ pub fn ranges_from(
             "{field}: give at least one partition range"
         )));
     }
-    ranges
+    if ranges.len() > validate::MAX_PARTITIONS as usize {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {} ranges; give at most {} (a group has at most that many partitions)",
+            ranges.len(),
+            validate::MAX_PARTITIONS
+        )));
+    }
+    let ranges: Vec<PartitionRange> = ranges
         .iter()
         .map(|r| {
             if r.start > r.end {
@@ -88,7 +98,8 @@ pub fn ranges_from(
             }
             Ok(PartitionRange::new(r.start, r.end.saturating_add(1)))
         })
-        .collect()
+        .collect::<Result<_, Status>>()?;
+    Ok(assignment::normalized(ranges))
 }
 
 pub fn assignment(name: &str, revision: u64, g: &Group) -> pb::AssignmentResponse {

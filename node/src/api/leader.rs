@@ -234,7 +234,32 @@ impl Leader {
     /// Commits `command` (this node must lead: call after `route`) and returns
     /// its reply, or its domain error as a status. Nothing is acknowledged
     /// before the entry is committed on a majority and applied here.
+    ///
+    /// Only what can apply is written: the command is first checked against
+    /// this node's state. A request that would be refused, or would change
+    /// nothing, is answered without a log entry, once a linearizable read
+    /// confirms the verdict: this node may have lost office, or not yet
+    /// applied what it committed, and a refusal from a stale state would
+    /// be wrong. A request that passes costs no extra round.
     pub async fn propose(&self, command: Command) -> Result<Committed, Status> {
+        if self.sm.read(|s| s.check(&command)).map_or(true, |r| r.is_some()) {
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(check_leader_error)?;
+            let (revision, verdict) = self.sm.read(|s| (s.revision, s.check(&command)));
+            match verdict {
+                Err(e) => return Err(domain_error(&e)),
+                Ok(Some(reply)) => {
+                    return Ok(Committed {
+                        revision,
+                        reply,
+                        events: Vec::new(),
+                    })
+                }
+                Ok(None) => {}
+            }
+        }
         let written = self.raft.client_write(command).await.map_err(write_error)?;
         let result = written.data;
         match result.outcome {

@@ -6,6 +6,7 @@ pub mod access;
 pub mod admin;
 mod convert;
 pub mod leader;
+pub mod limits;
 pub mod raft;
 pub mod tombstones;
 pub mod watch;
@@ -20,8 +21,12 @@ use tonic::Status;
 use crate::domain::{DomainError, ErrorKind};
 use crate::raft::NodeId;
 
-/// The answer about a group that does not exist.
+/// The answer about a group that does not exist: INVALID_ARGUMENT for a
+/// name no group can have (and then the name is quoted only in part).
 pub fn group_not_found(name: &str) -> Status {
+    if let Err(e) = crate::domain::validate::group_name(name) {
+        return domain_error(&e);
+    }
     Status::not_found(format!(
         "group {name:?} does not exist (list groups with `batonctl group list`)"
     ))

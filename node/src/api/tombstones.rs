@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::access::Access;
 use super::convert;
 use super::leader::{now_ms, Leader, Route};
-use crate::domain::{hash, Command, Event, LeaveReason, Locator, Reply};
+use crate::domain::{hash, quoted, Command, Event, LeaveReason, Locator, Reply};
 use crate::on_leader;
 use crate::store::StateMachineStore;
 use crate::watch::Feed;
@@ -87,7 +87,8 @@ impl TombstonesApi {
         let deadline = Instant::now() + wait;
         let late = |owner: &str| {
             Status::deadline_exceeded(format!(
-                "tombstone {key:?} is put (revision {revision}), but its partition's owner {owner:?} has not acknowledged it within {} ms; the tombstone stays: put it again to wait again",
+                "tombstone {} is put (revision {revision}), but its partition's owner {owner:?} has not acknowledged it within {} ms; the tombstone stays: put it again to wait again",
+                quoted(key),
                 wait.as_millis()
             ))
         };

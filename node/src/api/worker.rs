@@ -17,7 +17,7 @@ use super::access::Access;
 use super::leader::Leader;
 use super::{convert, not_leader};
 use crate::domain::SessionState;
-use crate::domain::{validate, Command, Reply};
+use crate::domain::{quoted, validate, Command, Reply};
 use crate::leadership::Confirmations;
 use crate::leases::{ended, Leases, Refusal, SessionKey};
 use crate::on_leader;
@@ -72,14 +72,14 @@ impl Renewals {
                     Err(Refusal::NotLeader) => return Err(self.not_leading()),
                     Err(Refusal::Unknown) => {
                         return Err(Status::not_found(format!(
-                            "worker {:?} has no session {} in group {:?} (it left or expired); join again",
-                            key.worker, m.session, key.group
+                            "worker {} has no session {} in group {} (it left or expired); join again",
+                            quoted(&key.worker), m.session, quoted(&key.group)
                         )))
                     }
                     Err(Refusal::Ended(reason)) => {
                         return Err(Status::failed_precondition(format!(
-                            "the leader no longer renews worker {:?}'s session in group {:?}: {reason}",
-                            key.worker, key.group
+                            "the leader no longer renews worker {}'s session in group {}: {reason}",
+                            quoted(&key.worker), quoted(&key.group)
                         )))
                     }
                 },
@@ -200,7 +200,9 @@ impl WorkerApi {
             _ => "its lease runs out at most one TTL after its last keepalive".to_string(),
         };
         Err(Status::already_exists(format!(
-            "worker {worker:?} already has session {older} in group {group:?}; {when}. Join again once it has left or expired, or use another worker id"
+            "worker {} already has session {older} in group {}; {when}. Join again once it has left or expired, or use another worker id",
+            quoted(worker),
+            quoted(group)
         )))
     }
 

@@ -99,6 +99,40 @@ pub fn ranges_of(partitions: impl IntoIterator<Item = u32>) -> Vec<PartitionRang
     out
 }
 
+/// `ranges` sorted and merged: disjoint, in order, none empty, overlapping
+/// and touching ones joined. A request may name the same partitions many
+/// times over; after this, work done per range is bounded by the partition
+/// count, not by the request.
+pub fn normalized(mut ranges: Vec<PartitionRange>) -> Vec<PartitionRange> {
+    ranges.retain(|r| !r.is_empty());
+    ranges.sort_unstable();
+    let mut out: Vec<PartitionRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Partitions in both `a` and `b` (each normalized), counted in one pass.
+pub fn overlap(a: &[PartitionRange], b: &[PartitionRange]) -> u64 {
+    let (mut i, mut j, mut total) = (0, 0, 0u64);
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        let (start, end) = (x.start.max(y.start), x.end.min(y.end));
+        if start < end {
+            total += u64::from(end - start);
+        }
+        if x.end <= y.end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    total
+}
+
 /// The slots of partitions `0..partitions`, as runs of equal slots.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
@@ -149,29 +183,70 @@ impl Assignment {
         })
     }
 
+    /// The runs that `ranges` (normalized) cover, cut to them, in order:
+    /// one pass over both, so O(ranges + runs) whatever the ranges are.
+    pub fn runs_within(&self, ranges: &[PartitionRange]) -> Vec<(PartitionRange, &Slot)> {
+        let mut out = Vec::new();
+        let mut runs = self.runs().peekable();
+        for r in ranges {
+            while let Some((run, slot)) = runs.peek() {
+                if run.end <= r.start {
+                    runs.next();
+                    continue;
+                }
+                if run.start >= r.end {
+                    break;
+                }
+                let cut = PartitionRange::new(run.start.max(r.start), run.end.min(r.end));
+                out.push((cut, *slot));
+                if run.end > r.end {
+                    break;
+                }
+                runs.next();
+            }
+        }
+        out
+    }
+
     /// Replaces the slot of every partition in `range` with `f(old slot)`.
-    pub fn update(&mut self, range: PartitionRange, mut f: impl FnMut(&Slot) -> Slot) {
-        let range = PartitionRange::new(
-            range.start.min(self.partitions),
-            range.end.min(self.partitions),
-        );
-        if range.is_empty() {
+    pub fn update(&mut self, range: PartitionRange, f: impl FnMut(&Slot) -> Slot) {
+        self.update_ranges(&[range], f);
+    }
+
+    /// Replaces the slot of every partition in `ranges` with `f(old slot)`,
+    /// in one pass over the runs: an event naming thousands of ranges costs
+    /// O(ranges + runs), not O(ranges × runs), on every replica.
+    pub fn update_ranges(&mut self, ranges: &[PartitionRange], mut f: impl FnMut(&Slot) -> Slot) {
+        let clamped = ranges
+            .iter()
+            .map(|r| PartitionRange::new(r.start.min(self.partitions), r.end.min(self.partitions)));
+        let ranges = normalized(clamped.collect());
+        if ranges.is_empty() {
             return;
         }
-        let mut out: Vec<(u32, Slot)> = Vec::with_capacity(self.runs.len() + 2);
+        let mut out: Vec<(u32, Slot)> = Vec::with_capacity(self.runs.len() + 2 * ranges.len());
+        let mut next = 0;
         for i in 0..self.runs.len() {
-            let (start, end) = (self.runs[i].0, self.run_end(i));
+            let (mut start, end) = (self.runs[i].0, self.run_end(i));
             let slot = &self.runs[i].1;
-            if end <= range.start || start >= range.end {
-                push_run(&mut out, start, slot.clone());
-                continue;
-            }
-            if start < range.start {
-                push_run(&mut out, start, slot.clone());
-            }
-            push_run(&mut out, start.max(range.start), f(slot));
-            if end > range.end {
-                push_run(&mut out, range.end, slot.clone());
+            while start < end {
+                while ranges.get(next).is_some_and(|r| r.end <= start) {
+                    next += 1;
+                }
+                match ranges.get(next) {
+                    Some(r) if r.start < end => {
+                        if start < r.start {
+                            push_run(&mut out, start, slot.clone());
+                            start = r.start;
+                        }
+                        push_run(&mut out, start, f(slot));
+                        start = r.end.min(end);
+                    }
+                    _ => {
+                        push_run(&mut out, start, slot.clone());
+                        start = end;
+                    }
+                }
             }
         }
         self.runs = out;
@@ -233,6 +308,42 @@ mod tests {
         assert_eq!(a.run_count(), 2, "equal neighbours merge");
         a.update(PartitionRange::new(0, 10), |_| Slot::default());
         assert_eq!(a, Assignment::new(10));
+    }
+
+    #[test]
+    fn many_ranges_update_in_one_pass_as_one_at_a_time_would() {
+        let ranges: Vec<PartitionRange> = (0..50).map(|i| PartitionRange::new(i * 2, i * 2 + 1)).collect();
+        let mut at_once = Assignment::new(100);
+        at_once.update(PartitionRange::new(10, 60), |_| owned("a", 1));
+        let mut one_by_one = at_once.clone();
+        at_once.update_ranges(&ranges, |s| Slot { token: s.token + 5, ..s.clone() });
+        for r in &ranges {
+            one_by_one.update(*r, |s| Slot { token: s.token + 5, ..s.clone() });
+        }
+        assert_eq!(at_once, one_by_one);
+        assert_eq!(at_once.slot(10).token, 6);
+        assert_eq!(at_once.slot(11).token, 1);
+        assert_eq!(at_once.slot(0).token, 5);
+    }
+
+    #[test]
+    fn ranges_normalize_and_runs_within_cut_runs_to_them() {
+        let r = PartitionRange::new;
+        let ranges = normalized(vec![r(5, 9), r(0, 2), r(1, 3), r(9, 10), r(0, 10), r(4, 4)]);
+        assert_eq!(ranges, vec![r(0, 10)]);
+        assert_eq!(normalized(vec![r(6, 8), r(0, 2), r(1, 3)]), vec![r(0, 3), r(6, 8)]);
+        let mut a = Assignment::new(10);
+        a.update(r(2, 6), |_| owned("w", 1));
+        let within: Vec<(PartitionRange, Option<&str>)> = a
+            .runs_within(&[r(1, 3), r(5, 8)])
+            .into_iter()
+            .map(|(range, s)| (range, s.owner.as_deref()))
+            .collect();
+        assert_eq!(
+            within,
+            vec![(r(1, 2), None), (r(2, 3), Some("w")), (r(5, 6), Some("w")), (r(6, 8), None)]
+        );
+        assert_eq!(overlap(&[r(0, 3), r(5, 8)], &[r(2, 6)]), 2);
     }
 
     #[test]

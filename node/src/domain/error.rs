@@ -17,31 +17,31 @@ pub enum ErrorKind {
 
 #[derive(Clone, Debug, Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DomainError {
-    #[error("{field} {value:?} is invalid: {rule}")]
+    #[error("{field} {} is invalid: {rule}", quoted(.value))]
     Invalid {
         field: String,
         value: String,
         rule: String,
     },
-    #[error("group {0:?} does not exist")]
+    #[error("group {} does not exist", quoted(.0))]
     GroupNotFound(String),
-    #[error("group {0:?} already exists")]
+    #[error("group {} already exists", quoted(.0))]
     GroupExists(String),
-    #[error("worker {worker:?} has no session in group {group:?}")]
+    #[error("worker {} has no session in group {}", quoted(.worker), quoted(.group))]
     WorkerNotFound { group: String, worker: String },
-    #[error("worker {worker:?} already has session {session} in group {group:?}; it ends when that process leaves or its lease expires: join again then, or join under another worker id")]
+    #[error("worker {} already has session {session} in group {}; it ends when that process leaves or its lease expires: join again then, or join under another worker id", quoted(.worker), quoted(.group))]
     WorkerExists {
         group: String,
         worker: String,
         session: u64,
     },
-    #[error("group {group:?} is at revision {actual}, not {expected}: re-read it and retry")]
+    #[error("group {} is at revision {actual}, not {expected}: re-read it and retry", quoted(.group))]
     RevisionMismatch {
         group: String,
         expected: u64,
         actual: u64,
     },
-    #[error("partition {partition} of group {group:?} is not held by worker {worker:?} with fencing token {token}{detail}")]
+    #[error("partition {partition} of group {} is not held by worker {} with fencing token {token}{detail}", quoted(.group), quoted(.worker))]
     StaleRelease {
         group: String,
         worker: String,
@@ -50,7 +50,8 @@ pub enum DomainError {
         detail: String,
     },
     #[error(
-        "partition {partition} is out of range: group {group:?} has partitions 0..{partitions}"
+        "partition {partition} is out of range: group {} has partitions 0..{partitions}",
+        quoted(.group)
     )]
     PartitionOutOfRange {
         group: String,
@@ -80,6 +81,19 @@ impl DomainError {
         }
     }
 }
+
+/// How messages quote user input: in double quotes, escaped, and at most
+/// [`QUOTED_CHARS`] characters of it, so an error about a 20,000-character
+/// name stays short enough for any client's metadata limit (about 8 KB).
+pub fn quoted(input: &str) -> String {
+    match input.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{input:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &input[..end], input.len()),
+    }
+}
+
+/// The most characters of one user input a message quotes.
+pub const QUOTED_CHARS: usize = 100;
 
 pub(crate) fn invalid(
     field: &'static str,

@@ -18,7 +18,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 
 pub use assignment::{Assignment, PartitionRange, Reservation, Revoking, Slot};
-pub use error::{DomainError, ErrorKind};
+pub use error::{quoted, DomainError, ErrorKind};
 pub use hash::KeyHash;
 pub use rebalancer::{Move, Plan};
 use serde::{Deserialize, Serialize};
@@ -629,6 +629,24 @@ impl State {
         }
     }
 
+    /// What `command` would do if it were proposed now: the error it would
+    /// be refused with, `Some(reply)` when it would change nothing (the
+    /// caller answers without writing), or `None` when it must be written.
+    /// The leader asks before proposing, so a refused or empty request
+    /// costs no log entry, no memory and no revision; apply still decides,
+    /// as the authority, since the state can change in between.
+    pub fn check(&self, command: &Command) -> Result<Option<Reply>, DomainError> {
+        match command {
+            // Written for their own sake: proving the cluster commits, or
+            // dropping history at the same point of the log everywhere.
+            Command::Barrier | Command::Compact { .. } => Ok(None),
+            command => {
+                let (reply, events) = self.decide(self.revision + 1, command)?;
+                Ok(events.is_empty().then_some(reply))
+            }
+        }
+    }
+
     /// A group being deleted goes with its last session: appends
     /// `GroupDeleted` when `events` end every session left in it.
     fn close_if_last_left(&self, events: &mut Vec<Event>) {
@@ -653,7 +671,10 @@ impl State {
         }
     }
 
-    fn group(&self, name: &str) -> Result<&Group, DomainError> {
+    /// The group named `name`; a name no group can have is refused as
+    /// invalid before any lookup.
+    pub fn group(&self, name: &str) -> Result<&Group, DomainError> {
+        validate::group_name(name)?;
         self.groups
             .get(name)
             .ok_or_else(|| DomainError::GroupNotFound(name.to_string()))
@@ -665,6 +686,7 @@ impl State {
         worker: &str,
     ) -> Result<(&'a Group, &'a Session), DomainError> {
         let g = self.group(group)?;
+        validate::worker_id(worker)?;
         let s = g
             .sessions
             .get(worker)
@@ -722,6 +744,14 @@ impl State {
                             g.config.partitions
                         ),
                     ));
+                }
+                if *config == g.config {
+                    // Nothing to change: no event, and the config revision
+                    // stays, so other writers' compare-and-set still holds.
+                    let reply = Reply::Group {
+                        config_revision: g.config_revision,
+                    };
+                    return Ok((reply, Vec::new()));
                 }
                 let events = vec![Event::GroupUpdated {
                     group: group.clone(),
@@ -952,72 +982,56 @@ impl State {
                 let (g, s) = self.session(group, worker)?;
                 same_session(group, worker, s, *session, "nothing released")?;
                 g.check_partitions(group, partitions)?;
-                for r in partitions {
-                    for p in r.start..r.end {
-                        let slot = g.assignment.slot(p);
-                        if slot.owner.as_deref() != Some(worker.as_str()) || slot.token != *token {
-                            let detail = match &slot.owner {
-                                Some(o) => format!(" (held by {o:?} with token {})", slot.token),
-                                None => " (it is free)".to_string(),
-                            };
-                            return Err(DomainError::StaleRelease {
-                                group: group.clone(),
-                                worker: worker.clone(),
-                                partition: p,
-                                token: *token,
-                                detail,
-                            });
-                        }
+                let wanted = assignment::normalized(partitions.clone());
+                let pieces = g.assignment.runs_within(&wanted);
+                let mut by_recipient: BTreeMap<String, Vec<PartitionRange>> = BTreeMap::new();
+                for (range, slot) in &pieces {
+                    if slot.owner.as_deref() != Some(worker.as_str()) || slot.token != *token {
+                        let detail = match &slot.owner {
+                            Some(o) => format!(" (held by {o:?} with token {})", slot.token),
+                            None => " (it is free)".to_string(),
+                        };
+                        return Err(DomainError::StaleRelease {
+                            group: group.clone(),
+                            worker: worker.clone(),
+                            partition: range.start,
+                            token: *token,
+                            detail,
+                        });
+                    }
+                    let recipient = slot
+                        .revoking
+                        .as_ref()
+                        .and_then(|rv| rv.to.as_ref())
+                        .filter(|to| g.may_receive(to));
+                    if let Some(to) = recipient {
+                        by_recipient.entry(to.clone()).or_default().push(*range);
                     }
                 }
-                let mut events = Vec::new();
-                let mut released: Vec<u32> = Vec::new();
-                let mut by_recipient: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-                for r in partitions {
-                    for p in r.start..r.end {
-                        released.push(p);
-                        let slot = g.assignment.slot(p);
-                        let recipient = slot
-                            .revoking
-                            .as_ref()
-                            .and_then(|rv| rv.to.as_ref())
-                            .filter(|to| g.may_receive(to));
-                        if let Some(to) = recipient {
-                            by_recipient.entry(to.clone()).or_default().push(p);
-                        }
-                    }
-                }
-                released.sort_unstable();
-                released.dedup();
-                events.push(Event::Released {
+                // A draining worker that has given up everything has left.
+                // Everything released was held, so it holds more only if
+                // it held more than it released.
+                let held: u64 = g.held_by(worker).iter().map(|r| u64::from(r.len())).sum();
+                let released: u64 = wanted.iter().map(|r| u64::from(r.len())).sum();
+                let mut events = vec![Event::Released {
                     group: group.clone(),
                     worker: worker.clone(),
-                    partitions: assignment::ranges_of(released.iter().copied()),
-                });
-                for (to, mut ps) in by_recipient {
-                    ps.sort_unstable();
-                    ps.dedup();
+                    partitions: wanted,
+                }];
+                for (to, ranges) in by_recipient {
                     events.push(Event::Granted {
                         group: group.clone(),
                         worker: to,
-                        partitions: assignment::ranges_of(ps),
+                        partitions: assignment::normalized(ranges),
                         token: rev,
                     });
                 }
-                // A draining worker that has given up everything has left.
-                if s.state == SessionState::Draining {
-                    let still_held = g
-                        .held_by(worker)
-                        .iter()
-                        .flat_map(|r| r.start..r.end)
-                        .any(|p| released.binary_search(&p).is_err());
-                    if !still_held {
-                        events.push(Event::WorkerLeft {
-                            group: group.clone(),
-                            worker: worker.clone(),
-                            reason: LeaveReason::Drained,
-                        });
-                    }
+                if s.state == SessionState::Draining && held == released {
+                    events.push(Event::WorkerLeft {
+                        group: group.clone(),
+                        worker: worker.clone(),
+                        reason: LeaveReason::Drained,
+                    });
                 }
                 Ok((Reply::Done, events))
             }
@@ -1053,34 +1067,28 @@ impl State {
                     )));
                 }
                 g.check_partitions(group, partitions)?;
-                let mut grant: Vec<u32> = Vec::new();
-                let mut revoke: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-                for r in partitions {
-                    for p in r.start..r.end {
-                        let slot = g.assignment.slot(p);
-                        match &slot.owner {
-                            None => grant.push(p),
-                            Some(o) if o == to && slot.revoking.is_none() => {}
-                            Some(o) => revoke.entry(o.clone()).or_default().push(p),
-                        }
+                let wanted = assignment::normalized(partitions.clone());
+                let mut grant: Vec<PartitionRange> = Vec::new();
+                let mut revoke: BTreeMap<String, Vec<PartitionRange>> = BTreeMap::new();
+                for (range, slot) in g.assignment.runs_within(&wanted) {
+                    match &slot.owner {
+                        None => grant.push(range),
+                        Some(o) if o == to && slot.revoking.is_none() => {}
+                        Some(o) => revoke.entry(o.clone()).or_default().push(range),
                     }
                 }
                 let mut moves = Vec::new();
                 if !grant.is_empty() {
-                    grant.sort_unstable();
-                    grant.dedup();
                     moves.push(Move::Grant {
                         to: to.clone(),
-                        partitions: assignment::ranges_of(grant),
+                        partitions: assignment::normalized(grant),
                     });
                 }
-                for (from, mut ps) in revoke {
-                    ps.sort_unstable();
-                    ps.dedup();
+                for (from, ranges) in revoke {
                     moves.push(Move::Revoke {
                         from,
                         to: Some(to.clone()),
-                        partitions: assignment::ranges_of(ps),
+                        partitions: assignment::normalized(ranges),
                     });
                 }
                 let events = plan_events(group, &Plan { moves }, rev, *now_ms);
@@ -1222,12 +1230,10 @@ impl State {
                 g.assignment.split();
                 // Children of an owned partition are new grants: new tokens.
                 let owned = g.assignment.find(|s| s.owner.is_some());
-                for r in owned {
-                    g.assignment.update(r, |s| Slot {
-                        token: revision,
-                        ..s.clone()
-                    });
-                }
+                g.assignment.update_ranges(&owned, |s| Slot {
+                    token: revision,
+                    ..s.clone()
+                });
                 for t in g.tombstones.values_mut() {
                     t.partition = match t.hash {
                         Some(h) => hash::partition_of(h, *partitions),
@@ -1260,14 +1266,12 @@ impl State {
                 token,
                 ..
             } => {
-                for r in partitions {
-                    g.assignment.update(*r, |_| Slot {
-                        owner: Some(worker.clone()),
-                        token: *token,
-                        revoking: None,
-                        reserved: None,
-                    });
-                }
+                g.assignment.update_ranges(partitions, |_| Slot {
+                    owner: Some(worker.clone()),
+                    token: *token,
+                    revoking: None,
+                    reserved: None,
+                });
             }
             Event::Revoking {
                 partitions,
@@ -1275,20 +1279,17 @@ impl State {
                 since_ms,
                 ..
             } => {
-                for r in partitions {
-                    g.assignment.update(*r, |s| Slot {
-                        revoking: Some(Revoking {
-                            to: to.clone(),
-                            since_ms: s.revoking.as_ref().map_or(*since_ms, |old| old.since_ms),
-                        }),
-                        ..s.clone()
-                    });
-                }
+                g.assignment.update_ranges(partitions, |s| Slot {
+                    revoking: Some(Revoking {
+                        to: to.clone(),
+                        since_ms: s.revoking.as_ref().map_or(*since_ms, |old| old.since_ms),
+                    }),
+                    ..s.clone()
+                });
             }
             Event::Released { partitions, .. } => {
-                for r in partitions {
-                    g.assignment.update(*r, |_| Slot::default());
-                }
+                g.assignment
+                    .update_ranges(partitions, |_| Slot::default());
             }
             Event::Reserved {
                 worker,
@@ -1296,15 +1297,13 @@ impl State {
                 until_ms,
                 ..
             } => {
-                for r in partitions {
-                    g.assignment.update(*r, |_| Slot {
-                        reserved: Some(Reservation {
-                            worker: worker.clone(),
-                            until_ms: *until_ms,
-                        }),
-                        ..Slot::default()
-                    });
-                }
+                g.assignment.update_ranges(partitions, |_| Slot {
+                    reserved: Some(Reservation {
+                        worker: worker.clone(),
+                        until_ms: *until_ms,
+                    }),
+                    ..Slot::default()
+                });
             }
             Event::TombstoneAdded { key, tombstone, .. } => {
                 g.tombstones.insert(key.clone(), tombstone.clone());
@@ -1323,12 +1322,12 @@ impl State {
     }
 }
 
-/// Up to five names, comma-separated, for messages.
+/// Up to five names, quoted, comma-separated, for messages.
 fn names<'a>(names: impl ExactSizeIterator<Item = &'a String>) -> String {
     let total = names.len();
-    let mut shown: Vec<&str> = names.take(5).map(String::as_str).collect();
+    let mut shown: Vec<String> = names.take(5).map(|n| error::quoted(n)).collect();
     if total > shown.len() {
-        shown.push("…");
+        shown.push("…".to_string());
     }
     shown.join(", ")
 }

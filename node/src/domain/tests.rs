@@ -341,7 +341,7 @@ fn a_group_with_sessions_is_deleted_only_with_force_and_goes_with_its_last_sessi
     let err = refused.outcome.expect_err("live sessions");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     assert!(
-        err.to_string().contains("2 live session(s) (a, b)"),
+        err.to_string().contains(r#"2 live session(s) ("a", "b")"#),
         "{err}"
     );
 

@@ -61,11 +61,7 @@ pub fn ttl_ms(field: &'static str, ttl: u64) -> Result<(), DomainError> {
 
 pub fn key(key: &str) -> Result<(), DomainError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(invalid(
-            "key",
-            truncated(key),
-            format!("1 to {MAX_KEY_BYTES} bytes"),
-        ));
+        return Err(invalid("key", key, format!("1 to {MAX_KEY_BYTES} bytes")));
     }
     Ok(())
 }
@@ -109,17 +105,6 @@ pub fn range_ms(field: &'static str, value: u64, min: u64, max: u64) -> Result<(
         ));
     }
     Ok(())
-}
-
-fn truncated(s: &str) -> String {
-    if s.len() <= 64 {
-        return s.to_string();
-    }
-    let mut end = 64;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
 #[cfg(test)]

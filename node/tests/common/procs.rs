@@ -243,3 +243,38 @@ pub fn ctl_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
     all.extend_from_slice(args);
     serde_json::from_str(&ctl(endpoint, &all)).expect("batonctl --json prints JSON")
 }
+
+/// Starts a single-node cluster in `dir` on OS-chosen ports; returns the
+/// addresses it serves gRPC and HTTP on (read from its log, so no port is
+/// reserved ahead and none can be taken in between).
+pub fn single_process(dir: &Path) -> (SocketAddr, SocketAddr, Proc) {
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        "node-1",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let mut proc = Proc::spawn(&args, dir, dir.join("node-1.log"));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = proc.log_text();
+        let after = |marker: &str| -> Option<SocketAddr> {
+            let rest = log.split("serving: ").nth(1)?.split(marker).nth(1)?;
+            rest.split([' ', ',']).next()?.parse().ok()
+        };
+        if let (Some(grpc), Some(http)) = (after("gRPC on "), after("HTTP on ")) {
+            return (grpc, http, proc);
+        }
+        assert!(!proc.exited(), "the node exited at start; log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "the node did not serve within {WAIT:?}; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
