@@ -169,7 +169,11 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
                 config: Some(config(partitions)),
             })
             .await;
-        refused("a group of {partitions} partitions", create, Code::InvalidArgument);
+        refused(
+            "a group of {partitions} partitions",
+            create,
+            Code::InvalidArgument,
+        );
     }
     let long_name = "a".repeat(20_000);
     let get = admin
@@ -178,7 +182,11 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
             serializable: false,
         })
         .await;
-    refused("a get of a 20,000-character name", get, Code::InvalidArgument);
+    refused(
+        "a get of a 20,000-character name",
+        get,
+        Code::InvalidArgument,
+    );
     let put = tombstones
         .put(pb::PutTombstoneRequest {
             group: long_name.clone(),
@@ -186,7 +194,11 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
             ..Default::default()
         })
         .await;
-    refused("a put to a 20,000-character name", put, Code::InvalidArgument);
+    refused(
+        "a put to a 20,000-character name",
+        put,
+        Code::InvalidArgument,
+    );
     let join = worker
         .join(pb::JoinRequest {
             group: long_name,
@@ -194,7 +206,11 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
             ..Default::default()
         })
         .await;
-    refused("a join to a 20,000-character name", join, Code::InvalidArgument);
+    refused(
+        "a join to a 20,000-character name",
+        join,
+        Code::InvalidArgument,
+    );
 
     // An update that changes nothing is answered, at the current revision,
     // without a write.
@@ -233,7 +249,11 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
             session: joined.session,
         })
         .await;
-    refused("a release with a stale token", release, Code::FailedPrecondition);
+    refused(
+        "a release with a stale token",
+        release,
+        Code::FailedPrecondition,
+    );
     let took = started.elapsed();
     eprintln!("a release of 5,000 full ranges answered in {took:?}");
     assert!(
@@ -250,7 +270,10 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         .await
         .expect("moving w's partitions to w changes nothing");
     let moved = moved.into_inner();
-    assert!(moved.grants.is_empty() && moved.handoffs.is_empty(), "{moved:?}");
+    assert!(
+        moved.grants.is_empty() && moved.handoffs.is_empty(),
+        "{moved:?}"
+    );
     let took = started.elapsed();
     eprintln!("a move of 5,000 full ranges answered in {took:?}");
     assert!(

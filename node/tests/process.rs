@@ -403,7 +403,8 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "refused without --force");
     assert!(
-        stderr.contains("FAILED_PRECONDITION") && stderr.contains(r#"live session(s) ("w1", "w2")"#),
+        stderr.contains("FAILED_PRECONDITION")
+            && stderr.contains(r#"live session(s) ("w1", "w2")"#),
         "{stderr}"
     );
     assert!(ctl(e, &["group", "delete", "chat", "--force"]).contains("group chat is being deleted"));

@@ -126,7 +126,9 @@ impl AdminApi {
             .leader
             .dialer()
             .endpoint(addr)
-            .map_err(|e| Status::invalid_argument(format!("address {} is not usable: {e}", quoted(&addr))))?
+            .map_err(|e| {
+                Status::invalid_argument(format!("address {} is not usable: {e}", quoted(&addr)))
+            })?
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT);
         let channel = endpoint

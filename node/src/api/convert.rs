@@ -6,8 +6,8 @@ use baton_proto::v1 as pb;
 use tonic::Status;
 
 use crate::domain::{
-    assignment, validate, Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move, PartitionRange, Plan,
-    SessionState, Tombstone,
+    assignment, validate, Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move,
+    PartitionRange, Plan, SessionState, Tombstone,
 };
 
 /// `base` with every field that `update` sets replaced.

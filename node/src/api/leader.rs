@@ -242,7 +242,11 @@ impl Leader {
     /// applied what it committed, and a refusal from a stale state would
     /// be wrong. A request that passes costs no extra round.
     pub async fn propose(&self, command: Command) -> Result<Committed, Status> {
-        if self.sm.read(|s| s.check(&command)).map_or(true, |r| r.is_some()) {
+        if self
+            .sm
+            .read(|s| s.check(&command))
+            .map_or(true, |r| r.is_some())
+        {
             self.raft
                 .ensure_linearizable()
                 .await

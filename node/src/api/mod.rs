@@ -5,6 +5,8 @@
 pub mod access;
 pub mod admin;
 mod convert;
+#[cfg(test)]
+mod decode_tests;
 pub mod leader;
 pub mod limits;
 pub mod raft;

@@ -312,13 +312,21 @@ mod tests {
 
     #[test]
     fn many_ranges_update_in_one_pass_as_one_at_a_time_would() {
-        let ranges: Vec<PartitionRange> = (0..50).map(|i| PartitionRange::new(i * 2, i * 2 + 1)).collect();
+        let ranges: Vec<PartitionRange> = (0..50)
+            .map(|i| PartitionRange::new(i * 2, i * 2 + 1))
+            .collect();
         let mut at_once = Assignment::new(100);
         at_once.update(PartitionRange::new(10, 60), |_| owned("a", 1));
         let mut one_by_one = at_once.clone();
-        at_once.update_ranges(&ranges, |s| Slot { token: s.token + 5, ..s.clone() });
+        at_once.update_ranges(&ranges, |s| Slot {
+            token: s.token + 5,
+            ..s.clone()
+        });
         for r in &ranges {
-            one_by_one.update(*r, |s| Slot { token: s.token + 5, ..s.clone() });
+            one_by_one.update(*r, |s| Slot {
+                token: s.token + 5,
+                ..s.clone()
+            });
         }
         assert_eq!(at_once, one_by_one);
         assert_eq!(at_once.slot(10).token, 6);
@@ -331,7 +339,10 @@ mod tests {
         let r = PartitionRange::new;
         let ranges = normalized(vec![r(5, 9), r(0, 2), r(1, 3), r(9, 10), r(0, 10), r(4, 4)]);
         assert_eq!(ranges, vec![r(0, 10)]);
-        assert_eq!(normalized(vec![r(6, 8), r(0, 2), r(1, 3)]), vec![r(0, 3), r(6, 8)]);
+        assert_eq!(
+            normalized(vec![r(6, 8), r(0, 2), r(1, 3)]),
+            vec![r(0, 3), r(6, 8)]
+        );
         let mut a = Assignment::new(10);
         a.update(r(2, 6), |_| owned("w", 1));
         let within: Vec<(PartitionRange, Option<&str>)> = a
@@ -341,7 +352,12 @@ mod tests {
             .collect();
         assert_eq!(
             within,
-            vec![(r(1, 2), None), (r(2, 3), Some("w")), (r(5, 6), Some("w")), (r(6, 8), None)]
+            vec![
+                (r(1, 2), None),
+                (r(2, 3), Some("w")),
+                (r(5, 6), Some("w")),
+                (r(6, 8), None)
+            ]
         );
         assert_eq!(overlap(&[r(0, 3), r(5, 8)], &[r(2, 6)]), 2);
     }

@@ -596,12 +596,7 @@ impl State {
             None | Some(Command::Barrier) => (Ok(Reply::Done), Vec::new()),
             // Compaction is about the history, not the groups: no event.
             Some(Command::Compact { revision: up_to }) => {
-                if *up_to >= revision {
-                    let e = invalid(
-                        "compaction revision",
-                        up_to,
-                        format!("below the current revision {revision}"),
-                    );
+                if let Err(e) = compactable(*up_to, revision) {
                     (Err(e), Vec::new())
                 } else {
                     self.compacted = self.compacted.max(*up_to);
@@ -639,7 +634,11 @@ impl State {
         match command {
             // Written for their own sake: proving the cluster commits, or
             // dropping history at the same point of the log everywhere.
-            Command::Barrier | Command::Compact { .. } => Ok(None),
+            Command::Barrier => Ok(None),
+            Command::Compact { revision } => {
+                compactable(*revision, self.revision + 1)?;
+                Ok(None)
+            }
             command => {
                 let (reply, events) = self.decide(self.revision + 1, command)?;
                 Ok(events.is_empty().then_some(reply))
@@ -1288,8 +1287,7 @@ impl State {
                 });
             }
             Event::Released { partitions, .. } => {
-                g.assignment
-                    .update_ranges(partitions, |_| Slot::default());
+                g.assignment.update_ranges(partitions, |_| Slot::default());
             }
             Event::Reserved {
                 worker,
@@ -1320,6 +1318,18 @@ impl State {
             }
         }
     }
+}
+
+/// History can be compacted up to a revision below the one being applied.
+fn compactable(up_to: u64, revision: u64) -> Result<(), DomainError> {
+    if up_to >= revision {
+        return Err(invalid(
+            "compaction revision",
+            up_to,
+            format!("below the current revision {revision}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Up to five names, quoted, comma-separated, for messages.

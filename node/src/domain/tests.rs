@@ -57,6 +57,10 @@ impl Sim {
             self.history.push((self.rev, event.clone()));
         }
         shadow.revision = self.rev;
+        // Compaction is about the history and causes no event.
+        if matches!(command, Command::Compact { .. }) {
+            shadow.compacted = self.state.compacted;
+        }
         assert_eq!(
             shadow, self.state,
             "the events of {command:?} reproduce its change"
@@ -1189,3 +1193,5 @@ proptest! {
         }
     }
 }
+
+mod hostile;
