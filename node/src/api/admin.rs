@@ -127,7 +127,7 @@ impl AdminApi {
             .dialer()
             .endpoint(addr)
             .map_err(|e| {
-                Status::invalid_argument(format!("address {} is not usable: {e}", quoted(&addr)))
+                Status::invalid_argument(format!("address {} is not usable: {e}", quoted(addr)))
             })?
             .connect_timeout(PROBE_TIMEOUT)
             .timeout(PROBE_TIMEOUT);
