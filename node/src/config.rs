@@ -127,12 +127,28 @@ pub struct Args {
 
     /// Seed an empty data dir from a backup file (`batonctl backup FILE`) and
     /// start from its state: groups, sessions, assignment, tombstones,
-    /// revisions and fencing tokens. Give every initial member the same file
+    /// with revisions and fencing tokens going on past the backup's by
+    /// --restore-revision-bump. Give every initial member the same file
     /// and the new cluster's --initial-members. Ignored, with a warning, once
     /// the data dir holds a cluster's state (so it can stay set across
     /// restarts). Excludes --join.
     #[arg(long, env = "BATON_RESTORE_FROM", value_name = "FILE")]
     pub restore_from: Option<PathBuf>,
+
+    /// With --restore-from: the restored cluster starts this many revisions
+    /// after the backup's, and its watch history before that is compacted.
+    /// The cluster that was lost went on after the backup, handing out
+    /// revisions and fencing tokens that sinks and watchers still hold; the
+    /// jump keeps every new one above them (so a stale owner's writes stay
+    /// fenced), and a watcher resuming from the lost range is told to re-list
+    /// instead of being served unrelated history. Make it more than the lost
+    /// cluster can have written since the backup (revisions per second times
+    /// the backup's age). Give every initial member the same value: the
+    /// restored revision is a Raft log index, and members restored to
+    /// different ones could diverge silently; each logs the revision it
+    /// restored to. 1 to 10^15. [default: 1000000]
+    #[arg(long, env = "BATON_RESTORE_REVISION_BUMP", value_name = "REVISIONS")]
+    pub restore_revision_bump: Option<u64>,
 
     /// TLS: this node's certificate chain (PEM). With --tls-key and --tls-ca,
     /// the gRPC port (clients and peers) speaks only TLS, and this node
@@ -264,8 +280,17 @@ pub struct NodeConfig {
     pub watch_buffer: usize,
     /// A backup file to seed an empty data dir from.
     pub restore_from: Option<PathBuf>,
+    /// Revisions a restore jumps past the backup's (`--restore-revision-bump`).
+    pub restore_revision_bump: u64,
     pub security: Security,
 }
+
+/// The margin a restore adds to the backup's revision by default: 11 days
+/// of writes at 1 per second, about 3 hours at 100 per second.
+pub const DEFAULT_RESTORE_REVISION_BUMP: u64 = 1_000_000;
+/// The largest margin accepted: keeps revisions far from `u64::MAX` and
+/// within what JSON numbers and signed 64-bit clients carry exactly.
+pub const MAX_RESTORE_REVISION_BUMP: u64 = 1_000_000_000_000_000;
 
 impl NodeConfig {
     /// A single-node configuration on an OS-chosen port, for tests and tools.
@@ -281,6 +306,7 @@ impl NodeConfig {
             history: HistoryRetention::default(),
             watch_buffer: crate::watch::DEFAULT_SUBSCRIBER_BUFFER,
             restore_from: None,
+            restore_revision_bump: DEFAULT_RESTORE_REVISION_BUMP,
             security: Security::default(),
         }
     }
@@ -406,6 +432,10 @@ impl Args {
         if restore_from.is_some() && matches!(bootstrap, Bootstrap::Join(_)) {
             bail!("--restore-from and --join exclude each other: a joining node gets its state from the cluster; restore the initial members (--initial-members) instead");
         }
+        let restore_revision_bump = resolve_bump(
+            self.restore_revision_bump.or(file.restore_revision_bump),
+            restore_from.is_some(),
+        )?;
         let security = Security {
             tls: resolve_tls(
                 self.tls_cert.or(file.tls_cert),
@@ -432,6 +462,7 @@ impl Args {
             history,
             watch_buffer,
             restore_from,
+            restore_revision_bump,
             security,
         })
     }
@@ -457,6 +488,18 @@ fn resolve_tls(
             mutual,
         })),
         _ => bail!("TLS needs all of --tls-cert, --tls-key and --tls-ca (--mtls needs them too)"),
+    }
+}
+
+/// Checks `--restore-revision-bump`, which only means something with
+/// `--restore-from`.
+fn resolve_bump(bump: Option<u64>, restoring: bool) -> anyhow::Result<u64> {
+    match bump {
+        None => Ok(DEFAULT_RESTORE_REVISION_BUMP),
+        Some(_) if !restoring => bail!("--restore-revision-bump applies only with --restore-from (it sets how far a restored cluster's revisions jump past the backup's)"),
+        Some(0) => bail!("--restore-revision-bump must be at least 1: a restored cluster that starts at the backup's revision hands out again the revisions and fencing tokens the lost cluster gave out after the backup"),
+        Some(b) if b > MAX_RESTORE_REVISION_BUMP => bail!("--restore-revision-bump {b} is more than {MAX_RESTORE_REVISION_BUMP}; a margin of a few times what the lost cluster can have written since the backup is enough"),
+        Some(b) => Ok(b),
     }
 }
 
@@ -647,6 +690,23 @@ mod tests {
                 vec!["--join", "a:1", "--restore-from", "b.bak"],
                 "exclude each other",
             ),
+            (
+                vec!["--restore-revision-bump", "5"],
+                "only with --restore-from",
+            ),
+            (
+                vec!["--restore-from", "b.bak", "--restore-revision-bump", "0"],
+                "at least 1",
+            ),
+            (
+                vec![
+                    "--restore-from",
+                    "b.bak",
+                    "--restore-revision-bump",
+                    "1000000000000001",
+                ],
+                "is more than",
+            ),
             (vec!["--admin-token", "short"], "use at least 16"),
             (
                 vec!["--admin-token", "sixteen chars and spaces"],
@@ -675,6 +735,25 @@ mod tests {
                 "{flags:?}: expected {expected:?} in {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_restore_jumps_by_the_default_or_the_given_margin() -> anyhow::Result<()> {
+        let config = args(&["--restore-from", "b.bak"]).resolve()?;
+        assert_eq!(config.restore_revision_bump, DEFAULT_RESTORE_REVISION_BUMP);
+        let config =
+            args(&["--restore-from", "b.bak", "--restore-revision-bump", "42"]).resolve()?;
+        assert_eq!(config.restore_revision_bump, 42);
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("baton.toml");
+        std::fs::write(
+            &path,
+            "restore-from = \"b.bak\"\nrestore-revision-bump = 7\n",
+        )?;
+        let config = args(&["--config", path.to_str().unwrap_or_default()]).resolve()?;
+        assert_eq!(config.restore_revision_bump, 7);
+        Ok(())
     }
 
     #[test]

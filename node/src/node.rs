@@ -97,7 +97,14 @@ impl Node {
                 Bootstrap::InitialMembers(members) => members.clone(),
                 _ => BTreeMap::from([(config.id, addr.clone())]),
             };
-            restore(&mut log, &mut sm, path, members).await?;
+            restore(
+                &mut log,
+                &mut sm,
+                path,
+                members,
+                config.restore_revision_bump,
+            )
+            .await?;
         }
 
         let raft_config = config.tuning.to_config().context("invalid Raft timing")?;
@@ -402,14 +409,16 @@ fn server_tls(tls: &TlsConfig) -> ServerTlsConfig {
     }
 }
 
-/// Seeds an empty data dir from a backup file (`--restore-from`). A data dir
-/// that already holds a cluster's state is left alone, so the flag can stay
-/// set across restarts.
+/// Seeds an empty data dir from a backup file (`--restore-from`), `bump`
+/// revisions past the backup's (`--restore-revision-bump`). A data dir that
+/// already holds a cluster's state is left alone, so the flags can stay set
+/// across restarts.
 async fn restore(
     log: &mut LogStore,
     sm: &mut StateMachineStore,
     path: &Path,
     members: BTreeMap<NodeId, String>,
+    bump: u64,
 ) -> anyhow::Result<()> {
     let log_state = log.get_log_state().await?;
     let vote = log.read_vote().await?;
@@ -426,10 +435,20 @@ async fn restore(
         .into_iter()
         .map(|(id, addr)| (id, BasicNode::new(addr)))
         .collect();
-    let revision = sm
-        .restore_backup(&file, members)
+    let restored = sm
+        .restore_backup(&file, members, bump)
         .await
         .with_context(|| format!("--restore-from: cannot restore {}", path.display()))?;
-    tracing::info!(revision, "restored the state from {}", path.display());
+    // Members restored with different margins would hold different entries
+    // under one log index; the operator compares these lines.
+    tracing::info!(
+        backup_revision = restored.backup_revision,
+        revision = restored.revision,
+        bump,
+        "restored the state from {} at revision {} (the backup's {} plus --restore-revision-bump {bump}); every initial member must report the same revision",
+        path.display(),
+        restored.revision,
+        restored.backup_revision,
+    );
     Ok(())
 }

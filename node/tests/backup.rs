@@ -1,20 +1,26 @@
 //! Backup and restore: `batonctl backup FILE` from a running cluster, the
 //! cluster wiped, a new 3-node cluster started with `--restore-from FILE`,
 //! and the state (groups, sessions, assignment, tombstones) read back equal;
-//! revisions and fencing tokens go on from the backup's.
+//! revisions and fencing tokens jump past the backup's by the restore margin,
+//! and the history below the jump is compacted.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use baton_client::proto as pb;
 use baton_client::proto::admin_client::AdminClient as AdminGrpc;
 use baton_client::proto::tombstones_client::TombstonesClient;
 use baton_client::proto::worker_client::WorkerClient;
 use baton_client::AdminClient;
+use baton_node::api::watch::COMPACTED_REVISION;
 use baton_node::Bootstrap;
-use common::procs::{ctl_json, free_port};
-use common::worker::{assignment, put_tombstone, settle};
+use common::procs::{ctl_json, free_port, node_args, status_of, three_processes, Proc};
+use common::watch::{open, request};
+use common::worker::{assignment, leader_addr, put_tombstone, route_all, settle};
 use common::{three_nodes, Cluster, WAIT};
 
 /// Everything a backup must carry, as the API shows it, without the
@@ -99,7 +105,7 @@ async fn join(admin: &mut AdminClient, group: &str, worker: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_from_its_revision() {
+async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_its_revision() {
     let cluster = three_nodes().await;
     let mut admin = cluster.admin();
     for (group, partitions) in GROUPS.into_iter().zip([64, 12]) {
@@ -170,12 +176,15 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_from_i
         "{refused:?}"
     );
 
-    // Restore every member of a new cluster from the same file.
+    // Restore every member of a new cluster from the same file, with the
+    // same (non-default) margin.
+    const BUMP: u64 = 5_000;
     let addrs: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_port().to_string())).collect();
     for id in 1..=3 {
         let mut config = restored.config(id, Bootstrap::InitialMembers(addrs.clone()));
         config.listen = addrs[&id].parse().expect("address");
         config.restore_from = Some(kept.clone());
+        config.restore_revision_bump = BUMP;
         restored.start(config).await;
     }
     restored.leader(None, WAIT).await;
@@ -183,14 +192,203 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_from_i
     let after = observe(&mut admin).await;
     assert_eq!(after, before);
 
-    // Time goes on from the backup: later revisions and fencing tokens are
-    // higher than anything it holds.
+    // Time goes on past the backup plus the margin: later revisions and
+    // fencing tokens are higher than anything it holds.
     let barrier = admin.barrier().await.expect("barrier");
-    assert!(barrier.revision > backup_revision);
+    assert!(barrier.revision > backup_revision + BUMP);
     let token = join(&mut admin, "orders", "w4").await;
     assert!(
-        tokens.iter().all(|t| token > *t),
+        token > backup_revision + BUMP && tokens.iter().all(|t| token > *t),
         "new token {token} after {tokens:?}"
     );
     restored.shutdown().await;
+}
+
+/// The margin a restore adds to the backup's revision when no
+/// `--restore-revision-bump` is given.
+const DEFAULT_BUMP: u64 = 1_000_000;
+
+/// Starts `baton-node` processes for a 3-node cluster at `addrs` in `dir`,
+/// each with `extra` flags.
+fn start_processes(dir: &Path, addrs: &[SocketAddr], extra: &[String]) -> Vec<Proc> {
+    (1..=3)
+        .map(|id| {
+            let mut args = node_args(addrs, id);
+            args.extend_from_slice(extra);
+            Proc::spawn(&args, dir, dir.join(format!("node-{id}.log")))
+        })
+        .collect()
+}
+
+/// The fencing token, session, revision and barrier revision a cluster
+/// hands out now: joins `worker` to `group`, puts a tombstone on `key`, and
+/// commits a barrier. Returns every number it was given.
+async fn hand_out(admin: &mut AdminClient, group: &str, worker: &str, key: &str) -> Vec<u64> {
+    let request = pb::JoinRequest {
+        group: group.to_string(),
+        worker: worker.to_string(),
+        ttl_ms: Some(300_000),
+        ..Default::default()
+    };
+    let joined = admin
+        .call(|ch| {
+            let request = request.clone();
+            async move { WorkerClient::new(ch).join(request).await }
+        })
+        .await
+        .expect("join");
+    let tombstone = put_tombstone(admin, group, key).await;
+    let barrier = admin.barrier().await.expect("barrier");
+    vec![
+        joined.token,
+        joined.session,
+        tombstone.revision,
+        barrier.revision,
+    ]
+}
+
+/// The acceptance test of issue 20's restore part, on real processes: the
+/// backup is at R, the lost cluster goes on to R' (handing out tokens and
+/// revisions in (R, R'] that sinks and watchers saw), and the restored
+/// cluster must hand out nothing at or below R + margin, and answer a watch
+/// from anywhere in the lost range with COMPACTED on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_jumps_revisions_and_tokens_past_the_lost_range_and_compacts_it() {
+    let old = tempfile::tempdir().expect("tempdir");
+    let (addrs, procs) = three_processes(old.path());
+    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let mut admin = AdminClient::new(&endpoints, common::WAIT).expect("client");
+    common::worker::create_group(&mut admin, "orders", 16).await;
+    let mut seen = hand_out(&mut admin, "orders", "w1", "before-1").await;
+    seen.extend(hand_out(&mut admin, "orders", "w2", "before-2").await);
+    settle(&mut admin, "orders", "w1 and w2 hold all", |a| {
+        a.unassigned.is_empty() && a.workers.len() == 2
+    })
+    .await;
+    let routed = route_all(&mut admin, "orders", 16).await;
+    seen.extend(routed.values().map(|(_, token)| *token));
+
+    let file = old.path().join("baton.backup");
+    let reply = ctl_json(
+        &endpoints[0],
+        &["backup", file.to_str().expect("UTF-8 path")],
+    );
+    let backup_revision = reply["revision"].as_u64().expect("revision");
+    let kept = tempfile::tempdir().expect("tempdir");
+    let backup = kept.path().join("baton.backup");
+    std::fs::copy(&file, &backup).expect("keep the backup");
+
+    // What the old cluster hands out after the backup is lost with it, but
+    // sinks and watchers have seen it.
+    let mut lost = hand_out(&mut admin, "orders", "w3", "lost-1").await;
+    lost.extend(hand_out(&mut admin, "orders", "w4", "lost-2").await);
+    settle(&mut admin, "orders", "four workers hold all", |a| {
+        a.unassigned.is_empty() && a.workers.len() == 4
+    })
+    .await;
+    assert!(
+        lost.iter().all(|n| *n > backup_revision),
+        "handed out after the backup at {backup_revision}: {lost:?}"
+    );
+    let routed = route_all(&mut admin, "orders", 16).await;
+    lost.extend(routed.values().map(|(_, token)| *token));
+    let lost_revision = admin.barrier().await.expect("barrier").revision;
+    seen.extend(lost);
+    seen.push(lost_revision);
+    drop(admin);
+    for p in procs.into_iter().flatten() {
+        p.sigterm(Duration::from_secs(10));
+    }
+    drop(old);
+
+    // A new cluster at the same addresses, every member from the same file,
+    // with the default margin.
+    let new = tempfile::tempdir().expect("tempdir");
+    let restore = ["--restore-from".to_string(), backup.display().to_string()];
+    let restored = start_processes(new.path(), &addrs, &restore);
+    leader_addr(&endpoints).await;
+    let bumped = backup_revision + DEFAULT_BUMP;
+    assert!(bumped > lost_revision, "the margin covers what was lost");
+
+    // Every node holds the same jumped state: a watch from anywhere in the
+    // lost range, or from the backup's own revision, is told it is
+    // compacted at the jump, and re-lists.
+    for addr in &endpoints {
+        let applied = status_of(addr.parse().expect("address"))
+            .await
+            .map(|s| s.applied_index);
+        assert!(
+            applied.is_some_and(|a| a >= bumped),
+            "{addr} applied {applied:?}, below the restored revision {bumped}"
+        );
+        for from in [backup_revision, backup_revision + 1, lost_revision, bumped] {
+            let refused = open(addr, request("orders", from))
+                .await
+                .err()
+                .unwrap_or_else(|| {
+                    panic!("{addr}: a watch from {from} is served after the restore")
+                });
+            assert_eq!(
+                refused.code(),
+                tonic::Code::OutOfRange,
+                "{addr} from {from}: {refused:?}"
+            );
+            let compacted = refused
+                .metadata()
+                .get(COMPACTED_REVISION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            assert_eq!(compacted, Some(bumped), "{addr} from {from}: {refused:?}");
+        }
+    }
+
+    // A watcher that re-listed goes on from the jump and sees what follows.
+    let mut admin = AdminClient::new(&endpoints, common::WAIT).expect("client");
+    let listed = assignment(&mut admin, "orders").await;
+    assert!(listed.revision >= bumped, "listed at {}", listed.revision);
+    let mut watched = open(&endpoints[1], request("orders", listed.revision + 1))
+        .await
+        .expect("a watch from after the jump");
+
+    // Everything handed out from now on is above everything seen before.
+    let ceiling = seen.iter().copied().max().unwrap_or_default().max(bumped);
+    let mut after = hand_out(&mut admin, "orders", "w5", "after-1").await;
+    after.extend(hand_out(&mut admin, "orders", "w3", "after-2").await);
+    settle(&mut admin, "orders", "w1, w2, w3 and w5 hold all", |a| {
+        a.unassigned.is_empty() && a.workers.len() == 4
+    })
+    .await;
+    let routed = route_all(&mut admin, "orders", 16).await;
+    let backed_up: Vec<u64> = routed
+        .values()
+        .map(|(_, token)| *token)
+        .filter(|t| *t <= backup_revision)
+        .collect();
+    after.extend(
+        routed
+            .values()
+            .map(|(_, t)| *t)
+            .filter(|t| *t > backup_revision),
+    );
+    for n in &after {
+        assert!(
+            *n > ceiling,
+            "{n} handed out after the restore, not above {ceiling} (backup {backup_revision}, lost up to {lost_revision}, margin {DEFAULT_BUMP}): {after:?}"
+        );
+    }
+    assert!(
+        backed_up.iter().all(|t| seen.contains(t)),
+        "tokens at or below the backup are the backup's own: {backed_up:?}"
+    );
+    let last = *after.iter().max().expect("numbers");
+    watched.read_until(last).await;
+    assert!(
+        watched.events.iter().any(|e| e.revision > bumped),
+        "the watch after the jump delivers the new events"
+    );
+
+    drop(admin);
+    for p in restored {
+        p.sigterm(Duration::from_secs(10));
+    }
 }

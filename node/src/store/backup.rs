@@ -1,7 +1,8 @@
 //! Backup files: the whole applied state (groups, sessions, assignment,
 //! tombstones and the event history that is kept) at one revision. The
 //! `Backup` RPC (`batonctl backup FILE`) writes one; `baton-node
-//! --restore-from FILE` seeds a new cluster from it.
+//! --restore-from FILE` seeds a new cluster from it, at the backup's revision
+//! plus `--restore-revision-bump` (see `StateMachineStore::restore_backup`).
 //!
 //! Layout: the magic `BATONBAK`, the store's [`FORMAT_VERSION`] (u32), the
 //! payload's length (u64), the payload (a bincode snapshot payload), and the
@@ -22,6 +23,16 @@ pub struct Backup {
     pub bytes: Vec<u8>,
 }
 
+/// Where a restore put the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The revision the backup was taken at.
+    pub backup_revision: u64,
+    /// The revision the restored cluster starts at: the backup's plus the
+    /// margin, with the history up to it compacted.
+    pub revision: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("not a baton backup file (it does not start with {:?})", std::str::from_utf8(MAGIC).unwrap_or_default())]
@@ -36,6 +47,8 @@ pub enum BackupError {
     Decode(String),
     #[error("the backup is at revision {revision} but holds a state at revision {state}")]
     Inconsistent { revision: u64, state: u64 },
+    #[error("the backup is at revision {revision}; a jump of {bump} revisions past it does not fit in 64 bits: give a smaller --restore-revision-bump")]
+    Bump { revision: u64, bump: u64 },
     #[error("cannot write the restored state: {0}")]
     Storage(#[from] StorageError),
 }

@@ -12,7 +12,7 @@ mod state_machine;
 
 use std::path::{Path, PathBuf};
 
-pub use backup::{Backup, BackupError};
+pub use backup::{Backup, BackupError, Restored};
 pub use log::LogStore;
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 pub use state_machine::StateMachineStore;

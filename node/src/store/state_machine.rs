@@ -502,24 +502,35 @@ impl StateMachineStore {
     }
 
     /// Makes a backup file the state of this (empty) store, as a snapshot
-    /// at the backup's revision whose membership is `members`, all voters.
-    /// Revisions and fencing tokens go on from the backup's, so nothing a
-    /// worker or a sink has seen is handed out again. The snapshot's log id
+    /// whose membership is `members`, all voters, at the backup's revision
+    /// plus `bump`, with the history up to there compacted. The cluster the
+    /// backup came from may have gone on past it: the jump keeps every later
+    /// revision and fencing token above the ones it handed out (if it wrote
+    /// fewer than `bump` entries after the backup), and a watch from that
+    /// lost range gets COMPACTED instead of unrelated events. The state's
+    /// own revisions (config revisions, sessions, tokens, tombstones) are the
+    /// backup's, all below the jump. The revision is the snapshot's log
+    /// index, so every member must restore with the same `bump`; its log id
     /// has term 0, which any election after the restore is above.
     pub async fn restore_backup(
         &mut self,
         file: &[u8],
         members: BTreeMap<NodeId, BasicNode>,
-    ) -> Result<u64, BackupError> {
+        bump: u64,
+    ) -> Result<backup::Restored, BackupError> {
         let payload: SnapshotPayload =
             decode(backup::unframe(file)?).map_err(|e| BackupError::Decode(e.to_string()))?;
-        let revision = payload.last_applied.map_or(0, |l| l.index);
-        if revision != payload.state.revision {
+        let backup_revision = payload.last_applied.map_or(0, |l| l.index);
+        if backup_revision != payload.state.revision {
             return Err(BackupError::Inconsistent {
-                revision,
+                revision: backup_revision,
                 state: payload.state.revision,
             });
         }
+        let revision = backup_revision.checked_add(bump).ok_or(BackupError::Bump {
+            revision: backup_revision,
+            bump,
+        })?;
         let log_id = LogId::new(CommittedLeaderId::new(0, 0), revision);
         let voters: BTreeSet<NodeId> = members.keys().copied().collect();
         let membership =
@@ -527,17 +538,25 @@ impl StateMachineStore {
         let restored = SnapshotPayload {
             last_applied: Some(log_id),
             membership: membership.clone(),
-            ..payload
+            state: State {
+                revision,
+                compacted: revision,
+                ..payload.state
+            },
+            history: Vec::new(),
         };
         let meta = SnapshotMeta {
             last_log_id: Some(log_id),
             last_membership: membership,
-            snapshot_id: format!("restored-{revision}"),
+            snapshot_id: format!("restored-{backup_revision}-at-{revision}"),
         };
         let data = encode(&restored).map_err(|e| BackupError::Decode(e.to_string()))?;
         self.install_snapshot(&meta, Box::new(Cursor::new(data)))
             .await?;
-        Ok(revision)
+        Ok(backup::Restored {
+            backup_revision,
+            revision,
+        })
     }
 
     /// Copies the applied state, encodes it and stores it as the current
