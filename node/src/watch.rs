@@ -284,16 +284,26 @@ impl Feed {
     }
 
     /// The revision up to which every event of the group has been handed out,
-    /// without waiting: what a progress notification reports. Never decreases.
+    /// without waiting: what a progress notification reports. Never decreases,
+    /// and never passes a batch this feed did not hand out: a watcher resumes
+    /// (or re-lists) from it.
     pub fn progress(&mut self) -> u64 {
         if let (Some(live), true) = (&self.live, self.pending.is_empty()) {
-            // Read `published` first: every batch up to it is in the buffer
-            // by then, so an empty buffer means none is missing.
+            // Read `published` first: the hub fills the buffer, or ends the
+            // subscription, before it publishes, so once both are checked
+            // below an empty buffer means no batch up to it is missing.
             let published = self.sm.hub().published();
-            if live.rx.is_empty() {
+            // An ended subscription (cut off for an overflow, or history cut
+            // by a snapshot install) gets nothing more: what the hub
+            // published since is not in the buffer, and `next` will say how
+            // the feed ended, from the position it really reached.
+            if live.ended.get().is_none() && live.rx.is_empty() {
                 self.position = self.position.max(published);
             }
         }
         self.position
     }
 }
+
+#[cfg(test)]
+mod tests;
