@@ -9,6 +9,12 @@
 //! buffer: publishing never waits for a reader, and a reader whose buffer is
 //! full is cut off (it resumes from its last revision) instead of holding the
 //! others back or growing memory.
+//!
+//! History is read on the blocking pool, a bounded chunk at a time, and the
+//! next chunk only once the reader has taken the last one: a watch resuming
+//! over a long history costs the node one chunk's decoding at a time, never
+//! a runtime thread, and at most [`CONCURRENT_HISTORY_READS`] chunks are
+//! read at once, whatever the number of resuming watches.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,15 +22,22 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::domain::Event;
 use crate::store::StateMachineStore;
 
 /// Batches a subscriber may have waiting before it is cut off, by default.
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 1024;
-/// Batches read from the stored history at a time while catching up.
+/// Stored batches (of any group) looked at by one history read.
 const HISTORY_CHUNK: usize = 1024;
+/// Bytes of stored batches after which one history read stops (past it by
+/// one batch at most).
+pub const HISTORY_READ_BYTES: usize = 1 << 20;
+/// History reads running at once on one node; more wait their turn, so many
+/// watches resuming together take a few blocking threads, not hundreds.
+pub const CONCURRENT_HISTORY_READS: usize = 4;
 
 /// The events of one revision, all of one group (a command changes one group).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -44,6 +57,15 @@ impl Batch {
             events,
         })
     }
+}
+
+/// The leading fields of a stored [`Batch`], in its order: decoding them from
+/// the stored bytes tells its group without decoding its events.
+#[derive(Deserialize)]
+pub struct BatchHead<'a> {
+    pub revision: u64,
+    #[serde(borrow)]
+    pub group: &'a str,
 }
 
 /// Why a feed ended.
@@ -81,6 +103,8 @@ pub struct Hub {
     subscribers: Mutex<Subscribers>,
     published: watch::Sender<u64>,
     buffer: AtomicUsize,
+    /// Permits to read the history (see [`CONCURRENT_HISTORY_READS`]).
+    history_reads: Arc<Semaphore>,
 }
 
 struct Subscription {
@@ -99,6 +123,7 @@ impl Hub {
             }),
             published: watch::channel(published).0,
             buffer: AtomicUsize::new(DEFAULT_SUBSCRIBER_BUFFER),
+            history_reads: Arc::new(Semaphore::new(CONCURRENT_HISTORY_READS)),
         }
     }
 
@@ -205,6 +230,18 @@ impl Hub {
     }
 }
 
+/// A chunk of history: its batches and the revision it is complete up to.
+type Chunk = Result<(Vec<Batch>, u64), FeedError>;
+
+/// A history read that did not finish: the runtime stopped, or it panicked.
+fn join_error(e: tokio::task::JoinError) -> FeedError {
+    if e.is_cancelled() {
+        FeedError::Stopped
+    } else {
+        FeedError::Storage(format!("reading the event history failed: {e}"))
+    }
+}
+
 /// One group's events after a position, for one reader.
 pub struct Feed {
     sm: StateMachineStore,
@@ -214,12 +251,25 @@ pub struct Feed {
     /// Read from the history, not handed out yet; all at or below `covered`.
     pending: VecDeque<Arc<Batch>>,
     covered: u64,
+    /// The history chunk being read. Kept here, not in `next`'s future, so
+    /// a `next` dropped by a `select!` loses neither the read nor its turn.
+    reading: Option<JoinHandle<Chunk>>,
     live: Option<Subscription>,
 }
 
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // A read still waiting for its turn is not needed any more; one
+        // running finishes its chunk on its blocking thread.
+        if let Some(reading) = &self.reading {
+            reading.abort();
+        }
+    }
+}
+
 impl Feed {
-    /// A feed of `group`'s events after revision `position`. The history must
-    /// still hold them: see [`Feed::check_start`].
+    /// A feed of `group`'s events after revision `position`. If the history
+    /// no longer holds them, the feed ends with [`FeedError::Compacted`].
     pub fn new(sm: StateMachineStore, group: &str, position: u64) -> Self {
         Self {
             sm,
@@ -227,6 +277,7 @@ impl Feed {
             position,
             pending: VecDeque::new(),
             covered: position,
+            reading: None,
             live: None,
         }
     }
@@ -236,11 +287,20 @@ impl Feed {
     }
 
     /// The next batch of the group, waiting for one to be applied.
+    /// Cancel-safe: a call dropped before it returns loses nothing.
     pub async fn next(&mut self) -> Result<Arc<Batch>, FeedError> {
         loop {
             if let Some(batch) = self.pending.pop_front() {
                 self.position = batch.revision;
                 return Ok(batch);
+            }
+            if let Some(reading) = &mut self.reading {
+                let read = reading.await;
+                self.reading = None;
+                let (batches, covered) = read.map_err(join_error)??;
+                self.pending.extend(batches.into_iter().map(Arc::new));
+                self.covered = covered;
+                continue;
             }
             self.position = self.position.max(self.covered);
             if let Some(live) = &mut self.live {
@@ -274,26 +334,51 @@ impl Feed {
                 self.live = Some(live);
                 continue;
             }
-            let to = hub.published();
-            let (batches, covered) =
-                self.sm
-                    .history(&self.group, self.position + 1, to, HISTORY_CHUNK)?;
-            self.pending.extend(batches.into_iter().map(Arc::new));
-            self.covered = covered;
+            self.reading = Some(self.read_history(hub.published()));
         }
     }
 
+    /// Starts reading the next chunk of history after the position, up to
+    /// `to`, on the blocking pool once a read permit is free.
+    fn read_history(&self, to: u64) -> JoinHandle<Chunk> {
+        let (sm, group, from) = (self.sm.clone(), self.group.clone(), self.position + 1);
+        let permits = self.sm.hub().history_reads.clone();
+        tokio::spawn(async move {
+            let permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|_| FeedError::Stopped)?;
+            let read = tokio::task::spawn_blocking(move || {
+                // Held by the read itself: an aborted feed does not free it
+                // before the read is done.
+                let _permit = permit;
+                sm.history(&group, from, to, HISTORY_CHUNK)
+            });
+            read.await.map_err(join_error)?
+        })
+    }
+
     /// The revision up to which every event of the group has been handed out,
-    /// without waiting: what a progress notification reports. Never decreases.
+    /// without waiting: what a progress notification reports. Never decreases,
+    /// and never passes a batch this feed did not hand out: a watcher resumes
+    /// (or re-lists) from it.
     pub fn progress(&mut self) -> u64 {
         if let (Some(live), true) = (&self.live, self.pending.is_empty()) {
-            // Read `published` first: every batch up to it is in the buffer
-            // by then, so an empty buffer means none is missing.
+            // Read `published` first: the hub fills the buffer, or ends the
+            // subscription, before it publishes, so once both are checked
+            // below an empty buffer means no batch up to it is missing.
             let published = self.sm.hub().published();
-            if live.rx.is_empty() {
+            // An ended subscription (cut off for an overflow, or history cut
+            // by a snapshot install) gets nothing more: what the hub
+            // published since is not in the buffer, and `next` will say how
+            // the feed ended, from the position it really reached.
+            if live.ended.get().is_none() && live.rx.is_empty() {
                 self.position = self.position.max(published);
             }
         }
         self.position
     }
 }
+
+#[cfg(test)]
+mod tests;

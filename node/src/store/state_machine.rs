@@ -44,7 +44,9 @@ use crate::domain::{Command, CommandResult, Event, LeaveReason, State};
 use crate::raft::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use crate::watch::{Batch, FeedError, Hub};
+use crate::watch::{Batch, Hub};
+
+mod history;
 
 const KEY_GENERATION: &[u8] = b"sm_generation";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
@@ -331,41 +333,6 @@ impl StateMachineStore {
     /// Where applied events are published.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.inner.hub
-    }
-
-    /// The stored batches of `group` from revision `from` up to `to`, at most
-    /// `limit` of them, and the revision up to which the answer is complete.
-    pub fn history(
-        &self,
-        group: &str,
-        from: u64,
-        to: u64,
-        limit: usize,
-    ) -> Result<(Vec<Batch>, u64), FeedError> {
-        let storage = |e: &dyn std::fmt::Display| FeedError::Storage(e.to_string());
-        let tree = self.lock().tree.clone();
-        let mut batches = Vec::new();
-        let mut covered = to;
-        if from <= to {
-            for item in tree.range(history_key(from)..=history_key(to)) {
-                let (_, value) = item.map_err(|e| storage(&e))?;
-                let batch: Batch = decode(&value).map_err(|e| storage(&e))?;
-                if batch.group != group {
-                    continue;
-                }
-                if batches.len() == limit {
-                    covered = batch.revision - 1;
-                    break;
-                }
-                batches.push(batch);
-            }
-        }
-        // Checked after reading: a compaction meanwhile may have removed some.
-        let compacted = self.lock().state.compacted;
-        if from <= compacted {
-            return Err(FeedError::Compacted { from, compacted });
-        }
-        Ok((batches, covered))
     }
 
     /// Adds the applied position and membership to `batch`, and a state
