@@ -202,6 +202,7 @@ async fn final_reads(cluster: &Cluster, history: &Recorder) -> anyhow::Result<()
             partitions: Some(pb::PartitionRange { start: p, end: p }),
             limit: 10_000,
             serializable: false,
+            after_key: String::new(),
         };
         let listing = admin
             .call(|c| {

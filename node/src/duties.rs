@@ -3,10 +3,11 @@
 //! handoff timeout, and carry out the rebalancer's plan where it has one.
 //!
 //! It also compacts the event history by the retention settings, with a
-//! committed command so every replica drops the same revisions.
+//! committed command so every replica drops the same revisions, and purges
+//! expired tombstones, [`PURGE_BATCH`] at a time.
 //!
-//! Idle, it proposes nothing: a group whose plan is empty and whose sessions
-//! keep their leases writes no log entry.
+//! Idle, it proposes nothing: a group whose plan is empty, whose sessions
+//! keep their leases and whose tombstones are all alive writes no log entry.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,13 +18,20 @@ use tokio::sync::watch;
 
 use crate::api::leader::now_ms;
 use crate::config::HistoryRetention;
-use crate::domain::{rebalancer, Command, SessionState, State};
+use crate::domain::{rebalancer, Command, Reply, SessionState, State};
 use crate::leases::{ended, Leases, SessionKey};
 use crate::raft::BatonRaft;
 use crate::store::StateMachineStore;
 
 /// How often the leader looks; also the debounce of rebalancing after a change.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// Tombstones one purge command removes at most: bounds one log entry and
+/// the work of applying it on every replica.
+pub const PURGE_BATCH: u32 = 1_000;
+/// Purge commands per group and tick at most: keeps up with 100,000
+/// expiries a second and leaves the log to other work in between.
+const PURGES_PER_TICK: usize = 10;
 
 /// Sessions of the state, as the lease tracker wants them.
 fn sessions(state: &State) -> Vec<(SessionKey, u64, Duration)> {
@@ -57,12 +65,15 @@ struct Work {
     ended: Vec<(SessionKey, &'static str)>,
     /// Groups whose rebalancer plan is not empty.
     to_rebalance: Vec<String>,
+    /// Groups with expired tombstones.
+    to_purge: Vec<String>,
     compacted: u64,
 }
 
 fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
     let mut ended = Vec::new();
     let mut to_rebalance = Vec::new();
+    let mut to_purge = Vec::new();
     for (name, g) in &state.groups {
         let key = |worker: &String| SessionKey {
             group: name.clone(),
@@ -85,6 +96,9 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
         if plan && !rebalancer::plan(g, now_ms).is_empty() {
             to_rebalance.push(name.clone());
         }
+        if g.tombstones.any_expired(now_ms) {
+            to_purge.push(name.clone());
+        }
     }
     ended.sort();
     ended.dedup_by(|a, b| a.0 == b.0);
@@ -93,6 +107,7 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
         sessions: sessions(state),
         ended,
         to_rebalance,
+        to_purge,
         compacted: state.compacted,
     }
 }
@@ -258,20 +273,57 @@ async fn one_tick(
         )
         .await;
     }
+    for group in work.to_purge {
+        purge(raft, sm, group, now).await;
+    }
     if let Some(revision) = compaction.due(Instant::now(), work.revision, work.compacted) {
         tracing::debug!(revision, "compacting the event history");
         propose(raft, Command::Compact { revision }).await;
     }
 }
 
-async fn propose(raft: &BatonRaft, command: Command) {
-    match tokio::time::timeout(CALL_TIMEOUT, raft.client_write(command.clone())).await {
-        Ok(Ok(written)) => {
-            if let Err(e) = written.data.outcome {
-                tracing::debug!("{command:?} changed nothing: {e}");
-            }
+/// Purges `group`'s tombstones expired at `now_ms`, a batch at a time, for
+/// as long as the state says some are left (so no entry purges nothing).
+async fn purge(raft: &BatonRaft, sm: &StateMachineStore, group: String, now_ms: u64) {
+    for _ in 0..PURGES_PER_TICK {
+        let command = Command::PurgeTombstones {
+            group: group.clone(),
+            now_ms,
+            limit: PURGE_BATCH,
+        };
+        let Some(Reply::Purged { count }) = propose(raft, command).await else {
+            return;
+        };
+        tracing::debug!(group, count, "purged expired tombstones");
+        // The write returns once applied here, so the state is current.
+        let more = sm.read(|s| {
+            s.groups
+                .get(&group)
+                .is_some_and(|g| g.tombstones.any_expired(now_ms))
+        });
+        if !more {
+            return;
         }
-        Ok(Err(e)) => tracing::debug!("{command:?} not committed: {e}"),
-        Err(_) => tracing::warn!("{command:?} not committed within {CALL_TIMEOUT:?} (no quorum?)"),
+    }
+}
+
+/// Proposes `command`; its reply if it was committed and applied.
+async fn propose(raft: &BatonRaft, command: Command) -> Option<Reply> {
+    match tokio::time::timeout(CALL_TIMEOUT, raft.client_write(command.clone())).await {
+        Ok(Ok(written)) => match written.data.outcome {
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                tracing::debug!("{command:?} changed nothing: {e}");
+                None
+            }
+        },
+        Ok(Err(e)) => {
+            tracing::debug!("{command:?} not committed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("{command:?} not committed within {CALL_TIMEOUT:?} (no quorum?)");
+            None
+        }
     }
 }

@@ -343,6 +343,7 @@ async fn assignment_route_and_tombstones() {
             }),
             limit: 0,
             serializable: false,
+            after_key: String::new(),
         })
         .await
         .expect("list")
@@ -355,6 +356,7 @@ async fn assignment_route_and_tombstones() {
             partitions: None,
             limit: 10,
             serializable: false,
+            after_key: String::new(),
         })
         .await
         .expect("list")

@@ -397,22 +397,38 @@ async fn reconcile(
     let held = shared.holdings().held();
     let mut tombstones = Vec::new();
     for range in &held {
-        let list = admin
-            .call(|ch| {
-                let request = pb::ListTombstonesRequest {
-                    group: shared.group.clone(),
-                    partitions: to_proto(std::slice::from_ref(range)).pop(),
-                    limit: 0,
-                    serializable: false,
-                };
-                async move { TombstonesClient::new(ch).list(request).await }
-            })
-            .await?;
-        tombstones.extend(
-            list.tombstones
-                .into_iter()
-                .filter(|t| t.revision > position && t.revision <= listing.revision),
-        );
+        // Every page, or the barrier would count a deletion past the first
+        // page as handled once a later revision is acknowledged.
+        let mut after_key = String::new();
+        loop {
+            let page = admin
+                .call(|ch| {
+                    let request = pb::ListTombstonesRequest {
+                        group: shared.group.clone(),
+                        partitions: to_proto(std::slice::from_ref(range)).pop(),
+                        limit: 0,
+                        serializable: false,
+                        after_key: after_key.clone(),
+                    };
+                    async move { TombstonesClient::new(ch).list(request).await }
+                })
+                .await?;
+            // Later ones come from the watch, resumed at `listing.revision`.
+            tombstones.extend(
+                page.tombstones
+                    .into_iter()
+                    .filter(|t| t.revision > position && t.revision <= listing.revision),
+            );
+            if page.next_key.is_empty() {
+                break;
+            }
+            if page.next_key <= after_key {
+                return Err(ClientError::Status(tonic::Status::internal(
+                    "a tombstone list page's next_key did not advance past the request's after_key",
+                )));
+            }
+            after_key = page.next_key;
+        }
     }
     tombstones.sort_by_key(|t| t.revision);
     changes.extend(tombstones.into_iter().map(|t| Change::Tombstone {

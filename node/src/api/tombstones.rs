@@ -1,5 +1,7 @@
 //! The `Tombstones` service: deletion markers.
 
+use std::collections::BTreeMap;
+use std::ops::{Bound, RangeInclusive};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,13 +14,21 @@ use tonic::{Request, Response, Status};
 use super::access::Access;
 use super::convert;
 use super::leader::{now_ms, Leader, Route};
-use crate::domain::{hash, quoted, Command, Event, LeaveReason, Locator, Reply};
+use crate::domain::{
+    hash, quoted, validate, Command, Event, LeaveReason, Locator, Reply, Tombstone,
+};
 use crate::on_leader;
 use crate::store::StateMachineStore;
 use crate::watch::Feed;
 
-/// Keys one `Check` may ask about, and tombstones one `List` may return.
+/// Keys one `Check` may ask about, and tombstones one `List` page may return.
 pub const MAX_BATCH: usize = 10_000;
+/// A `List` page ends after about this many bytes of tombstones, so that
+/// 10,000 keys of up to 1 KiB stay under clients' 4 MiB message limit.
+const PAGE_BYTES: usize = 1 << 20;
+/// Keys one `List` page looks at, at most: a narrow range of a large group
+/// costs a node bounded work per call (and more calls).
+const PAGE_SCAN: usize = 100_000;
 
 /// How long a barrier put waits for the owner by default, and at most.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
@@ -257,11 +267,12 @@ impl Tombstones for TombstonesApi {
         let reply = self
             .leader
             .read_group(r.serializable, &r.group, |revision, g| {
+                let now = now_ms();
                 let results = r
                     .keys
                     .iter()
                     .map(|key| {
-                        let found = g.tombstones.get(key);
+                        let found = g.tombstones.live(key, now);
                         pb::CheckedKey {
                             key: key.clone(),
                             deleted: found.is_some(),
@@ -297,26 +308,60 @@ impl Tombstones for TombstonesApi {
             Some(p) => p.start..=p.end,
             None => 0..=u32::MAX,
         };
+        if r.after_key.len() > validate::MAX_KEY_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "after_key: {} bytes; keys have at most {}: pass the previous page's next_key",
+                r.after_key.len(),
+                validate::MAX_KEY_BYTES
+            )));
+        }
         let reply = self
             .leader
             .read_group(r.serializable, &r.group, |revision, g| {
-                let mut matching = g
-                    .tombstones
-                    .iter()
-                    .filter(|(_, t)| range.contains(&t.partition));
-                let tombstones: Vec<pb::TombstoneInfo> = matching
-                    .by_ref()
-                    .take(limit)
-                    .map(|(k, t)| convert::tombstone(k, t))
-                    .collect();
-                let truncated = matching.next().is_some();
+                let (tombstones, next_key) =
+                    page(&g.tombstones, &range, &r.after_key, limit, now_ms());
                 pb::ListTombstonesResponse {
                     revision,
                     tombstones,
-                    truncated,
+                    truncated: !next_key.is_empty(),
+                    next_key,
                 }
             })
             .await?;
         Ok(Response::new(reply))
     }
+}
+
+/// The live tombstones on `partitions` after `after` (all when empty), at
+/// most `limit`, and the key to continue after (empty at the end).
+fn page(
+    tombstones: &BTreeMap<String, Tombstone>,
+    partitions: &RangeInclusive<u32>,
+    after: &str,
+    limit: usize,
+    now_ms: u64,
+) -> (Vec<pb::TombstoneInfo>, String) {
+    let start = match after {
+        "" => Bound::Unbounded,
+        key => Bound::Excluded(key),
+    };
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    let mut last = after;
+    for (scanned, (key, t)) in tombstones
+        .range::<str, _>((start, Bound::Unbounded))
+        .enumerate()
+    {
+        if page.len() >= limit || bytes >= PAGE_BYTES || scanned >= PAGE_SCAN {
+            // Another key follows: continue after the last one looked at.
+            return (page, last.to_string());
+        }
+        last = key;
+        if partitions.contains(&t.partition) && !t.expired(now_ms) {
+            // The key and about 30 bytes of numbers and framing.
+            bytes += key.len() + 32;
+            page.push(convert::tombstone(key, t));
+        }
+    }
+    (page, String::new())
 }

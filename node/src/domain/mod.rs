@@ -13,6 +13,7 @@ pub mod assignment;
 mod error;
 pub mod hash;
 pub mod rebalancer;
+mod tombstones;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub use error::{quoted, DomainError, ErrorKind};
 pub use hash::KeyHash;
 pub use rebalancer::{Move, Plan};
 use serde::{Deserialize, Serialize};
+pub use tombstones::{Tombstones, MAX_PURGE};
 
 use self::error::invalid;
 
@@ -131,7 +133,7 @@ pub struct Group {
     pub deleting: bool,
     pub sessions: BTreeMap<String, Session>,
     pub assignment: Assignment,
-    pub tombstones: BTreeMap<String, Tombstone>,
+    pub tombstones: Tombstones,
 }
 
 impl Group {
@@ -143,7 +145,7 @@ impl Group {
             frozen: false,
             deleting: false,
             sessions: BTreeMap::new(),
-            tombstones: BTreeMap::new(),
+            tombstones: Tombstones::default(),
         }
     }
 
@@ -309,10 +311,14 @@ pub enum Command {
         ttl_ms: Option<u64>,
         now_ms: u64,
     },
-    /// Removes every tombstone of the group that has expired by `now_ms`.
+    /// Removes up to `limit` (1 to [`MAX_PURGE`]) of the group's tombstones
+    /// that have expired at `now_ms`, earliest expiry first. (`limit` was
+    /// added before anything proposed this command, so no stored log holds
+    /// the earlier form.)
     PurgeTombstones {
         group: String,
         now_ms: u64,
+        limit: u32,
     },
     /// The worker has handled every tombstone on its partitions up to `revision`.
     AckTombstones {
@@ -1102,8 +1108,9 @@ impl State {
             } => {
                 validate::key(key)?;
                 let g = self.group(group)?;
-                if let Some(existing) = g.tombstones.get(key) {
-                    // Idempotent: the first put stands.
+                if let Some(existing) = g.tombstones.live(key, *now_ms) {
+                    // Idempotent: the first put stands until it expires; a
+                    // put after that is a new deletion, delivered anew.
                     let reply = Reply::Tombstone {
                         revision: existing.revision,
                         partition: existing.partition,
@@ -1144,15 +1151,22 @@ impl State {
                     events,
                 ))
             }
-            Command::PurgeTombstones { group, now_ms } => {
+            Command::PurgeTombstones {
+                group,
+                now_ms,
+                limit,
+            } => {
                 let g = self.group(group)?;
+                if !(1..=MAX_PURGE).contains(limit) {
+                    return Err(invalid("purge limit", limit, format!("1 to {MAX_PURGE}")));
+                }
                 let events: Vec<Event> = g
                     .tombstones
-                    .iter()
-                    .filter(|(_, t)| t.expires_at_ms <= *now_ms)
-                    .map(|(key, _)| Event::TombstonePurged {
+                    .expired(*now_ms)
+                    .take(*limit as usize)
+                    .map(|key| Event::TombstonePurged {
                         group: group.clone(),
-                        key: key.clone(),
+                        key: key.to_string(),
                     })
                     .collect();
                 Ok((

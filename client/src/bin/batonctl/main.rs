@@ -359,14 +359,18 @@ enum TombstoneCommand {
         #[arg(long)]
         serializable: bool,
     },
-    /// Tombstones on a range of partitions.
+    /// Tombstones on a range of partitions, in key order, one page.
     List {
         group: String,
         /// e.g. 0-15 (default: all).
         #[arg(long)]
         partitions: Option<String>,
+        /// At most this many (the server's page limit is 10,000).
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        /// Start after this key: the next page of an earlier listing.
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
         #[arg(long)]
         serializable: bool,
     },
@@ -1260,6 +1264,7 @@ async fn tombstone(
             group,
             partitions,
             limit,
+            after,
             serializable,
         } => {
             let partitions = match partitions {
@@ -1277,12 +1282,14 @@ async fn tombstone(
                 partitions,
                 limit,
                 serializable,
+                after_key: after.unwrap_or_default(),
             };
             let r = rpc!(client, TombstonesClient::list, request, any = serializable);
             if json_out {
                 print_json(&json!({
                     "revision": r.revision,
                     "truncated": r.truncated,
+                    "next_key": r.next_key,
                     "tombstones": r.tombstones.iter().map(info_json).collect::<Vec<_>>(),
                 }));
                 return Ok(());
@@ -1302,8 +1309,8 @@ async fn tombstone(
                 ]);
             }
             print_table(&rows);
-            if r.truncated {
-                println!("(more than {limit}; raise --limit or narrow --partitions)");
+            if !r.next_key.is_empty() {
+                println!("(more follow: list again with --after {:?})", r.next_key);
             }
         }
     }

@@ -86,7 +86,7 @@ enum Hostile {
     Rebalance(String),
     Move(String, Vec<PartitionRange>, String),
     Put(String, String, Option<u32>, Option<u64>),
-    Purge(String),
+    Purge(String, u32),
     Ack(String, String, Pick, u64),
     Compact(u64),
     Advance(u32),
@@ -110,7 +110,7 @@ fn hostile() -> impl Strategy<Value = Hostile> {
         2 => (name(), prop_oneof![Just(String::new()), "[a-c]{1,3}", Just("k".repeat(2_000))],
               prop::option::of(any::<u32>()), prop::option::of(any::<u64>()))
             .prop_map(|(g, k, p, ttl)| Hostile::Put(g, k, p, ttl)),
-        1 => name().prop_map(Hostile::Purge),
+        1 => (name(), prop_oneof![Just(0u32), 1u32..20, Just(u32::MAX)]).prop_map(|(g, l)| Hostile::Purge(g, l)),
         1 => (name(), worker_id(), pick(), any::<u64>()).prop_map(|(g, w, s, r)| Hostile::Ack(g, w, s, r)),
         1 => any::<u64>().prop_map(Hostile::Compact),
         1 => (0u32..20_000).prop_map(Hostile::Advance),
@@ -217,7 +217,11 @@ impl Sim {
                 ttl_ms,
                 now_ms,
             },
-            Hostile::Purge(group) => Command::PurgeTombstones { group, now_ms },
+            Hostile::Purge(group, limit) => Command::PurgeTombstones {
+                group,
+                now_ms,
+                limit,
+            },
             Hostile::Ack(group, worker, s, revision) => Command::AckTombstones {
                 session: self.session_of(&group, &worker, &s),
                 group,
