@@ -67,7 +67,7 @@ impl TombstonesApi {
             Some(pb::put_tombstone_request::Locator::Hash(h)) => Locator::Hash(h),
             Some(pb::put_tombstone_request::Locator::Partition(p)) => Locator::Partition(p),
         };
-        let command = Command::PutTombstone {
+        let command = Command::PutTombstoneV2 {
             group: r.group,
             key: r.key,
             locator,

@@ -332,6 +332,22 @@ pub enum Command {
     Compact {
         revision: u64,
     },
+    /// A put under which an expired tombstone is gone: the put is a new
+    /// deletion, with a new revision, delivered to the owner again. What the
+    /// API proposes; `PutTombstone` keeps the rule it was written under
+    /// (the first put stands, expired or not), because a rolling upgrade
+    /// applies entries an older leader wrote with this code on some nodes
+    /// and the old code on others: a rule may change only under a new
+    /// command, which a leader proposes once it runs the new code, and
+    /// leaders are upgraded last. (Appended, so older entries decode as
+    /// they were written.)
+    PutTombstoneV2 {
+        group: String,
+        key: String,
+        locator: Locator,
+        ttl_ms: Option<u64>,
+        now_ms: u64,
+    },
 }
 
 /// Why a worker's session ended.
@@ -645,6 +661,19 @@ impl State {
                 compactable(*revision, self.revision + 1)?;
                 Ok(None)
             }
+            // An update that sets what is already set is answered with the
+            // config revision it leaves, so other writers' compare-and-set
+            // still holds. Only here, not in apply: entries already in a log
+            // must apply as they did when they were written (see
+            // `PutTombstoneV2`), and a written update that meets an equal
+            // config has lost its compare-and-set to another update anyway.
+            Command::UpdateGroup { group, config, .. } => {
+                self.decide(self.revision + 1, command)?;
+                let g = self.group(group)?;
+                Ok((*config == g.config).then_some(Reply::Group {
+                    config_revision: g.config_revision,
+                }))
+            }
             command => {
                 let (reply, events) = self.decide(self.revision + 1, command)?;
                 Ok(events.is_empty().then_some(reply))
@@ -749,14 +778,6 @@ impl State {
                             g.config.partitions
                         ),
                     ));
-                }
-                if *config == g.config {
-                    // Nothing to change: no event, and the config revision
-                    // stays, so other writers' compare-and-set still holds.
-                    let reply = Reply::Group {
-                        config_revision: g.config_revision,
-                    };
-                    return Ok((reply, Vec::new()));
                 }
                 let events = vec![Event::GroupUpdated {
                     group: group.clone(),
@@ -1105,52 +1126,14 @@ impl State {
                 locator,
                 ttl_ms,
                 now_ms,
-            } => {
-                validate::key(key)?;
-                let g = self.group(group)?;
-                if let Some(existing) = g.tombstones.live(key, *now_ms) {
-                    // Idempotent: the first put stands until it expires; a
-                    // put after that is a new deletion, delivered anew.
-                    let reply = Reply::Tombstone {
-                        revision: existing.revision,
-                        partition: existing.partition,
-                    };
-                    return Ok((reply, Vec::new()));
-                }
-                let ttl = ttl_ms.unwrap_or(g.config.tombstone_ttl_ms);
-                validate::range_ms("tombstone TTL", ttl, 1_000, validate::MAX_TOMBSTONE_TTL_MS)?;
-                let partitions = g.config.partitions;
-                let (partition, hash) = match locator {
-                    Locator::Key => {
-                        let h = g.config.key_hash.hash(key.as_bytes());
-                        (hash::partition_of(h, partitions), Some(h))
-                    }
-                    Locator::Hash(h) => (hash::partition_of(*h, partitions), Some(*h)),
-                    Locator::Partition(p) => {
-                        g.check_partitions(group, &[PartitionRange::one(*p)])?;
-                        (*p, None)
-                    }
-                };
-                let tombstone = Tombstone {
-                    partition,
-                    hash,
-                    revision: rev,
-                    expires_at_ms: now_ms.saturating_add(ttl),
-                };
-                let events = vec![Event::TombstoneAdded {
-                    group: group.clone(),
-                    key: key.clone(),
-                    tombstone,
-                    owner: g.assignment.slot(partition).owner.clone(),
-                }];
-                Ok((
-                    Reply::Tombstone {
-                        revision: rev,
-                        partition,
-                    },
-                    events,
-                ))
-            }
+            } => self.put_tombstone(rev, group, key, locator, *ttl_ms, *now_ms, false),
+            Command::PutTombstoneV2 {
+                group,
+                key,
+                locator,
+                ttl_ms,
+                now_ms,
+            } => self.put_tombstone(rev, group, key, locator, *ttl_ms, *now_ms, true),
             Command::PurgeTombstones {
                 group,
                 now_ms,
@@ -1204,6 +1187,71 @@ impl State {
             }
             Command::Compact { .. } => Ok((Reply::Done, Vec::new())),
         }
+    }
+
+    /// `PutTombstone` and `PutTombstoneV2`: the latter takes an expired
+    /// tombstone for gone.
+    #[allow(clippy::too_many_arguments)]
+    fn put_tombstone(
+        &self,
+        rev: u64,
+        group: &String,
+        key: &String,
+        locator: &Locator,
+        ttl_ms: Option<u64>,
+        now_ms: u64,
+        expired_is_gone: bool,
+    ) -> Result<(Reply, Vec<Event>), DomainError> {
+        validate::key(key)?;
+        let g = self.group(group)?;
+        let existing = if expired_is_gone {
+            g.tombstones.live(key, now_ms)
+        } else {
+            g.tombstones.get(key)
+        };
+        if let Some(existing) = existing {
+            // Idempotent: the first put stands (until it expires,
+            // under `PutTombstoneV2`; a put after that is a new
+            // deletion, delivered anew).
+            let reply = Reply::Tombstone {
+                revision: existing.revision,
+                partition: existing.partition,
+            };
+            return Ok((reply, Vec::new()));
+        }
+        let ttl = ttl_ms.unwrap_or(g.config.tombstone_ttl_ms);
+        validate::range_ms("tombstone TTL", ttl, 1_000, validate::MAX_TOMBSTONE_TTL_MS)?;
+        let partitions = g.config.partitions;
+        let (partition, hash) = match locator {
+            Locator::Key => {
+                let h = g.config.key_hash.hash(key.as_bytes());
+                (hash::partition_of(h, partitions), Some(h))
+            }
+            Locator::Hash(h) => (hash::partition_of(*h, partitions), Some(*h)),
+            Locator::Partition(p) => {
+                g.check_partitions(group, &[PartitionRange::one(*p)])?;
+                (*p, None)
+            }
+        };
+        let tombstone = Tombstone {
+            partition,
+            hash,
+            revision: rev,
+            expires_at_ms: now_ms.saturating_add(ttl),
+        };
+        let events = vec![Event::TombstoneAdded {
+            group: group.clone(),
+            key: key.clone(),
+            tombstone,
+            owner: g.assignment.slot(partition).owner.clone(),
+        }];
+        Ok((
+            Reply::Tombstone {
+                revision: rev,
+                partition,
+            },
+            events,
+        ))
     }
 
     /// Applies one event. The only code that changes the state.
@@ -1436,11 +1484,13 @@ fn hand_over(
         worker: worker.to_string(),
         partitions: all,
     });
+    // Runs that differ only in token or handoff start touch: merged, so an
+    // event names each partition once, in as few ranges as it can.
     for (to, partitions) in by_recipient {
         events.push(Event::Granted {
             group: group.to_string(),
             worker: to,
-            partitions,
+            partitions: assignment::normalized(partitions),
             token: rev,
         });
     }
@@ -1448,7 +1498,7 @@ fn hand_over(
         events.push(Event::Reserved {
             group: group.to_string(),
             worker: worker.to_string(),
-            partitions: rest,
+            partitions: assignment::normalized(rest),
             until_ms,
         });
     }

@@ -911,7 +911,7 @@ fn tombstones_are_idempotent_purged_when_expired_and_follow_splits() {
 }
 
 fn put_tombstone(sim: &mut Sim, key: &str, ttl_ms: u64) -> CommandResult {
-    sim.cmd(Command::PutTombstone {
+    sim.cmd(Command::PutTombstoneV2 {
         group: "g".into(),
         key: key.into(),
         locator: Locator::Key,
@@ -957,6 +957,17 @@ fn a_put_after_the_ttl_is_a_new_tombstone_delivered_to_the_owner() {
     assert!(again.events.is_empty());
 
     sim.now += 1;
+    // An entry an older leader wrote keeps the rule it was written under:
+    // the first put stands, expired or not.
+    let legacy = sim.cmd(Command::PutTombstone {
+        group: "g".into(),
+        key: "doc".into(),
+        locator: Locator::Key,
+        ttl_ms: Some(1_000),
+        now_ms: sim.now,
+    });
+    assert_eq!(legacy.outcome, first.outcome);
+    assert!(legacy.events.is_empty());
     let second = put_tombstone(&mut sim, "doc", 1_000);
     let rev = sim.rev;
     assert_eq!(
