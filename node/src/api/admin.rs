@@ -683,6 +683,7 @@ impl Admin for AdminApi {
         self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::evict_worker, ());
         let r = request.into_inner();
+        domain::validate::worker_id(&r.worker).map_err(|e| domain_error(&e))?;
         let ttl_ms = self
             .leader
             .read_group(true, &r.group, |_, g| {

@@ -6,9 +6,9 @@
 //! OUT_OF_RANGE, the code baton uses for a compacted watch revision. Every
 //! response passes through [`oversize_as_resource_exhausted`], which turns
 //! that one answer into RESOURCE_EXHAUSTED with a message naming the limit.
-//! (A client-streaming call that sends an oversize message mid-stream gets
-//! the error in the stream instead; the keepalive stream answers that
-//! with the same code.)
+//! (A keepalive stream that sends an oversize message mid-stream meets the
+//! error inside the stream, which then ends; the session's lease then runs
+//! out unless a new stream renews it.)
 
 use axum::http::Response;
 use tonic::{Code, Status};

@@ -53,6 +53,39 @@ fn encode<T: Serialize>(result: &T) -> Result<Response<RaftPayload>, Status> {
     Ok(Response::new(RaftPayload { data }))
 }
 
+impl RaftApi {
+    /// Refuses replication that assumes another restore than this node's.
+    ///
+    /// A restored cluster starts from a snapshot at log index backup + bump,
+    /// term 0 (`--restore-revision-bump`, set per node). Raft takes every
+    /// entry at or below a node's snapshot as agreed, so a leader restored
+    /// with a smaller bump would have this node skip its entries up to this
+    /// node's index, and the two would hold different states under the same
+    /// indexes, silently. A leader restored alike holds nothing below that
+    /// snapshot, so it never names a point below it (`from`: the entry the
+    /// request continues from, or the snapshot it installs). Until its next
+    /// snapshot this node refuses one that does: it stays behind, loudly,
+    /// until it is wiped and restored like the others.
+    fn same_restore(&self, from: Option<crate::raft::LogId>) -> Result<(), Status> {
+        let restored = self.raft.metrics().borrow().snapshot;
+        let Some(ours) = restored.filter(|l| l.leader_id.term == 0 && l.index > 0) else {
+            return Ok(());
+        };
+        if from.is_some_and(|f| f.index > ours.index || f == ours) {
+            return Ok(());
+        }
+        tracing::error!(
+            restored = ours.index,
+            leader_from = ?from,
+            "the leader does not hold this node's restore point: every initial member must be restored from the same backup with the same --restore-revision-bump; wipe this node's data dir and restore it again"
+        );
+        Err(Status::failed_precondition(format!(
+            "this node was restored at revision {}, and the leader holds nothing there: restore every initial member from the same backup with the same --restore-revision-bump",
+            ours.index
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftApi {
     async fn append_entries(
@@ -60,7 +93,8 @@ impl RaftService for RaftApi {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.access.peer(&request)?;
-        let rpc = decode(&request)?;
+        let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = decode(&request)?;
+        self.same_restore(rpc.prev_log_id)?;
         let result = self.raft.append_entries(rpc).await;
         // Anything but HigherVote means the sender's vote was accepted: it
         // is the leader this node follows.
@@ -81,7 +115,9 @@ impl RaftService for RaftApi {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.access.peer(&request)?;
-        let rpc = decode(&request)?;
+        let rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
+            decode(&request)?;
+        self.same_restore(rpc.meta.last_log_id)?;
         let result = self.raft.install_snapshot(rpc).await;
         if result.is_ok() {
             self.contact.heard();

@@ -116,23 +116,6 @@ pub fn normalized(mut ranges: Vec<PartitionRange>) -> Vec<PartitionRange> {
     out
 }
 
-/// Partitions in both `a` and `b` (each normalized), counted in one pass.
-pub fn overlap(a: &[PartitionRange], b: &[PartitionRange]) -> u64 {
-    let (mut i, mut j, mut total) = (0, 0, 0u64);
-    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
-        let (start, end) = (x.start.max(y.start), x.end.min(y.end));
-        if start < end {
-            total += u64::from(end - start);
-        }
-        if x.end <= y.end {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    total
-}
-
 /// The slots of partitions `0..partitions`, as runs of equal slots.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
@@ -359,7 +342,6 @@ mod tests {
                 (r(6, 8), None)
             ]
         );
-        assert_eq!(overlap(&[r(0, 3), r(5, 8)], &[r(2, 6)]), 2);
     }
 
     #[test]

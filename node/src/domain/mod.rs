@@ -1195,8 +1195,8 @@ impl State {
     fn put_tombstone(
         &self,
         rev: u64,
-        group: &String,
-        key: &String,
+        group: &str,
+        key: &str,
         locator: &Locator,
         ttl_ms: Option<u64>,
         now_ms: u64,
@@ -1240,8 +1240,8 @@ impl State {
             expires_at_ms: now_ms.saturating_add(ttl),
         };
         let events = vec![Event::TombstoneAdded {
-            group: group.clone(),
-            key: key.clone(),
+            group: group.to_string(),
+            key: key.to_string(),
             tombstone,
             owner: g.assignment.slot(partition).owner.clone(),
         }];

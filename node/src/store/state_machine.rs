@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::backup::{self, Backup, BackupError};
 use super::{decode, encode, io_err, META_TREE};
 use crate::api::leader::now_ms;
-use crate::domain::{Command, CommandResult, Event, LeaveReason, State};
+use crate::domain::{Command, CommandResult, Event, LeaveReason, Slot, State};
 use crate::raft::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -502,14 +502,28 @@ impl StateMachineStore {
         let voters: BTreeSet<NodeId> = members.keys().copied().collect();
         let membership =
             StoredMembership::new(Some(log_id), Membership::new(vec![voters], members));
+        let mut state = State {
+            revision,
+            compacted: revision,
+            ..payload.state
+        };
+        // The lost cluster may have moved a partition after the backup and
+        // handed its new owner a token above the backup's: the owner the
+        // backup names must not come back with its older, smaller token,
+        // which every sink that saw the newer one refuses. Every held
+        // partition is granted anew at the restored revision (as a split
+        // does); watchers re-list after the compaction and learn the tokens.
+        for g in state.groups.values_mut() {
+            let held = g.assignment.find(|s| s.owner.is_some());
+            g.assignment.update_ranges(&held, |s| Slot {
+                token: revision,
+                ..s.clone()
+            });
+        }
         let restored = SnapshotPayload {
             last_applied: Some(log_id),
             membership: membership.clone(),
-            state: State {
-                revision,
-                compacted: revision,
-                ..payload.state
-            },
+            state,
             history: Vec::new(),
         };
         let meta = SnapshotMeta {
