@@ -399,3 +399,97 @@ async fn a_restore_jumps_revisions_and_tokens_past_the_lost_range_and_compacts_i
         p.sigterm(Duration::from_secs(10));
     }
 }
+
+/// The tombstone keys a node holds, read from its own state.
+async fn keys_on(addr: &str, group: &str) -> Vec<String> {
+    let mut client = TombstonesClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let listed = client
+        .list(pb::ListTombstonesRequest {
+            group: group.into(),
+            serializable: true,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    listed.tombstones.into_iter().map(|t| t.key).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restored_with_another_margin_stays_behind_instead_of_diverging() {
+    let mut source = Cluster::new();
+    source.start_single(1).await;
+    let mut admin = source.admin();
+    let config = pb::GroupConfig {
+        partitions: Some(1),
+        ..Default::default()
+    };
+    admin.create_group("g", config).await.expect("group");
+    let file = source.root.path().join("baton.backup");
+    let path = file.to_str().expect("UTF-8 path").to_string();
+    ctl_json(source.node(1).addr(), &["backup", &path]);
+    let backup = tempfile::tempdir().expect("tempdir");
+    let kept = backup.path().join("baton.backup");
+    std::fs::copy(&file, &kept).expect("keep the backup");
+    drop(admin);
+    source.shutdown().await;
+
+    // Nodes 1 and 2 restore with one margin and go on without node 3.
+    const BUMP: u64 = 1_000;
+    let mut restored = Cluster::new();
+    let addrs: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_port().to_string())).collect();
+    let config = |cluster: &Cluster, id: u64, bump: u64| {
+        let mut config = cluster.config(id, Bootstrap::InitialMembers(addrs.clone()));
+        config.listen = addrs[&id].parse().expect("address");
+        config.restore_from = Some(kept.clone());
+        config.restore_revision_bump = bump;
+        config
+    };
+    for id in 1..=2 {
+        let c = config(&restored, id, BUMP);
+        restored.start(c).await;
+    }
+    let leader = restored.leader(None, WAIT).await;
+    let mut admin = restored.admin();
+    // More entries than the margins differ by: a member that took the
+    // leader's entries up to its own restore point as agreed would miss
+    // these tombstones.
+    for i in 0..15 {
+        put_tombstone(&mut admin, "g", &format!("k{i}")).await;
+    }
+
+    // Node 3 restores with a margin 10 higher: its snapshot sits at an index
+    // where the leader holds other entries.
+    let c = config(&restored, 3, BUMP + 10);
+    restored.start(c).await;
+    let last = put_tombstone(&mut admin, "g", "last").await.revision;
+    let on_leader = keys_on(&addrs[&leader], "g").await;
+    // Another process's progress: no event to await, so poll for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        let node3 = status_of(addrs[&3].parse().expect("address"))
+            .await
+            .expect("node 3 answers");
+        if node3.applied_index >= last {
+            assert_eq!(
+                keys_on(&addrs[&3], "g").await,
+                on_leader,
+                "node 3 applied up to {last} with a state of its own"
+            );
+        } else {
+            assert!(
+                keys_on(&addrs[&3], "g").await.is_empty(),
+                "node 3 is behind with the backup's state"
+            );
+        }
+        // (openraft checks, in debug builds only, that nothing it takes as
+        // agreed is above what it committed: a mismatch stops its Raft.)
+        let running = restored.node(3).raft().with_raft_state(|_| ()).await;
+        assert!(running.is_ok(), "node 3's Raft stopped: {running:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(admin);
+    restored.shutdown().await;
+}

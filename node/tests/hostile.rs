@@ -302,5 +302,37 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
     );
     let (code, body) = common::http_get(http, "/readyz").await;
     assert_eq!(code, 200, "not ready after the requests: {body}");
+
+    // The same release with w's token is a write, of one merged range.
+    let held = admin
+        .get_assignment(pb::GetAssignmentRequest {
+            group: "g".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("assignment")
+        .into_inner();
+    let token = held.workers[0].grants[0].token;
+    let started = Instant::now();
+    worker
+        .release(pb::ReleaseRequest {
+            group: "g".into(),
+            worker: "w".into(),
+            partitions: full_ranges(5_000),
+            token,
+            session: joined.session,
+        })
+        .await
+        .expect("w releases everything it holds");
+    let took = started.elapsed();
+    eprintln!("a valid release of 5,000 full ranges committed in {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "a valid release of 5,000 full ranges took {took:?}"
+    );
+    assert!(
+        log_index(addr).await > log_after,
+        "a valid release is written"
+    );
     drop(proc);
 }
