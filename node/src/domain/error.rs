@@ -83,17 +83,47 @@ impl DomainError {
 }
 
 /// How messages quote user input: in double quotes, escaped, and at most
-/// [`QUOTED_CHARS`] characters of it, so an error about a 20,000-character
-/// name stays short enough for any client's metadata limit (about 8 KB).
+/// about [`QUOTED_CHARS`] characters of it once escaped, so an error about a
+/// 20,000-character name stays short enough for any client's metadata
+/// limit (about 8 KB), even when every character needs an escape.
 pub fn quoted(input: &str) -> String {
-    match input.char_indices().nth(QUOTED_CHARS) {
-        None => format!("{input:?}"),
-        Some((end, _)) => format!("{:?}… ({} bytes)", &input[..end], input.len()),
+    let mut out = String::from("\"");
+    let mut chars = input.char_indices();
+    for (_, c) in chars.by_ref() {
+        out.extend(c.escape_debug());
+        if out.len() > QUOTED_CHARS {
+            break;
+        }
     }
+    out.push('"');
+    if chars.next().is_some() {
+        out.push_str(&format!("… ({} bytes)", input.len()));
+    }
+    out
 }
 
-/// The most characters of one user input a message quotes.
+/// The most characters of one user input a message quotes (escaped).
 pub const QUOTED_CHARS: usize = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn quotes_are_short_whatever_the_input() {
+        assert_eq!(quoted("mail-sync"), "\"mail-sync\"");
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        for long in [
+            "a".repeat(20_000),
+            "\u{7}".repeat(20_000),
+            "é".repeat(20_000),
+        ] {
+            let q = quoted(&long);
+            assert!(q.len() < 140 && q.ends_with(" bytes)"), "{q}");
+        }
+        assert_eq!(quoted(&"a".repeat(100)), format!("\"{}\"", "a".repeat(100)));
+    }
+}
 
 pub(crate) fn invalid(
     field: &'static str,
