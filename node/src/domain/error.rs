@@ -105,6 +105,18 @@ pub fn quoted(input: &str) -> String {
 /// The most characters of one user input a message quotes (escaped).
 pub const QUOTED_CHARS: usize = 100;
 
+pub(crate) fn invalid(
+    field: &'static str,
+    value: impl ToString,
+    rule: impl ToString,
+) -> DomainError {
+    DomainError::Invalid {
+        field: field.to_string(),
+        value: value.to_string(),
+        rule: rule.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::quoted;
@@ -122,17 +134,5 @@ mod tests {
             assert!(q.len() < 140 && q.ends_with(" bytes)"), "{q}");
         }
         assert_eq!(quoted(&"a".repeat(100)), format!("\"{}\"", "a".repeat(100)));
-    }
-}
-
-pub(crate) fn invalid(
-    field: &'static str,
-    value: impl ToString,
-    rule: impl ToString,
-) -> DomainError {
-    DomainError::Invalid {
-        field: field.to_string(),
-        value: value.to_string(),
-        rule: rule.to_string(),
     }
 }
