@@ -16,7 +16,7 @@ use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::tombstones_client::TombstonesClient;
 use common::procs::ctl_json;
 use common::watch::{self as w, open, Watched};
-use common::worker::{create_group, settle, TestWorker};
+use common::worker::{create_group, put_tombstone_for as put, settle, TestWorker};
 use common::WAIT;
 use pb::watch_event::Event as E;
 use tonic::Code;
@@ -26,27 +26,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970");
     u64::try_from(since.as_millis()).expect("ms fit")
-}
-
-async fn put(
-    admin: &mut AdminClient,
-    group: &str,
-    key: &str,
-    ttl_ms: Option<u64>,
-) -> pb::PutTombstoneResponse {
-    let request = pb::PutTombstoneRequest {
-        group: group.into(),
-        key: key.into(),
-        ttl_ms,
-        ..Default::default()
-    };
-    admin
-        .call(|ch| {
-            let request = request.clone();
-            async move { TombstonesClient::new(ch).put(request).await }
-        })
-        .await
-        .expect("tombstone put")
 }
 
 /// The live tombstone of each key, as `Check` answers.

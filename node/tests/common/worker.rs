@@ -304,9 +304,20 @@ pub async fn put_tombstone(
     group: &str,
     key: &str,
 ) -> pb::PutTombstoneResponse {
+    put_tombstone_for(admin, group, key, None).await
+}
+
+/// Puts a tombstone on `key` kept for `ttl_ms` (default: the group's).
+pub async fn put_tombstone_for(
+    admin: &mut AdminClient,
+    group: &str,
+    key: &str,
+    ttl_ms: Option<u64>,
+) -> pb::PutTombstoneResponse {
     let request = pb::PutTombstoneRequest {
         group: group.into(),
         key: key.into(),
+        ttl_ms,
         ..Default::default()
     };
     admin
