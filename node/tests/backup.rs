@@ -86,8 +86,8 @@ async fn observe(admin: &mut AdminClient) -> Observed {
 }
 
 /// Joins `worker` with a lease long enough to outlive the test (nobody
-/// keeps it alive); returns its fencing token.
-async fn join(admin: &mut AdminClient, group: &str, worker: &str) -> u64 {
+/// keeps it alive).
+async fn join(admin: &mut AdminClient, group: &str, worker: &str) -> pb::JoinResponse {
     let request = pb::JoinRequest {
         group: group.to_string(),
         worker: worker.to_string(),
@@ -101,7 +101,6 @@ async fn join(admin: &mut AdminClient, group: &str, worker: &str) -> u64 {
         })
         .await
         .expect("join")
-        .token
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,9 +116,9 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_i
     }
     let mut tokens = Vec::new();
     for worker in ["w1", "w2", "w3"] {
-        tokens.push(join(&mut admin, "orders", worker).await);
+        tokens.push(join(&mut admin, "orders", worker).await.token);
     }
-    tokens.push(join(&mut admin, "mail", "m1").await);
+    tokens.push(join(&mut admin, "mail", "m1").await.token);
     for key in ["account-1", "account-2", "account-3"] {
         put_tombstone(&mut admin, "orders", key).await;
     }
@@ -206,7 +205,7 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_i
     // fencing tokens are higher than anything it holds.
     let barrier = admin.barrier().await.expect("barrier");
     assert!(barrier.revision > backup_revision + BUMP);
-    let token = join(&mut admin, "orders", "w4").await;
+    let token = join(&mut admin, "orders", "w4").await.token;
     assert!(
         token > backup_revision + BUMP && tokens.iter().all(|t| token > *t),
         "new token {token} after {tokens:?}"
@@ -234,19 +233,7 @@ fn start_processes(dir: &Path, addrs: &[SocketAddr], extra: &[String]) -> Vec<Pr
 /// hands out now: joins `worker` to `group`, puts a tombstone on `key`, and
 /// commits a barrier. Returns every number it was given.
 async fn hand_out(admin: &mut AdminClient, group: &str, worker: &str, key: &str) -> Vec<u64> {
-    let request = pb::JoinRequest {
-        group: group.to_string(),
-        worker: worker.to_string(),
-        ttl_ms: Some(300_000),
-        ..Default::default()
-    };
-    let joined = admin
-        .call(|ch| {
-            let request = request.clone();
-            async move { WorkerClient::new(ch).join(request).await }
-        })
-        .await
-        .expect("join");
+    let joined = join(admin, group, worker).await;
     let tombstone = put_tombstone(admin, group, key).await;
     let barrier = admin.barrier().await.expect("barrier");
     vec![

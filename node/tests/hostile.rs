@@ -15,6 +15,7 @@ use tonic::{Code, Status};
 mod common;
 
 use common::procs::{single_process, status_of};
+use common::worker::settle;
 
 /// The node's resident set, from /proc.
 fn rss_bytes(pid: i32) -> u64 {
@@ -93,24 +94,10 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         .await
         .expect("join")
         .into_inner();
-    // The rebalancer grants w everything; wait until that is written (no
-    // event to await from another process: poll).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let a = admin
-            .get_assignment(pb::GetAssignmentRequest {
-                group: "g".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("assignment")
-            .into_inner();
-        if a.unassigned.is_empty() && a.moving.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "w was never granted g");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The rebalancer grants w everything; wait until that is written.
+    let mut client =
+        baton_client::AdminClient::new(&[addr.to_string()], common::WAIT).expect("client");
+    let held = settle(&mut client, "g", "w holds all", |a| a.unassigned.is_empty()).await;
     let log_before = log_index(addr).await;
     let rss_before = rss_bytes(pid);
 
@@ -303,15 +290,8 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
     let (code, body) = common::http_get(http, "/readyz").await;
     assert_eq!(code, 200, "not ready after the requests: {body}");
 
-    // The same release with w's token is a write, of one merged range.
-    let held = admin
-        .get_assignment(pb::GetAssignmentRequest {
-            group: "g".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("assignment")
-        .into_inner();
+    // The same release with w's token (unchanged: nothing was written) is
+    // a write, of one merged range.
     let token = held.workers[0].grants[0].token;
     let started = Instant::now();
     worker

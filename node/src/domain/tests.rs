@@ -713,6 +713,34 @@ fn split_doubles_partitions_children_keep_owner_with_new_tokens() {
     );
 }
 
+/// The leader answers an update that sets what is set without writing it
+/// (`State::check`), but an entry already in a log applies as it did when
+/// it was written: an older node applied it with an event and a new config
+/// revision, and every replica must reach the same state.
+#[test]
+fn an_update_that_changes_nothing_is_answered_unwritten_but_applies_as_written() {
+    let mut sim = Sim::new();
+    sim.create(8);
+    let rev = sim.group().config_revision;
+    let update = Command::UpdateGroup {
+        group: "g".into(),
+        config: sim.group().config.clone(),
+        expected_revision: rev,
+    };
+    assert_eq!(
+        sim.state.check(&update),
+        Ok(Some(Reply::Group {
+            config_revision: rev
+        }))
+    );
+    let r = sim.cmd(update);
+    assert!(
+        matches!(r.events[..], [Event::GroupUpdated { .. }]),
+        "{r:?}"
+    );
+    assert_eq!(sim.group().config_revision, sim.rev);
+}
+
 #[test]
 fn group_config_changes_are_compare_and_set_and_validated() {
     let mut sim = Sim::new();
