@@ -1,6 +1,6 @@
 //! baton's chaos harness, in the spirit of Jepsen: start a real cluster,
 //! drive concurrent clients, inject faults, record everything, and check
-//! guarantees G1–G5 of DESIGN.md against the history.
+//! guarantees G1–G5 of docs/design.md (§3) against the history.
 //!
 //! - [`cluster`]: `baton-node` processes on the [`proxy`] or [`netns`] backend.
 //! - [`workload`]: registers, tombstones, watchers, SDK workers and the sink.

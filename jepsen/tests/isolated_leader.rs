@@ -1,4 +1,4 @@
-//! G1 under an isolated leader (DESIGN.md §2): a lease renewal is
+//! G1 under an isolated leader (docs/design.md §3, G1): a lease renewal is
 //! acknowledged only after a quorum has confirmed the acknowledging node's
 //! leadership in a round that began after the keepalive arrived.
 //!
