@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
 use std::sync::Arc;
@@ -37,9 +37,6 @@ struct Gauges {
     snapshot_index: IntGauge,
     voters: IntGauge,
     learners: IntGauge,
-    snapshot_bytes: IntGauge,
-    snapshot_seconds: Gauge,
-    snapshot_blocked_seconds: Gauge,
     watchers: IntGauge,
     sessions: IntGaugeVec,
     partitions: IntGaugeVec,
@@ -51,11 +48,8 @@ struct Gauges {
 impl Gauges {
     fn new(sm: &StateMachineStore) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let store = sm.metrics();
-        registry.register(Box::new(store.apply_seconds.clone()))?;
-        registry.register(Box::new(store.handoff_seconds.clone()))?;
-        registry.register(Box::new(store.lease_expiries.clone()))?;
-        registry.register(Box::new(store.delivery_lag_seconds.clone()))?;
+        sm.metrics().register(&registry)?;
+        sm.hub().metrics().register(&registry)?;
         let by = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;
@@ -63,11 +57,6 @@ impl Gauges {
         };
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let seconds = |name: &str, help: &str| -> prometheus::Result<Gauge> {
-            let g = Gauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
@@ -97,18 +86,6 @@ impl Gauges {
                 "baton_tombstones",
                 "Tombstones kept, per group.",
                 &["group"],
-            )?,
-            snapshot_bytes: gauge(
-                "baton_snapshot_bytes",
-                "Size of the last snapshot this node built.",
-            )?,
-            snapshot_seconds: seconds(
-                "baton_snapshot_build_seconds",
-                "Time the last snapshot this node built took, until it was on disk.",
-            )?,
-            snapshot_blocked_seconds: seconds(
-                "baton_snapshot_blocked_apply_seconds",
-                "How long applying entries waited for the last snapshot build.",
             )?,
             term: gauge("baton_raft_term", "Current Raft term.")?,
             leader_id: gauge(
@@ -231,12 +208,6 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
             }
         }
     });
-    if let Some(s) = http.sm.last_snapshot() {
-        g.snapshot_bytes.set(as_gauge(s.bytes));
-        g.snapshot_seconds.set(s.took.as_secs_f64());
-        g.snapshot_blocked_seconds
-            .set(s.blocked_apply.as_secs_f64());
-    }
     let mut text = Vec::new();
     match TextEncoder::new().encode(&g.registry.gather(), &mut text) {
         Ok(()) => (StatusCode::OK, String::from_utf8_lossy(&text).into_owned()),

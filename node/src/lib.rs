@@ -7,6 +7,7 @@
 //! does on its own) and [`node`] (assembling and running a node).
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod duties;

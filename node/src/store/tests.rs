@@ -9,10 +9,10 @@ use openraft::{
 };
 use tempfile::TempDir;
 
+use super::types::{Entry, LogId, TypeConfig};
 use super::*;
 use crate::domain::Command;
-use crate::raft::{Entry, LogId, TypeConfig};
-use crate::watch::FeedError;
+use crate::watch::hub::FeedError;
 
 struct TempStore;
 
@@ -271,7 +271,7 @@ async fn purged_entries_are_deleted_by_later_appends() {
     // Read the tree as it is on disk, without `open` finishing the purge.
     let db = sled::open(dir.path().join("sled")).expect("sled");
     let keys: Vec<u64> = db
-        .open_tree(log::LOG_TREE)
+        .open_tree(schema::LOG_TREE)
         .expect("log tree")
         .iter()
         .keys()
@@ -351,7 +351,7 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
     let err = all(&sm, 2).expect_err("compacted");
     assert_eq!(
         err,
-        crate::watch::FeedError::Compacted {
+        FeedError::Compacted {
             from: 2,
             compacted: 2
         }
@@ -424,7 +424,7 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
     // behind the checkpoint, then more events again.
     let before = {
         let (_log, mut sm) = open(dir.path()).expect("open");
-        let last = 50 + state_machine::CHECKPOINT_EVERY + 10;
+        let last = 50 + CHECKPOINT_EVERY + 10;
         let entries: Vec<Entry> = (51..=last)
             .map(|i| {
                 if i % 1000 == 0 {
