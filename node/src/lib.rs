@@ -16,6 +16,7 @@ pub mod leadership;
 pub mod leases;
 pub mod node;
 pub mod raft;
+pub mod security;
 pub mod store;
 pub mod watch;
 

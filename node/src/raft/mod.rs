@@ -3,7 +3,7 @@
 pub mod network;
 pub mod pre_vote;
 pub mod removal;
-pub use network::PeerDialer;
+pub use crate::security::PeerDialer;
 
 use std::sync::Arc;
 
