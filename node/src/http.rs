@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
+use crate::raft::metrics::RaftMetrics;
 use crate::raft::removal::Removal;
 use crate::raft::BatonRaft;
 use crate::store::{LogStore, StateMachineStore};
@@ -24,19 +25,12 @@ struct Http {
     gauges: Gauges,
 }
 
-/// Raft gauges, set from openraft's metrics at every scrape.
+/// What `/metrics` shows: each layer's own metrics (registered from there),
+/// and the gauges set from this node's state at every scrape.
 #[derive(Clone)]
 struct Gauges {
     registry: Registry,
-    term: IntGauge,
-    leader_id: IntGauge,
-    is_leader: IntGauge,
-    last_log_index: IntGauge,
-    committed_index: IntGauge,
-    applied_index: IntGauge,
-    snapshot_index: IntGauge,
-    voters: IntGauge,
-    learners: IntGauge,
+    raft: RaftMetrics,
     watchers: IntGauge,
     sessions: IntGaugeVec,
     partitions: IntGaugeVec,
@@ -50,6 +44,8 @@ impl Gauges {
         let registry = Registry::new();
         sm.metrics().register(&registry)?;
         sm.hub().metrics().register(&registry)?;
+        let raft = RaftMetrics::new()?;
+        raft.register(&registry)?;
         let by = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;
@@ -87,30 +83,7 @@ impl Gauges {
                 "Tombstones kept, per group.",
                 &["group"],
             )?,
-            term: gauge("baton_raft_term", "Current Raft term.")?,
-            leader_id: gauge(
-                "baton_raft_leader_id",
-                "Id of the leader this node follows; 0 when none is known.",
-            )?,
-            is_leader: gauge("baton_raft_is_leader", "1 if this node is the leader.")?,
-            last_log_index: gauge(
-                "baton_raft_last_log_index",
-                "Index of the last entry in this node's log.",
-            )?,
-            committed_index: gauge(
-                "baton_raft_committed_index",
-                "Highest log index known to be committed.",
-            )?,
-            applied_index: gauge(
-                "baton_raft_applied_index",
-                "Highest log index applied to the state machine.",
-            )?,
-            snapshot_index: gauge(
-                "baton_raft_snapshot_index",
-                "Last log index covered by this node's snapshot.",
-            )?,
-            voters: gauge("baton_raft_voters", "Voters in the cluster membership.")?,
-            learners: gauge("baton_raft_learners", "Learners in the cluster membership.")?,
+            raft,
             registry,
         })
     }
@@ -159,21 +132,7 @@ async fn readyz(State(http): State<Http>) -> (StatusCode, String) {
 async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
     let m = http.raft.metrics().borrow().clone();
     let g = &http.gauges;
-    g.term.set(as_gauge(m.current_term));
-    g.leader_id.set(as_gauge(m.current_leader.unwrap_or(0)));
-    g.is_leader.set(i64::from(m.current_leader == Some(m.id)));
-    g.last_log_index
-        .set(as_gauge(m.last_log_index.unwrap_or(0)));
-    g.committed_index.set(as_gauge(http.log.committed_index()));
-    g.applied_index
-        .set(as_gauge(m.last_applied.map_or(0, |l| l.index)));
-    g.snapshot_index
-        .set(as_gauge(m.snapshot.map_or(0, |l| l.index)));
-    let membership = m.membership_config.membership();
-    g.voters
-        .set(as_gauge(membership.voter_ids().count() as u64));
-    g.learners
-        .set(as_gauge(membership.learner_ids().count() as u64));
+    g.raft.observe(&m, http.log.committed_index());
     g.watchers
         .set(i64::try_from(http.sm.hub().watchers()).unwrap_or(i64::MAX));
     // This node's applied state: the leader's is the current one.

@@ -1,5 +1,6 @@
 //! openraft glue: the type configuration, the Raft tuning, and the network.
 
+pub mod metrics;
 pub mod network;
 pub mod pre_vote;
 pub mod removal;
