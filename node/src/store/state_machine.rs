@@ -10,7 +10,7 @@
 //! The domain state is event-sourced on disk: each apply batch writes the
 //! applied position and the events it caused, not the whole state. A full
 //! state *checkpoint* is written once as many revisions have passed as the
-//! state has entries (at least [`CHECKPOINT_EVERY`]), so its cost stays O(1)
+//! state has entries (at least [`CHECKPOINT_EVERY`](super::CHECKPOINT_EVERY)), so its cost stays O(1)
 //! per write however large the state grows; opening replays the events after
 //! the checkpoint, never more than the state's own size. Compaction is the
 //! one change that is not an event: its revision is stored by itself, and
@@ -24,6 +24,12 @@
 //! committed `Compact` command. Snapshots carry the history that is still kept,
 //! so a node that installs one can serve watches from the same revisions as the
 //! others. What is applied is published to the [`Hub`] once it is durable.
+//!
+//! This file holds the state machine itself: opening it, its shared state,
+//! and openraft's `RaftStateMachine`, which hands applying to `apply.rs` and
+//! snapshots to `snapshot.rs`; backups (`backup.rs`) and history reads
+//! (`history.rs`) add their own methods. Tree and key names are in
+//! [`schema`](super::schema).
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
