@@ -6,11 +6,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
+use crate::raft::metrics::RaftMetrics;
 use crate::raft::removal::Removal;
 use crate::raft::BatonRaft;
 use crate::store::{LogStore, StateMachineStore};
@@ -24,22 +25,12 @@ struct Http {
     gauges: Gauges,
 }
 
-/// Raft gauges, set from openraft's metrics at every scrape.
+/// What `/metrics` shows: each layer's own metrics (registered from there),
+/// and the gauges set from this node's state at every scrape.
 #[derive(Clone)]
 struct Gauges {
     registry: Registry,
-    term: IntGauge,
-    leader_id: IntGauge,
-    is_leader: IntGauge,
-    last_log_index: IntGauge,
-    committed_index: IntGauge,
-    applied_index: IntGauge,
-    snapshot_index: IntGauge,
-    voters: IntGauge,
-    learners: IntGauge,
-    snapshot_bytes: IntGauge,
-    snapshot_seconds: Gauge,
-    snapshot_blocked_seconds: Gauge,
+    raft: RaftMetrics,
     watchers: IntGauge,
     sessions: IntGaugeVec,
     partitions: IntGaugeVec,
@@ -51,11 +42,10 @@ struct Gauges {
 impl Gauges {
     fn new(sm: &StateMachineStore) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let store = sm.metrics();
-        registry.register(Box::new(store.apply_seconds.clone()))?;
-        registry.register(Box::new(store.handoff_seconds.clone()))?;
-        registry.register(Box::new(store.lease_expiries.clone()))?;
-        registry.register(Box::new(store.delivery_lag_seconds.clone()))?;
+        sm.metrics().register(&registry)?;
+        sm.hub().metrics().register(&registry)?;
+        let raft = RaftMetrics::new()?;
+        raft.register(&registry)?;
         let by = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;
@@ -63,11 +53,6 @@ impl Gauges {
         };
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let seconds = |name: &str, help: &str| -> prometheus::Result<Gauge> {
-            let g = Gauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
@@ -98,42 +83,7 @@ impl Gauges {
                 "Tombstones kept, per group.",
                 &["group"],
             )?,
-            snapshot_bytes: gauge(
-                "baton_snapshot_bytes",
-                "Size of the last snapshot this node built.",
-            )?,
-            snapshot_seconds: seconds(
-                "baton_snapshot_build_seconds",
-                "Time the last snapshot this node built took, until it was on disk.",
-            )?,
-            snapshot_blocked_seconds: seconds(
-                "baton_snapshot_blocked_apply_seconds",
-                "How long applying entries waited for the last snapshot build.",
-            )?,
-            term: gauge("baton_raft_term", "Current Raft term.")?,
-            leader_id: gauge(
-                "baton_raft_leader_id",
-                "Id of the leader this node follows; 0 when none is known.",
-            )?,
-            is_leader: gauge("baton_raft_is_leader", "1 if this node is the leader.")?,
-            last_log_index: gauge(
-                "baton_raft_last_log_index",
-                "Index of the last entry in this node's log.",
-            )?,
-            committed_index: gauge(
-                "baton_raft_committed_index",
-                "Highest log index known to be committed.",
-            )?,
-            applied_index: gauge(
-                "baton_raft_applied_index",
-                "Highest log index applied to the state machine.",
-            )?,
-            snapshot_index: gauge(
-                "baton_raft_snapshot_index",
-                "Last log index covered by this node's snapshot.",
-            )?,
-            voters: gauge("baton_raft_voters", "Voters in the cluster membership.")?,
-            learners: gauge("baton_raft_learners", "Learners in the cluster membership.")?,
+            raft,
             registry,
         })
     }
@@ -182,21 +132,7 @@ async fn readyz(State(http): State<Http>) -> (StatusCode, String) {
 async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
     let m = http.raft.metrics().borrow().clone();
     let g = &http.gauges;
-    g.term.set(as_gauge(m.current_term));
-    g.leader_id.set(as_gauge(m.current_leader.unwrap_or(0)));
-    g.is_leader.set(i64::from(m.current_leader == Some(m.id)));
-    g.last_log_index
-        .set(as_gauge(m.last_log_index.unwrap_or(0)));
-    g.committed_index.set(as_gauge(http.log.committed_index()));
-    g.applied_index
-        .set(as_gauge(m.last_applied.map_or(0, |l| l.index)));
-    g.snapshot_index
-        .set(as_gauge(m.snapshot.map_or(0, |l| l.index)));
-    let membership = m.membership_config.membership();
-    g.voters
-        .set(as_gauge(membership.voter_ids().count() as u64));
-    g.learners
-        .set(as_gauge(membership.learner_ids().count() as u64));
+    g.raft.observe(&m, http.log.committed_index());
     g.watchers
         .set(i64::try_from(http.sm.hub().watchers()).unwrap_or(i64::MAX));
     // This node's applied state: the leader's is the current one.
@@ -231,12 +167,6 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
             }
         }
     });
-    if let Some(s) = http.sm.last_snapshot() {
-        g.snapshot_bytes.set(as_gauge(s.bytes));
-        g.snapshot_seconds.set(s.took.as_secs_f64());
-        g.snapshot_blocked_seconds
-            .set(s.blocked_apply.as_secs_f64());
-    }
     let mut text = Vec::new();
     match TextEncoder::new().encode(&g.registry.gather(), &mut text) {
         Ok(()) => (StatusCode::OK, String::from_utf8_lossy(&text).into_owned()),

@@ -20,8 +20,9 @@ use tonic::{Request, Status};
 use crate::domain::quoted;
 use crate::raft::BatonRaft;
 
-/// The header that carries the admin token.
-pub const AUTHORIZATION: &str = "authorization";
+/// The header that carries the admin token (defined with the security
+/// settings, which the Raft transport uses too).
+pub use crate::security::AUTHORIZATION;
 
 pub struct Access {
     admin_token: Option<String>,

@@ -1,38 +1,21 @@
 //! openraft glue: the type configuration, the Raft tuning, and the network.
 
+pub mod metrics;
 pub mod network;
 pub mod pre_vote;
 pub mod removal;
-pub use network::PeerDialer;
+pub use crate::security::PeerDialer;
 
-use std::io::Cursor;
 use std::sync::Arc;
 
-use openraft::{BasicNode, SnapshotPolicy};
+use openraft::SnapshotPolicy;
 
-use crate::domain::{Command, CommandResult};
-
-openraft::declare_raft_types!(
-    /// baton's openraft type configuration.
-    pub TypeConfig:
-        D = Command,
-        R = CommandResult,
-        NodeId = NodeId,
-        Node = BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
-);
-
-/// A node's id in the cluster: a positive integer chosen by the operator.
-pub type NodeId = u64;
-pub type BatonRaft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, BasicNode>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
+// The type configuration is declared in the store, which implements
+// openraft's storage over it and sits below this module.
+pub use crate::store::types::{
+    BatonRaft, Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
 
 /// Snapshot chunks stay well under the 4 MiB default gRPC message limit.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;

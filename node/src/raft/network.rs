@@ -4,11 +4,10 @@
 //! `baton.v1.RaftPayload` (see `proto/baton/v1/raft.proto`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use baton_proto::v1::raft_client::RaftClient;
 use baton_proto::v1::RaftPayload;
 use openraft::error::{
@@ -22,76 +21,16 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use tonic::transport::Channel;
 
 use super::{NodeId, TypeConfig};
-use crate::api::access::AUTHORIZATION;
-use crate::config::Security;
+use crate::security::PeerDialer;
 
 /// Largest Raft message a node accepts or sends. Snapshot chunks are 1 MiB and
 /// append batches are bounded by openraft's `max_payload_entries`; this leaves
 /// room for large commands without letting a peer make us buffer without bound.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// How this node dials its peers (Raft, requests forwarded to the leader,
-/// joining). A node listening on one specific address dials from it too, so
-/// peers, firewalls and proxies see its connections come from its own
-/// address; one listening on all interfaces lets the system choose. With TLS
-/// it dials over TLS and presents its own certificate; with an admin token
-/// it sends the token (peers check it on Raft traffic).
-#[derive(Clone, Debug, Default)]
-pub struct PeerDialer {
-    source: Option<IpAddr>,
-    tls: Option<ClientTlsConfig>,
-    token: Option<MetadataValue<Ascii>>,
-}
-
-impl PeerDialer {
-    pub fn new(listen: SocketAddr, security: &Security) -> anyhow::Result<Self> {
-        let tls = security.tls.as_ref().map(|tls| {
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
-                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-        });
-        let token = security
-            .admin_token
-            .as_ref()
-            .map(|t| {
-                MetadataValue::try_from(format!("Bearer {t}")).map(|mut v| {
-                    // Kept out of Debug output (and so out of logs).
-                    v.set_sensitive(true);
-                    v
-                })
-            })
-            .transpose()
-            .context("the admin token cannot travel in a header")?;
-        Ok(Self {
-            source: (!listen.ip().is_unspecified()).then(|| listen.ip()),
-            tls,
-            token,
-        })
-    }
-
-    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
-            .local_address(self.source)
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone())?;
-        }
-        Ok(endpoint)
-    }
-
-    /// Adds this node's credentials (the admin token, if any) to a request.
-    pub fn authorize<T>(&self, request: &mut tonic::Request<T>) {
-        if let Some(token) = &self.token {
-            request.metadata_mut().insert(AUTHORIZATION, token.clone());
-        }
-    }
-}
 
 /// Creates the per-peer clients openraft asks for, reusing one channel per
 /// peer address across reconnects and replication-stream restarts.

@@ -9,8 +9,18 @@
 //! payload's XXH3-64 (u64); integers big-endian. A truncated, altered or
 //! foreign file is refused before anything is written to the data dir.
 
-use super::FORMAT_VERSION;
-use crate::raft::StorageError;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, CommittedLeaderId, ErrorVerb, Membership};
+
+use super::schema::FORMAT_VERSION;
+use super::snapshot::SnapshotPayload;
+use super::state_machine::{codec_err, StateMachineStore};
+use super::types::{LogId, NodeId, SnapshotMeta, StorageError, StoredMembership};
+use super::{decode, encode};
+use crate::domain::{Slot, State};
 
 const MAGIC: &[u8; 8] = b"BATONBAK";
 const HEADER: usize = MAGIC.len() + 4 + 8;
@@ -54,7 +64,7 @@ pub enum BackupError {
 }
 
 /// Frames an encoded payload as a backup file.
-pub(super) fn frame(payload: &[u8]) -> Vec<u8> {
+fn frame(payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER + payload.len() + TRAILER);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
@@ -65,7 +75,7 @@ pub(super) fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// The payload of a backup file, after checking its frame.
-pub(super) fn unframe(bytes: &[u8]) -> Result<&[u8], BackupError> {
+fn unframe(bytes: &[u8]) -> Result<&[u8], BackupError> {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         return Err(BackupError::NotABackup);
     }
@@ -99,6 +109,91 @@ pub(super) fn unframe(bytes: &[u8]) -> Result<&[u8], BackupError> {
         return Err(BackupError::Checksum);
     }
     Ok(payload)
+}
+
+impl StateMachineStore {
+    /// The applied state as a backup file. Blocks for as long as encoding
+    /// takes: call it off the runtime's threads.
+    pub fn export_backup(&self) -> Result<Backup, StorageError> {
+        let payload = self.payload()?;
+        let data = encode(&payload).map_err(codec_err(ErrorVerb::Read))?;
+        Ok(Backup {
+            revision: payload.state.revision,
+            bytes: frame(&data),
+        })
+    }
+
+    /// Makes a backup file the state of this (empty) store, as a snapshot
+    /// whose membership is `members`, all voters, at the backup's revision
+    /// plus `bump`, with the history up to there compacted. The cluster the
+    /// backup came from may have gone on past it: the jump keeps every later
+    /// revision and fencing token above the ones it handed out (if it wrote
+    /// fewer than `bump` entries after the backup), and a watch from that
+    /// lost range gets COMPACTED instead of unrelated events. The state's
+    /// own revisions (config revisions, sessions, tokens, tombstones) are the
+    /// backup's, all below the jump. The revision is the snapshot's log
+    /// index, so every member must restore with the same `bump`; its log id
+    /// has term 0, which any election after the restore is above.
+    pub async fn restore_backup(
+        &mut self,
+        file: &[u8],
+        members: BTreeMap<NodeId, BasicNode>,
+        bump: u64,
+    ) -> Result<Restored, BackupError> {
+        let payload: SnapshotPayload =
+            decode(unframe(file)?).map_err(|e| BackupError::Decode(e.to_string()))?;
+        let backup_revision = payload.last_applied.map_or(0, |l| l.index);
+        if backup_revision != payload.state.revision {
+            return Err(BackupError::Inconsistent {
+                revision: backup_revision,
+                state: payload.state.revision,
+            });
+        }
+        let revision = backup_revision.checked_add(bump).ok_or(BackupError::Bump {
+            revision: backup_revision,
+            bump,
+        })?;
+        let log_id = LogId::new(CommittedLeaderId::new(0, 0), revision);
+        let voters: BTreeSet<NodeId> = members.keys().copied().collect();
+        let membership =
+            StoredMembership::new(Some(log_id), Membership::new(vec![voters], members));
+        let mut state = State {
+            revision,
+            compacted: revision,
+            ..payload.state
+        };
+        // The lost cluster may have moved a partition after the backup and
+        // handed its new owner a token above the backup's: the owner the
+        // backup names must not come back with its older, smaller token,
+        // which every sink that saw the newer one refuses. Every held
+        // partition is granted anew at the restored revision (as a split
+        // does); watchers re-list after the compaction and learn the tokens.
+        for g in state.groups.values_mut() {
+            let held = g.assignment.find(|s| s.owner.is_some());
+            g.assignment.update_ranges(&held, |s| Slot {
+                token: revision,
+                ..s.clone()
+            });
+        }
+        let restored = SnapshotPayload {
+            last_applied: Some(log_id),
+            membership: membership.clone(),
+            state,
+            history: Vec::new(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: membership,
+            snapshot_id: format!("restored-{backup_revision}-at-{revision}"),
+        };
+        let data = encode(&restored).map_err(|e| BackupError::Decode(e.to_string()))?;
+        self.install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await?;
+        Ok(Restored {
+            backup_revision,
+            revision,
+        })
+    }
 }
 
 #[cfg(test)]

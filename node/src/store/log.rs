@@ -8,13 +8,12 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
 
+use super::schema::{
+    log_index as index_of, log_key as key, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG_TREE,
+    META_TREE,
+};
+use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use super::{decode, encode, io_err};
-use crate::raft::{Entry, LogId, NodeId, StorageError, TypeConfig};
-
-pub(super) const LOG_TREE: &str = "log";
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
-const KEY_COMMITTED: &[u8] = b"committed";
 
 /// The Raft log (one sled key per entry, big-endian index) and the vote. Cheap to
 /// clone: clones share the same trees.
@@ -40,19 +39,11 @@ struct Inner {
 /// Purged entries deleted with each append, at most.
 const DELETE_PER_APPEND: usize = 256;
 
-fn key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-fn index_of(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
-}
-
 impl LogStore {
     pub(super) fn open(db: sled::Db) -> Result<Self, StorageError> {
         let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let log = db.open_tree(LOG_TREE).map_err(err)?;
-        let meta = db.open_tree(super::META_TREE).map_err(err)?;
+        let meta = db.open_tree(META_TREE).map_err(err)?;
         let store = Self {
             inner: Arc::new(Inner {
                 db,

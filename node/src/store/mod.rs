@@ -2,29 +2,39 @@
 //! machine with its snapshots ([`StateMachineStore`]), in one sled database under
 //! the node's data dir.
 //!
+//! Files: [`schema`] names every tree and key on disk; [`types`] declares
+//! the openraft type configuration the store is written against;
+//! `log` is the Raft log; `state_machine` the applied state, with
+//! `apply` (applying entries), `snapshot` (building and installing
+//! snapshots), `backup` (backup files), `history` (reading the event
+//! history) and [`metrics`] adding to it.
+//!
 //! Durability contract: nothing openraft is told is persisted (a vote, a log
 //! append, an applied state, a snapshot) is acknowledged before `sled` has flushed
 //! it to disk. Each point where that matters says so in a comment.
 
+mod apply;
 mod backup;
+mod history;
 mod log;
+pub mod metrics;
+pub mod schema;
+mod snapshot;
 mod state_machine;
+pub mod types;
 
 use std::path::{Path, PathBuf};
 
+pub use apply::CHECKPOINT_EVERY;
 pub use backup::{Backup, BackupError, Restored};
+pub use history::HISTORY_READ_BYTES;
 pub use log::LogStore;
+pub use metrics::StoreMetrics;
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+pub use schema::FORMAT_VERSION;
+use schema::{DB_DIR, KEY_FORMAT_VERSION, META_TREE};
 pub use state_machine::StateMachineStore;
-
-use crate::raft::{NodeId, StorageError};
-
-/// On-disk format written by this binary. Bumped on any incompatible change; a
-/// node refuses to start on a data dir of another format instead of misreading it.
-pub const FORMAT_VERSION: u32 = 4;
-
-const META_TREE: &str = "meta";
-const KEY_FORMAT_VERSION: &[u8] = b"format_version";
+use types::{NodeId, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -38,7 +48,7 @@ pub enum OpenError {
 
 /// Opens (or creates) the node's storage under `data_dir`.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError> {
-    let path = data_dir.join("sled");
+    let path = data_dir.join(DB_DIR);
     let sled_err = |source| OpenError::Sled {
         path: path.clone(),
         source,

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::domain::{Command, GroupConfig, Locator};
-use crate::raft::Entry;
+use crate::store::types::Entry;
 
 fn command(index: u64, command: Command) -> Entry {
     Entry {

@@ -1,8 +1,13 @@
 //! Reading the stored event history, for a feed that catches up.
 
-use super::{history_key, StateMachineStore};
-use crate::store::decode;
-use crate::watch::{Batch, BatchHead, FeedError, HISTORY_READ_BYTES};
+use super::decode;
+use super::schema::history_key;
+use super::state_machine::StateMachineStore;
+use crate::watch::hub::{Batch, BatchHead, FeedError};
+
+/// Bytes of stored batches after which one history read stops (past it by
+/// one batch at most).
+pub const HISTORY_READ_BYTES: usize = 1 << 20;
 
 impl StateMachineStore {
     /// The stored batches of `group` from revision `from` up to `to`, and the

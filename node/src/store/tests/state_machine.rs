@@ -1,132 +1,16 @@
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
-use std::process::Command as Process;
+//! The state machine: applied state and snapshots survive a reopen, an
+//! installed snapshot replaces the whole state, the history is compacted by
+//! command and carried in snapshots, and reopening replays the events after
+//! the checkpoint.
 
-use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
-use openraft::testing::{log_id, StoreBuilder, Suite};
-use openraft::{
-    BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder,
-};
-use tempfile::TempDir;
+use std::io::Cursor;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
 
 use super::*;
-use crate::domain::Command;
-use crate::raft::{Entry, LogId, TypeConfig};
-use crate::watch::FeedError;
-
-struct TempStore;
-
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStore {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
-        let dir =
-            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        let (log, sm) =
-            open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
-        Ok((dir, log, sm))
-    }
-}
-
-#[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(TempStore)
-}
-
-fn entry(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
-    Entry {
-        log_id: log_id(term, 1, index),
-        payload,
-    }
-}
-
-fn barrier(term: u64, index: u64) -> Entry {
-    entry(term, index, EntryPayload::Normal(Command::Barrier))
-}
-
-/// Appends and waits for openraft's flush callback, i.e. for the point where
-/// openraft counts the entries as durable.
-async fn append_acknowledged(log: &mut LogStore, entries: Vec<Entry>) {
-    log.blocking_append(entries)
-        .await
-        .expect("append acknowledged");
-}
-
-const CHILD_DIR: &str = "BATON_TEST_CRASH_CHILD_DIR";
-const CHILD_STEP: &str = "BATON_TEST_CRASH_CHILD_STEP";
-
-/// Runs one step of [`acknowledged_writes_survive_abort`] in a child process
-/// that then aborts: no destructors run, so sled's own flush-on-drop never
-/// happens and only what was flushed before the acknowledgement is on disk.
-fn crash_after(dir: &std::path::Path, step: &str) {
-    let status = Process::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "store::tests::acknowledged_writes_survive_abort",
-            "--nocapture",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_STEP, step)
-        .status()
-        .expect("spawn child");
-    assert!(
-        !status.success(),
-        "the child must die by abort, not exit cleanly"
-    );
-}
-
-/// An entry acknowledged by `append`, and a vote saved by `save_vote`, are there
-/// after the process dies without a clean close. Each step runs alone in its own
-/// child, so no later flush can hide a missing one.
-#[test]
-fn acknowledged_writes_survive_abort() {
-    if let (Ok(dir), Ok(step)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_STEP)) {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        rt.block_on(async {
-            let (mut log, _sm) = open(std::path::Path::new(&dir)).expect("open");
-            match step.as_str() {
-                "append" => {
-                    append_acknowledged(&mut log, (1..=100).map(|i| barrier(1, i)).collect()).await
-                }
-                "vote" => log
-                    .save_vote(&openraft::Vote::new(3, 7))
-                    .await
-                    .expect("vote"),
-                other => panic!("unknown step {other}"),
-            }
-            // Abort while `log` is alive: dropping the last sled handle would
-            // flush, which is exactly the clean close this test must not have.
-            std::process::abort();
-        })
-    }
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    // Create the database first, so that the child's only flush is the one under test.
-    drop(open(dir.path()).expect("create"));
-    crash_after(dir.path(), "append");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let (mut log, _sm) = open(dir.path()).expect("reopen after abort");
-        let entries = log.try_get_log_entries(1..=100).await.expect("read");
-        assert_eq!(entries.len(), 100, "every acknowledged entry is on disk");
-        let state = log.get_log_state().await.expect("state");
-        assert_eq!(state.last_log_id, Some(log_id(1, 1, 100)));
-    });
-    crash_after(dir.path(), "vote");
-    rt.block_on(async {
-        let (mut log, _sm) = open(dir.path()).expect("reopen after abort");
-        assert_eq!(
-            log.read_vote().await.expect("vote"),
-            Some(openraft::Vote::new(3, 7))
-        );
-    });
-}
-
-fn membership(voters: &[u64]) -> Membership<u64, BasicNode> {
-    let nodes: BTreeMap<u64, BasicNode> = voters
-        .iter()
-        .map(|id| (*id, BasicNode::new(format!("127.0.0.1:{}", 7400 + id))))
-        .collect();
-    Membership::new(vec![voters.iter().copied().collect::<BTreeSet<_>>()], nodes)
-}
+use crate::store::types::LogId;
+use crate::watch::hub::FeedError;
 
 #[tokio::test]
 async fn applied_state_and_snapshot_survive_reopen() {
@@ -229,81 +113,6 @@ async fn installed_snapshot_replaces_the_whole_state_atomically() {
 }
 
 #[tokio::test]
-async fn purge_and_truncate_are_durable_and_consistent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let (mut log, _sm) = open(dir.path()).expect("open");
-        append_acknowledged(&mut log, (1..=20).map(|i| barrier(1, i)).collect()).await;
-        log.purge(log_id(1, 1, 5)).await.expect("purge");
-        assert_eq!(
-            indexes(&mut log).await,
-            (6..=20).collect::<Vec<_>>(),
-            "purged entries are never read"
-        );
-        log.truncate(log_id(1, 1, 16)).await.expect("truncate");
-    }
-    let (mut log, _sm) = open(dir.path()).expect("reopen");
-    let state = log.get_log_state().await.expect("state");
-    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 5)));
-    assert_eq!(state.last_log_id, Some(log_id(1, 1, 15)));
-    assert_eq!(indexes(&mut log).await, (6..=15).collect::<Vec<_>>());
-}
-
-/// The indexes of the entries a read of the whole log returns.
-async fn indexes(log: &mut LogStore) -> Vec<u64> {
-    log.try_get_log_entries(..)
-        .await
-        .expect("read")
-        .iter()
-        .map(|e| e.log_id.index)
-        .collect()
-}
-
-#[tokio::test]
-async fn purged_entries_are_deleted_by_later_appends() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let (mut log, _sm) = open(dir.path()).expect("open");
-        append_acknowledged(&mut log, (1..=20).map(|i| barrier(1, i)).collect()).await;
-        log.purge(log_id(1, 1, 5)).await.expect("purge");
-        append_acknowledged(&mut log, vec![barrier(1, 21)]).await;
-    }
-    // Read the tree as it is on disk, without `open` finishing the purge.
-    let db = sled::open(dir.path().join("sled")).expect("sled");
-    let keys: Vec<u64> = db
-        .open_tree(log::LOG_TREE)
-        .expect("log tree")
-        .iter()
-        .keys()
-        .map(|k| u64::from_be_bytes(k.expect("key").as_ref().try_into().expect("8 bytes")))
-        .collect();
-    assert_eq!(keys, (6..=21).collect::<Vec<_>>());
-}
-
-#[test]
-fn refuses_a_data_dir_of_another_format() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    drop(open(dir.path()).expect("fresh open"));
-    {
-        let db = sled::open(dir.path().join("sled")).expect("sled");
-        let meta = db.open_tree(META_TREE).expect("meta");
-        meta.insert(KEY_FORMAT_VERSION, &99u32.to_be_bytes())
-            .expect("insert");
-        db.flush().expect("flush");
-    }
-    let err = open(dir.path()).err().expect("must refuse");
-    assert!(
-        matches!(err, OpenError::FormatVersion { found: 99, .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains("format 99"), "{err}");
-}
-
-fn command(term: u64, index: u64, command: Command) -> Entry {
-    entry(term, index, EntryPayload::Normal(command))
-}
-
-#[tokio::test]
 async fn history_is_compacted_by_command_and_carried_in_snapshots() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_log, mut sm) = open(dir.path()).expect("open");
@@ -351,7 +160,7 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
     let err = all(&sm, 2).expect_err("compacted");
     assert_eq!(
         err,
-        crate::watch::FeedError::Compacted {
+        FeedError::Compacted {
             from: 2,
             compacted: 2
         }
@@ -424,7 +233,7 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
     // behind the checkpoint, then more events again.
     let before = {
         let (_log, mut sm) = open(dir.path()).expect("open");
-        let last = 50 + state_machine::CHECKPOINT_EVERY + 10;
+        let last = 50 + CHECKPOINT_EVERY + 10;
         let entries: Vec<Entry> = (51..=last)
             .map(|i| {
                 if i % 1000 == 0 {

@@ -1,0 +1,80 @@
+//! The on-disk layout: every sled tree and every key baton writes, in one
+//! place (as etcd keeps its bucket names in `schema/bucket.go`). Changing
+//! any name or encoding here changes the on-disk format: bump
+//! [`FORMAT_VERSION`].
+//!
+//! Trees of the database under `<data-dir>/sled`:
+//!
+//! - `meta`: the format version, the Raft vote, the log's purge point and
+//!   commit hint, the state machine's current generation and the stored
+//!   snapshot.
+//! - `log`: one entry per key, the key the index in big-endian (so that
+//!   sled's byte order is the log's order).
+//! - `sm.<generation>`: the applied state of one generation: the applied
+//!   position, the membership, the state checkpoint, the compacted revision
+//!   and the event history (`hist/` + big-endian revision).
+//!
+//! All values are bincode.
+
+/// On-disk format written by this binary. Bumped on any incompatible change; a
+/// node refuses to start on a data dir of another format instead of misreading it.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The sled database's directory under the data dir.
+pub const DB_DIR: &str = "sled";
+
+// ---- the `meta` tree -------------------------------------------------------
+
+pub const META_TREE: &str = "meta";
+/// [`FORMAT_VERSION`] as a big-endian u32 (not bincode: read before anything
+/// else is trusted).
+pub const KEY_FORMAT_VERSION: &[u8] = b"format_version";
+/// The Raft vote.
+pub const KEY_VOTE: &[u8] = b"vote";
+/// The log id up to which the log is purged.
+pub const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// The commit index openraft last reported (a hint, not flushed).
+pub const KEY_COMMITTED: &[u8] = b"committed";
+/// The state machine's current generation (a u64).
+pub const KEY_GENERATION: &[u8] = b"sm_generation";
+/// The current snapshot: its metadata and data in one value.
+pub const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+// ---- the `log` tree --------------------------------------------------------
+
+pub const LOG_TREE: &str = "log";
+
+/// The key of the log entry at `index`.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The index a log key stands for.
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+// ---- the generation trees `sm.<n>` ------------------------------------------
+
+pub const GENERATION_PREFIX: &str = "sm.";
+/// The last applied log id.
+pub const KEY_APPLIED: &[u8] = b"applied";
+/// The last applied membership.
+pub const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// The state checkpoint (the whole domain state at some revision).
+pub const KEY_STATE: &[u8] = b"state";
+/// The compacted revision, when it moved past the checkpoint's.
+pub const KEY_COMPACTED: &[u8] = b"compacted";
+const HISTORY_PREFIX: &[u8] = b"hist/";
+
+/// The name of generation `generation`'s tree.
+pub fn generation_tree_name(generation: u64) -> String {
+    format!("{GENERATION_PREFIX}{generation}")
+}
+
+/// The key of the events applied at `revision`, in a generation tree.
+pub fn history_key(revision: u64) -> Vec<u8> {
+    let mut key = HISTORY_PREFIX.to_vec();
+    key.extend_from_slice(&revision.to_be_bytes());
+    key
+}
