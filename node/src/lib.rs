@@ -2,19 +2,19 @@
 //!
 //! Modules by responsibility: [`raft`] (openraft types, tuning, network),
 //! [`store`] (sled log, state machine, snapshots), [`domain`] (the pure
-//! replicated state), [`api`] (tonic services), [`http`] (health and metrics),
-//! [`config`] (flags, env, TOML), [`leases`] and [`duties`] (what the leader
-//! does on its own) and [`node`] (assembling and running a node).
+//! replicated state), [`cluster`] (reaching the leader, proposing, reads,
+//! and what the leader does on its own), [`api`] (tonic services),
+//! [`security`] (who may call what), [`http`] (health and metrics),
+//! [`config`] (flags, env, TOML) and [`node`] (assembling and running a node).
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod domain;
-pub mod duties;
 pub mod http;
-pub mod leadership;
-pub mod leases;
 pub mod node;
 pub mod raft;
+pub mod security;
 pub mod store;
 pub mod watch;
 

@@ -26,8 +26,8 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{NodeId, TypeConfig};
-use crate::api::access::AUTHORIZATION;
 use crate::config::Security;
+use crate::security::access::AUTHORIZATION;
 
 /// Largest Raft message a node accepts or sends. Snapshot chunks are 1 MiB and
 /// append batches are bounded by openraft's `max_payload_entries`; this leaves

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backup::{self, Backup, BackupError};
 use super::{decode, encode, io_err, META_TREE};
-use crate::api::leader::now_ms;
+use crate::cluster::now_ms;
 use crate::domain::{Command, CommandResult, Event, LeaveReason, Slot, State};
 use crate::raft::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
