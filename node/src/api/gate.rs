@@ -230,3 +230,60 @@ fn message_len(chunks: &[Bytes]) -> Option<usize> {
         u32::from_be_bytes([a, b, c, d]) as usize
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(message: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(message.len()).expect("small");
+        let mut framed = vec![0];
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(message);
+        framed
+    }
+
+    /// A request whose body arrives in `chunks`.
+    fn arriving(chunks: Vec<Vec<u8>>) -> Request<Body> {
+        let stream =
+            futures::stream::iter(chunks.into_iter().map(|c| Ok::<_, Status>(Bytes::from(c))));
+        Request::new(Body::new(axum::body::Body::from_stream(stream)))
+    }
+
+    async fn body_of(request: Request<Body>) -> Vec<u8> {
+        let mut stream = axum::body::Body::new(request.into_body()).into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.expect("chunk"));
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn the_message_is_read_and_the_body_stays_whole() {
+        let framed = framed(b"hello");
+        let (head, tail) = framed.split_at(3);
+        let (request, message) = buffer(arriving(vec![head.to_vec(), tail.to_vec()]), 100).await;
+        assert_eq!(message.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(body_of(request).await, framed);
+    }
+
+    #[tokio::test]
+    async fn an_oversize_or_malformed_message_is_not_read_and_passes_on_as_it_came() {
+        let big = framed(&[7; 64]);
+        let (request, message) = buffer(arriving(vec![big.clone()]), 10).await;
+        assert!(message.is_none(), "over the limit");
+        assert_eq!(body_of(request).await, big);
+
+        let mut compressed = framed(b"hi");
+        compressed[0] = 1;
+        let (request, message) = buffer(arriving(vec![compressed.clone()]), 10).await;
+        assert!(message.is_none(), "compressed");
+        assert_eq!(body_of(request).await, compressed);
+
+        let short = framed(b"hello")[..6].to_vec();
+        let (request, message) = buffer(arriving(vec![short.clone()]), 10).await;
+        assert!(message.is_none(), "shorter than it says");
+        assert_eq!(body_of(request).await, short);
+    }
+}
