@@ -36,15 +36,11 @@ const LAYERS: &[(&str, u8)] = &[
     // Flags, environment and file resolved into a node's configuration
     // (Raft tuning, security settings, watch buffer).
     ("config", 5),
-    // What the leader does on its own and how members come and go, over
-    // Raft: the cluster layer (session E moves leases, leadership and
-    // duties under `cluster`).
+    // Reaching the leader, the one propose path, linearizable reads, and
+    // what the leader does on its own (leases, leadership, duties).
     ("cluster", 6),
-    ("duties", 6),
-    ("leadership", 6),
-    ("leases", 6),
     // The edges: gRPC services, the request gate that reads the membership
-    // (`security::access` after session E's move), health and metrics.
+    // (`security::access`), health and metrics.
     ("api", 7),
     ("security::access", 7),
     ("http", 7),
@@ -52,17 +48,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("node", 8),
     ("", 8),
 ];
-
-/// Items at the crate root that are not modules, with the module that
-/// defines them: `#[macro_export]` macros live at the root.
-const ROOT_ITEMS: &[(&str, &str)] = &[("on_leader", "api")];
-
-/// Known upward imports in files this check does not yet hold to the rule,
-/// as (file under `src/`, imported module). Removed when E merges: session
-/// E moves `duties` under `cluster` and switches it to `crate::clock`. An
-/// entry that no longer matches anything fails the test, so it is deleted
-/// once its import is gone.
-const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[("duties.rs", "api")];
 
 /// The layer of a module path (`store::log`, `watch::hub`), by its longest
 /// entry in [`LAYERS`].
@@ -195,7 +180,6 @@ fn modules_import_only_from_their_own_layer_or_below() -> std::io::Result<()> {
     rust_files(&src, &mut files)?;
     files.sort();
     let mut problems = Vec::new();
-    let mut excepted = BTreeSet::new();
     for path in &files {
         let file = path.strip_prefix(&src).unwrap_or(path);
         // The binary uses the library by its name, not `crate::`; this
@@ -216,31 +200,17 @@ fn modules_import_only_from_their_own_layer_or_below() -> std::io::Result<()> {
         let source = std::fs::read_to_string(path)?;
         let mut seen = BTreeSet::new();
         for target in crate_paths(&source) {
-            let first = target.split("::").next().unwrap_or_default();
-            let target = match ROOT_ITEMS.iter().find(|(item, _)| *item == first) {
-                Some((_, defined_in)) => defined_in.to_string(),
-                None => target,
-            };
             let Some((layer, target_rank)) = layer_of(&target).filter(|(name, _)| !name.is_empty())
             else {
-                problems.push(format!("{shown}: imports `crate::{target}`, which is not in the layering table (LAYERS or ROOT_ITEMS in layering.rs)"));
+                problems.push(format!("{shown}: imports `crate::{target}`, which is not in the layering table (LAYERS in layering.rs)"));
                 continue;
             };
             if target_rank <= rank || !seen.insert(layer) {
                 continue;
             }
-            if KNOWN_EXCEPTIONS.contains(&(shown.as_str(), layer)) {
-                excepted.insert((shown.clone(), layer));
-                continue;
-            }
             problems.push(format!(
                 "{shown} (`{module}`, layer {rank}) imports `crate::{target}` from `{layer}` (layer {target_rank}), a higher layer"
             ));
-        }
-    }
-    for (file, layer) in KNOWN_EXCEPTIONS {
-        if !excepted.contains(&(file.to_string(), *layer)) {
-            problems.push(format!("KNOWN_EXCEPTIONS lists {file} importing from `{layer}`, which it no longer does: delete the entry"));
         }
     }
     assert!(

@@ -14,21 +14,19 @@
 //! - [`raft`] (openraft tuning, transport, pre-vote, removal) and [`watch`]
 //!   (feeds of one group's events over the store's history and the hub).
 //! - [`config`]: flags, environment and TOML resolved into a [`NodeConfig`].
-//! - [`leases`], [`leadership`] and [`duties`]: what the leader does on its
-//!   own.
+//! - [`cluster`]: reaching the leader, the one propose path, linearizable
+//!   reads, and what the leader does on its own (leases, leadership, duties).
 //! - [`api`] (tonic services) and [`http`] (health and metrics).
 //! - [`node`]: assembling and running a node.
 
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
-pub mod duties;
 pub mod http;
 #[cfg(test)]
 mod layering;
-pub mod leadership;
-pub mod leases;
 pub mod node;
 pub mod raft;
 pub mod security;

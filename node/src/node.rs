@@ -25,20 +25,21 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::api::access::{host, Access};
 use crate::api::admin::AdminApi;
-use crate::api::leader::Leader;
+use crate::api::gate::GateLayer;
 use crate::api::limits;
 use crate::api::raft::RaftApi;
 use crate::api::tombstones::TombstonesApi;
 use crate::api::watch::WatchApi;
 use crate::api::worker::WorkerApi;
+use crate::cluster::leases::Leases;
+use crate::cluster::Leader;
 use crate::config::{Bootstrap, NodeConfig, TlsConfig};
-use crate::leases::Leases;
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE_BYTES};
 use crate::raft::pre_vote::{self, ElectionTiming, LeaderContact};
 use crate::raft::removal::Removal;
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
+use crate::security::access::{host, Access};
 use crate::store::{self, LogStore, StateMachineStore};
 
 /// How long shutdown waits for in-flight requests before closing anyway.
@@ -140,48 +141,37 @@ impl Node {
         );
         let contact = Arc::new(LeaderContact::default());
         let timing = ElectionTiming::new(&raft_config);
-        let raft_service = RaftServer::new(RaftApi::new(
-            raft.clone(),
-            access.clone(),
-            contact.clone(),
-            timing,
-        ))
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let raft_service = RaftServer::new(RaftApi::new(raft.clone(), contact.clone(), timing))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let leases = Arc::new(Leases::default());
         let removal = Arc::new(Removal::new(config.id));
-        let leader = || {
-            Leader::new(
-                config.id,
-                raft.clone(),
-                sm.clone(),
-                dialer.clone(),
-                removal.clone(),
-            )
-        };
-        let admin_service = AdminServer::new(AdminApi::new(
-            access.clone(),
-            leader(),
-            addr.clone(),
-            log.clone(),
+        let leader = Leader::new(
+            config.id,
+            raft.clone(),
             sm.clone(),
-        ))
-        .max_decoding_message_size(limits::ADMIN_REQUEST_BYTES);
-        let tombstones_service =
-            TombstonesServer::new(TombstonesApi::new(access.clone(), leader(), sm.clone()))
-                .max_decoding_message_size(limits::TOMBSTONES_REQUEST_BYTES);
-        let watch_service = WatchServer::new(WatchApi::new(leader(), sm.clone(), stopped.clone()))
+            dialer.clone(),
+            removal.clone(),
+        );
+        let admin_service =
+            AdminServer::new(AdminApi::new(leader.clone(), addr.clone(), log.clone()))
+                .max_decoding_message_size(limits::ADMIN_REQUEST_BYTES);
+        let tombstones_service = TombstonesServer::new(TombstonesApi::new(leader.clone()))
+            .max_decoding_message_size(limits::TOMBSTONES_REQUEST_BYTES);
+        let watch_service = WatchServer::new(WatchApi::new(leader.clone(), stopped.clone()))
             .max_decoding_message_size(limits::WATCH_REQUEST_BYTES);
         let worker_service = WorkerServer::new(WorkerApi::new(
-            access.clone(),
-            leader(),
-            sm.clone(),
+            leader.clone(),
             leases.clone(),
             stopped.clone(),
         ))
         .max_decoding_message_size(limits::WORKER_REQUEST_BYTES);
+        // Responses pass the oversize mapping last, so it also sees the
+        // gate's refusals and the leader's answers to forwarded calls.
         let mut server = tonic::transport::Server::builder().layer(
-            tower::ServiceBuilder::new().map_response(limits::oversize_as_resource_exhausted),
+            tower::ServiceBuilder::new()
+                .map_response(limits::oversize_as_resource_exhausted)
+                .layer(GateLayer::new(access, leader.clone())),
         );
         if let Some(tls) = &config.security.tls {
             server = server
@@ -224,9 +214,8 @@ impl Node {
             timing,
             stopped.clone(),
         ));
-        let duties_task = tokio::spawn(crate::duties::run(
-            raft.clone(),
-            sm.clone(),
+        let duties_task = tokio::spawn(crate::cluster::duties::run(
+            leader,
             leases,
             config.history,
             stopped.clone(),

@@ -1,14 +1,20 @@
-//! The gRPC services a node serves: `Raft` (internal, between nodes) and
-//! `Admin` (operators). Errors from openraft and from validation are turned into
-//! gRPC statuses here, in one place.
+//! The gRPC services a node serves: `Raft` (internal, between nodes),
+//! `Admin` (operators), `Worker`, `Tombstones` and `Watch`.
+//!
+//! Who may call each method and where it runs is one table
+//! ([`policy`]), enforced once, before any handler, by the [`gate`];
+//! handlers convert, call the cluster or the state, and convert back.
+//! Errors from the cluster, openraft and validation are turned into gRPC
+//! statuses here, in one place.
 
-pub mod access;
 pub mod admin;
 mod convert;
 #[cfg(test)]
 mod decode_tests;
-pub mod leader;
+pub mod forward;
+pub mod gate;
 pub mod limits;
+pub mod policy;
 pub mod raft;
 pub mod tombstones;
 pub mod watch;
@@ -20,8 +26,41 @@ use openraft::error::{
 use openraft::BasicNode;
 use tonic::Status;
 
+use crate::cluster::ClusterError;
 use crate::domain::{DomainError, ErrorKind};
 use crate::raft::NodeId;
+
+impl From<ClusterError> for Status {
+    fn from(e: ClusterError) -> Self {
+        cluster_error(e)
+    }
+}
+
+/// Maps a cluster error (routing, proposing, reading) to a status.
+pub fn cluster_error(e: ClusterError) -> Status {
+    match e {
+        ClusterError::Removed(message) => Status::unavailable(message),
+        ClusterError::SteppingDown => Status::unavailable(
+            "this node has been removed from the cluster and is stepping down; retry on another node",
+        ),
+        ClusterError::NotLeader(leader) => not_leader(leader),
+        ClusterError::LeaderAddress { id, addr, reason } => Status::internal(format!(
+            "leader {id} has an unusable address {addr:?}: {reason}"
+        )),
+        ClusterError::Domain(e) => domain_error(&e),
+        ClusterError::GroupNotFound(name) => group_not_found(&name),
+        ClusterError::Write(e) => write_error(e),
+        ClusterError::CheckLeader(e) => check_leader_error(e),
+        // The leader's own answer, passed on.
+        ClusterError::ReadIndex(status) => status,
+        ClusterError::Behind { index, timeout } => Status::unavailable(format!(
+            "this node has not applied the leader's read index {index} within {timeout:?} (it is behind); use another node or retry"
+        )),
+        ClusterError::ShuttingDown => {
+            Status::unavailable("this node is shutting down; use another node")
+        }
+    }
+}
 
 /// The answer about a group that does not exist: INVALID_ARGUMENT for a
 /// name no group can have (and then the name is quoted only in part).

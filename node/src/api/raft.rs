@@ -1,5 +1,6 @@
 //! The internal `Raft` service: decodes openraft requests from peers, hands them
 //! to the local Raft, and encodes the result (success or Raft error) back.
+//! Only members may call it: the gate (`api::policy`) checks that first.
 
 use std::sync::Arc;
 
@@ -10,13 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::access::Access;
 use crate::raft::pre_vote::{self, ElectionTiming, LeaderContact, PreVoteRequest};
 use crate::raft::BatonRaft;
 
 pub struct RaftApi {
     raft: BatonRaft,
-    access: Arc<Access>,
     /// Stamped on every AppendEntries or snapshot chunk this node accepts:
     /// it heard a live leader (pre-vote reads it).
     contact: Arc<LeaderContact>,
@@ -24,15 +23,9 @@ pub struct RaftApi {
 }
 
 impl RaftApi {
-    pub fn new(
-        raft: BatonRaft,
-        access: Arc<Access>,
-        contact: Arc<LeaderContact>,
-        timing: ElectionTiming,
-    ) -> Self {
+    pub fn new(raft: BatonRaft, contact: Arc<LeaderContact>, timing: ElectionTiming) -> Self {
         Self {
             raft,
-            access,
             contact,
             timing,
         }
@@ -92,7 +85,6 @@ impl RaftService for RaftApi {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.access.peer(&request)?;
         let rpc: openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig> = decode(&request)?;
         self.same_restore(rpc.prev_log_id)?;
         let result = self.raft.append_entries(rpc).await;
@@ -105,7 +97,6 @@ impl RaftService for RaftApi {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.access.peer(&request)?;
         let rpc = decode(&request)?;
         encode(&self.raft.vote(rpc).await)
     }
@@ -114,7 +105,6 @@ impl RaftService for RaftApi {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.access.peer(&request)?;
         let rpc: openraft::raft::InstallSnapshotRequest<crate::raft::TypeConfig> =
             decode(&request)?;
         self.same_restore(rpc.meta.last_log_id)?;
@@ -129,7 +119,6 @@ impl RaftService for RaftApi {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.access.peer(&request)?;
         let rpc: PreVoteRequest = decode(&request)?;
         encode(&pre_vote::answer(
             &self.raft,
@@ -141,9 +130,8 @@ impl RaftService for RaftApi {
 
     async fn read_index(
         &self,
-        request: Request<ReadIndexRequest>,
+        _: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        self.access.peer(&request)?;
         let (read, _) = self
             .raft
             .get_read_log_id()

@@ -1,8 +1,12 @@
 //! The `Tombstones` service: deletion markers.
+//!
+//! The gate (`api::policy`) has checked acknowledgements' worker and
+//! forwarded acknowledgements and linearizable reads to the leader before a
+//! handler here runs. A put forwards itself: it waits for its barrier here,
+//! where the caller is connected.
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeInclusive};
-use std::sync::Arc;
 use std::time::Duration;
 
 use baton_proto::v1 as pb;
@@ -11,13 +15,12 @@ use baton_proto::v1::tombstones_server::Tombstones;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::access::Access;
-use super::convert;
-use super::leader::{now_ms, Leader, Route};
+use super::{convert, forward};
+use crate::clock::now_ms;
+use crate::cluster::{Leader, Route, FORWARDED_BY};
 use crate::domain::{
     hash, quoted, validate, Command, Event, LeaveReason, Locator, Reply, Tombstone,
 };
-use crate::on_leader;
 use crate::store::StateMachineStore;
 use crate::watch::Feed;
 
@@ -35,14 +38,16 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
 pub struct TombstonesApi {
-    access: Arc<Access>,
     leader: Leader,
     sm: StateMachineStore,
 }
 
 impl TombstonesApi {
-    pub fn new(access: Arc<Access>, leader: Leader, sm: StateMachineStore) -> Self {
-        Self { access, leader, sm }
+    pub fn new(leader: Leader) -> Self {
+        Self {
+            sm: leader.state_machine().clone(),
+            leader,
+        }
     }
 
     /// Commits the put on the leader (here or forwarded, without its wait)
@@ -51,14 +56,13 @@ impl TombstonesApi {
         &self,
         mut request: Request<pb::PutTombstoneRequest>,
     ) -> Result<(u64, u32), Status> {
-        if let Route::Forward(channel) = self.leader.route(&request)? {
+        let forwarded = request.metadata().contains_key(FORWARDED_BY);
+        if let Route::Forward(channel) = self.leader.route(forwarded)? {
             // The barrier is waited for here, where the caller is connected.
             request.get_mut().set_wait(pb::Wait::Committed);
-            let reply = self
-                .leader
-                .forward(TombstonesClient::new(channel).put(self.leader.forwarded(request)))
-                .await?
-                .into_inner();
+            let mut client = TombstonesClient::new(channel);
+            let put = client.put(forward::forwarded(&self.leader, request));
+            let reply = forward::call(&self.leader, put).await?.into_inner();
             return Ok((reply.revision, reply.partition));
         }
         let r = request.into_inner();
@@ -234,9 +238,8 @@ impl Tombstones for TombstonesApi {
         &self,
         request: Request<pb::AckTombstonesRequest>,
     ) -> Result<Response<pb::AckTombstonesResponse>, Status> {
-        // An acknowledgement speaks for a worker's session.
-        self.access.worker(&request, &request.get_ref().worker)?;
-        on_leader!(self.leader, request, TombstonesClient::ack, ());
+        // An acknowledgement speaks for a worker's session: the gate has
+        // checked the caller may act for it.
         let r = request.into_inner();
         let command = Command::AckTombstones {
             group: r.group,
@@ -259,9 +262,6 @@ impl Tombstones for TombstonesApi {
             return Err(Status::invalid_argument(format!(
                 "{keys} keys in one check; at most {MAX_BATCH}: split the batch"
             )));
-        }
-        if !request.get_ref().serializable {
-            on_leader!(self.leader, request, TombstonesClient::check, ());
         }
         let r = request.into_inner();
         let reply = self
@@ -290,9 +290,6 @@ impl Tombstones for TombstonesApi {
         &self,
         request: Request<pb::ListTombstonesRequest>,
     ) -> Result<Response<pb::ListTombstonesResponse>, Status> {
-        if !request.get_ref().serializable {
-            on_leader!(self.leader, request, TombstonesClient::list, ());
-        }
         let r = request.into_inner();
         let limit = match r.limit {
             0 => MAX_BATCH,

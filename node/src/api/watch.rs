@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::leader::Leader;
 use super::{convert, domain_error, group_not_found};
+use crate::cluster::Leader;
 use crate::domain::{validate, Event, EventKind};
 use crate::store::StateMachineStore;
 use crate::watch::{Feed, FeedError};
@@ -38,10 +38,10 @@ pub struct WatchApi {
 }
 
 impl WatchApi {
-    pub fn new(leader: Leader, sm: StateMachineStore, stopping: watch::Receiver<bool>) -> Self {
+    pub fn new(leader: Leader, stopping: watch::Receiver<bool>) -> Self {
         Self {
+            sm: leader.state_machine().clone(),
             leader,
-            sm,
             stopping,
         }
     }
@@ -49,9 +49,9 @@ impl WatchApi {
     /// Where a watch starts: the revision after which events are delivered.
     async fn start_position(&self, from_revision: u64) -> Result<u64, Status> {
         // A removed node's history stops where it was removed.
-        self.leader.removal().check()?;
+        self.leader.check_not_removed()?;
         if from_revision == 0 {
-            return self.leader.linearizable_point().await;
+            return Ok(self.leader.linearizable_point().await?);
         }
         let position = from_revision - 1;
         let hub = self.sm.hub();

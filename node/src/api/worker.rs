@@ -1,11 +1,15 @@
 //! The `Worker` service: sessions, keepalive streams, release and leave.
+//!
+//! The gate (`api::policy`) has checked that the caller may act for the
+//! worker a call names, and forwarded it to the leader, before a handler
+//! here runs; a keepalive stream is refused by the gate on any node but the
+//! leader, and checks each of its messages against the caller it decided.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_proto::v1 as pb;
-use baton_proto::v1::worker_client::WorkerClient;
 use baton_proto::v1::worker_server::Worker;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -13,19 +17,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::access::Access;
-use super::leader::Leader;
 use super::{convert, not_leader};
+use crate::clock::now_ms;
+use crate::cluster::leadership::Confirmations;
+use crate::cluster::leases::{ended, Leases, Refusal, SessionKey};
+use crate::cluster::Leader;
 use crate::domain::SessionState;
 use crate::domain::{quoted, validate, Command, Reply};
-use crate::leadership::Confirmations;
-use crate::leases::{ended, Leases, Refusal, SessionKey};
-use crate::on_leader;
 use crate::raft::{BatonRaft, NodeId};
+use crate::security::access::Caller;
 use crate::store::StateMachineStore;
 
 pub struct WorkerApi {
-    access: Arc<Access>,
     leader: Leader,
     sm: StateMachineStore,
     leases: Arc<Leases>,
@@ -152,18 +155,11 @@ impl Renewals {
 const RENEW_PATIENCE: Duration = Duration::from_millis(500);
 
 impl WorkerApi {
-    pub fn new(
-        access: Arc<Access>,
-        leader: Leader,
-        sm: StateMachineStore,
-        leases: Arc<Leases>,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(leader: Leader, leases: Arc<Leases>, stopping: watch::Receiver<bool>) -> Self {
         let confirmations = Confirmations::start(leader.raft().clone(), stopping.clone());
         Self {
-            access,
+            sm: leader.state_machine().clone(),
             leader,
-            sm,
             leases,
             confirmations,
             stopping,
@@ -241,8 +237,6 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        self.access.worker(&request, &request.get_ref().worker)?;
-        on_leader!(self.leader, request, WorkerClient::join, ());
         let r = request.into_inner();
         self.refuse_while_alive(&r.group, &r.worker)?;
         let command = Command::Join {
@@ -251,7 +245,7 @@ impl Worker for WorkerApi {
             ttl_ms: r.ttl_ms,
             weight: r.weight.unwrap_or(1),
             labels: r.labels.into_iter().collect(),
-            now_ms: super::leader::now_ms(),
+            now_ms: now_ms(),
         };
         let committed = self.leader.propose(command).await?;
         let Reply::Joined { session, granted } = committed.reply else {
@@ -286,14 +280,18 @@ impl Worker for WorkerApi {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
-        // Keepalives are answered only by the leader; elsewhere the stream is
-        // refused with the leader's address, and the worker reconnects there.
-        self.leader.removal().check()?;
-        let metrics = self.leader.metrics();
-        if metrics.current_leader != Some(self.leader.id()) {
-            return Err(not_leader(Leader::known_leader(&metrics)));
-        }
-        let caller = self.access.caller(&request);
+        // Keepalives are answered only by the leader; elsewhere the gate has
+        // refused the stream with the leader's address, and the worker
+        // reconnects there. It also decided whom the caller may act for.
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| {
+                Status::internal(
+                    "no caller was decided for this stream (the policy gate is missing)",
+                )
+            })?;
         let renewals = Renewals {
             id: self.leader.id(),
             leases: self.leases.clone(),
@@ -345,8 +343,6 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        self.access.worker(&request, &request.get_ref().worker)?;
-        on_leader!(self.leader, request, WorkerClient::release, ());
         let r = request.into_inner();
         let partitions = convert::ranges_from("partitions", &r.partitions)?;
         self.check_session(&r.group, &r.worker, r.session, "nothing released")?;
@@ -367,8 +363,6 @@ impl Worker for WorkerApi {
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
-        self.access.worker(&request, &request.get_ref().worker)?;
-        on_leader!(self.leader, request, WorkerClient::leave, ());
         let r = request.into_inner();
         self.check_session(&r.group, &r.worker, r.session, "nothing ended")?;
         let command = Command::Leave {

@@ -3,8 +3,10 @@
 //! and the settings that tie them together ([`Security`]).
 //!
 //! Sits below [`crate::raft`]: the Raft transport dials peers with these
-//! settings. Checking incoming requests against them is the API's side.
+//! settings. [`access`], which checks incoming requests against them, sits
+//! with the API's layer (the `layering` table says so).
 
+pub mod access;
 pub mod peer;
 pub mod tls;
 

@@ -8,6 +8,10 @@
 //!
 //! Idle, it proposes nothing: a group whose plan is empty, whose sessions
 //! keep their leases and whose tombstones are all alive writes no log entry.
+//!
+//! Its commands go through [`Leader::propose`] like every client's, so the
+//! leader's check answers one that would change nothing (a session that
+//! already ended, a purge with nothing left) without writing it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,11 +20,11 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use tokio::sync::watch;
 
-use crate::api::leader::now_ms;
+use super::leases::{ended, Leases, SessionKey};
+use super::{ClusterError, Leader};
+use crate::clock::now_ms;
 use crate::config::HistoryRetention;
 use crate::domain::{rebalancer, Command, Reply, SessionState, State};
-use crate::leases::{ended, Leases, SessionKey};
-use crate::raft::BatonRaft;
 use crate::store::StateMachineStore;
 
 /// How often the leader looks; also the debounce of rebalancing after a change.
@@ -116,8 +120,7 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
 /// a quorum) is abandoned when `stop` turns, so a node that lost its quorum
 /// still shuts down.
 pub async fn run(
-    raft: BatonRaft,
-    sm: StateMachineStore,
+    leader: Leader,
     leases: Arc<Leases>,
     retention: HistoryRetention,
     mut stop: watch::Receiver<bool>,
@@ -132,7 +135,7 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
-            () = one_tick(&raft, &sm, &leases, &mut planned, &mut compaction) => {}
+            () = one_tick(&leader, &leases, &mut planned, &mut compaction) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -214,13 +217,13 @@ impl Compaction {
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn one_tick(
-    raft: &BatonRaft,
-    sm: &StateMachineStore,
+    leader: &Leader,
     leases: &Leases,
     planned: &mut Planned,
     compaction: &mut Compaction,
 ) {
-    let metrics = raft.metrics().borrow().clone();
+    let (raft, sm) = (leader.raft(), leader.state_machine());
+    let metrics = leader.metrics();
     if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
         leases.leave_office();
         compaction.reset();
@@ -261,11 +264,11 @@ async fn one_tick(
             session,
             now_ms: now_ms(),
         };
-        propose(raft, command).await;
+        propose(leader, command).await;
     }
     for group in work.to_rebalance {
         propose(
-            raft,
+            leader,
             Command::Rebalance {
                 group,
                 now_ms: now_ms(),
@@ -274,24 +277,24 @@ async fn one_tick(
         .await;
     }
     for group in work.to_purge {
-        purge(raft, sm, group, now).await;
+        purge(leader, sm, group, now).await;
     }
     if let Some(revision) = compaction.due(Instant::now(), work.revision, work.compacted) {
         tracing::debug!(revision, "compacting the event history");
-        propose(raft, Command::Compact { revision }).await;
+        propose(leader, Command::Compact { revision }).await;
     }
 }
 
 /// Purges `group`'s tombstones expired at `now_ms`, a batch at a time, for
 /// as long as the state says some are left (so no entry purges nothing).
-async fn purge(raft: &BatonRaft, sm: &StateMachineStore, group: String, now_ms: u64) {
+async fn purge(leader: &Leader, sm: &StateMachineStore, group: String, now_ms: u64) {
     for _ in 0..PURGES_PER_TICK {
         let command = Command::PurgeTombstones {
             group: group.clone(),
             now_ms,
             limit: PURGE_BATCH,
         };
-        let Some(Reply::Purged { count }) = propose(raft, command).await else {
+        let Some(Reply::Purged { count }) = propose(leader, command).await else {
             return;
         };
         tracing::debug!(group, count, "purged expired tombstones");
@@ -307,16 +310,16 @@ async fn purge(raft: &BatonRaft, sm: &StateMachineStore, group: String, now_ms: 
     }
 }
 
-/// Proposes `command`; its reply if it was committed and applied.
-async fn propose(raft: &BatonRaft, command: Command) -> Option<Reply> {
-    match tokio::time::timeout(CALL_TIMEOUT, raft.client_write(command.clone())).await {
-        Ok(Ok(written)) => match written.data.outcome {
-            Ok(reply) => Some(reply),
-            Err(e) => {
-                tracing::debug!("{command:?} changed nothing: {e}");
-                None
-            }
-        },
+/// Proposes `command` (on the one path every caller uses, the leader's
+/// check first); its reply if it was applied, or answered by the check as
+/// changing nothing.
+async fn propose(leader: &Leader, command: Command) -> Option<Reply> {
+    match tokio::time::timeout(CALL_TIMEOUT, leader.propose(command.clone())).await {
+        Ok(Ok(committed)) => Some(committed.reply),
+        Ok(Err(ClusterError::Domain(e))) => {
+            tracing::debug!("{command:?} changed nothing: {e}");
+            None
+        }
         Ok(Err(e)) => {
             tracing::debug!("{command:?} not committed: {e}");
             None

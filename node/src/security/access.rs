@@ -11,11 +11,16 @@
 //!   valid for, so one worker cannot release, renew, acknowledge for or end
 //!   another's session. Members (forwarding a worker's call to the leader) and
 //!   callers with the admin token may act for any worker.
+//!
+//! Which of these each method needs is declared in `api::policy` and
+//! checked by `api::gate`, before the call is decoded or forwarded.
 
 use std::sync::Arc;
 
+use axum::http::{HeaderMap, Request};
 use rustls_pki_types::{CertificateDer, ServerName};
-use tonic::{Request, Status};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::Status;
 
 use crate::domain::quoted;
 use crate::raft::BatonRaft;
@@ -34,8 +39,37 @@ pub struct Access {
     initial_hosts: Vec<String>,
 }
 
+/// What a call presents: its headers and, over TLS, the caller's own
+/// certificate.
+pub struct Presented<'a> {
+    headers: &'a HeaderMap,
+    /// The chain the caller presented over TLS, its own certificate first.
+    certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl<'a> Presented<'a> {
+    /// What an HTTP/2 request presents (the certificate is in its
+    /// extensions, put there by the TLS layer).
+    pub fn of<B>(request: &'a Request<B>) -> Self {
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        Self {
+            headers: request.headers(),
+            certs,
+        }
+    }
+
+    /// The caller's own certificate, when it presented one over TLS.
+    fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.certs.as_ref()?.first()
+    }
+}
+
 /// What a caller may act as, decided once per call (a keepalive stream
 /// checks each of its messages against it).
+#[derive(Clone, Debug)]
 pub enum Caller {
     /// No mutual TLS, a member, or an operator with the token: any worker.
     Anyone,
@@ -72,12 +106,12 @@ impl Access {
     }
 
     /// A call that changes the cluster: needs the admin token, if one is set.
-    pub fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    pub fn admin(&self, call: &Presented<'_>) -> Result<(), Status> {
         let Some(expected) = &self.admin_token else {
             return Ok(());
         };
-        let given = request
-            .metadata()
+        let given = call
+            .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
@@ -93,13 +127,13 @@ impl Access {
     }
 
     /// Raft traffic between nodes.
-    pub fn peer<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        if self.mutual_tls && !self.is_member(request) {
+    pub fn peer(&self, call: &Presented<'_>) -> Result<(), Status> {
+        if self.mutual_tls && !self.is_member(call) {
             return Err(Status::permission_denied(
                 "Raft traffic is accepted only from members of this cluster: the caller's certificate is not valid for any member's host",
             ));
         }
-        self.admin(request).map_err(|s| {
+        self.admin(call).map_err(|s| {
             Status::unauthenticated(format!(
                 "Raft traffic needs the cluster's admin token (is this node started with the same --admin-token as the others?): {}",
                 s.message()
@@ -108,14 +142,14 @@ impl Access {
     }
 
     /// Whom a worker call may act for.
-    pub fn caller<T>(&self, request: &Request<T>) -> Caller {
+    pub fn caller(&self, call: &Presented<'_>) -> Caller {
         if !self.mutual_tls
-            || (self.admin_token.is_some() && self.admin(request).is_ok())
-            || self.is_member(request)
+            || (self.admin_token.is_some() && self.admin(call).is_ok())
+            || self.is_member(call)
         {
             return Caller::Anyone;
         }
-        match leaf(request) {
+        match call.leaf().cloned() {
             Some(cert) => Caller::Certificate(cert),
             // The TLS layer refuses clients without a certificate before a
             // call gets here; a certificate valid for nothing acts for no one.
@@ -123,20 +157,15 @@ impl Access {
         }
     }
 
-    /// A worker call on behalf of `worker`.
-    pub fn worker<T>(&self, request: &Request<T>, worker: &str) -> Result<(), Status> {
-        self.caller(request).may_act_as(worker)
-    }
-
     /// Whether the caller's certificate is valid for the host of a member
     /// (or, before this node knows a membership, of an initial member). On
     /// every Raft message under mutual TLS: the certificate is parsed once
     /// and the membership is read in place.
-    fn is_member<T>(&self, request: &Request<T>) -> bool {
-        let Some(der) = leaf(request) else {
+    fn is_member(&self, call: &Presented<'_>) -> bool {
+        let Some(der) = call.leaf() else {
             return false;
         };
-        let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+        let Ok(cert) = webpki::EndEntityCert::try_from(der) else {
             return false;
         };
         let metrics = self.raft.metrics();
@@ -148,11 +177,6 @@ impl Access {
         }
         members.any(|(_, node)| names(&cert, host(&node.addr)))
     }
-}
-
-/// The caller's own certificate, when it presented one over TLS.
-fn leaf<T>(request: &Request<T>) -> Option<CertificateDer<'static>> {
-    request.peer_certs()?.first().cloned()
 }
 
 /// Whether `cert` is valid for `name` (a DNS name or an IP address), as a

@@ -1,0 +1,212 @@
+//! Assignment and workers: reading, planning and moving partitions, routing
+//! a key, listing, draining and evicting workers.
+
+use baton_proto::v1 as pb;
+use tonic::Status;
+
+use crate::api::{convert, domain_error};
+use crate::clock::now_ms;
+use crate::cluster::Leader;
+use crate::domain::{self, quoted, rebalancer, Command, Event, Locator};
+
+pub struct Assignment {
+    pub(super) leader: Leader,
+}
+
+impl Assignment {
+    pub async fn get(&self, r: pb::GetAssignmentRequest) -> Result<pb::AssignmentResponse, Status> {
+        let reply = self
+            .leader
+            .read_group(r.serializable, &r.group, |rev, g| {
+                convert::assignment(&r.group, rev, g)
+            })
+            .await?;
+        Ok(reply)
+    }
+
+    pub async fn plan(&self, r: pb::GetAssignmentRequest) -> Result<pb::PlanResponse, Status> {
+        let now = now_ms();
+        let reply = self
+            .leader
+            .read_group(r.serializable, &r.group, |rev, g| {
+                convert::plan(rev, &rebalancer::plan(g, now))
+            })
+            .await?;
+        Ok(reply)
+    }
+
+    pub async fn move_partitions(
+        &self,
+        r: pb::MovePartitionsRequest,
+    ) -> Result<pb::PlanResponse, Status> {
+        let partitions = convert::ranges_from("partitions", &r.partitions)?;
+        let command = Command::Move {
+            group: r.group.clone(),
+            partitions,
+            to: r.to,
+            now_ms: now_ms(),
+        };
+        let committed = self.leader.propose(command).await?;
+        let plan = moves_of(&committed.events);
+        Ok(convert::plan(committed.revision, &plan))
+    }
+
+    pub async fn route(&self, r: pb::RouteRequest) -> Result<pb::RouteResponse, Status> {
+        let (locator, key) = match r.locator {
+            Some(pb::route_request::Locator::Key(key)) => {
+                domain::validate::key(&key).map_err(|e| domain_error(&e))?;
+                (Locator::Key, key)
+            }
+            Some(pb::route_request::Locator::Hash(h)) => (Locator::Hash(h), String::new()),
+            Some(pb::route_request::Locator::Partition(p)) => {
+                (Locator::Partition(p), String::new())
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "give a key, a hash key or a partition to route",
+                ))
+            }
+        };
+        let reply = self
+            .leader
+            .read_group(r.serializable, &r.group, |revision, g| -> Result<pb::RouteResponse, Status> {
+                let partitions = g.config.partitions;
+                let partition = match locator {
+                    Locator::Key => domain::hash::partition_of(g.config.key_hash.hash(key.as_bytes()), partitions),
+                    Locator::Hash(h) => domain::hash::partition_of(h, partitions),
+                    Locator::Partition(p) if p >= partitions => {
+                        return Err(Status::invalid_argument(format!(
+                            "partition {p} is out of range: group {} has partitions 0..{partitions}",
+                            quoted(&r.group)
+                        )))
+                    }
+                    Locator::Partition(p) => p,
+                };
+                let slot = g.assignment.slot(partition);
+                Ok(pb::RouteResponse {
+                    revision,
+                    partition,
+                    owner: slot.owner.clone().unwrap_or_default(),
+                    token: if slot.owner.is_some() { slot.token } else { 0 },
+                    moving: slot.revoking.is_some(),
+                    moving_to: slot.revoking.as_ref().and_then(|m| m.to.clone()).unwrap_or_default(),
+                })
+            })
+            .await??;
+        Ok(reply)
+    }
+
+    pub async fn list_workers(
+        &self,
+        r: pb::ListWorkersRequest,
+    ) -> Result<pb::ListWorkersResponse, Status> {
+        let reply = self
+            .leader
+            .read_group(r.serializable, &r.group, |revision, g| {
+                let workers = g
+                    .sessions
+                    .iter()
+                    .map(|(id, session)| pb::WorkerInfo {
+                        id: id.clone(),
+                        session: session.id,
+                        state: convert::session_state(session.state).into(),
+                        weight: session.weight,
+                        ttl_ms: session.ttl_ms,
+                        labels: session.labels.clone().into_iter().collect(),
+                        partitions: g.held_by(id).iter().map(domain::PartitionRange::len).sum(),
+                    })
+                    .collect();
+                pb::ListWorkersResponse { revision, workers }
+            })
+            .await?;
+        Ok(reply)
+    }
+
+    pub async fn drain_worker(&self, r: pb::WorkerRef) -> Result<pb::WorkerActionResponse, Status> {
+        // An operator drains whichever session the worker has now.
+        let command = Command::Leave {
+            group: r.group,
+            worker: r.worker.clone(),
+            session: None,
+            drain: true,
+        };
+        let committed = self.leader.propose(command).await?;
+        let outcome = if committed
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::WorkerLeft { .. }))
+        {
+            format!("worker {} held nothing and has left", quoted(&r.worker))
+        } else {
+            format!(
+                "worker {} is draining: its partitions are handed off, then its session closes",
+                quoted(&r.worker)
+            )
+        };
+        Ok(pb::WorkerActionResponse {
+            revision: committed.revision,
+            outcome,
+        })
+    }
+
+    pub async fn evict_worker(&self, r: pb::WorkerRef) -> Result<pb::WorkerActionResponse, Status> {
+        domain::validate::worker_id(&r.worker).map_err(|e| domain_error(&e))?;
+        let ttl_ms = self
+            .leader
+            .read_group(true, &r.group, |_, g| {
+                g.sessions.get(&r.worker).map(|session| session.ttl_ms)
+            })
+            .await?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "worker {} has no session in group {}",
+                    quoted(&r.worker),
+                    quoted(&r.group)
+                ))
+            })?;
+        // Committed, so a new leader goes on refusing to renew the lease.
+        let committed = self
+            .leader
+            .propose(Command::Evict {
+                group: r.group.clone(),
+                worker: r.worker.clone(),
+            })
+            .await?;
+        // From here every renewal reads the eviction from the applied state
+        // (`api/worker.rs`), on this leader and any later one.
+        tracing::info!(group = %r.group, worker = %r.worker, "worker evicted");
+        let outcome = format!(
+            "worker {} is evicting: the leader no longer renews its lease (a committed fact, kept across leader changes), so its session ends and its partitions move within {ttl_ms} ms",
+            quoted(&r.worker)
+        );
+        let revision = committed.revision;
+        Ok(pb::WorkerActionResponse { revision, outcome })
+    }
+}
+
+/// The moves a committed `Move` carried out.
+fn moves_of(events: &[Event]) -> rebalancer::Plan {
+    let moves = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Granted {
+                worker, partitions, ..
+            } => Some(rebalancer::Move::Grant {
+                to: worker.clone(),
+                partitions: partitions.clone(),
+            }),
+            Event::Revoking {
+                from,
+                partitions,
+                to,
+                ..
+            } => Some(rebalancer::Move::Revoke {
+                from: from.clone(),
+                to: to.clone(),
+                partitions: partitions.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    rebalancer::Plan { moves }
+}

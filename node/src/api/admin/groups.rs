@@ -1,0 +1,134 @@
+//! Groups: creating, reading, updating, splitting, freezing and deleting.
+
+use baton_proto::v1 as pb;
+use tonic::Status;
+
+use crate::api::{convert, group_not_found};
+use crate::cluster::Leader;
+use crate::domain::{Command, Event, GroupConfig};
+
+pub struct Groups {
+    pub(super) leader: Leader,
+}
+
+impl Groups {
+    /// The group as this node (the leader, just after a write) has it.
+    fn group_response(&self, revision: u64, name: &str) -> Result<pb::GroupResponse, Status> {
+        let group = self
+            .leader
+            .state_machine()
+            .read(|s| s.groups.get(name).map(|g| convert::group(name, g)));
+        let group = group.ok_or_else(|| group_not_found(name))?;
+        Ok(pb::GroupResponse {
+            revision,
+            group: Some(group),
+        })
+    }
+
+    pub async fn create(&self, r: pb::CreateGroupRequest) -> Result<pb::GroupResponse, Status> {
+        let config = convert::config(GroupConfig::default(), r.config.as_ref());
+        let committed = self
+            .leader
+            .propose(Command::CreateGroup {
+                group: r.group.clone(),
+                config,
+            })
+            .await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    pub async fn get(&self, r: pb::GetGroupRequest) -> Result<pb::GroupResponse, Status> {
+        let (revision, group) = self
+            .leader
+            .read_group(r.serializable, &r.group, |rev, g| {
+                (rev, convert::group(&r.group, g))
+            })
+            .await?;
+        Ok(pb::GroupResponse {
+            revision,
+            group: Some(group),
+        })
+    }
+
+    pub async fn list(&self, r: pb::ListGroupsRequest) -> Result<pb::ListGroupsResponse, Status> {
+        let (revision, groups) = self
+            .leader
+            .read(r.serializable, |s| {
+                (
+                    s.revision,
+                    s.groups
+                        .iter()
+                        .map(|(name, g)| convert::group(name, g))
+                        .collect(),
+                )
+            })
+            .await?;
+        Ok(pb::ListGroupsResponse { revision, groups })
+    }
+
+    pub async fn update(&self, r: pb::UpdateGroupRequest) -> Result<pb::GroupResponse, Status> {
+        require_revision(r.if_revision)?;
+        // The compare-and-set on `if_revision` makes reading the current config
+        // here safe: if it changes before the update commits, the update fails.
+        let current = self
+            .leader
+            .state_machine()
+            .read(|s| s.groups.get(&r.group).map(|g| g.config.clone()));
+        let current = current.ok_or_else(|| group_not_found(&r.group))?;
+        let config = convert::config(current, r.config.as_ref());
+        let command = Command::UpdateGroup {
+            group: r.group.clone(),
+            config,
+            expected_revision: r.if_revision,
+        };
+        let committed = self.leader.propose(command).await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    pub async fn delete(
+        &self,
+        r: pb::DeleteGroupRequest,
+    ) -> Result<pb::DeleteGroupResponse, Status> {
+        let command = Command::DeleteGroup {
+            group: r.group,
+            force: r.force,
+        };
+        let committed = self.leader.propose(command).await?;
+        let deleted = committed
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::GroupDeleted { .. }));
+        Ok(pb::DeleteGroupResponse {
+            revision: committed.revision,
+            deleted,
+        })
+    }
+
+    pub async fn split(&self, r: pb::SplitGroupRequest) -> Result<pb::GroupResponse, Status> {
+        require_revision(r.if_revision)?;
+        let command = Command::SplitGroup {
+            group: r.group.clone(),
+            expected_revision: r.if_revision,
+        };
+        let committed = self.leader.propose(command).await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    pub async fn set_frozen(&self, r: pb::SetFrozenRequest) -> Result<pb::GroupResponse, Status> {
+        let command = Command::SetFrozen {
+            group: r.group.clone(),
+            frozen: r.frozen,
+        };
+        let committed = self.leader.propose(command).await?;
+        self.group_response(committed.revision, &r.group)
+    }
+}
+
+fn require_revision(revision: u64) -> Result<(), Status> {
+    if revision == 0 {
+        return Err(Status::invalid_argument(
+            "if_revision is required: read the group's config_revision (`batonctl group get GROUP`) and pass it",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Proposing: the one path by which anything writes a command, for client
+//! requests and the leader's duties alike.
+
+use super::{ClusterError, Committed, Leader};
+use crate::domain::Command;
+
+impl Leader {
+    /// Commits `command` (this node must lead: call after `route`) and returns
+    /// its reply, or why it was not written. Nothing is acknowledged before
+    /// the entry is committed on a majority and applied here.
+    ///
+    /// Only what can apply is written: the command is first checked against
+    /// this node's state. A request that would be refused, or would change
+    /// nothing, is answered without a log entry, once a linearizable read
+    /// confirms the verdict: this node may have lost office, or not yet
+    /// applied what it committed, and a refusal from a stale state would
+    /// be wrong. A request that passes costs no extra round.
+    pub async fn propose(&self, command: Command) -> Result<Committed, ClusterError> {
+        if self
+            .sm
+            .read(|s| s.check(&command))
+            .map_or(true, |r| r.is_some())
+        {
+            self.raft.ensure_linearizable().await?;
+            let (revision, verdict) = self.sm.read(|s| (s.revision, s.check(&command)));
+            if let Some(reply) = verdict? {
+                return Ok(Committed {
+                    revision,
+                    reply,
+                    events: Vec::new(),
+                });
+            }
+        }
+        let result = self.raft.client_write(command).await?.data;
+        let reply = result.outcome?;
+        Ok(Committed {
+            revision: result.revision,
+            reply,
+            events: result.events,
+        })
+    }
+}
