@@ -4,10 +4,9 @@
 //! the cluster need the token; a worker acts only under its certificate's
 //! name; Raft traffic is taken only from members.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::fixture::{Cluster, WAIT};
 use baton_client::proto as pb;
 use baton_client::proto::raft_client::RaftClient;
 use baton_client::proto::tombstones_client::TombstonesClient;
@@ -15,7 +14,6 @@ use baton_client::proto::worker_client::WorkerClient;
 use baton_client::{AdminClient, ClientError, Transport};
 use baton_node::config::{Security, TlsConfig};
 use baton_node::Bootstrap;
-use common::{Cluster, WAIT};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;

@@ -3,18 +3,18 @@
 //! starts, progress notifications, compaction and the re-list path, slow
 //! watchers cut off without holding back the others, and tombstone barriers.
 
-mod common;
+use crate::fixture;
 
 use std::time::{Duration, Instant};
 
+use crate::fixture::watch::{self as w, open, replay, revisions, without_tokens};
+use crate::fixture::worker::{assignment, create_group, put_tombstone as put, settle, TestWorker};
+use crate::fixture::{http_get, metric, three_nodes, WAIT};
 use baton_client::AdminClient;
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::tombstones_client::TombstonesClient;
 use baton_proto::v1::worker_client::WorkerClient;
-use common::watch::{self as w, open, replay, revisions, without_tokens};
-use common::worker::{assignment, create_group, put_tombstone as put, settle, TestWorker};
-use common::{http_get, metric, three_nodes, WAIT};
 use tonic::Code;
 
 async fn list_tombstones(admin: &mut AdminClient, group: &str) -> pb::ListTombstonesResponse {
@@ -186,7 +186,7 @@ async fn watchers_on_leader_and_follower_get_exactly_the_committed_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_get_progress_that_never_goes_back() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let mut admin = cluster.admin();
     create_group(&mut admin, "idle", 4).await;
@@ -287,7 +287,7 @@ async fn a_start_below_compaction_gets_compacted_and_relisting_recovers_the_stat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_barrier_waits_for_the_owners_ack_or_its_lease_end() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let endpoints = vec![cluster.node(1).addr().to_string()];
     let mut admin = cluster.admin();
@@ -384,7 +384,7 @@ fn admin_for(endpoints: &[String]) -> AdminClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_requests_are_validated() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let addr = cluster.node(1).addr().to_string();
     let mut admin = cluster.admin();
@@ -517,7 +517,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_watcher_is_cut_off_and_does_not_slow_the_others() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     let mut config = cluster.config(1, baton_node::Bootstrap::SingleNode);
     // A small per-watcher buffer, so that a few hundred writes overflow it.
     config.watch_buffer = 64;

@@ -2,17 +2,17 @@
 //! keepalive streams over gRPC, the leader's lease tracker and rebalance loop.
 //! Workers here are test doubles that follow the leader the way the SDK will.
 
-mod common;
+use crate::fixture;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::fixture::worker::*;
+use crate::fixture::*;
 use baton_client::AdminClient;
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::worker_client::WorkerClient;
-use common::worker::*;
-use common::*;
 use tonic::Code;
 
 fn endpoints(cluster: &Cluster) -> Vec<String> {
@@ -499,9 +499,9 @@ async fn an_eviction_survives_a_change_of_leader() {
         refused.message()
     );
 
-    let mut watched = common::watch::open_retrying(
+    let mut watched = fixture::watch::open_retrying(
         cluster.node(new).addr(),
-        common::watch::request("g", evicted_at),
+        fixture::watch::request("g", evicted_at),
     )
     .await;
     let reason = tokio::time::timeout(WAIT, async {

@@ -11,8 +11,7 @@ use baton_proto::v1::admin_client::AdminClient as RawAdmin;
 use baton_proto::v1::{AddNodeRequest, BarrierRequest, PromoteNodeRequest, RemoveNodeRequest};
 use openraft::storage::RaftLogStorage;
 
-mod common;
-use common::*;
+use crate::fixture::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use baton_client::AdminClient;
 
-mod common;
-
-use common::procs::{
+use crate::fixture::procs::{
     batonctl, ctl, ctl_json, free_port, node_args, status_of, three_processes, wait_applied, Proc,
 };
 
@@ -420,9 +418,9 @@ fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
 /// or token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
+    use crate::fixture::worker::*;
+    use crate::fixture::WAIT;
     use baton_proto::v1 as pb;
-    use common::worker::*;
-    use common::WAIT;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (addrs, mut procs) = three_processes(dir.path());
@@ -554,10 +552,10 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumes_on_another_node_after_kill_9_with_no_gap_or_duplicate() {
+    use crate::fixture::watch::{self as w, open};
+    use crate::fixture::worker::{assignment, create_group};
     use baton_proto::v1 as pb;
     use baton_proto::v1::tombstones_client::TombstonesClient;
-    use common::watch::{self as w, open};
-    use common::worker::{assignment, create_group};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (addrs, mut procs) = three_processes(dir.path());

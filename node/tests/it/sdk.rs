@@ -15,11 +15,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-mod common;
+use crate::fixture;
 
-use common::procs::{batonctl, three_processes, Proc};
-use common::worker::{assignment, create_group, route_all, settle};
-use common::WAIT;
+use crate::fixture::procs::{batonctl, three_processes, Proc};
+use crate::fixture::worker::{assignment, create_group, route_all, settle};
+use crate::fixture::WAIT;
 
 /// A `batonctl worker join` process and its event log.
 struct WorkerProc {
@@ -344,16 +344,16 @@ async fn a_worker_stopped_past_its_ttl_reports_lease_lost_first_on_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_map_routes_like_the_server_and_follows_a_split() {
-    let cluster = common::three_nodes().await;
+    let cluster = fixture::three_nodes().await;
     let endpoints: Vec<String> = (1..=3)
         .map(|i| cluster.node(i).addr().to_string())
         .collect();
     let mut admin = cluster.admin();
     create_group(&mut admin, "g", 360).await;
     let _w1 =
-        common::worker::TestWorker::join(&endpoints, "g", "w1", Duration::from_secs(10)).await;
+        fixture::worker::TestWorker::join(&endpoints, "g", "w1", Duration::from_secs(10)).await;
     let _w2 =
-        common::worker::TestWorker::join(&endpoints, "g", "w2", Duration::from_secs(10)).await;
+        fixture::worker::TestWorker::join(&endpoints, "g", "w2", Duration::from_secs(10)).await;
     balanced(&mut admin, "g", 2, 180).await;
 
     let map = ShardMap::connect(&endpoints, "g").await.expect("shard map");
@@ -531,7 +531,7 @@ impl baton_client::Handler for Recorder {
 async fn a_barrier_put_returns_only_after_the_sdk_handler_returns() {
     use baton_proto::v1::tombstones_client::TombstonesClient;
 
-    let cluster = common::three_nodes().await;
+    let cluster = fixture::three_nodes().await;
     let endpoints: Vec<String> = (1..=3)
         .map(|i| cluster.node(i).addr().to_string())
         .collect();

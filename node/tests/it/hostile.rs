@@ -12,10 +12,10 @@ use baton_proto::v1::worker_client::WorkerClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-mod common;
+use crate::fixture;
 
-use common::procs::{single_process, status_of};
-use common::worker::settle;
+use crate::fixture::procs::{single_process, status_of};
+use crate::fixture::worker::settle;
 
 /// The node's resident set, from /proc.
 fn rss_bytes(pid: i32) -> u64 {
@@ -96,7 +96,7 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         .into_inner();
     // The rebalancer grants w everything; wait until that is written.
     let mut client =
-        baton_client::AdminClient::new(&[addr.to_string()], common::WAIT).expect("client");
+        baton_client::AdminClient::new(&[addr.to_string()], fixture::WAIT).expect("client");
     let held = settle(&mut client, "g", "w holds all", |a| a.unassigned.is_empty()).await;
     let log_before = log_index(addr).await;
     let rss_before = rss_bytes(pid);
@@ -112,7 +112,7 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
             .await;
         refused("a put of a 3 MB key", put, Code::InvalidArgument);
     }
-    let (code, body) = common::http_get(http, "/readyz").await;
+    let (code, body) = fixture::http_get(http, "/readyz").await;
     assert_eq!(code, 200, "not ready after the puts: {body}");
     // Over a service's decoding limit: refused from the length prefix,
     // with a code no client can take for COMPACTED (OUT_OF_RANGE).
@@ -287,7 +287,7 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         rss_before >> 20,
         rss_after >> 20
     );
-    let (code, body) = common::http_get(http, "/readyz").await;
+    let (code, body) = fixture::http_get(http, "/readyz").await;
     assert_eq!(code, 200, "not ready after the requests: {body}");
 
     // The same release with w's token (unchanged: nothing was written) is

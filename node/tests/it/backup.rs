@@ -4,13 +4,17 @@
 //! revisions and fencing tokens jump past the backup's by the restore margin,
 //! and the history below the jump is compacted.
 
-mod common;
+use crate::fixture;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::fixture::procs::{ctl_json, free_port, node_args, status_of, three_processes, Proc};
+use crate::fixture::watch::{open, request};
+use crate::fixture::worker::{assignment, leader_addr, put_tombstone, route_all, settle};
+use crate::fixture::{three_nodes, Cluster, WAIT};
 use baton_client::proto as pb;
 use baton_client::proto::admin_client::AdminClient as AdminGrpc;
 use baton_client::proto::tombstones_client::TombstonesClient;
@@ -18,10 +22,6 @@ use baton_client::proto::worker_client::WorkerClient;
 use baton_client::AdminClient;
 use baton_node::api::watch::COMPACTED_REVISION;
 use baton_node::Bootstrap;
-use common::procs::{ctl_json, free_port, node_args, status_of, three_processes, Proc};
-use common::watch::{open, request};
-use common::worker::{assignment, leader_addr, put_tombstone, route_all, settle};
-use common::{three_nodes, Cluster, WAIT};
 
 /// Everything a backup must carry, as the API shows it, without the
 /// revision each answer is read at.
@@ -254,8 +254,8 @@ async fn a_restore_jumps_revisions_and_tokens_past_the_lost_range_and_compacts_i
     let old = tempfile::tempdir().expect("tempdir");
     let (addrs, procs) = three_processes(old.path());
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    let mut admin = AdminClient::new(&endpoints, common::WAIT).expect("client");
-    common::worker::create_group(&mut admin, "orders", 16).await;
+    let mut admin = AdminClient::new(&endpoints, fixture::WAIT).expect("client");
+    fixture::worker::create_group(&mut admin, "orders", 16).await;
     let mut seen = hand_out(&mut admin, "orders", "w1", "before-1").await;
     seen.extend(hand_out(&mut admin, "orders", "w2", "before-2").await);
     settle(&mut admin, "orders", "w1 and w2 hold all", |a| {
@@ -340,7 +340,7 @@ async fn a_restore_jumps_revisions_and_tokens_past_the_lost_range_and_compacts_i
     }
 
     // A watcher that re-listed goes on from the jump and sees what follows.
-    let mut admin = AdminClient::new(&endpoints, common::WAIT).expect("client");
+    let mut admin = AdminClient::new(&endpoints, fixture::WAIT).expect("client");
     let listed = assignment(&mut admin, "orders").await;
     assert!(listed.revision >= bumped, "listed at {}", listed.revision);
     let mut watched = open(&endpoints[1], request("orders", listed.revision + 1))

@@ -2,13 +2,11 @@
 //! in-process cluster. Requests go to a follower on purpose: writes and
 //! linearizable reads are forwarded to the leader.
 
-mod common;
-
+use crate::fixture::*;
 use baton_node::domain::hash::{partition_of, KeyHash};
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient;
 use baton_proto::v1::tombstones_client::TombstonesClient;
-use common::*;
 use tonic::transport::Channel;
 use tonic::Code;
 

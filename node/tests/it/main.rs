@@ -1,0 +1,34 @@
+//! baton-node's integration tests, one binary (as cargo's `tests/testsuite`
+//! and openraft's `tests/tests/*/main.rs`): one module per area, each test
+//! named for the behaviour it pins, all sharing one fixture. One binary links
+//! the node and the client once instead of once per area, and lets the
+//! fixture be checked for dead code as a whole.
+//!
+//! Run one area with `cargo test -p baton-node --test it groups::`.
+//!
+//! Process-level areas (`process`, `freeze`, `sdk`, `hostile`, `minority`,
+//! parts of `backup`) start the built `baton-node` and `batonctl` binaries;
+//! `batonctl` belongs to another package, so build it first
+//! (`cargo build --workspace --bins`; scripts/test does). They live here
+//! because nothing they do is global to the test process: every node is a
+//! child process with its own data dir and OS-chosen ports.
+//!
+//! `tests/compose.rs` stays a binary of its own: it needs a Docker engine,
+//! is ignored by default and scripts/test runs it alone
+//! (`--test compose -- --ignored`) once it has built the image.
+
+mod fixture;
+
+mod backup;
+mod cluster;
+mod deploy;
+mod freeze;
+mod groups;
+mod hostile;
+mod minority;
+mod process;
+mod sdk;
+mod security;
+mod tombstones;
+mod watch;
+mod workers;
