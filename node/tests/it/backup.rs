@@ -299,7 +299,9 @@ async fn a_restore_jumps_revisions_and_tokens_past_the_lost_range_and_compacts_i
     drop(old);
 
     // A new cluster at the same addresses, every member from the same file,
-    // with the default margin.
+    // with the default margin. A restore forms its cluster by static
+    // bootstrap, so it needs its addresses up front: it takes the ones the
+    // old cluster's nodes freed by exiting a moment ago.
     let new = tempfile::tempdir().expect("tempdir");
     let restore = ["--restore-from".to_string(), backup.display().to_string()];
     let restored = start_processes(new.path(), &addrs, &restore);

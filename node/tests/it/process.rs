@@ -10,7 +10,8 @@ use std::time::Duration;
 use baton_client::AdminClient;
 
 use crate::fixture::procs::{
-    batonctl, ctl, ctl_json, free_port, node_args, status_of, three_processes, wait_applied, Proc,
+    batonctl, ctl, ctl_json, node_args, single_process, static_three_processes, status_of,
+    three_processes, wait_applied, Proc,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -18,7 +19,9 @@ const WAIT: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_survive_kill_9_of_the_leader() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (addrs, mut procs) = three_processes(dir.path());
+    // The one process cluster formed by static bootstrap (`--initial-members`,
+    // as the README starts one); the others join through node 1.
+    let (addrs, mut procs) = static_three_processes(dir.path());
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
     let mut revision = 0;
@@ -59,7 +62,10 @@ async fn three_processes_survive_kill_9_of_the_leader() {
         revision = admin.barrier().await.expect("keeps serving").revision;
     }
 
-    // The killed node restarts from its data dir and rejoins.
+    // The killed node restarts from its data dir and rejoins, on its old
+    // address (the membership names it): the port was freed by its own
+    // death a moment ago, so another process taking it in between is
+    // possible but not expected.
     procs[leader_index] = Some(Proc::spawn(
         &node_args(&addrs, leader_index + 1),
         dir.path(),
@@ -136,17 +142,8 @@ fn no_flags_starts_a_single_node_cluster_that_batonctl_shows_as_leader() {
 #[test]
 fn batonctl_round_trips_groups_assignment_routes_and_tombstones() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let addr = free_port().to_string();
-    let node = Proc::spawn(
-        &[
-            "--listen".into(),
-            addr.clone(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-        ],
-        dir.path(),
-        dir.path().join("node.log"),
-    );
+    let (addr, _, node) = single_process(dir.path());
+    let addr = addr.to_string();
     let e = addr.as_str();
 
     let created = ctl_json(
