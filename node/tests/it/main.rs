@@ -20,6 +20,7 @@
 mod fixture;
 
 mod backup;
+mod batonctl;
 mod cluster;
 mod deploy;
 mod freeze;
