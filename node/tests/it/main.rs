@@ -20,6 +20,7 @@
 mod fixture;
 
 mod backup;
+mod balance;
 mod batonctl;
 mod cluster;
 mod deploy;
