@@ -198,11 +198,7 @@ async fn a_release_with_a_stale_token_is_refused_and_changes_nothing() {
             .contains(&format!("with fencing token {}", token - 1)),
         "{err}"
     );
-    assert_eq!(
-        route_all(admin, "g", 12).await,
-        tokens,
-        "nothing changed"
-    );
+    assert_eq!(route_all(admin, "g", 12).await, tokens, "nothing changed");
 
     three.shutdown().await;
 }

@@ -26,6 +26,7 @@ mod cluster;
 mod deploy;
 mod freeze;
 mod groups;
+mod history;
 mod hostile;
 mod minority;
 mod process;
