@@ -31,6 +31,7 @@ mod hostile;
 mod minority;
 mod process;
 mod sdk;
+mod sdk_library;
 mod security;
 mod tombstones;
 mod watch;
