@@ -186,7 +186,7 @@ impl NodeSet {
             .find(|v| v["name"].as_str() == Some(config_volume))
             .and_then(|v| v["configMap"]["name"].as_str())
             .expect("from a ConfigMap");
-        let toml_text = kind(&docs, "ConfigMap")
+        let toml_text = kind(docs, "ConfigMap")
             .into_iter()
             .find(|m| str_at(m, &["metadata", "name"]) == Some(config_map))
             .and_then(|m| m["data"][file].as_str())
@@ -230,7 +230,7 @@ fn the_statefulsets_pods_are_selected_by_its_headless_service_and_budget() {
             .all(|(k, v)| labels[k.as_str().unwrap_or_default()] == *v)
     };
     assert!(selects(at(sts, &["spec", "selector", "matchLabels"])));
-    for pdb in kind(&docs, "PodDisruptionBudget") {
+    for pdb in kind(docs, "PodDisruptionBudget") {
         assert!(selects(at(pdb, &["spec", "selector", "matchLabels"])));
         assert_eq!(
             at(pdb, &["spec", "maxUnavailable"]).as_i64(),
@@ -239,7 +239,7 @@ fn the_statefulsets_pods_are_selected_by_its_headless_service_and_budget() {
         );
     }
     let service = str_at(sts, &["spec", "serviceName"]).expect("serviceName");
-    let services = kind(&docs, "Service");
+    let services = kind(docs, "Service");
     let headless = services
         .iter()
         .find(|s| str_at(s, &["metadata", "name"]) == Some(service))

@@ -199,13 +199,13 @@ async fn a_change_without_the_admin_token_is_refused_but_a_read_is_served() {
     let (pki, operator) = (&secure.pki, &secure.operator);
     let group = group();
     let admin = |transport, timeout| secure.admin(transport, timeout);
-    let mut no_token = admin(pki.transport(Some(&operator)), WAIT);
+    let mut no_token = admin(pki.transport(Some(operator)), WAIT);
     assert_eq!(
         code(no_token.create_group("h", group).await),
         Some(Code::Unauthenticated)
     );
     let wrong = pki
-        .transport(Some(&operator))
+        .transport(Some(operator))
         .token("not-the-admin-token")
         .expect("token");
     assert_eq!(
