@@ -2,25 +2,19 @@
 //! cluster wiped, a new 3-node cluster started with `--restore-from FILE`,
 //! and the state (groups, sessions, assignment, tombstones) read back equal;
 //! revisions and fencing tokens jump past the backup's by the restore margin,
-//! and the history below the jump is compacted.
-
-use crate::fixture;
+//! and the history below the jump is compacted. (The same on real processes,
+//! after the lost cluster went on past the backup: the `restore` module.)
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use crate::fixture::procs::{ctl_json, free_port, node_args, status_of, three_processes, Proc};
-use crate::fixture::watch::{open, request};
-use crate::fixture::worker::{assignment, leader_addr, put_tombstone, route_all, settle};
+use crate::fixture::procs::{ctl_json, free_port, status_of};
+use crate::fixture::worker::{assignment, join_unkept, put_tombstone, settle};
 use crate::fixture::{three_nodes, Cluster, WAIT};
 use baton_client::proto as pb;
 use baton_client::proto::admin_client::AdminClient as AdminGrpc;
 use baton_client::proto::tombstones_client::TombstonesClient;
-use baton_client::proto::worker_client::WorkerClient;
 use baton_client::AdminClient;
-use baton_node::api::watch::COMPACTED_REVISION;
 use baton_node::Bootstrap;
 
 /// Everything a backup must carry, as the API shows it, without the
@@ -85,24 +79,6 @@ async fn observe(admin: &mut AdminClient) -> Observed {
     }
 }
 
-/// Joins `worker` with a lease long enough to outlive the test (nobody
-/// keeps it alive).
-async fn join(admin: &mut AdminClient, group: &str, worker: &str) -> pb::JoinResponse {
-    let request = pb::JoinRequest {
-        group: group.to_string(),
-        worker: worker.to_string(),
-        ttl_ms: Some(300_000),
-        ..Default::default()
-    };
-    admin
-        .call(|ch| {
-            let request = request.clone();
-            async move { WorkerClient::new(ch).join(request).await }
-        })
-        .await
-        .expect("join")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_its_revision() {
     let cluster = three_nodes().await;
@@ -116,9 +92,9 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_i
     }
     let mut tokens = Vec::new();
     for worker in ["w1", "w2", "w3"] {
-        tokens.push(join(&mut admin, "orders", worker).await.token);
+        tokens.push(join_unkept(&mut admin, "orders", worker).await.token);
     }
-    tokens.push(join(&mut admin, "mail", "m1").await.token);
+    tokens.push(join_unkept(&mut admin, "mail", "m1").await.token);
     for key in ["account-1", "account-2", "account-3"] {
         put_tombstone(&mut admin, "orders", key).await;
     }
@@ -205,188 +181,12 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_i
     // fencing tokens are higher than anything it holds.
     let barrier = admin.barrier().await.expect("barrier");
     assert!(barrier.revision > backup_revision + BUMP);
-    let token = join(&mut admin, "orders", "w4").await.token;
+    let token = join_unkept(&mut admin, "orders", "w4").await.token;
     assert!(
         token > backup_revision + BUMP && tokens.iter().all(|t| token > *t),
         "new token {token} after {tokens:?}"
     );
     restored.shutdown().await;
-}
-
-/// The margin a restore adds to the backup's revision when no
-/// `--restore-revision-bump` is given.
-const DEFAULT_BUMP: u64 = 1_000_000;
-
-/// Starts `baton-node` processes for a 3-node cluster at `addrs` in `dir`,
-/// each with `extra` flags.
-fn start_processes(dir: &Path, addrs: &[SocketAddr], extra: &[String]) -> Vec<Proc> {
-    (1..=3)
-        .map(|id| {
-            let mut args = node_args(addrs, id);
-            args.extend_from_slice(extra);
-            Proc::spawn(&args, dir, dir.join(format!("node-{id}.log")))
-        })
-        .collect()
-}
-
-/// The fencing token, session, revision and barrier revision a cluster
-/// hands out now: joins `worker` to `group`, puts a tombstone on `key`, and
-/// commits a barrier. Returns every number it was given.
-async fn hand_out(admin: &mut AdminClient, group: &str, worker: &str, key: &str) -> Vec<u64> {
-    let joined = join(admin, group, worker).await;
-    let tombstone = put_tombstone(admin, group, key).await;
-    let barrier = admin.barrier().await.expect("barrier");
-    vec![
-        joined.token,
-        joined.session,
-        tombstone.revision,
-        barrier.revision,
-    ]
-}
-
-/// The acceptance test of issue 20's restore part, on real processes: the
-/// backup is at R, the lost cluster goes on to R' (handing out tokens and
-/// revisions in (R, R'] that sinks and watchers saw), and the restored
-/// cluster must hand out nothing at or below R + margin, and answer a watch
-/// from anywhere in the lost range with COMPACTED on every node.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restore_jumps_revisions_and_tokens_past_the_lost_range_and_compacts_it() {
-    let old = tempfile::tempdir().expect("tempdir");
-    let (addrs, procs) = three_processes(old.path());
-    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    let mut admin = AdminClient::new(&endpoints, fixture::WAIT).expect("client");
-    fixture::worker::create_group(&mut admin, "orders", 16).await;
-    let mut seen = hand_out(&mut admin, "orders", "w1", "before-1").await;
-    seen.extend(hand_out(&mut admin, "orders", "w2", "before-2").await);
-    settle(&mut admin, "orders", "w1 and w2 hold all", |a| {
-        a.unassigned.is_empty() && a.workers.len() == 2
-    })
-    .await;
-    let routed = route_all(&mut admin, "orders", 16).await;
-    seen.extend(routed.values().map(|(_, token)| *token));
-
-    let file = old.path().join("baton.backup");
-    let reply = ctl_json(
-        &endpoints[0],
-        &["backup", file.to_str().expect("UTF-8 path")],
-    );
-    let backup_revision = reply["revision"].as_u64().expect("revision");
-    let kept = tempfile::tempdir().expect("tempdir");
-    let backup = kept.path().join("baton.backup");
-    std::fs::copy(&file, &backup).expect("keep the backup");
-
-    // What the old cluster hands out after the backup is lost with it, but
-    // sinks and watchers have seen it.
-    let mut lost = hand_out(&mut admin, "orders", "w3", "lost-1").await;
-    lost.extend(hand_out(&mut admin, "orders", "w4", "lost-2").await);
-    settle(&mut admin, "orders", "four workers hold all", |a| {
-        a.unassigned.is_empty() && a.workers.len() == 4
-    })
-    .await;
-    assert!(
-        lost.iter().all(|n| *n > backup_revision),
-        "handed out after the backup at {backup_revision}: {lost:?}"
-    );
-    let routed = route_all(&mut admin, "orders", 16).await;
-    lost.extend(routed.values().map(|(_, token)| *token));
-    let lost_revision = admin.barrier().await.expect("barrier").revision;
-    seen.extend(lost);
-    seen.push(lost_revision);
-    drop(admin);
-    for p in procs.into_iter().flatten() {
-        p.sigterm(Duration::from_secs(10));
-    }
-    drop(old);
-
-    // A new cluster at the same addresses, every member from the same file,
-    // with the default margin. A restore forms its cluster by static
-    // bootstrap, so it needs its addresses up front: it takes the ones the
-    // old cluster's nodes freed by exiting a moment ago.
-    let new = tempfile::tempdir().expect("tempdir");
-    let restore = ["--restore-from".to_string(), backup.display().to_string()];
-    let restored = start_processes(new.path(), &addrs, &restore);
-    leader_addr(&endpoints).await;
-    let bumped = backup_revision + DEFAULT_BUMP;
-    assert!(bumped > lost_revision, "the margin covers what was lost");
-
-    // Every node holds the same jumped state: a watch from anywhere in the
-    // lost range, or from the backup's own revision, is told it is
-    // compacted at the jump, and re-lists.
-    for addr in &endpoints {
-        let applied = status_of(addr.parse().expect("address"))
-            .await
-            .map(|s| s.applied_index);
-        assert!(
-            applied.is_some_and(|a| a >= bumped),
-            "{addr} applied {applied:?}, below the restored revision {bumped}"
-        );
-        for from in [backup_revision, backup_revision + 1, lost_revision, bumped] {
-            let refused = open(addr, request("orders", from))
-                .await
-                .err()
-                .unwrap_or_else(|| {
-                    panic!("{addr}: a watch from {from} is served after the restore")
-                });
-            assert_eq!(
-                refused.code(),
-                tonic::Code::OutOfRange,
-                "{addr} from {from}: {refused:?}"
-            );
-            let compacted = refused
-                .metadata()
-                .get(COMPACTED_REVISION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            assert_eq!(compacted, Some(bumped), "{addr} from {from}: {refused:?}");
-        }
-    }
-
-    // A watcher that re-listed goes on from the jump and sees what follows.
-    let mut admin = AdminClient::new(&endpoints, fixture::WAIT).expect("client");
-    let listed = assignment(&mut admin, "orders").await;
-    assert!(listed.revision >= bumped, "listed at {}", listed.revision);
-    let mut watched = open(&endpoints[1], request("orders", listed.revision + 1))
-        .await
-        .expect("a watch from after the jump");
-
-    // Everything handed out from now on is above everything seen before.
-    let ceiling = seen.iter().copied().max().unwrap_or_default().max(bumped);
-    let mut after = hand_out(&mut admin, "orders", "w5", "after-1").await;
-    after.extend(hand_out(&mut admin, "orders", "w3", "after-2").await);
-    settle(&mut admin, "orders", "w1, w2, w3 and w5 hold all", |a| {
-        a.unassigned.is_empty() && a.workers.len() == 4
-    })
-    .await;
-    let routed = route_all(&mut admin, "orders", 16).await;
-    // Partitions held since the backup were granted anew at the restore:
-    // their tokens are the restored revision, above the whole lost range.
-    let held_since: Vec<u64> = routed
-        .values()
-        .map(|(_, token)| *token)
-        .filter(|t| *t <= bumped)
-        .collect();
-    assert!(
-        held_since.iter().all(|t| *t == bumped),
-        "tokens of partitions held since the backup are the restored revision {bumped}: {held_since:?}"
-    );
-    after.extend(routed.values().map(|(_, t)| *t).filter(|t| *t > bumped));
-    for n in &after {
-        assert!(
-            *n > ceiling,
-            "{n} handed out after the restore, not above {ceiling} (backup {backup_revision}, lost up to {lost_revision}, margin {DEFAULT_BUMP}): {after:?}"
-        );
-    }
-    let last = *after.iter().max().expect("numbers");
-    watched.read_until(last).await;
-    assert!(
-        watched.events.iter().any(|e| e.revision > bumped),
-        "the watch after the jump delivers the new events"
-    );
-
-    drop(admin);
-    for p in restored {
-        p.sigterm(Duration::from_secs(10));
-    }
 }
 
 /// The tombstone keys a node holds, read from its own state.

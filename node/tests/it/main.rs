@@ -30,6 +30,7 @@ mod history;
 mod hostile;
 mod minority;
 mod process;
+mod restore;
 mod sdk;
 mod sdk_library;
 mod security;
