@@ -4,10 +4,15 @@
 //! `batonctl` belongs to another package, so it must have been built next to
 //! `baton-node` first: `scripts/test` (the README's test command) does that.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use baton_client::AdminClient;
+use baton_proto::v1 as pb;
+
+use crate::fixture;
+use crate::fixture::worker::{assignment, create_group, route_all, session_of, settle, TestWorker};
 
 use crate::fixture::procs::{
     batonctl, node_args, static_three_processes, status_of, three_processes, wait_applied, Proc,
@@ -136,33 +141,127 @@ fn no_flags_starts_a_single_node_cluster_that_batonctl_shows_as_leader() {
     node.sigterm(Duration::from_secs(8));
 }
 
-/// Workers over real keepalive streams on three `baton-node` processes: they
-/// get a balanced assignment, a stale release is refused, and `kill -9` of the
-/// leader expires no session that kept sending keepalives and changes no owner
-/// or token.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
-    use crate::fixture::worker::*;
-    use crate::fixture::WAIT;
-    use baton_proto::v1 as pb;
+/// Workers w1, w2 and w3 over real keepalive streams on three `baton-node`
+/// processes, balanced over group "g" of 30 partitions.
+struct Keepers {
+    procs: Vec<Option<Proc>>,
+    endpoints: Vec<String>,
+    admin: AdminClient,
+    workers: Vec<TestWorker>,
+    /// Every partition's owner and token once balanced.
+    before: BTreeMap<u32, (String, u64)>,
+    _dir: tempfile::TempDir,
+}
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (addrs, mut procs) = three_processes(dir.path());
-    let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
-    create_group(&mut admin, "g", 30).await;
-    let ttl = Duration::from_millis(3_000);
-    let mut workers = Vec::new();
-    for id in ["w1", "w2", "w3"] {
-        workers.push(TestWorker::join(&endpoints, "g", id, ttl).await);
+/// The workers' lease.
+const KEEPER_TTL: Duration = Duration::from_millis(3_000);
+
+impl Keepers {
+    async fn balanced() -> Keepers {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addrs, procs) = three_processes(dir.path());
+        let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        let mut admin = AdminClient::new(&endpoints, fixture::WAIT).expect("client");
+        create_group(&mut admin, "g", 30).await;
+        let ttl = KEEPER_TTL;
+        let mut workers = Vec::new();
+        for id in ["w1", "w2", "w3"] {
+            workers.push(TestWorker::join(&endpoints, "g", id, ttl).await);
+        }
+        settle(&mut admin, "g", "balanced", |a| {
+            a.workers.len() == 3 && a.workers.iter().all(|w| w.count == 10)
+        })
+        .await;
+        let before = route_all(&mut admin, "g", 30).await;
+
+        Keepers {
+            procs,
+            endpoints,
+            admin,
+            workers,
+            before,
+            _dir: dir,
+        }
     }
-    settle(&mut admin, "g", "balanced", |a| {
-        a.workers.len() == 3 && a.workers.iter().all(|w| w.count == 10)
-    })
-    .await;
-    let before = route_all(&mut admin, "g", 30).await;
 
-    // A stale release is refused and changes nothing.
+    /// kill -9 the leader while the workers are connected; watch for longer
+    /// than a TTL: nobody who kept sending may expire, no owner or token
+    /// changes. The admin client then talks to the survivors.
+    async fn leader_killed(&mut self) {
+        let (admin, procs, endpoints, workers, before, ttl) = (
+            &mut self.admin,
+            &mut self.procs,
+            &self.endpoints,
+            &self.workers,
+            &self.before,
+            KEEPER_TTL,
+        );
+        let leader = admin.cluster_status().await.expect("status").leader_id;
+        let leader_index = usize::try_from(leader).expect("id") - 1;
+        procs[leader_index].take().expect("leader").sigkill();
+        // Watch for longer than a TTL: nobody who kept sending may expire.
+        tokio::time::sleep(ttl * 2).await;
+        let survivors: Vec<String> = endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != leader_index)
+            .map(|(_, e)| e.clone())
+            .collect();
+        *admin = AdminClient::new(&survivors, fixture::WAIT).expect("client");
+        let a = assignment(admin, "g").await;
+        let sessions: Vec<(String, u64)> = a
+            .workers
+            .iter()
+            .map(|w| (w.id.clone(), w.session))
+            .collect();
+        let expected: Vec<(String, u64)> =
+            workers.iter().map(|w| (w.id.clone(), w.session)).collect();
+        assert_eq!(sessions, expected, "every session survived");
+        assert_eq!(
+            route_all(admin, "g", 30).await,
+            *before,
+            "owners and tokens unchanged"
+        );
+        for w in workers {
+            assert!(
+                !w.keepalive.is_finished(),
+                "{}'s keepalives were never refused",
+                w.id
+            );
+        }
+    }
+
+    /// w3 stops sending keepalives: its partitions go to the others, only
+    /// once its lease has run out.
+    async fn w3_goes_silent(&mut self) {
+        let (admin, ttl) = (&mut self.admin, KEEPER_TTL);
+        let w3 = self.workers.pop().expect("w3");
+        let last_ack = w3.go_silent().await;
+        tokio::time::sleep_until((last_ack + ttl - Duration::from_millis(300)).into()).await;
+        let a = assignment(admin, "g").await;
+        assert_eq!(
+            a.workers.iter().find(|w| w.id == "w3").map(|w| w.count),
+            Some(10),
+            "nothing moved early: {a:?}"
+        );
+        settle(admin, "g", "w3's partitions reassigned", |a| {
+            a.workers.len() == 2 && a.workers.iter().all(|w| w.count == 15)
+        })
+        .await;
+    }
+
+    fn stop(self) {
+        for proc in self.procs.into_iter().flatten() {
+            proc.sigterm(Duration::from_secs(8));
+        }
+    }
+}
+
+/// A stale release is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_release_is_refused_by_a_process_cluster_and_changes_nothing() {
+    let mut keepers = Keepers::balanced().await;
+    let (admin, before) = (&mut keepers.admin, &keepers.before);
     let (p, (owner, token)) = before
         .iter()
         .next()
@@ -170,7 +269,7 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
         .expect("partition 0");
     let stale = pb::ReleaseRequest {
         group: "g".into(),
-        session: session_of(&mut admin, "g", &owner).await,
+        session: session_of(admin, "g", &owner).await,
         worker: owner,
         partitions: vec![pb::PartitionRange { start: p, end: p }],
         token: token - 1,
@@ -187,59 +286,36 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
         .await
         .expect_err("stale release");
     assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
-    assert_eq!(route_all(&mut admin, "g", 30).await, before);
+    assert_eq!(route_all(admin, "g", 30).await, *before);
 
-    // kill -9 the leader while the workers are connected.
-    let leader = admin.cluster_status().await.expect("status").leader_id;
-    let leader_index = usize::try_from(leader).expect("id") - 1;
-    procs[leader_index].take().expect("leader").sigkill();
-    // Watch for longer than a TTL: nobody who kept sending may expire.
-    tokio::time::sleep(ttl * 2).await;
-    let survivors: Vec<String> = endpoints
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != leader_index)
-        .map(|(_, e)| e.clone())
-        .collect();
-    let mut admin = AdminClient::new(&survivors, WAIT).expect("client");
-    let a = assignment(&mut admin, "g").await;
-    let sessions: Vec<(String, u64)> = a
-        .workers
-        .iter()
-        .map(|w| (w.id.clone(), w.session))
-        .collect();
-    let expected: Vec<(String, u64)> = workers.iter().map(|w| (w.id.clone(), w.session)).collect();
-    assert_eq!(sessions, expected, "every session survived");
-    assert_eq!(
-        route_all(&mut admin, "g", 30).await,
-        before,
-        "owners and tokens unchanged"
-    );
-    for w in &workers {
-        assert!(
-            !w.keepalive.is_finished(),
-            "{}'s keepalives were never refused",
-            w.id
-        );
-    }
+    keepers.stop();
+}
 
-    // w3 stops sending keepalives: its partitions go to the others, only once
-    // its lease has run out.
-    let w3 = workers.pop().expect("w3");
-    let last_ack = w3.go_silent().await;
-    tokio::time::sleep_until((last_ack + ttl - Duration::from_millis(300)).into()).await;
-    let a = assignment(&mut admin, "g").await;
-    assert_eq!(
-        a.workers.iter().find(|w| w.id == "w3").map(|w| w.count),
-        Some(10),
-        "nothing moved early: {a:?}"
-    );
-    settle(&mut admin, "g", "w3's partitions reassigned", |a| {
-        a.workers.len() == 2 && a.workers.iter().all(|w| w.count == 15)
-    })
-    .await;
+/// `kill -9` of the leader expires no session that kept sending keepalives
+/// and changes no owner or token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
+    let mut keepers = Keepers::balanced().await;
+    keepers.leader_killed().await;
+    keepers.stop();
+}
 
-    // w2 drains: its partitions are revoked first, and reach w1 only once released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_leader_kill_a_silent_workers_partitions_move_only_once_its_lease_ran_out() {
+    let mut keepers = Keepers::balanced().await;
+    keepers.leader_killed().await;
+    keepers.w3_goes_silent().await;
+    keepers.stop();
+}
+
+/// w2 drains: its partitions are revoked first, and reach w1 only once
+/// released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_leader_kill_a_draining_workers_partitions_reach_the_others_only_once_released() {
+    let mut keepers = Keepers::balanced().await;
+    keepers.leader_killed().await;
+    keepers.w3_goes_silent().await;
+    let (admin, workers) = (&mut keepers.admin, &keepers.workers);
     let w2_session = workers[1].session;
     admin
         .call(|ch| async move {
@@ -254,7 +330,7 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
         })
         .await
         .expect("leave");
-    let revoking = assignment(&mut admin, "g").await;
+    let revoking = assignment(admin, "g").await;
     assert_eq!(
         revoking
             .workers
@@ -264,14 +340,12 @@ async fn workers_keep_their_partitions_through_kill_9_of_the_leader() {
         Some(15),
         "release before grant"
     );
-    settle(&mut admin, "g", "w2 drained", |a| {
+    settle(admin, "g", "w2 drained", |a| {
         a.workers.len() == 1 && a.workers[0].count == 30
     })
     .await;
 
-    for proc in procs.into_iter().flatten() {
-        proc.sigterm(Duration::from_secs(8));
-    }
+    keepers.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
