@@ -79,64 +79,121 @@ async fn observe(admin: &mut AdminClient) -> Observed {
     }
 }
 
+/// A backup of a 3-node cluster holding two groups, four workers and three
+/// tombstones, taken from a follower; the cluster is then wiped.
+struct Backup {
+    /// The state the backup was taken of.
+    before: Observed,
+    backup_revision: u64,
+    /// The fencing tokens the workers got.
+    tokens: Vec<u64>,
+    /// The backup file (the cluster's own copy went with its data).
+    kept: std::path::PathBuf,
+    /// Holds the backup file.
+    dir: tempfile::TempDir,
+}
+
+impl Backup {
+    async fn taken() -> Backup {
+        let cluster = three_nodes().await;
+        let mut admin = cluster.admin();
+        for (group, partitions) in GROUPS.into_iter().zip([64, 12]) {
+            let config = pb::GroupConfig {
+                partitions: Some(partitions),
+                ..Default::default()
+            };
+            admin.create_group(group, config).await.expect("group");
+        }
+        let mut tokens = Vec::new();
+        for worker in ["w1", "w2", "w3"] {
+            tokens.push(join_unkept(&mut admin, "orders", worker).await.token);
+        }
+        tokens.push(join_unkept(&mut admin, "mail", "m1").await.token);
+        for key in ["account-1", "account-2", "account-3"] {
+            put_tombstone(&mut admin, "orders", key).await;
+        }
+        settle(&mut admin, "orders", "3 workers hold all", |a| {
+            a.unassigned.is_empty() && a.workers.iter().all(|w| w.count > 0)
+        })
+        .await;
+        settle(&mut admin, "mail", "m1 holds all", |a| {
+            a.unassigned.is_empty()
+        })
+        .await;
+        let before = observe(&mut admin).await;
+        assert_eq!(before.groups.len(), 2);
+        assert_eq!(before.tombstones[0].len(), 3);
+        assert_eq!(before.workers[0].len(), 3);
+
+        // Served by a follower: it waits for the leader's read index first.
+        let leader = cluster.leader(None, WAIT).await;
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        let file = cluster.root.path().join("baton.backup");
+        let path = file.to_str().expect("UTF-8 path");
+        let reply = ctl_json(cluster.node(follower).addr(), &["backup", path]);
+        let backup_revision = reply["revision"].as_u64().expect("revision");
+        assert_eq!(
+            reply["bytes"].as_u64(),
+            std::fs::metadata(&file).ok().map(|m| m.len())
+        );
+        assert!(!file.with_extension("backup.partial").exists());
+
+        // Wipe: stop every node and delete its data.
+        let root = cluster.root.path().to_path_buf();
+        let backup = tempfile::tempdir().expect("tempdir");
+        let kept = backup.path().join("baton.backup");
+        std::fs::copy(&file, &kept).expect("keep the backup");
+        drop(admin);
+        cluster.shutdown().await;
+        assert!(!root.exists(), "the old cluster's data is gone");
+
+        Backup {
+            before,
+            backup_revision,
+            tokens,
+            kept,
+            dir: backup,
+        }
+    }
+
+    /// Restores every member of a new cluster from the file, with the same
+    /// (non-default) margin `BUMP`.
+    async fn restore(&self) -> Cluster {
+        let mut restored = Cluster::new();
+        let kept = &self.kept;
+        let addrs: BTreeMap<u64, String> =
+            (1..=3).map(|id| (id, free_port().to_string())).collect();
+        for id in 1..=3 {
+            let mut config = restored.config(id, Bootstrap::InitialMembers(addrs.clone()));
+            config.listen = addrs[&id].parse().expect("address");
+            config.restore_from = Some(kept.clone());
+            config.restore_revision_bump = BUMP;
+            restored.start(config).await;
+        }
+        restored.leader(None, WAIT).await;
+        restored
+    }
+}
+
+/// The margin the restores here add to the backup's revision.
+const BUMP: u64 = 5_000;
+
+/// The whole setup is the test: a follower writes the backup (after the
+/// leader's read index), whole, and the wipe leaves no data behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_its_revision() {
-    let cluster = three_nodes().await;
-    let mut admin = cluster.admin();
-    for (group, partitions) in GROUPS.into_iter().zip([64, 12]) {
-        let config = pb::GroupConfig {
-            partitions: Some(partitions),
-            ..Default::default()
-        };
-        admin.create_group(group, config).await.expect("group");
-    }
-    let mut tokens = Vec::new();
-    for worker in ["w1", "w2", "w3"] {
-        tokens.push(join_unkept(&mut admin, "orders", worker).await.token);
-    }
-    tokens.push(join_unkept(&mut admin, "mail", "m1").await.token);
-    for key in ["account-1", "account-2", "account-3"] {
-        put_tombstone(&mut admin, "orders", key).await;
-    }
-    settle(&mut admin, "orders", "3 workers hold all", |a| {
-        a.unassigned.is_empty() && a.workers.iter().all(|w| w.count > 0)
-    })
-    .await;
-    settle(&mut admin, "mail", "m1 holds all", |a| {
-        a.unassigned.is_empty()
-    })
-    .await;
-    let before = observe(&mut admin).await;
-    assert_eq!(before.groups.len(), 2);
-    assert_eq!(before.tombstones[0].len(), 3);
-    assert_eq!(before.workers[0].len(), 3);
+async fn a_follower_writes_a_whole_backup_of_the_cluster() {
+    let backup = Backup::taken().await;
+    assert!(backup.kept.exists());
+}
 
-    // Served by a follower: it waits for the leader's read index first.
-    let leader = cluster.leader(None, WAIT).await;
-    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    let file = cluster.root.path().join("baton.backup");
-    let path = file.to_str().expect("UTF-8 path");
-    let reply = ctl_json(cluster.node(follower).addr(), &["backup", path]);
-    let backup_revision = reply["revision"].as_u64().expect("revision");
-    assert_eq!(
-        reply["bytes"].as_u64(),
-        std::fs::metadata(&file).ok().map(|m| m.len())
-    );
-    assert!(!file.with_extension("backup.partial").exists());
-
-    // Wipe: stop every node and delete its data.
-    let root = cluster.root.path().to_path_buf();
-    let backup = tempfile::tempdir().expect("tempdir");
-    let kept = backup.path().join("baton.backup");
-    std::fs::copy(&file, &kept).expect("keep the backup");
-    drop(admin);
-    cluster.shutdown().await;
-    assert!(!root.exists(), "the old cluster's data is gone");
-
-    // A damaged backup is refused before anything starts.
-    let mut restored = Cluster::new();
-    let damaged = backup.path().join("damaged.backup");
-    let mut bytes = std::fs::read(&kept).expect("read");
+/// A damaged backup is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_backup_is_refused_before_anything_starts() {
+    let backup = Backup::taken().await;
+    let restored = Cluster::new();
+    let kept = &backup.kept;
+    let damaged = backup.dir.path().join("damaged.backup");
+    let mut bytes = std::fs::read(kept).expect("read");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&damaged, bytes).expect("write");
@@ -150,19 +207,13 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_i
         refused.as_deref().is_some_and(|e| e.contains("checksum")),
         "{refused:?}"
     );
+}
 
-    // Restore every member of a new cluster from the same file, with the
-    // same (non-default) margin.
-    const BUMP: u64 = 5_000;
-    let addrs: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_port().to_string())).collect();
-    for id in 1..=3 {
-        let mut config = restored.config(id, Bootstrap::InitialMembers(addrs.clone()));
-        config.listen = addrs[&id].parse().expect("address");
-        config.restore_from = Some(kept.clone());
-        config.restore_revision_bump = BUMP;
-        restored.start(config).await;
-    }
-    restored.leader(None, WAIT).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_restored_from_a_backup_has_the_same_state() {
+    let backup = Backup::taken().await;
+    let (before, backup_revision) = (&backup.before, backup.backup_revision);
+    let restored = backup.restore().await;
     let mut admin = restored.admin();
     let after = observe(&mut admin).await;
     // The same state, but every held partition granted anew at the
@@ -177,8 +228,17 @@ async fn a_cluster_restored_from_a_backup_has_the_same_state_and_moves_on_past_i
     }
     assert_eq!(after, expected);
 
-    // Time goes on past the backup plus the margin: later revisions and
-    // fencing tokens are higher than anything it holds.
+    restored.shutdown().await;
+}
+
+/// Time goes on past the backup plus the margin: later revisions and
+/// fencing tokens are higher than anything it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_cluster_moves_on_past_the_backup_plus_its_margin() {
+    let backup = Backup::taken().await;
+    let (tokens, backup_revision) = (&backup.tokens, backup.backup_revision);
+    let restored = backup.restore().await;
+    let mut admin = restored.admin();
     let barrier = admin.barrier().await.expect("barrier");
     assert!(barrier.revision > backup_revision + BUMP);
     let token = join_unkept(&mut admin, "orders", "w4").await.token;
