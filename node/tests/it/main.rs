@@ -6,12 +6,19 @@
 //!
 //! Run one area with `cargo test -p baton-node --test it groups::`.
 //!
-//! Process-level areas (`process`, `freeze`, `sdk`, `hostile`, `minority`,
-//! parts of `backup`) start the built `baton-node` and `batonctl` binaries;
+//! Process-level areas (`process`, `batonctl`, `restore`, `freeze`, `sdk`,
+//! `hostile`, parts of `minority` and `backup`) start the built `baton-node`
+//! and `batonctl` binaries;
 //! `batonctl` belongs to another package, so build it first
 //! (`cargo build --workspace --bins`; scripts/test does). They live here
 //! because nothing they do is global to the test process: every node is a
-//! child process with its own data dir and OS-chosen ports.
+//! child process with its own data dir, on ports the OS chose (static
+//! bootstrap, which needs them up front, reserves them: `fixture::procs`).
+//!
+//! A test pins one behaviour. Where a behaviour shows only after others
+//! (a drain after a lease ran out), the test replays the steps before it
+//! through a shared setup, checks included, rather than chaining them into
+//! one test whose name lists them all.
 //!
 //! `tests/compose.rs` stays a binary of its own: it needs a Docker engine,
 //! is ignored by default and scripts/test runs it alone
