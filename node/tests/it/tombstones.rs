@@ -3,21 +3,21 @@
 //! after the TTL is a new one that reaches the owner and is waited for, and
 //! the SDK's re-list after a compacted watch pages to the end.
 
-mod common;
+use crate::fixture;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::fixture::procs::ctl_json;
+use crate::fixture::watch::{self as w, open, Watched};
+use crate::fixture::worker::{create_group, put_tombstone_for as put, settle, TestWorker};
+use crate::fixture::WAIT;
 use baton_client::partitions::each;
 use baton_client::{AdminClient, Worker, WorkerEvent};
 use baton_node::raft::BatonRaft;
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::tombstones_client::TombstonesClient;
-use common::procs::ctl_json;
-use common::watch::{self as w, open, Watched};
-use common::worker::{create_group, put_tombstone_for as put, settle, TestWorker};
-use common::WAIT;
 use pb::watch_event::Event as E;
 use tonic::Code;
 
@@ -120,7 +120,7 @@ async fn tombstone_event(watched: &mut Watched, key: &str, purged: bool) -> (u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_tombstone_is_purged_and_nothing_is_written_while_none_expires() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let addr = cluster.node(1).addr().to_string();
     let raft = cluster.node(1).raft().clone();
@@ -171,7 +171,7 @@ async fn an_expired_tombstone_is_purged_and_nothing_is_written_while_none_expire
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_after_the_ttl_is_new_and_its_barrier_waits_for_the_owner() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let addr = cluster.node(1).addr().to_string();
     let endpoints = vec![addr.clone()];
@@ -269,7 +269,7 @@ async fn a_deletion_after_the_ttl_is_new_and_its_barrier_waits_for_the_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batonctl_lists_tombstones_a_page_at_a_time() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let addr = cluster.node(1).addr().to_string();
     let mut admin = cluster.admin();
@@ -311,7 +311,7 @@ const MISSED: usize = 25_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_relists_every_tombstone_after_a_compacted_watch() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let addr = cluster.node(1).addr().to_string();
     let mut admin = cluster.admin();

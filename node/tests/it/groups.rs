@@ -2,13 +2,11 @@
 //! in-process cluster. Requests go to a follower on purpose: writes and
 //! linearizable reads are forwarded to the leader.
 
-mod common;
-
+use crate::fixture::*;
 use baton_node::domain::hash::{partition_of, KeyHash};
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient;
 use baton_proto::v1::tombstones_client::TombstonesClient;
-use common::*;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -27,19 +25,17 @@ async fn follower_channel(cluster: &Cluster) -> Channel {
         .expect("connect")
 }
 
-fn config(partitions: u32) -> pb::GroupConfig {
-    pb::GroupConfig {
-        partitions: Some(partitions),
-        ..Default::default()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_are_created_read_updated_split_frozen_and_deleted() {
+/// A 3-node cluster and an admin client on one of its followers.
+async fn follower_admin() -> (Cluster, AdminClient<Channel>) {
     let cluster = three_nodes().await;
     let channel = follower_channel(&cluster).await;
-    let mut admin = AdminClient::new(channel);
+    (cluster, AdminClient::new(channel))
+}
 
+/// A 3-node cluster with group "mail-sync" of 360 partitions, created
+/// through a follower; the admin client stays on that follower.
+async fn with_mail_sync() -> (Cluster, AdminClient<Channel>, pb::GroupResponse) {
+    let (cluster, mut admin) = follower_admin().await;
     let created = admin
         .create_group(pb::CreateGroupRequest {
             group: "mail-sync".into(),
@@ -48,6 +44,61 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
         .await
         .expect("create")
         .into_inner();
+    (cluster, admin, created)
+}
+
+/// A 3-node cluster with group "chat" of 16 partitions, and admin and
+/// tombstone clients on a follower.
+async fn with_chat() -> (Cluster, AdminClient<Channel>, TombstonesClient<Channel>) {
+    let cluster = three_nodes().await;
+    let channel = follower_channel(&cluster).await;
+    let mut admin = AdminClient::new(channel.clone());
+    let tombstones = TombstonesClient::new(channel);
+    admin
+        .create_group(pb::CreateGroupRequest {
+            group: "chat".into(),
+            config: Some(config(16)),
+        })
+        .await
+        .expect("create");
+    (cluster, admin, tombstones)
+}
+
+/// A put of a tombstone on `key` in "chat", kept for an hour.
+fn put(key: String) -> pb::PutTombstoneRequest {
+    pb::PutTombstoneRequest {
+        group: "chat".into(),
+        key,
+        locator: None,
+        ttl_ms: Some(3_600_000),
+        ..Default::default()
+    }
+}
+
+/// Puts tombstones on account-0 to account-49; returns their revisions.
+async fn put_50_accounts(tombstones: &mut TombstonesClient<Channel>) -> Vec<u64> {
+    let mut revisions = Vec::new();
+    for i in 0..50 {
+        let r = tombstones
+            .put(put(format!("account-{i}")))
+            .await
+            .expect("put")
+            .into_inner();
+        revisions.push(r.revision);
+    }
+    revisions
+}
+
+fn config(partitions: u32) -> pb::GroupConfig {
+    pb::GroupConfig {
+        partitions: Some(partitions),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_created_through_a_follower_is_read_back_at_once() {
+    let (cluster, mut admin, created) = with_mail_sync().await;
     let group = created.group.expect("group");
     assert_eq!(group.config.and_then(|c| c.partitions), Some(360));
     assert_eq!(group.config_revision, created.revision);
@@ -78,7 +129,12 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
             .collect::<Vec<_>>(),
         ["mail-sync"]
     );
+    cluster.shutdown().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_requests_are_refused_with_the_documented_code_and_message() {
+    let (cluster, mut admin, created) = with_mail_sync().await;
     let errors = [
         (
             admin
@@ -165,6 +221,13 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
         );
     }
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_changes_only_the_fields_it_sets() {
+    let (cluster, mut admin, created) = with_mail_sync().await;
+    let group = created.group.expect("group");
     let updated = admin
         .update_group(pb::UpdateGroupRequest {
             group: "mail-sync".into(),
@@ -186,10 +249,17 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
         "only the set field changed"
     );
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_doubles_the_partitions() {
+    let (cluster, mut admin, created) = with_mail_sync().await;
+    let group = created.group.expect("group");
     let split = admin
         .split_group(pb::SplitGroupRequest {
             group: "mail-sync".into(),
-            if_revision: updated.config_revision,
+            if_revision: group.config_revision,
         })
         .await
         .expect("split")
@@ -198,6 +268,12 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
         .expect("group");
     assert_eq!(split.config.and_then(|c| c.partitions), Some(720));
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_group_says_so() {
+    let (cluster, mut admin, _) = with_mail_sync().await;
     let frozen = admin
         .set_frozen(pb::SetFrozenRequest {
             group: "mail-sync".into(),
@@ -208,6 +284,12 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
         .into_inner();
     assert!(frozen.group.expect("group").frozen);
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_group_is_not_found() {
+    let (cluster, mut admin, _) = with_mail_sync().await;
     admin
         .delete_group(pb::DeleteGroupRequest {
             group: "mail-sync".into(),
@@ -226,19 +308,8 @@ async fn groups_are_created_read_updated_split_frozen_and_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn assignment_route_and_tombstones() {
-    let cluster = three_nodes().await;
-    let channel = follower_channel(&cluster).await;
-    let mut admin = AdminClient::new(channel.clone());
-    let mut tombstones = TombstonesClient::new(channel);
-    admin
-        .create_group(pb::CreateGroupRequest {
-            group: "chat".into(),
-            config: Some(config(16)),
-        })
-        .await
-        .expect("create");
-
+async fn a_group_without_workers_has_everything_unassigned_and_an_empty_plan() {
+    let (cluster, mut admin, _) = with_chat().await;
     // No worker yet: everything is unassigned, and the plan is empty.
     let a = admin
         .get_assignment(pb::GetAssignmentRequest {
@@ -261,6 +332,12 @@ async fn assignment_route_and_tombstones() {
         .into_inner();
     assert!(plan.grants.is_empty() && plan.handoffs.is_empty());
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_routes_to_the_partition_its_hash_gives() {
+    let (cluster, mut admin, _) = with_chat().await;
     // Routing follows docs/key-hashing.md.
     let routed = admin
         .route(pb::RouteRequest {
@@ -276,6 +353,12 @@ async fn assignment_route_and_tombstones() {
         partition_of(KeyHash::Xxh3.hash(b"room-42"), 16)
     );
     assert_eq!(routed.owner, "");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_to_a_partition_the_group_lacks_is_refused() {
+    let (cluster, mut admin, _) = with_chat().await;
     let out_of_range = admin
         .route(pb::RouteRequest {
             group: "chat".into(),
@@ -286,23 +369,13 @@ async fn assignment_route_and_tombstones() {
         .expect_err("partition 16 of 16");
     assert_eq!(out_of_range.code(), Code::InvalidArgument);
 
-    // Tombstones: put is idempotent, a batch of 1,000 keys is checked in one call.
-    let put = |key: String| pb::PutTombstoneRequest {
-        group: "chat".into(),
-        key,
-        locator: None,
-        ttl_ms: Some(3_600_000),
-        ..Default::default()
-    };
-    let mut first_revisions = Vec::new();
-    for i in 0..50 {
-        let r = tombstones
-            .put(put(format!("account-{i}")))
-            .await
-            .expect("put")
-            .into_inner();
-        first_revisions.push(r.revision);
-    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_put_of_a_tombstone_keeps_the_first() {
+    let (cluster, _, mut tombstones) = with_chat().await;
+    let first_revisions = put_50_accounts(&mut tombstones).await;
     let again = tombstones
         .put(put("account-7".into()))
         .await
@@ -313,6 +386,13 @@ async fn assignment_route_and_tombstones() {
         "idempotent: the first put stands"
     );
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_of_1000_keys_answers_each_in_request_order() {
+    let (cluster, _, mut tombstones) = with_chat().await;
+    put_50_accounts(&mut tombstones).await;
     let keys: Vec<String> = (0..1_000).map(|i| format!("account-{i}")).collect();
     let checked = tombstones
         .check(pb::CheckTombstonesRequest {
@@ -334,12 +414,20 @@ async fn assignment_route_and_tombstones() {
         partition_of(KeyHash::Xxh3.hash(b"account-3"), 16)
     );
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_listing_keeps_to_its_partitions_and_limit() {
+    let (cluster, _, mut tombstones) = with_chat().await;
+    put_50_accounts(&mut tombstones).await;
+    let partition = partition_of(KeyHash::Xxh3.hash(b"account-3"), 16);
     let listed = tombstones
         .list(pb::ListTombstonesRequest {
             group: "chat".into(),
             partitions: Some(pb::PartitionRange {
-                start: t.partition,
-                end: t.partition,
+                start: partition,
+                end: partition,
             }),
             limit: 0,
             serializable: false,
@@ -348,7 +436,7 @@ async fn assignment_route_and_tombstones() {
         .await
         .expect("list")
         .into_inner();
-    assert!(listed.tombstones.iter().all(|x| x.partition == t.partition));
+    assert!(listed.tombstones.iter().all(|x| x.partition == partition));
     assert!(listed.tombstones.iter().any(|x| x.key == "account-3"));
     let limited = tombstones
         .list(pb::ListTombstonesRequest {
@@ -364,6 +452,12 @@ async fn assignment_route_and_tombstones() {
     assert_eq!(limited.tombstones.len(), 10);
     assert!(limited.truncated);
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tombstone_requests_are_refused() {
+    let (cluster, _, mut tombstones) = with_chat().await;
     let unknown = tombstones
         .put(pb::PutTombstoneRequest {
             group: "nope".into(),

@@ -1,192 +1,24 @@
-//! The Watch API on a 3-node in-process cluster over real gRPC: exact history
-//! from a revision, the same sequence on leader and follower, linearizable
-//! starts, progress notifications, compaction and the re-list path, slow
-//! watchers cut off without holding back the others, and tombstone barriers.
+//! The Watch API on a 3-node in-process cluster over real gRPC: progress
+//! notifications, compaction and the re-list path, slow watchers cut off
+//! without holding back the others, tombstone barriers, and requests
+//! validated. (Exact history under load: the `history` module.)
 
-mod common;
+use crate::fixture;
 
 use std::time::{Duration, Instant};
 
+use crate::fixture::watch::{self as w, open, replay, tombstone_keys, without_tokens};
+use crate::fixture::worker::{assignment, create_group, put_tombstone as put, settle, TestWorker};
+use crate::fixture::{three_nodes, WAIT};
 use baton_client::AdminClient;
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::tombstones_client::TombstonesClient;
-use baton_proto::v1::worker_client::WorkerClient;
-use common::watch::{self as w, open, replay, revisions, without_tokens};
-use common::worker::{assignment, create_group, put_tombstone as put, settle, TestWorker};
-use common::{http_get, metric, three_nodes, WAIT};
 use tonic::Code;
-
-async fn list_tombstones(admin: &mut AdminClient, group: &str) -> pb::ListTombstonesResponse {
-    let request = pb::ListTombstonesRequest {
-        group: group.into(),
-        ..Default::default()
-    };
-    admin
-        .call(|ch| {
-            let request = request.clone();
-            async move { TombstonesClient::new(ch).list(request).await }
-        })
-        .await
-        .expect("list tombstones")
-}
-
-fn tombstone_keys(events: &[pb::WatchEvent]) -> Vec<String> {
-    let mut keys: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Some(pb::watch_event::Event::TombstoneAdded(t)) => {
-                t.tombstone.as_ref().map(|t| t.key.clone())
-            }
-            _ => None,
-        })
-        .collect();
-    keys.sort();
-    keys
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watchers_on_leader_and_follower_get_exactly_the_committed_events() {
-    let cluster = three_nodes().await;
-    let leader = cluster.leader(None, WAIT).await;
-    let followers: Vec<u64> = cluster
-        .running
-        .keys()
-        .copied()
-        .filter(|&i| i != leader)
-        .collect();
-    let addr = |id: u64| cluster.node(id).addr().to_string();
-    let endpoints: Vec<String> = cluster
-        .running
-        .values()
-        .map(|n| n.addr().to_string())
-        .collect();
-    let mut admin = cluster.admin();
-
-    create_group(&mut admin, "g", 16).await;
-    let created = assignment(&mut admin, "g").await.revision;
-    let mut on_leader = open(&addr(leader), w::request("g", created + 1))
-        .await
-        .expect("watch on the leader");
-    let mut on_follower = open(&addr(followers[0]), w::request("g", created + 1))
-        .await
-        .expect("watch on a follower");
-    assert_eq!(on_leader.start, created);
-    assert_eq!(on_follower.start, created);
-
-    // Load: workers join and split the partitions, tombstones, one leaves.
-    let ttl = Duration::from_secs(10);
-    let mut workers = Vec::new();
-    for id in ["w1", "w2", "w3"] {
-        workers.push(TestWorker::join(&endpoints, "g", id, ttl).await);
-        settle(&mut admin, "g", "balanced", |a| a.unassigned.is_empty()).await;
-    }
-    let acked = put(&mut admin, "g", "key-0").await.revision;
-    // A watch from "now" on a follower starts at or after the last acknowledged write.
-    let mut from_now = open(&addr(followers[1]), w::request("g", 0))
-        .await
-        .expect("watch from now");
-    assert!(
-        from_now.start >= acked,
-        "a start at now ({}) is linearizable: it sees the write acknowledged at {acked}",
-        from_now.start
-    );
-    for i in 1..20 {
-        put(&mut admin, "g", &format!("key-{i}")).await;
-    }
-    let leave = pb::LeaveRequest {
-        group: "g".into(),
-        worker: "w3".into(),
-        session: workers[2].session,
-        drain: false,
-    };
-    admin
-        .call(|ch| {
-            let leave = leave.clone();
-            async move { WorkerClient::new(ch).leave(leave).await }
-        })
-        .await
-        .expect("leave");
-    settle(&mut admin, "g", "rebalanced after the leave", |a| {
-        a.unassigned.is_empty()
-    })
-    .await;
-    let listed = assignment(&mut admin, "g").await;
-    let last = listed.revision;
-
-    for watched in [&mut on_leader, &mut on_follower, &mut from_now] {
-        watched.read_until(last).await;
-    }
-    // The whole history, read back from storage by a watch opened afterwards.
-    let mut history = open(&addr(followers[1]), w::request("g", created + 1))
-        .await
-        .expect("history");
-    history.read_until(last).await;
-
-    assert!(
-        history.events.len() > 20,
-        "the load made events: {}",
-        history.events.len()
-    );
-    assert_eq!(
-        on_leader.events, history.events,
-        "live on the leader = stored history"
-    );
-    assert_eq!(
-        on_follower.events, history.events,
-        "live on a follower = stored history"
-    );
-    let after_start: Vec<pb::WatchEvent> = history
-        .events
-        .iter()
-        .filter(|e| e.revision > from_now.start)
-        .cloned()
-        .collect();
-    assert_eq!(
-        from_now.events, after_start,
-        "a start at now gets everything after it"
-    );
-    assert!(
-        revisions(&history.events).windows(2).all(|p| p[0] < p[1]),
-        "revisions strictly increase"
-    );
-
-    // Replaying the events on the (empty) state at creation reproduces the
-    // listed assignment and tombstones.
-    let mut owners = Default::default();
-    replay(&mut owners, &history.events);
-    assert_eq!(without_tokens(&owners), without_tokens(&w::owners(&listed)));
-    let mut listed_keys: Vec<String> = list_tombstones(&mut admin, "g")
-        .await
-        .tombstones
-        .into_iter()
-        .map(|t| t.key)
-        .collect();
-    listed_keys.sort();
-    assert_eq!(tombstone_keys(&history.events), listed_keys);
-
-    // Every revision the follower's watcher got live counts in its node's
-    // delivery lag histogram (the history it read back would not).
-    let live = revisions(&on_follower.events);
-    let http = cluster
-        .node(followers[0])
-        .http_addr()
-        .expect("http enabled");
-    let (_, body) = http_get(http, "/metrics").await;
-    let delivered = metric(&body, "baton_watch_delivery_lag_seconds_count").unwrap_or_default();
-    assert!(
-        delivered >= live.len() as f64,
-        "{delivered} deliveries counted for {} live revisions",
-        live.len()
-    );
-
-    drop(workers);
-    cluster.shutdown().await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_streams_get_progress_that_never_goes_back() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let mut admin = cluster.admin();
     create_group(&mut admin, "idle", 4).await;
@@ -287,7 +119,7 @@ async fn a_start_below_compaction_gets_compacted_and_relisting_recovers_the_stat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_barrier_waits_for_the_owners_ack_or_its_lease_end() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let endpoints = vec![cluster.node(1).addr().to_string()];
     let mut admin = cluster.admin();
@@ -384,7 +216,7 @@ fn admin_for(endpoints: &[String]) -> AdminClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_requests_are_validated() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     cluster.start_single(1).await;
     let addr = cluster.node(1).addr().to_string();
     let mut admin = cluster.admin();
@@ -517,7 +349,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_watcher_is_cut_off_and_does_not_slow_the_others() {
-    let mut cluster = common::Cluster::new();
+    let mut cluster = fixture::Cluster::new();
     let mut config = cluster.config(1, baton_node::Bootstrap::SingleNode);
     // A small per-watcher buffer, so that a few hundred writes overflow it.
     config.watch_buffer = 64;

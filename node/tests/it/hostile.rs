@@ -12,10 +12,10 @@ use baton_proto::v1::worker_client::WorkerClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-mod common;
+use crate::fixture;
 
-use common::procs::{single_process, status_of};
-use common::worker::settle;
+use crate::fixture::procs::{single_process, status_of, Proc};
+use crate::fixture::worker::settle;
 
 /// The node's resident set, from /proc.
 fn rss_bytes(pid: i32) -> u64 {
@@ -62,45 +62,108 @@ async fn log_index(addr: std::net::SocketAddr) -> u64 {
     status_of(addr).await.expect("status").last_log_index
 }
 
+/// A single-node process with group "g" of 65,536 partitions, all held by
+/// worker "w" (its lease outlasts the test), and what the node had written
+/// and held in memory at that point.
+struct Target {
+    addr: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    proc: Proc,
+    admin: AdminClient<Channel>,
+    tombstones: TombstonesClient<Channel>,
+    worker: WorkerClient<Channel>,
+    joined: pb::JoinResponse,
+    held: pb::AssignmentResponse,
+    log_before: u64,
+    rss_before: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Target {
+    async fn start() -> Target {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, http, proc) = single_process(dir.path());
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut admin = AdminClient::new(channel.clone());
+        let tombstones = TombstonesClient::new(channel.clone());
+        let mut worker = WorkerClient::new(channel);
+
+        admin
+            .create_group(pb::CreateGroupRequest {
+                group: "g".into(),
+                config: Some(config(65_536)),
+            })
+            .await
+            .expect("create g");
+        let joined = worker
+            .join(pb::JoinRequest {
+                group: "g".into(),
+                worker: "w".into(),
+                // Long enough that no expiry is written during the test.
+                ttl_ms: Some(300_000),
+                ..Default::default()
+            })
+            .await
+            .expect("join")
+            .into_inner();
+        // The rebalancer grants w everything; wait until that is written.
+        let mut client =
+            baton_client::AdminClient::new(&[addr.to_string()], fixture::WAIT).expect("client");
+        let held = settle(&mut client, "g", "w holds all", |a| a.unassigned.is_empty()).await;
+        let log_before = log_index(addr).await;
+        let rss_before = rss_bytes(proc.pid().as_raw());
+        Target {
+            addr,
+            http,
+            proc,
+            admin,
+            tombstones,
+            worker,
+            joined,
+            held,
+            log_before,
+            rss_before,
+            _dir: dir,
+        }
+    }
+
+    /// Asserts that what was sent since the start cost no log entry and
+    /// little memory, and left the node ready; returns the log index.
+    async fn paid_nothing(&self) -> u64 {
+        let log_after = log_index(self.addr).await;
+        let rss_after = rss_bytes(self.proc.pid().as_raw());
+        let (log_before, rss_before) = (self.log_before, self.rss_before);
+        assert_eq!(
+            log_after, log_before,
+            "refused and empty requests were written to the log"
+        );
+        let grown = rss_after.saturating_sub(rss_before);
+        eprintln!(
+            "log index {log_before} → {log_after}; RSS {} → {} MB",
+            rss_before >> 20,
+            rss_after >> 20
+        );
+        assert!(
+            grown < 64 << 20,
+            "RSS grew by {} MB ({} → {} MB)",
+            grown >> 20,
+            rss_before >> 20,
+            rss_after >> 20
+        );
+        let (code, body) = fixture::http_get(self.http, "/readyz").await;
+        assert_eq!(code, 200, "not ready after the requests: {body}");
+        log_after
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (addr, http, proc) = single_process(dir.path());
-    let pid = proc.pid().as_raw();
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut admin = AdminClient::new(channel.clone());
-    let mut tombstones = TombstonesClient::new(channel.clone());
-    let mut worker = WorkerClient::new(channel);
-
-    admin
-        .create_group(pb::CreateGroupRequest {
-            group: "g".into(),
-            config: Some(config(65_536)),
-        })
-        .await
-        .expect("create g");
-    let joined = worker
-        .join(pb::JoinRequest {
-            group: "g".into(),
-            worker: "w".into(),
-            // Long enough that no expiry is written during the test.
-            ttl_ms: Some(300_000),
-            ..Default::default()
-        })
-        .await
-        .expect("join")
-        .into_inner();
-    // The rebalancer grants w everything; wait until that is written.
-    let mut client =
-        baton_client::AdminClient::new(&[addr.to_string()], common::WAIT).expect("client");
-    let held = settle(&mut client, "g", "w holds all", |a| a.unassigned.is_empty()).await;
-    let log_before = log_index(addr).await;
-    let rss_before = rss_bytes(pid);
-
+async fn oversized_requests_are_refused_from_their_length_without_a_write() {
+    let mut target = Target::start().await;
+    let (admin, tombstones) = (&mut target.admin, &mut target.tombstones);
     let huge_key = "k".repeat(3 << 20);
     for _ in 0..50 {
         let put = tombstones
@@ -112,7 +175,7 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
             .await;
         refused("a put of a 3 MB key", put, Code::InvalidArgument);
     }
-    let (code, body) = common::http_get(http, "/readyz").await;
+    let (code, body) = fixture::http_get(target.http, "/readyz").await;
     assert_eq!(code, 200, "not ready after the puts: {body}");
     // Over a service's decoding limit: refused from the length prefix,
     // with a code no client can take for COMPACTED (OUT_OF_RANGE).
@@ -132,6 +195,17 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         })
         .await;
     refused("a 2 MB move", moved, Code::ResourceExhausted);
+    target.paid_nothing().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_naming_no_group_or_an_impossible_one_are_refused_without_a_write() {
+    let mut target = Target::start().await;
+    let (admin, tombstones, worker) = (
+        &mut target.admin,
+        &mut target.tombstones,
+        &mut target.worker,
+    );
     for _ in 0..10 {
         let put = tombstones
             .put(pb::PutTombstoneRequest {
@@ -199,6 +273,13 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         Code::InvalidArgument,
     );
 
+    target.paid_nothing().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_changes_nothing_is_answered_without_a_write() {
+    let mut target = Target::start().await;
+    let admin = &mut target.admin;
     // An update that changes nothing is answered, at the current revision,
     // without a write.
     let group = admin
@@ -224,6 +305,14 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         .expect("g");
     assert_eq!(updated.config_revision, group.config_revision);
 
+    target.paid_nothing().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_release_or_a_no_op_move_of_5000_full_ranges_answers_quickly_without_a_write() {
+    let mut target = Target::start().await;
+    let joined = target.joined.clone();
+    let (admin, worker) = (&mut target.admin, &mut target.worker);
     // 5,000 copies of the full range, 40 KB: refused (no partition is held
     // with that token) or normalized, but quickly, and with nothing written.
     let started = Instant::now();
@@ -268,28 +357,14 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         "a move of 5,000 full ranges took {took:?}"
     );
 
-    let log_after = log_index(addr).await;
-    let rss_after = rss_bytes(pid);
-    assert_eq!(
-        log_after, log_before,
-        "refused and empty requests were written to the log"
-    );
-    let grown = rss_after.saturating_sub(rss_before);
-    eprintln!(
-        "log index {log_before} → {log_after}; RSS {} → {} MB",
-        rss_before >> 20,
-        rss_after >> 20
-    );
-    assert!(
-        grown < 64 << 20,
-        "RSS grew by {} MB ({} → {} MB)",
-        grown >> 20,
-        rss_before >> 20,
-        rss_after >> 20
-    );
-    let (code, body) = common::http_get(http, "/readyz").await;
-    assert_eq!(code, 200, "not ready after the requests: {body}");
+    target.paid_nothing().await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_release_of_5000_full_ranges_is_one_quick_write() {
+    let mut target = Target::start().await;
+    let log_after = target.paid_nothing().await;
+    let (held, joined, worker) = (&target.held, &target.joined, &mut target.worker);
     // The same release with w's token (unchanged: nothing was written) is
     // a write, of one merged range.
     let token = held.workers[0].grants[0].token;
@@ -311,8 +386,7 @@ async fn refused_requests_cost_no_log_entry_little_memory_and_little_time() {
         "a valid release of 5,000 full ranges took {took:?}"
     );
     assert!(
-        log_index(addr).await > log_after,
+        log_index(target.addr).await > log_after,
         "a valid release is written"
     );
-    drop(proc);
 }

@@ -4,10 +4,9 @@
 //! the cluster need the token; a worker acts only under its certificate's
 //! name; Raft traffic is taken only from members.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::fixture::{Cluster, WAIT};
 use baton_client::proto as pb;
 use baton_client::proto::raft_client::RaftClient;
 use baton_client::proto::tombstones_client::TombstonesClient;
@@ -15,7 +14,6 @@ use baton_client::proto::worker_client::WorkerClient;
 use baton_client::{AdminClient, ClientError, Transport};
 use baton_node::config::{Security, TlsConfig};
 use baton_node::Bootstrap;
-use common::{Cluster, WAIT};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
@@ -98,68 +96,116 @@ fn join_request(worker: &str) -> tonic::Request<pb::JoinRequest> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers_and_peers() {
-    let pki = Pki::new();
-    let node_cert = pki.leaf(&["127.0.0.1", "localhost"]);
-    let security = Security {
-        tls: Some(TlsConfig {
-            cert_pem: node_cert.cert.clone().into_bytes(),
-            key_pem: node_cert.key.clone().into_bytes(),
-            ca_pem: pki.pem.clone().into_bytes(),
-            mutual: true,
-        }),
-        admin_token: Some(TOKEN.to_string()),
-    };
-    // The cluster forms over mutual TLS: joins carry the token, Raft the
-    // nodes' certificates.
-    let mut cluster = Cluster::new();
-    let mut config = cluster.config(1, Bootstrap::SingleNode);
-    config.security = security.clone();
-    cluster.start(config).await;
-    for id in 2..=3 {
-        let seeds = cluster
+/// A 3-node cluster formed over mutual TLS with the admin token, and group
+/// "g" created by an operator with a certificate and the token and applied
+/// on every node.
+struct Secure {
+    pki: Pki,
+    node_cert: Leaf,
+    operator: Leaf,
+    cluster: Cluster,
+    leader: u64,
+    follower: u64,
+    endpoints: Vec<String>,
+}
+
+impl Secure {
+    async fn start() -> Secure {
+        let pki = Pki::new();
+        let node_cert = pki.leaf(&["127.0.0.1", "localhost"]);
+        let security = Security {
+            tls: Some(TlsConfig {
+                cert_pem: node_cert.cert.clone().into_bytes(),
+                key_pem: node_cert.key.clone().into_bytes(),
+                ca_pem: pki.pem.clone().into_bytes(),
+                mutual: true,
+            }),
+            admin_token: Some(TOKEN.to_string()),
+        };
+        // The cluster forms over mutual TLS: joins carry the token, Raft the
+        // nodes' certificates.
+        let mut cluster = Cluster::new();
+        let mut config = cluster.config(1, Bootstrap::SingleNode);
+        config.security = security.clone();
+        cluster.start(config).await;
+        for id in 2..=3 {
+            let seeds = cluster
+                .running
+                .values()
+                .map(|n| n.addr().to_string())
+                .collect();
+            let mut config = cluster.config(id, Bootstrap::Join(seeds));
+            config.security = security.clone();
+            cluster.start(config).await;
+        }
+        let leader = cluster.leader(None, WAIT).await;
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        let endpoints: Vec<String> = cluster
             .running
             .values()
             .map(|n| n.addr().to_string())
             .collect();
-        let mut config = cluster.config(id, Bootstrap::Join(seeds));
-        config.security = security.clone();
-        cluster.start(config).await;
+        let operator = pki.leaf(&["operator"]);
+        let secure = Secure {
+            pki,
+            node_cert,
+            operator,
+            cluster,
+            leader,
+            follower,
+            endpoints,
+        };
+
+        // An operator with a certificate and the token is served.
+        let with_token = secure
+            .pki
+            .transport(Some(&secure.operator))
+            .token(TOKEN)
+            .expect("token");
+        let mut op = secure.admin(with_token, WAIT);
+        op.create_group("g", group()).await.expect("created");
+        let revision = op.barrier().await.expect("barrier").revision;
+        secure.cluster.applied_everywhere(revision).await;
+        secure
     }
-    let leader = cluster.leader(None, WAIT).await;
-    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-    let endpoints: Vec<String> = cluster
-        .running
-        .values()
-        .map(|n| n.addr().to_string())
-        .collect();
-    let admin = |transport: Transport, timeout: Duration| {
-        AdminClient::new(&endpoints, timeout)
+
+    fn admin(&self, transport: Transport, timeout: Duration) -> AdminClient {
+        AdminClient::new(&self.endpoints, timeout)
             .expect("client")
             .with_transport(transport)
-    };
+    }
+}
 
-    // An operator with a certificate and the token is served.
-    let operator = pki.leaf(&["operator"]);
-    let with_token = pki.transport(Some(&operator)).token(TOKEN).expect("token");
-    let mut op = admin(with_token, WAIT);
-    let group = pb::GroupConfig {
+fn group() -> pb::GroupConfig {
+    pb::GroupConfig {
         partitions: Some(8),
         ..Default::default()
-    };
-    op.create_group("g", group).await.expect("created");
-    let revision = op.barrier().await.expect("barrier").revision;
-    cluster.applied_everywhere(revision).await;
+    }
+}
 
-    // Without the token (or with a wrong one) a change is refused; reads are not.
-    let mut no_token = admin(pki.transport(Some(&operator)), WAIT);
+/// The whole setup is the test: the cluster forms over mutual TLS (joins
+/// carry the token, Raft the nodes' certificates), and an operator with a
+/// certificate and the token creates a group that every node applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutual_tls_cluster_forms_and_serves_an_operator_with_certificate_and_token() {
+    let secure = Secure::start().await;
+    secure.cluster.shutdown().await;
+}
+
+/// Without the token (or with a wrong one) a change is refused; reads are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_without_the_admin_token_is_refused_but_a_read_is_served() {
+    let secure = Secure::start().await;
+    let (pki, operator) = (&secure.pki, &secure.operator);
+    let group = group();
+    let admin = |transport, timeout| secure.admin(transport, timeout);
+    let mut no_token = admin(pki.transport(Some(operator)), WAIT);
     assert_eq!(
         code(no_token.create_group("h", group).await),
         Some(Code::Unauthenticated)
     );
     let wrong = pki
-        .transport(Some(&operator))
+        .transport(Some(operator))
         .token("not-the-admin-token")
         .expect("token");
     assert_eq!(
@@ -169,6 +215,14 @@ async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers
     let status = no_token.cluster_status().await.expect("status is a read");
     assert_eq!(status.members.len(), 3);
 
+    secure.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_or_without_tls_is_not_served() {
+    let secure = Secure::start().await;
+    let pki = &secure.pki;
+    let admin = |transport, timeout| secure.admin(transport, timeout);
     // Without a client certificate, or without TLS, nothing is served.
     let short = Duration::from_secs(2);
     let anonymous = admin(pki.transport(None), short).cluster_status().await;
@@ -179,11 +233,17 @@ async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers
     let plaintext = admin(Transport::default(), short).cluster_status().await;
     assert!(plaintext.is_err(), "served in plaintext: {plaintext:?}");
 
-    // A worker acts under its certificate's name only, also through a
-    // follower (which forwards to the leader under its own certificate).
-    let worker_a = pki.leaf(&["worker-a"]);
-    let follower_addr = cluster.node(follower).addr().to_string();
-    let mut worker = WorkerClient::new(pki.channel(&follower_addr, &worker_a));
+    secure.cluster.shutdown().await;
+}
+
+/// A worker acts under its certificate's name only, also through a
+/// follower (which forwards to the leader under its own certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_joins_and_leaves_under_its_certificates_name_only() {
+    let secure = Secure::start().await;
+    let worker_a = secure.pki.leaf(&["worker-a"]);
+    let follower_addr = secure.cluster.node(secure.follower).addr().to_string();
+    let mut worker = WorkerClient::new(secure.pki.channel(&follower_addr, &worker_a));
     let joined = worker
         .join(join_request("worker-a"))
         .await
@@ -200,6 +260,32 @@ async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers
         })
         .await;
     assert!(leave.is_ok(), "worker-a may leave: {leave:?}");
+    secure.cluster.shutdown().await;
+}
+
+/// Also through a follower, which forwards to the leader under its own
+/// certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_release_or_ack_for_another_worker() {
+    let secure = Secure::start().await;
+    let pki = &secure.pki;
+    let worker_a = pki.leaf(&["worker-a"]);
+    let follower_addr = secure.cluster.node(secure.follower).addr().to_string();
+    let mut worker = WorkerClient::new(pki.channel(&follower_addr, &worker_a));
+    let joined = worker
+        .join(join_request("worker-a"))
+        .await
+        .expect("worker-a joins as itself")
+        .into_inner();
+    worker
+        .leave(pb::LeaveRequest {
+            group: "g".into(),
+            worker: "worker-a".into(),
+            session: joined.session,
+            drain: false,
+        })
+        .await
+        .expect("worker-a leaves");
     let release_other = worker
         .release(pb::ReleaseRequest {
             group: "g".into(),
@@ -225,19 +311,27 @@ async fn a_mutual_tls_cluster_serves_certified_clients_and_checks_tokens_workers
         .err();
     assert_eq!(ack_other.map(|s| s.code()), Some(Code::PermissionDenied));
 
-    // Raft traffic: only from a member's certificate, and with the token.
-    let leader_addr = cluster.node(leader).addr().to_string();
+    secure.cluster.shutdown().await;
+}
+
+/// Raft traffic: only from a member's certificate, and with the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_traffic_is_taken_only_from_a_members_certificate_with_the_token() {
+    let secure = Secure::start().await;
+    let (pki, node_cert) = (&secure.pki, &secure.node_cert);
+    let worker_a = pki.leaf(&["worker-a"]);
+    let leader_addr = secure.cluster.node(secure.leader).addr().to_string();
     let payload = || pb::RaftPayload { data: Vec::new() };
     let from_worker = RaftClient::new(pki.channel(&leader_addr, &worker_a))
         .vote(payload())
         .await
         .err();
     assert_eq!(from_worker.map(|s| s.code()), Some(Code::PermissionDenied));
-    let without_token = RaftClient::new(pki.channel(&leader_addr, &node_cert))
+    let without_token = RaftClient::new(pki.channel(&leader_addr, node_cert))
         .vote(payload())
         .await
         .err();
     assert_eq!(without_token.map(|s| s.code()), Some(Code::Unauthenticated));
 
-    cluster.shutdown().await;
+    secure.cluster.shutdown().await;
 }

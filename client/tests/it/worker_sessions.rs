@@ -2,14 +2,12 @@
 //! what the application has been told by the moment each call arrives
 //! (against a fake node: `fake/mod.rs`).
 
-mod fake;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::fake::Fake;
 use baton_client::partitions::each;
 use baton_client::{Grant, HoldChange, HoldEnd, Shutdown, Worker, WorkerEvent};
-use fake::Fake;
 use tonic::Status;
 
 const MARGIN: Duration = Duration::from_millis(300);

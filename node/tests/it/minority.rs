@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use baton_client::{AdminClient, ClientError};
 use baton_proto::v1 as pb;
 
-mod common;
+use crate::fixture;
 
-use common::procs::{batonctl, ctl, three_processes};
-use common::worker::create_group;
-use common::{http_get, three_nodes};
+use crate::fixture::procs::{batonctl, ctl, three_processes};
+use crate::fixture::worker::create_group;
+use crate::fixture::{http_get, three_nodes};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -97,7 +97,7 @@ async fn a_node_without_quorum_answers_serializable_reads_and_shows_its_view() {
     let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
     create_group(&mut admin, "g", 4).await;
     admin.barrier().await.expect("barrier");
-    common::procs::wait_applied(addrs[0], admin.barrier().await.expect("barrier").revision).await;
+    fixture::procs::wait_applied(addrs[0], admin.barrier().await.expect("barrier").revision).await;
     // The leader and another node die: a follower is left alone, without
     // a quorum and without a leader.
     let leader = admin.cluster_status().await.expect("status").leader_id;

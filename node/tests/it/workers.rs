@@ -2,17 +2,17 @@
 //! keepalive streams over gRPC, the leader's lease tracker and rebalance loop.
 //! Workers here are test doubles that follow the leader the way the SDK will.
 
-mod common;
+use crate::fixture;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::fixture::worker::*;
+use crate::fixture::*;
 use baton_client::AdminClient;
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
 use baton_proto::v1::worker_client::WorkerClient;
-use common::worker::*;
-use common::*;
 use tonic::Code;
 
 fn endpoints(cluster: &Cluster) -> Vec<String> {
@@ -21,169 +21,6 @@ fn endpoints(cluster: &Cluster) -> Vec<String> {
         .values()
         .map(|n| n.addr().to_string())
         .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_balance_expire_after_ttl_drain_and_reject_stale_releases() {
-    let cluster = three_nodes().await;
-    let endpoints = endpoints(&cluster);
-    let mut admin = AdminClient::new(&endpoints, WAIT).expect("client");
-    create_group(&mut admin, "g", 12).await;
-    let ttl = Duration::from_millis(2_000);
-    let w1 = TestWorker::join(&endpoints, "g", "w1", ttl).await;
-    let w2 = TestWorker::join(&endpoints, "g", "w2", ttl).await;
-    let w3 = TestWorker::join(&endpoints, "g", "w3", ttl).await;
-
-    let balanced = settle(&mut admin, "g", "balanced", |a| {
-        counts(a) == BTreeMap::from([("w1".into(), 4), ("w2".into(), 4), ("w3".into(), 4)])
-    })
-    .await;
-    assert!(balanced.unassigned.is_empty());
-
-    // A stale release is refused and changes nothing.
-    let tokens = route_all(&mut admin, "g", 12).await;
-    let (p, (owner, token)) = tokens
-        .iter()
-        .find(|(_, (o, _))| o == "w1")
-        .map(|(p, t)| (*p, t.clone()))
-        .expect("w1 holds");
-    assert_eq!(owner, "w1");
-    let stale = pb::ReleaseRequest {
-        group: "g".into(),
-        worker: "w1".into(),
-        session: w1.session,
-        partitions: vec![pb::PartitionRange { start: p, end: p }],
-        token: token - 1,
-    };
-    let err = admin
-        .call(|ch| {
-            let stale = stale.clone();
-            async move { WorkerClient::new(ch).release(stale).await }
-        })
-        .await
-        .expect_err("stale token");
-    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
-    assert!(
-        err.to_string()
-            .contains(&format!("with fencing token {}", token - 1)),
-        "{err}"
-    );
-    assert_eq!(
-        route_all(&mut admin, "g", 12).await,
-        tokens,
-        "nothing changed"
-    );
-
-    // w3 stops sending keepalives: its partitions go to the others, only after its TTL.
-    let last_ack = w3.go_silent().await;
-    // Just before its lease can have run out, w3 still holds everything.
-    tokio::time::sleep_until((last_ack + ttl - Duration::from_millis(300)).into()).await;
-    let a = assignment(&mut admin, "g").await;
-    assert_eq!(
-        counts(&a).get("w3"),
-        Some(&4),
-        "nothing of w3's was granted before its TTL: {a:?}"
-    );
-    let moved = wait_assignment(&mut admin, "g", WAIT, "w3's partitions reassigned", |a| {
-        !a.workers.iter().any(|w| w.id == "w3") && a.unassigned.is_empty() && a.moving.is_empty()
-    })
-    .await;
-    let after = last_ack.elapsed();
-    assert!(
-        after >= ttl,
-        "w3's partitions moved {after:?} after its last keepalive, before its TTL {ttl:?}"
-    );
-    assert_eq!(
-        counts(&moved),
-        BTreeMap::from([("w1".into(), 6), ("w2".into(), 6)])
-    );
-
-    // w2 drains: its partitions are revoked, and granted to w1 only once released.
-    let w2_session = w2.session;
-    admin
-        .call(|ch| async move {
-            WorkerClient::new(ch)
-                .leave(pb::LeaveRequest {
-                    group: "g".into(),
-                    worker: "w2".into(),
-                    session: w2_session,
-                    drain: true,
-                })
-                .await
-        })
-        .await
-        .expect("leave");
-    let revoking = wait_assignment(&mut admin, "g", WAIT, "w2's partitions revoked", |a| {
-        a.moving
-            .iter()
-            .map(|m| m.ranges.iter().map(|r| r.end - r.start + 1).sum::<u32>())
-            .sum::<u32>()
-            == 6
-    })
-    .await;
-    assert_eq!(
-        counts(&revoking).get("w1"),
-        Some(&6),
-        "nothing granted before the release"
-    );
-    let held = route_all(&mut admin, "g", 12).await;
-    let mut by_token: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-    for (p, (o, t)) in &held {
-        if o == "w2" {
-            by_token.entry(*t).or_default().push(*p);
-        }
-    }
-    for (token, partitions) in by_token {
-        let release = pb::ReleaseRequest {
-            group: "g".into(),
-            worker: "w2".into(),
-            session: w2_session,
-            partitions: partitions
-                .iter()
-                .map(|p| pb::PartitionRange { start: *p, end: *p })
-                .collect(),
-            token,
-        };
-        admin
-            .call(|ch| {
-                let release = release.clone();
-                async move { WorkerClient::new(ch).release(release).await }
-            })
-            .await
-            .expect("release after drain");
-    }
-    let drained = wait_assignment(&mut admin, "g", WAIT, "w2 drained", |a| {
-        counts(a) == BTreeMap::from([("w1".into(), 12)]) && a.moving.is_empty()
-    })
-    .await;
-    assert_eq!(
-        drained.workers.len(),
-        1,
-        "w2's session closed after its last release"
-    );
-
-    // The leader's /metrics tell the same story.
-    let leader = cluster.leader(None, WAIT).await;
-    let http = cluster.node(leader).http_addr().expect("http enabled");
-    let (code, body) = http_get(http, "/metrics").await;
-    assert_eq!(code, 200);
-    for (series, expected) in [
-        (r#"baton_sessions{group="g"}"#, 1.0),
-        (r#"baton_partitions{group="g",worker="w1"}"#, 12.0),
-        (r#"baton_partitions_unassigned{group="g"}"#, 0.0),
-        (r#"baton_handoffs_in_flight{group="g"}"#, 0.0),
-        (r#"baton_tombstones{group="g"}"#, 0.0),
-        ("baton_lease_expiries_total", 1.0),
-    ] {
-        assert_eq!(metric(&body, series), Some(expected), "{series} in\n{body}");
-    }
-    assert!(
-        metric(&body, "baton_handoff_seconds_count").is_some_and(|n| n >= 1.0),
-        "w2's drained partitions count as handoffs:\n{body}"
-    );
-    assert!(metric(&body, "baton_apply_seconds_count").is_some_and(|n| n > 0.0));
-    drop((w1, w2));
-    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,9 +336,9 @@ async fn an_eviction_survives_a_change_of_leader() {
         refused.message()
     );
 
-    let mut watched = common::watch::open_retrying(
+    let mut watched = fixture::watch::open_retrying(
         cluster.node(new).addr(),
-        common::watch::request("g", evicted_at),
+        fixture::watch::request("g", evicted_at),
     )
     .await;
     let reason = tokio::time::timeout(WAIT, async {

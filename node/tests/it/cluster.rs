@@ -11,12 +11,12 @@ use baton_proto::v1::admin_client::AdminClient as RawAdmin;
 use baton_proto::v1::{AddNodeRequest, BarrierRequest, PromoteNodeRequest, RemoveNodeRequest};
 use openraft::storage::RaftLogStorage;
 
-mod common;
-use common::*;
+use crate::fixture::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
-    let mut cluster = three_nodes().await;
+/// Three nodes elect a leader, commit 20 writes and apply them everywhere;
+/// returns the cluster, the leader and the revision reached.
+async fn replicated() -> (Cluster, u64, u64) {
+    let cluster = three_nodes().await;
     let leader = cluster.leader(None, WAIT).await;
     assert_eq!(cluster.voters(leader), BTreeSet::from([1, 2, 3]));
 
@@ -31,7 +31,12 @@ async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
         );
     }
 
-    // Stop the leader: the two others elect a new one within 2 s.
+    (cluster, leader, revision)
+}
+
+/// Stops the leader: the two others elect a new one within 2 s, and keep
+/// committing without it. Returns the revision they reached.
+async fn leader_stopped(cluster: &mut Cluster, leader: u64, revision: u64) -> u64 {
     cluster.stop(leader).await;
     let stopped_at = Instant::now();
     let new_leader = cluster.leader(Some(leader), Duration::from_secs(2)).await;
@@ -46,6 +51,26 @@ async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
     assert!(later > revision);
     cluster.applied_everywhere(later).await;
 
+    later
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_and_apply_the_same_revision_everywhere() {
+    let (cluster, _, _) = replicated().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_stops_the_others_elect_a_new_one_and_keep_committing() {
+    let (mut cluster, leader, revision) = replicated().await;
+    leader_stopped(&mut cluster, leader, revision).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_has_what_it_acknowledged_in_its_data_dir() {
+    let (mut cluster, leader, revision) = replicated().await;
+    leader_stopped(&mut cluster, leader, revision).await;
     // What the stopped node acknowledged is in its data dir.
     {
         let (mut log, sm) =
@@ -67,6 +92,13 @@ async fn three_nodes_elect_replicate_fail_over_and_restart_from_disk() {
         );
     }
 
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_restarts_from_its_data_dir_and_catches_up() {
+    let (mut cluster, leader, revision) = replicated().await;
+    leader_stopped(&mut cluster, leader, revision).await;
     // It restarts from that data dir and catches up.
     let before_restart = Instant::now();
     cluster.restart(leader).await;
@@ -220,25 +252,63 @@ async fn membership_grows_from_three_to_five_and_shrinks_back_to_three() {
     cluster.shutdown().await;
 }
 
+/// A single-node cluster, a raw admin client on it, and its Raft metrics
+/// before any membership request.
+struct Lone {
+    cluster: Cluster,
+    raw: RawAdmin<tonic::transport::Channel>,
+    before: openraft::RaftMetrics<u64, openraft::BasicNode>,
+}
+
+impl Lone {
+    async fn start() -> Lone {
+        let mut cluster = Cluster::new();
+        cluster.start_single(1).await;
+        let node = cluster.node(1);
+        cluster.leader(None, WAIT).await;
+        let raw = RawAdmin::connect(format!("http://{}", node.addr()))
+            .await
+            .expect("connect");
+        let before = node.raft().metrics().borrow().clone();
+        Lone {
+            cluster,
+            raw,
+            before,
+        }
+    }
+
+    /// Asserts the cluster is exactly as it was: no membership change, no
+    /// log entry; and stops it.
+    async fn unchanged(self) {
+        let after = self.cluster.node(1).raft().metrics().borrow().clone();
+        let before = self.before;
+        assert_eq!(
+            after.membership_config, before.membership_config,
+            "membership unchanged"
+        );
+        assert_eq!(
+            after.last_log_index, before.last_log_index,
+            "nothing was written to the log"
+        );
+        self.cluster.shutdown().await;
+    }
+}
+
+fn add(id: u64, addr: &str) -> AddNodeRequest {
+    AddNodeRequest {
+        id,
+        addr: addr.to_string(),
+        promote: true,
+    }
+}
+
 /// Every bad membership request answers with a precise status and leaves the
 /// cluster exactly as it was: no membership change, no log entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_membership_requests_are_refused_and_change_nothing() {
-    let mut cluster = Cluster::new();
-    cluster.start_single(1).await;
-    let node = cluster.node(1);
-    cluster.leader(None, WAIT).await;
-    let mut raw = RawAdmin::connect(format!("http://{}", node.addr()))
-        .await
-        .expect("connect");
-    let before = node.raft().metrics().borrow().clone();
-
-    let leader_addr = node.addr().to_string();
-    let add = |id: u64, addr: &str| AddNodeRequest {
-        id,
-        addr: addr.to_string(),
-        promote: true,
-    };
+    let mut lone = Lone::start().await;
+    let raw = &mut lone.raw;
+    let leader_addr = lone.cluster.node(1).addr().to_string();
     let cases: Vec<(&str, Result<(), tonic::Status>, tonic::Code, &str)> = vec![
         (
             "remove an unknown node",
@@ -315,7 +385,14 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         );
     }
 
-    // A node that formed its own cluster cannot be added: its log would conflict.
+    lone.unchanged().await;
+}
+
+/// A node that formed its own cluster cannot be added: its log would conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_cannot_be_added() {
+    let mut lone = Lone::start().await;
+    let raw = &mut lone.raw;
     let mut other = Cluster::new();
     other.start_single(2).await;
     other.leader(None, WAIT).await;
@@ -331,7 +408,18 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
         "{}",
         status.message()
     );
-    // Nor can an address that answers as a different id.
+    other.shutdown().await;
+    lone.unchanged().await;
+}
+
+/// Nor can an address that answers as a different id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_answers_as_another_id_cannot_be_added() {
+    let mut lone = Lone::start().await;
+    let raw = &mut lone.raw;
+    let mut other = Cluster::new();
+    other.start_single(2).await;
+    other.leader(None, WAIT).await;
     let status = raw
         .add_node(add(3, other.node(2).addr()))
         .await
@@ -343,16 +431,7 @@ async fn bad_membership_requests_are_refused_and_change_nothing() {
     );
     other.shutdown().await;
 
-    let after = node.raft().metrics().borrow().clone();
-    assert_eq!(
-        after.membership_config, before.membership_config,
-        "membership unchanged"
-    );
-    assert_eq!(
-        after.last_log_index, before.last_log_index,
-        "nothing was written to the log"
-    );
-    cluster.shutdown().await;
+    lone.unchanged().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,21 +97,130 @@ fn every_document_has_what_kubernetes_requires() {
     }
 }
 
+/// The StatefulSet that runs the node, its one container, and what they
+/// point to.
+struct NodeSet {
+    docs: Vec<(String, Yaml)>,
+    sts: Yaml,
+    /// The StatefulSet's name (its pods are NAME-0, NAME-1, …).
+    name: String,
+    replicas: i64,
+    /// Its (headless) service.
+    service: String,
+    pod: Yaml,
+    container: Yaml,
+    help: String,
+}
+
+impl NodeSet {
+    fn load() -> NodeSet {
+        let docs = documents();
+        let sts = kind(&docs, "StatefulSet");
+        assert_eq!(sts.len(), 1, "one StatefulSet");
+        let sts = sts[0].clone();
+        let name = str_at(&sts, &["metadata", "name"])
+            .expect("name")
+            .to_string();
+        let replicas = at(&sts, &["spec", "replicas"]).as_i64().expect("replicas");
+        let service = str_at(&sts, &["spec", "serviceName"])
+            .expect("serviceName")
+            .to_string();
+        let pod = at(&sts, &["spec", "template", "spec"]).clone();
+        let containers = list(&pod["containers"]);
+        assert_eq!(containers.len(), 1);
+        let container = containers[0].clone();
+        NodeSet {
+            docs,
+            sts,
+            name,
+            replicas,
+            service,
+            pod,
+            container,
+            help: help(),
+        }
+    }
+
+    /// The container's command and arguments.
+    fn args(&self) -> Vec<&str> {
+        list(&self.container["command"])
+            .iter()
+            .chain(list(&self.container["args"]))
+            .filter_map(Yaml::as_str)
+            .collect()
+    }
+
+    /// The container's environment: names and literal values.
+    fn env(&self) -> Vec<(&str, Option<&str>)> {
+        list(&self.container["env"])
+            .iter()
+            .map(|e| (e["name"].as_str().expect("env name"), e["value"].as_str()))
+            .collect()
+    }
+
+    fn var(&self, n: &str) -> Option<&str> {
+        self.env()
+            .into_iter()
+            .find(|(k, _)| *k == n)
+            .and_then(|(_, v)| v)
+    }
+
+    /// The config file given with --config: its name and its text, from the
+    /// ConfigMap mounted where the path points.
+    fn config_file(&self) -> (&str, &str) {
+        let (args, c, pod, docs) = (self.args(), &self.container, &self.pod, &self.docs);
+        let config_path = args
+            .windows(2)
+            .find(|w| w[0] == "--config")
+            .map(|w| w[1])
+            .expect("--config");
+        let (mount, file) = config_path.rsplit_once('/').expect("a path");
+        let mounts = list(&c["volumeMounts"]);
+        let config_volume = mounts
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some(mount))
+            .and_then(|m| m["name"].as_str())
+            .expect("the config directory is mounted");
+        let config_map = list(&pod["volumes"])
+            .iter()
+            .find(|v| v["name"].as_str() == Some(config_volume))
+            .and_then(|v| v["configMap"]["name"].as_str())
+            .expect("from a ConfigMap");
+        let toml_text = kind(docs, "ConfigMap")
+            .into_iter()
+            .find(|m| str_at(m, &["metadata", "name"]) == Some(config_map))
+            .and_then(|m| m["data"][file].as_str())
+            .expect("the ConfigMap holds the file");
+        (file, toml_text)
+    }
+
+    fn config(&self) -> toml::Table {
+        toml::from_str(self.config_file().1).expect("TOML")
+    }
+
+    fn container_port(&self, name: &str) -> i64 {
+        list(&self.container["ports"])
+            .iter()
+            .find(|p| p["name"].as_str() == Some(name))
+            .and_then(|p| p["containerPort"].as_i64())
+            .unwrap_or_else(|| panic!("no container port named {name}"))
+    }
+}
+
 #[test]
-fn the_statefulset_runs_the_node_as_its_flags_say() {
-    let docs = documents();
-    let help = help();
-    let sts = kind(&docs, "StatefulSet");
-    assert_eq!(sts.len(), 1, "one StatefulSet");
-    let sts = sts[0];
-    let name = str_at(sts, &["metadata", "name"]).expect("name");
-    let replicas = at(sts, &["spec", "replicas"]).as_i64().expect("replicas");
+fn the_statefulset_runs_an_odd_number_of_at_least_three_voters() {
+    let replicas = NodeSet::load().replicas;
     assert!(
         replicas >= 3 && replicas % 2 == 1,
         "an odd number of voters, at least 3"
     );
+}
 
-    // Selector, template labels and the services and budget that select them.
+/// Selector, template labels and the services and budget that select them.
+#[test]
+fn the_statefulsets_pods_are_selected_by_its_headless_service_and_budget() {
+    let set = NodeSet::load();
+    let (docs, sts) = (&set.docs, &set.sts);
     let labels = at(sts, &["spec", "template", "metadata", "labels"]);
     let selects = |selector: &Yaml| {
         selector
@@ -121,7 +230,7 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
             .all(|(k, v)| labels[k.as_str().unwrap_or_default()] == *v)
     };
     assert!(selects(at(sts, &["spec", "selector", "matchLabels"])));
-    for pdb in kind(&docs, "PodDisruptionBudget") {
+    for pdb in kind(docs, "PodDisruptionBudget") {
         assert!(selects(at(pdb, &["spec", "selector", "matchLabels"])));
         assert_eq!(
             at(pdb, &["spec", "maxUnavailable"]).as_i64(),
@@ -130,7 +239,7 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
         );
     }
     let service = str_at(sts, &["spec", "serviceName"]).expect("serviceName");
-    let services = kind(&docs, "Service");
+    let services = kind(docs, "Service");
     let headless = services
         .iter()
         .find(|s| str_at(s, &["metadata", "name"]) == Some(service))
@@ -145,18 +254,13 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
         Some(true),
         "peers must find each other before any is ready"
     );
+}
 
-    let pod = at(sts, &["spec", "template", "spec"]);
-    let containers = list(&pod["containers"]);
-    assert_eq!(containers.len(), 1);
-    let c = &containers[0];
-
-    // Flags and variables are the binary's.
-    let args: Vec<&str> = list(&c["command"])
-        .iter()
-        .chain(list(&c["args"]))
-        .filter_map(Yaml::as_str)
-        .collect();
+/// Flags and variables are the binary's.
+#[test]
+fn the_statefulset_gives_the_node_only_flags_and_variables_it_knows() {
+    let set = NodeSet::load();
+    let (args, env, help) = (set.args(), set.env(), &set.help);
     assert!(
         args.first().is_some_and(|a| a.ends_with("baton-node")),
         "{args:?}"
@@ -171,45 +275,24 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
         args.contains(&"--id-from-hostname"),
         "pods take their id from their ordinal"
     );
-    let env: Vec<(&str, Option<&str>)> = list(&c["env"])
-        .iter()
-        .map(|e| (e["name"].as_str().expect("env name"), e["value"].as_str()))
-        .collect();
     for (var, _) in env.iter().filter(|(n, _)| n.starts_with("BATON_")) {
         assert!(
             help.contains(&format!("[env: {var}=")) || *var == "BATON_LOG",
             "baton-node reads no {var}"
         );
     }
-    let var = |n: &str| env.iter().find(|(k, _)| *k == n).and_then(|(_, v)| *v);
+}
 
-    // The config file: keys the node accepts, addresses that match the ports.
-    let config_path = args
-        .windows(2)
-        .find(|w| w[0] == "--config")
-        .map(|w| w[1])
-        .expect("--config");
-    let (mount, file) = config_path.rsplit_once('/').expect("a path");
-    let mounts = list(&c["volumeMounts"]);
-    let config_volume = mounts
-        .iter()
-        .find(|m| m["mountPath"].as_str() == Some(mount))
-        .and_then(|m| m["name"].as_str())
-        .expect("the config directory is mounted");
-    let config_map = list(&pod["volumes"])
-        .iter()
-        .find(|v| v["name"].as_str() == Some(config_volume))
-        .and_then(|v| v["configMap"]["name"].as_str())
-        .expect("from a ConfigMap");
-    let toml_text = kind(&docs, "ConfigMap")
-        .into_iter()
-        .find(|m| str_at(m, &["metadata", "name"]) == Some(config_map))
-        .and_then(|m| m["data"][file].as_str())
-        .expect("the ConfigMap holds the file");
+/// The config file: keys the node accepts, addresses that match the ports.
+#[test]
+fn the_node_accepts_the_config_file_and_its_addresses_match_the_ports() {
+    let set = NodeSet::load();
+    let (file, toml_text) = set.config_file();
+    let config = set.config();
+    let container_port = |name: &str| set.container_port(name);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(file);
     std::fs::write(&path, toml_text).expect("write");
-    let config: toml::Table = toml::from_str(toml_text).expect("TOML");
     let parsed = baton_node::config::Args {
         config: Some(path),
         id: Some(1),
@@ -223,13 +306,6 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
         parsed.err()
     );
 
-    let container_port = |name: &str| {
-        list(&c["ports"])
-            .iter()
-            .find(|p| p["name"].as_str() == Some(name))
-            .and_then(|p| p["containerPort"].as_i64())
-            .unwrap_or_else(|| panic!("no container port named {name}"))
-    };
     let listen = config["listen"].as_str().expect("listen");
     let http = config["http"].as_str().expect("http");
     assert!(
@@ -238,8 +314,18 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
     );
     assert_eq!(port_of(listen), container_port("grpc"));
     assert_eq!(port_of(http), container_port("http"));
+}
 
-    // Probes: health and readiness on the HTTP port.
+/// Probes: health and readiness on the HTTP port; services target ports
+/// the container has.
+#[test]
+fn the_probes_and_services_target_the_containers_ports() {
+    let set = NodeSet::load();
+    let (docs, c) = (&set.docs, &set.container);
+    let container_port = |name: &str| set.container_port(name);
+    let config = set.config();
+    let http = config["http"].as_str().expect("http");
+    let services = kind(docs, "Service");
     for (probe, path) in [
         ("startupProbe", "/healthz"),
         ("livenessProbe", "/healthz"),
@@ -261,8 +347,15 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
             }
         }
     }
+}
 
-    // Data on the claim, where the config puts it.
+/// Data on the claim, where the config puts it.
+#[test]
+fn the_data_dir_is_on_a_persistent_volume_claim_and_resources_are_requested() {
+    let set = NodeSet::load();
+    let (sts, c) = (&set.sts, &set.container);
+    let config = set.config();
+    let mounts = list(&c["volumeMounts"]);
     let data_dir = config["data-dir"].as_str().expect("data-dir");
     let claims: Vec<&str> = list(&sts["spec"]["volumeClaimTemplates"])
         .iter()
@@ -279,8 +372,15 @@ fn the_statefulset_runs_the_node_as_its_flags_say() {
         c["resources"]["requests"].as_hash().is_some(),
         "resource requests"
     );
+}
 
-    // The initial members are the pods, with the ids their names give.
+/// The initial members are the pods, with the ids their names give.
+#[test]
+fn the_initial_members_are_the_pods_with_the_ids_their_names_give() {
+    let set = NodeSet::load();
+    let (name, service, replicas) = (&set.name, &set.service, set.replicas);
+    let container_port = |name: &str| set.container_port(name);
+    let var = |n: &str| set.var(n);
     let members = var("BATON_INITIAL_MEMBERS").expect("BATON_INITIAL_MEMBERS");
     let members: Vec<(i64, &str)> = members
         .split(',')

@@ -8,18 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton_client::{AdminClient, ShardMap};
-use baton_proto::v1 as pb;
-use baton_proto::v1::admin_client::AdminClient as AdminGrpc;
+use baton_client::AdminClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-mod common;
-
-use common::procs::{batonctl, three_processes, Proc};
-use common::worker::{assignment, create_group, route_all, settle};
-use common::WAIT;
+use crate::fixture::procs::{batonctl, three_processes, Proc};
+use crate::fixture::worker::{assignment, balanced, create_group, route_all, settle};
+use crate::fixture::WAIT;
 
 /// A `batonctl worker join` process and its event log.
 struct WorkerProc {
@@ -142,15 +138,6 @@ fn held(events: &[Value]) -> Vec<u32> {
         }
     }
     held.into_iter().collect()
-}
-
-async fn balanced(admin: &mut AdminClient, group: &str, workers: usize, each: u32) {
-    settle(admin, group, "balanced", |a| {
-        a.workers.len() == workers
-            && a.workers.iter().all(|w| w.count == each)
-            && a.moving.is_empty()
-    })
-    .await;
 }
 
 /// Ownership intervals per partition from the workers' logs: from
@@ -342,91 +329,6 @@ async fn a_worker_stopped_past_its_ttl_reports_lease_lost_first_on_resume() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shard_map_routes_like_the_server_and_follows_a_split() {
-    let cluster = common::three_nodes().await;
-    let endpoints: Vec<String> = (1..=3)
-        .map(|i| cluster.node(i).addr().to_string())
-        .collect();
-    let mut admin = cluster.admin();
-    create_group(&mut admin, "g", 360).await;
-    let _w1 =
-        common::worker::TestWorker::join(&endpoints, "g", "w1", Duration::from_secs(10)).await;
-    let _w2 =
-        common::worker::TestWorker::join(&endpoints, "g", "w2", Duration::from_secs(10)).await;
-    balanced(&mut admin, "g", 2, 180).await;
-
-    let map = ShardMap::connect(&endpoints, "g").await.expect("shard map");
-    let settled = assignment(&mut admin, "g").await.revision;
-    assert!(map.wait_for(settled, WAIT).await, "the map catches up");
-    let mut grpc = AdminGrpc::connect(format!("http://{}", endpoints[0]))
-        .await
-        .expect("connect");
-    let route = |key: String| pb::RouteRequest {
-        group: "g".into(),
-        locator: Some(pb::route_request::Locator::Key(key)),
-        serializable: true,
-    };
-    for i in 0..10_000 {
-        let key = format!("account-{i}");
-        let server = grpc
-            .route(route(key.clone()))
-            .await
-            .expect("route")
-            .into_inner();
-        let local = map.route(key.as_bytes());
-        assert_eq!(local.partition, server.partition, "{key}");
-        assert_eq!(local.owner.as_deref().unwrap_or(""), server.owner, "{key}");
-        assert_eq!(local.token, server.token, "{key}");
-    }
-
-    // After a split the map doubles, and keys route to the children.
-    let group = admin
-        .call(|ch| async move {
-            AdminGrpc::new(ch)
-                .get_group(pb::GetGroupRequest {
-                    group: "g".into(),
-                    serializable: false,
-                })
-                .await
-        })
-        .await
-        .expect("group");
-    let if_revision = group.group.expect("group").config_revision;
-    let split = admin
-        .call(|ch| async move {
-            AdminGrpc::new(ch)
-                .split_group(pb::SplitGroupRequest {
-                    group: "g".into(),
-                    if_revision,
-                })
-                .await
-        })
-        .await
-        .expect("split");
-    assert!(map.wait_for(split.revision, WAIT).await);
-    assert_eq!(map.partitions(), 720);
-    for i in 0..1_000 {
-        let key = format!("account-{i}");
-        let server = grpc
-            .route(route(key.clone()))
-            .await
-            .expect("route")
-            .into_inner();
-        let local = map.route(key.as_bytes());
-        assert_eq!(
-            (
-                local.partition,
-                local.owner.unwrap_or_default(),
-                local.token
-            ),
-            (server.partition, server.owner, server.token),
-            "{key} after the split"
-        );
-    }
-    cluster.shutdown().await;
-}
-
 /// Revoke → grant time of every handoff in the logs: from the old owner's
 /// `revoked` to the new owner's `assigned` of the same partition.
 fn handoff_times(logs: &[(&str, Vec<Value>)]) -> Vec<u64> {
@@ -457,7 +359,7 @@ fn handoff_times(logs: &[(&str, Vec<Value>)]) -> Vec<u64> {
 /// (`batonctl worker join --drain-ms 0`). Asserts that no partition was ever
 /// held by two workers at once; prints the handoff times (target: p99 ≤ 1 s).
 ///
-///     cargo test -p baton-node --test sdk scale -- --nocapture
+///     cargo test -p baton-node --test it sdk::scale -- --nocapture
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_two_three_two_never_overlaps_and_prints_handoff_times() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -498,102 +400,4 @@ async fn scale_two_three_two_never_overlaps_and_prints_handoff_times() {
     for proc in procs.into_iter().flatten() {
         proc.sigterm(Duration::from_secs(8));
     }
-}
-
-/// A `Handler` that reports each callback and holds `on_tombstone` until the
-/// test lets it return.
-struct Recorder {
-    calls: tokio::sync::mpsc::UnboundedSender<String>,
-    hold: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-impl baton_client::Handler for Recorder {
-    async fn on_assigned(&mut self, grant: &baton_client::Grant) {
-        let _ = self
-            .calls
-            .send(format!("assigned {:?}", grant.partitions()));
-    }
-    async fn on_revoked(&mut self, partitions: &baton_client::Partitions, _deadline: Instant) {
-        let _ = self.calls.send(format!("revoked {partitions:?}"));
-    }
-    async fn on_tombstone(&mut self, key: &str, _partition: u32, _revision: u64) {
-        let _ = self.calls.send(format!("tombstone {key}"));
-        if let Some(hold) = self.hold.take() {
-            let _ = hold.await;
-        }
-    }
-    async fn on_lease_lost(&mut self) {
-        let _ = self.calls.send("lease lost".into());
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_barrier_put_returns_only_after_the_sdk_handler_returns() {
-    use baton_proto::v1::tombstones_client::TombstonesClient;
-
-    let cluster = common::three_nodes().await;
-    let endpoints: Vec<String> = (1..=3)
-        .map(|i| cluster.node(i).addr().to_string())
-        .collect();
-    let mut admin = cluster.admin();
-    create_group(&mut admin, "g", 8).await;
-    let (worker, events) = baton_client::Worker::builder(endpoints.clone(), "g")
-        .id("w1")
-        .ttl(Duration::from_secs(5))
-        .join()
-        .await
-        .expect("join");
-    let (calls, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let (release_handler, hold) = tokio::sync::oneshot::channel();
-    let handler = Recorder {
-        calls,
-        hold: Some(hold),
-    };
-    let runner = {
-        let worker = worker.clone();
-        tokio::spawn(async move { events.run(&worker, handler).await })
-    };
-    assert_eq!(seen.recv().await.as_deref(), Some("assigned [0..=7]"));
-
-    let put = tokio::spawn(async move {
-        let request = pb::PutTombstoneRequest {
-            group: "g".into(),
-            key: "account-42".into(),
-            wait: pb::Wait::Acknowledged as i32,
-            ..Default::default()
-        };
-        admin
-            .call(|ch| {
-                let request = request.clone();
-                async move { TombstonesClient::new(ch).put(request).await }
-            })
-            .await
-    });
-    assert_eq!(seen.recv().await.as_deref(), Some("tombstone account-42"));
-    // The handler is still running: the barrier must still be waiting. (A
-    // bounded look at something that must not happen.)
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !put.is_finished(),
-        "the put returned before the handler did"
-    );
-    release_handler.send(()).expect("handler waiting");
-    let reply = put.await.expect("put task").expect("put");
-    assert_eq!(reply.barrier, pb::Barrier::Acknowledged as i32);
-    assert_eq!(reply.owner, "w1");
-
-    // Shutdown drains through the handler (revoked, then released for it)
-    // and ends the event stream.
-    let outcome = worker
-        .shutdown(Duration::from_secs(10))
-        .await
-        .expect("shutdown");
-    assert_eq!(outcome, baton_client::Shutdown::Drained);
-    runner
-        .await
-        .expect("handler loop ends when the worker has left");
-    assert_eq!(seen.recv().await.as_deref(), Some("revoked [0..=7]"));
-    let a = assignment(&mut cluster.admin(), "g").await;
-    assert!(a.workers.is_empty(), "w1 left: {a:?}");
-    cluster.shutdown().await;
 }

@@ -17,11 +17,11 @@ use baton_client::AdminClient;
 use nix::sys::signal::{kill, Signal};
 use serde_json::Value;
 
-mod common;
+use crate::fixture;
 
-use common::procs::{batonctl, status_of, three_processes, wait_applied, Proc};
-use common::watch as w;
-use common::worker::{assignment, create_group, put_tombstone};
+use crate::fixture::procs::{batonctl, status_of, three_processes, wait_applied, Proc};
+use crate::fixture::watch as w;
+use crate::fixture::worker::{assignment, create_group, put_tombstone};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -310,7 +310,7 @@ async fn workers_listing_a_frozen_leader_first_keep_their_partitions() {
             && a.workers.len() == 2
             && a.workers.iter().all(|w| w.count == 6)
     };
-    common::worker::settle(&mut admin, "g", "balanced", balanced).await;
+    fixture::worker::settle(&mut admin, "g", "balanced", balanced).await;
     let sessions: Vec<u64> = assignment(&mut admin, "g")
         .await
         .workers
