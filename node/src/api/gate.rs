@@ -137,18 +137,28 @@ impl Gate {
         if !needs_message {
             return self.route(policy, request, false).await;
         }
-        let (request, message) = buffer(request, policy.limit).await;
-        let Some(message) = message else {
-            // Unreadable: the service refuses it here.
+        let (request, read) = buffer(request, policy.limit).await;
+        if let Who::Worker(peek) = policy.who {
+            let caller = self.access.caller(&Presented::of(&request));
+            // Fails closed: the service decodes the first message of a body
+            // and drops what follows, so a body the gate cannot read (a
+            // second message after one naming another worker, say) must
+            // not reach it unchecked. Only a first message over the limit
+            // passes, which the service refuses as it always did.
+            match (&caller, &read) {
+                (Caller::Anyone, _) | (_, Read::Oversize) => {}
+                (_, Read::Message(message)) => match peek(message) {
+                    Some(worker) => caller.may_act_as(&worker).map_err(refuse)?,
+                    None => return Err(refuse(unreadable())),
+                },
+                (_, Read::Unreadable) => return Err(refuse(unreadable())),
+            }
+        }
+        let Read::Message(message) = read else {
+            // Unreadable: the service here refuses it (or, for a read or a
+            // write this node cannot serve, answers as a follower does).
             return Ok(request);
         };
-        if let Who::Worker(peek) = policy.who {
-            let Some(worker) = peek(&message) else {
-                return Ok(request);
-            };
-            let caller = self.access.caller(&Presented::of(&request));
-            caller.may_act_as(&worker).map_err(refuse)?;
-        }
         let serializable = match policy.runs {
             Runs::Read(peek) => match peek(&message) {
                 Some(serializable) => serializable,
@@ -179,10 +189,27 @@ impl Gate {
     }
 }
 
+/// What the gate could read of a request's body.
+enum Read {
+    /// The body's one plain (uncompressed) gRPC message.
+    Message(Bytes),
+    /// The first message announces more than the service takes.
+    Oversize,
+    /// Anything else: compressed, cut short, more than one message, broken.
+    Unreadable,
+}
+
+/// The refusal of a worker's request the gate cannot read.
+fn unreadable() -> Status {
+    Status::invalid_argument(
+        "the request must be exactly one uncompressed gRPC message (the worker it acts for is checked before it is served)",
+    )
+}
+
 /// Reads the request's one message, if it is a plain (uncompressed) gRPC
 /// message of at most `limit` bytes, and returns the request with its body
 /// whole again.
-async fn buffer(request: Request<Body>, limit: usize) -> (Request<Body>, Option<Bytes>) {
+async fn buffer(request: Request<Body>, limit: usize) -> (Request<Body>, Read) {
     let (parts, body) = request.into_parts();
     let mut stream = axum::body::Body::new(body).into_data_stream();
     let mut read: Vec<Bytes> = Vec::new();
@@ -203,18 +230,27 @@ async fn buffer(request: Request<Body>, limit: usize) -> (Request<Body>, Option<
         }
     };
     if !whole {
+        let oversize = message_len(&read).is_some_and(|n| n > limit);
         // Put back what was read, followed by the rest, as it came.
         let replay = futures::stream::iter(read.into_iter().map(Ok)).chain(stream);
         let body = Body::new(axum::body::Body::from_stream(replay));
-        return (Request::from_parts(parts, body), None);
+        let read = if oversize {
+            Read::Oversize
+        } else {
+            Read::Unreadable
+        };
+        return (Request::from_parts(parts, body), read);
     }
     let bytes: Bytes = read.concat().into();
-    let message = (message_len(std::slice::from_ref(&bytes))
-        == Some(bytes.len().saturating_sub(MESSAGE_HEADER))
-        && bytes.first() == Some(&0))
-    .then(|| bytes.slice(MESSAGE_HEADER..));
+    let read = match message_len(std::slice::from_ref(&bytes)) {
+        Some(n) if n > limit => Read::Oversize,
+        Some(n) if n == bytes.len() - MESSAGE_HEADER && bytes.first() == Some(&0) => {
+            Read::Message(bytes.slice(MESSAGE_HEADER..))
+        }
+        _ => Read::Unreadable,
+    };
     let body = Body::new(axum::body::Body::from(bytes));
-    (Request::from_parts(parts, body), message)
+    (Request::from_parts(parts, body), read)
 }
 
 /// The length the message header in `chunks` announces, once it is there.
@@ -264,7 +300,7 @@ mod tests {
         let framed = framed(b"hello");
         let (head, tail) = framed.split_at(3);
         let (request, message) = buffer(arriving(vec![head.to_vec(), tail.to_vec()]), 100).await;
-        assert_eq!(message.as_deref(), Some(&b"hello"[..]));
+        assert!(matches!(message, Read::Message(m) if m == &b"hello"[..]));
         assert_eq!(body_of(request).await, framed);
     }
 
@@ -272,18 +308,33 @@ mod tests {
     async fn an_oversize_or_malformed_message_is_not_read_and_passes_on_as_it_came() {
         let big = framed(&[7; 64]);
         let (request, message) = buffer(arriving(vec![big.clone()]), 10).await;
-        assert!(message.is_none(), "over the limit");
+        assert!(matches!(message, Read::Oversize), "over the limit");
         assert_eq!(body_of(request).await, big);
 
         let mut compressed = framed(b"hi");
         compressed[0] = 1;
         let (request, message) = buffer(arriving(vec![compressed.clone()]), 10).await;
-        assert!(message.is_none(), "compressed");
+        assert!(matches!(message, Read::Unreadable), "compressed");
         assert_eq!(body_of(request).await, compressed);
 
         let short = framed(b"hello")[..6].to_vec();
         let (request, message) = buffer(arriving(vec![short.clone()]), 10).await;
-        assert!(message.is_none(), "shorter than it says");
+        assert!(matches!(message, Read::Unreadable), "shorter than it says");
         assert_eq!(body_of(request).await, short);
+    }
+
+    /// The service decodes a body's first message and drops the rest, so a
+    /// second message must not hide the first from the gate's checks.
+    #[tokio::test]
+    async fn a_body_of_two_messages_is_unreadable_however_it_arrives() {
+        let mut two = framed(b"victim");
+        two.extend_from_slice(&framed(b"x"));
+        let (request, message) = buffer(arriving(vec![two.clone()]), 100).await;
+        assert!(matches!(message, Read::Unreadable), "in one chunk");
+        assert_eq!(body_of(request).await, two);
+        let (head, tail) = two.split_at(11);
+        let (request, message) = buffer(arriving(vec![head.to_vec(), tail.to_vec()]), 100).await;
+        assert!(matches!(message, Read::Unreadable), "in two chunks");
+        assert_eq!(body_of(request).await, two);
     }
 }

@@ -263,6 +263,37 @@ async fn a_worker_joins_and_leaves_under_its_certificates_name_only() {
     secure.cluster.shutdown().await;
 }
 
+/// A node decodes a unary request's first message and drops what follows,
+/// so a second message must not hide that the first names another worker:
+/// such a body is refused before it is served or forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_message_does_not_hide_another_workers_name() {
+    let secure = Secure::start().await;
+    let worker_a = secure.pki.leaf(&["worker-a"]);
+    for id in [secure.leader, secure.follower] {
+        let addr = secure.cluster.node(id).addr().to_string();
+        let mut grpc = tonic::client::Grpc::new(secure.pki.channel(&addr, &worker_a));
+        grpc.ready().await.expect("channel ready");
+        let messages = futures::stream::iter([
+            join_request("worker-b").into_inner(),
+            join_request("worker-a").into_inner(),
+        ]);
+        let answer = grpc
+            .client_streaming::<_, pb::JoinRequest, pb::JoinResponse, _>(
+                tonic::Request::new(messages),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/baton.v1.Worker/Join"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        assert_eq!(
+            answer.map(|r| r.into_inner().session).map_err(|s| s.code()),
+            Err(Code::InvalidArgument),
+            "node {id} must refuse a body of two messages from worker-a"
+        );
+    }
+    secure.cluster.shutdown().await;
+}
+
 /// Also through a follower, which forwards to the leader under its own
 /// certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
