@@ -303,3 +303,67 @@ impl View for CompactView {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON `cluster status --json` has always printed (scripts and the
+    /// process tests read it): every field, nulls where a member is
+    /// unreachable, keys in alphabetical order.
+    #[test]
+    fn status_json_keeps_its_shape() {
+        let leader = ClusterStatusResponse {
+            node_id: 1,
+            node_addr: "a:1".into(),
+            state: "leader".into(),
+            term: 2,
+            leader_id: 1,
+            leader_addr: "a:1".into(),
+            committed_index: 9,
+            applied_index: 9,
+            last_log_index: 9,
+            revision: 5,
+            ..Default::default()
+        };
+        let members = [
+            MemberStatus {
+                id: 1,
+                addr: "a:1".into(),
+                voter: true,
+                status: Some(leader.clone()),
+                error: None,
+                matched_index: Some(9),
+            },
+            MemberStatus {
+                id: 2,
+                addr: "b:2".into(),
+                voter: false,
+                status: None,
+                error: Some("UNAVAILABLE: down".into()),
+                matched_index: None,
+            },
+        ];
+        let view = StatusView::new(&leader, &members);
+        let json = serde_json::to_value(&view).map(|v| v.to_string());
+        assert_eq!(
+            json.ok().as_deref(),
+            Some(concat!(
+                r#"{"answered_by":1,"committed_index":9,"from_leader":true,"leader_addr":"a:1","leader_id":1,"#,
+                r#""members":[{"addr":"a:1","applied_index":9,"error":null,"id":1,"last_log_index":9,"matched_index":9,"snapshot_index":0,"state":"leader","term":2,"voter":true},"#,
+                r#"{"addr":"b:2","applied_index":null,"error":"UNAVAILABLE: down","id":2,"last_log_index":null,"matched_index":null,"snapshot_index":null,"state":null,"term":null,"voter":false}],"#,
+                r#""quorum_acked_ms_ago":null,"removed_at_index":null,"revision":5,"term":2}"#
+            ))
+        );
+        assert_eq!(
+            view.text(),
+            concat!(
+                "leader: node 1 at a:1, term 2, committed 9, revision 5\n",
+                "ID  ADDRESS  ROLE     STATE        TERM  LAST LOG  APPLIED  MATCHED\n",
+                "1   a:1      voter    leader       2     9         9        9\n",
+                "2   b:2      learner  unreachable  -     -         -        -\n",
+                "node 2: UNAVAILABLE: down\n",
+            )
+        );
+    }
+}

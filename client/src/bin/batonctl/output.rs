@@ -21,17 +21,17 @@ pub trait View: Serialize {
 
 /// [`View`] in a form a command can return boxed, whatever its type.
 pub trait Reply {
-    fn json(&self) -> Result<Value, serde_json::Error>;
-    fn text(&self) -> String;
+    fn to_json(&self) -> Result<Value, serde_json::Error>;
+    fn to_text(&self) -> String;
 }
 
 impl<V: View> Reply for V {
-    fn json(&self) -> Result<Value, serde_json::Error> {
+    fn to_json(&self) -> Result<Value, serde_json::Error> {
         serde_json::to_value(self)
     }
 
-    fn text(&self) -> String {
-        View::text(self)
+    fn to_text(&self) -> String {
+        self.text()
     }
 }
 
@@ -51,12 +51,12 @@ impl Format {
     pub fn print(self, reply: &dyn Reply) {
         if self.json {
             let text = reply
-                .json()
+                .to_json()
                 .and_then(|v| serde_json::to_string_pretty(&v))
                 .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
             println!("{text}");
         } else {
-            print!("{}", reply.text());
+            print!("{}", reply.to_text());
         }
     }
 
@@ -64,12 +64,12 @@ impl Format {
     /// text, which is one line.
     pub fn print_line(self, reply: &dyn Reply) {
         if self.json {
-            match reply.json() {
+            match reply.to_json() {
                 Ok(v) => println!("{v}"),
                 Err(e) => println!("{{\"error\": \"{e}\"}}"),
             }
         } else {
-            print!("{}", reply.text());
+            print!("{}", reply.to_text());
         }
     }
 }

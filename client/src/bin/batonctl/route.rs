@@ -69,3 +69,32 @@ impl View for RouteView {
         format!("partition {partition}: {owner} with token {token}{moving} (revision {revision})\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unassigned partition: owner, token and moving_to are null, not
+    /// absent.
+    #[test]
+    fn unassigned_routes_print_nulls() {
+        let view = RouteView {
+            revision: 4,
+            partition: 7,
+            owner: None,
+            token: None,
+            moving: false,
+            moving_to: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&view)
+                .map(|v| v.to_string())
+                .ok()
+                .as_deref(),
+            Some(
+                r#"{"moving":false,"moving_to":null,"owner":null,"partition":7,"revision":4,"token":null}"#
+            )
+        );
+        assert_eq!(view.text(), "partition 7: unassigned (revision 4)\n");
+    }
+}
