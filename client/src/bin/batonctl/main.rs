@@ -1,5 +1,4 @@
 //! `batonctl`: the baton admin CLI.
-
 //!
 //! One module per command (`cluster`, `group`, `assignment`, `worker` with
 //! `join`, `route`, `tombstone`, `watch`, `backup`): its clap type and a
