@@ -1,6 +1,7 @@
 //! `baton-client`: talk to a baton cluster from Rust.
 //!
-//! - [`AdminClient`]: cluster status and membership changes; finds the leader
+//! - [`AdminClient`]: one typed method per admin call (cluster, groups,
+//!   assignment, workers, tombstones, backup); finds the leader
 //!   among the endpoints it is given.
 //! - [`Watch`]: a group's event stream that reconnects to another node and
 //!   resumes from the last revision it delivered.
@@ -22,7 +23,7 @@ mod transport;
 pub mod watch;
 pub mod worker;
 
-pub use admin::{AdminClient, ClientError, MemberStatus};
+pub use admin::{AdminClient, Backup, ClientError, Consistency, MemberStatus};
 pub use baton_proto::v1 as proto;
 pub use endpoints::{Endpoints, Timing};
 pub use partitions::Partitions;

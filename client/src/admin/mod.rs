@@ -1,14 +1,13 @@
-//! The admin client.
+//! The admin client: finding the leader and retrying (this file), and one
+//! typed method per admin call, by what it concerns: the Raft cluster
+//! (`cluster.rs`), groups, their assignment and workers (`groups.rs`),
+//! tombstones (`tombstones.rs`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use baton_proto::v1::admin_client::AdminClient as Grpc;
-use baton_proto::v1::{
-    AddNodeRequest, BarrierRequest, BarrierResponse, ClusterStatusRequest, ClusterStatusResponse,
-    CreateGroupRequest, GroupConfig, GroupResponse, MembershipResponse, PromoteNodeRequest,
-    RemoveNodeRequest,
-};
+use baton_proto::v1::ClusterStatusResponse;
 use tonic::{Code, Response, Status};
 
 use crate::code_name;
@@ -41,6 +40,40 @@ impl ClientError {
             ClientError::Status(s) => Some(s.code()),
             _ => None,
         }
+    }
+}
+
+mod cluster;
+mod groups;
+mod tombstones;
+
+pub use cluster::Backup;
+
+/// Which node answers a read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// The leader, once it has confirmed it still leads: the latest
+    /// committed state.
+    #[default]
+    Linearizable,
+    /// Any node, from its own state (one cut off from the leader too): fast
+    /// and available, but possibly behind.
+    Serializable,
+}
+
+impl Consistency {
+    /// `Serializable` when `serializable` is set (a `--serializable` flag).
+    pub fn serializable_if(serializable: bool) -> Self {
+        if serializable {
+            Consistency::Serializable
+        } else {
+            Consistency::Linearizable
+        }
+    }
+
+    /// The request field that asks the node not to confirm its leadership.
+    fn is_serializable(self) -> bool {
+        self == Consistency::Serializable
     }
 }
 
@@ -255,123 +288,15 @@ impl AdminClient {
         self.call(|channel| call(Grpc::new(channel))).await
     }
 
-    /// The leader's view of the cluster.
-    pub async fn cluster_status(&mut self) -> Result<ClusterStatusResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.cluster_status(ClusterStatusRequest {}).await })
-            .await
-    }
-
-    /// The leader's view plus every member's own answer (or why it gave none).
-    /// When no leader answers within a few seconds (no quorum), the view is
-    /// that of the first node that answers: its `leader_id` is then 0 or not
-    /// its own `node_id`, which says so.
-    pub async fn member_statuses(
-        &mut self,
-    ) -> Result<(ClusterStatusResponse, Vec<MemberStatus>), ClientError> {
-        let budget = self.timeout.min(Duration::from_secs(3));
-        let mut quick = AdminClient::from_endpoints(self.endpoints.clone(), budget);
-        let leader = match quick.cluster_status().await {
-            Ok(leader) => leader,
-            Err(ClientError::Unavailable { .. }) => self
-                .endpoints
-                .any_status()
-                .await
-                .map_err(ClientError::Status)?,
-            Err(e) => return Err(e),
-        };
-        // Every member at once: a frozen one costs one probe timeout.
-        let asks = leader.members.iter().map(|m| async {
-            if m.id == leader.node_id {
-                return (Some(leader.clone()), None);
-            }
-            let probe = self.endpoints.timing().probe;
-            let asked = match self.endpoints.channel(&m.addr) {
-                Ok(channel) => tokio::time::timeout(
-                    probe,
-                    Grpc::new(channel).cluster_status(ClusterStatusRequest {}),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Status::deadline_exceeded(format!(
-                        "no answer within {probe:?} (frozen, or a socket that never answers)"
-                    )))
-                }),
-                Err(e) => Err(Status::invalid_argument(e.to_string())),
-            };
-            match asked {
-                Ok(r) => (Some(r.into_inner()), None),
-                Err(s) => (
-                    None,
-                    Some(format!("{}: {}", code_name(s.code()), s.message())),
-                ),
-            }
-        });
-        let answers = futures::future::join_all(asks).await;
-        let members = leader
-            .members
-            .iter()
-            .zip(answers)
-            .map(|(m, (status, error))| MemberStatus {
-                id: m.id,
-                addr: m.addr.clone(),
-                voter: m.voter,
-                status,
-                error,
-                matched_index: m.matched_index,
-            })
-            .collect();
-        Ok((leader, members))
-    }
-
-    /// Adds a node as a learner; with `promote`, makes it a voter once caught up.
-    pub async fn add_node(
-        &mut self,
-        id: u64,
-        addr: &str,
-        promote: bool,
-    ) -> Result<MembershipResponse, ClientError> {
-        let request = AddNodeRequest {
-            id,
-            addr: addr.to_string(),
-            promote,
-        };
-        self.on_leader(|mut c| {
-            let request = request.clone();
-            async move { c.add_node(request).await }
-        })
-        .await
-    }
-
-    pub async fn promote_node(&mut self, id: u64) -> Result<MembershipResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.promote_node(PromoteNodeRequest { id }).await })
-            .await
-    }
-
-    pub async fn remove_node(&mut self, id: u64) -> Result<MembershipResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.remove_node(RemoveNodeRequest { id }).await })
-            .await
-    }
-
-    /// Commits an empty entry; returns once the leader has applied it.
-    pub async fn barrier(&mut self) -> Result<BarrierResponse, ClientError> {
-        self.on_leader(|mut c| async move { c.barrier(BarrierRequest {}).await })
-            .await
-    }
-
-    /// Creates `group`; unset config fields take the server's defaults.
-    pub async fn create_group(
-        &mut self,
-        group: &str,
-        config: GroupConfig,
-    ) -> Result<GroupResponse, ClientError> {
-        let request = CreateGroupRequest {
-            group: group.to_string(),
-            config: Some(config),
-        };
-        self.on_leader(|mut c| {
-            let request = request.clone();
-            async move { c.create_group(request).await }
-        })
-        .await
+    /// Runs `call` on the leader or, for a serializable read, on any node.
+    async fn read<T, F, Fut>(&mut self, consistency: Consistency, call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(NodeChannel) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        match consistency {
+            Consistency::Linearizable => self.call(call).await,
+            Consistency::Serializable => self.call_any(call).await,
+        }
     }
 }
