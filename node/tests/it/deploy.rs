@@ -430,10 +430,9 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 #[test]
 fn dashboards_and_examples_query_only_metrics_the_node_exports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let source: String = ["src/http.rs", "src/store/state_machine.rs"]
-        .iter()
-        .map(|f| std::fs::read_to_string(root.join(f)).expect("node source"))
-        .collect();
+    // Each layer registers its own metrics (`*/metrics.rs`, `http.rs`), so
+    // every source file is searched.
+    let source = rust_sources(&root.join("src"));
     let text = std::fs::read_to_string(root.join("../deploy/grafana/baton.json"))
         .expect("deploy/grafana/baton.json");
     let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -464,6 +463,20 @@ fn dashboards_and_examples_query_only_metrics_the_node_exports() {
             "{name} is queried, but the node does not export it"
         );
     }
+}
+
+/// Every `.rs` file under `dir`, concatenated.
+fn rust_sources(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).expect("source dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            text += &rust_sources(&path);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            text += &std::fs::read_to_string(&path).expect("node source");
+        }
+    }
+    text
 }
 
 fn alert_rules() -> String {
