@@ -1378,4 +1378,5 @@ proptest! {
     }
 }
 
+mod format;
 mod hostile;
