@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::api::leader::now_ms;
 use crate::config::HistoryRetention;
+use crate::domain::command::{Compact, ExpireSession, PurgeTombstones, Rebalance};
 use crate::domain::{rebalancer, Command, Reply, SessionState, State};
 use crate::leases::{ended, Leases, SessionKey};
 use crate::raft::BatonRaft;
@@ -255,30 +256,22 @@ async fn one_tick(
     }
     for (key, session) in leases.expired(Instant::now()) {
         tracing::info!(group = %key.group, worker = %key.worker, session, "lease expired");
-        let command = Command::ExpireSession {
+        let command = Command::ExpireSession(ExpireSession {
             group: key.group,
             worker: key.worker,
             session,
-            now_ms: now_ms(),
-        };
-        propose(raft, command).await;
+        });
+        propose(raft, now_ms(), command).await;
     }
     for group in work.to_rebalance {
-        propose(
-            raft,
-            Command::Rebalance {
-                group,
-                now_ms: now_ms(),
-            },
-        )
-        .await;
+        propose(raft, now_ms(), Command::Rebalance(Rebalance { group })).await;
     }
     for group in work.to_purge {
         purge(raft, sm, group, now).await;
     }
     if let Some(revision) = compaction.due(Instant::now(), work.revision, work.compacted) {
         tracing::debug!(revision, "compacting the event history");
-        propose(raft, Command::Compact { revision }).await;
+        propose(raft, now, Command::Compact(Compact { revision })).await;
     }
 }
 
@@ -286,12 +279,11 @@ async fn one_tick(
 /// as long as the state says some are left (so no entry purges nothing).
 async fn purge(raft: &BatonRaft, sm: &StateMachineStore, group: String, now_ms: u64) {
     for _ in 0..PURGES_PER_TICK {
-        let command = Command::PurgeTombstones {
+        let command = Command::PurgeTombstones(PurgeTombstones {
             group: group.clone(),
-            now_ms,
             limit: PURGE_BATCH,
-        };
-        let Some(Reply::Purged { count }) = propose(raft, command).await else {
+        });
+        let Some(Reply::Purged { count }) = propose(raft, now_ms, command).await else {
             return;
         };
         tracing::debug!(group, count, "purged expired tombstones");
@@ -307,9 +299,10 @@ async fn purge(raft: &BatonRaft, sm: &StateMachineStore, group: String, now_ms: 
     }
 }
 
-/// Proposes `command`; its reply if it was committed and applied.
-async fn propose(raft: &BatonRaft, command: Command) -> Option<Reply> {
-    match tokio::time::timeout(CALL_TIMEOUT, raft.client_write(command.clone())).await {
+/// Proposes `command`, stamped with the leader's clock `at_ms`; its reply
+/// if it was committed and applied.
+async fn propose(raft: &BatonRaft, at_ms: u64, command: Command) -> Option<Reply> {
+    match tokio::time::timeout(CALL_TIMEOUT, raft.client_write(command.clone().at(at_ms))).await {
         Ok(Ok(written)) => match written.data.outcome {
             Ok(reply) => Some(reply),
             Err(e) => {

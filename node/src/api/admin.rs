@@ -23,7 +23,13 @@ use super::convert;
 use super::leader::{now_ms, Leader};
 use super::{domain_error, group_not_found, write_error};
 use crate::config::parse_peer_addr;
-use crate::domain::{self, quoted, rebalancer, Command, Event, GroupConfig, Locator, Reply};
+use crate::domain::command::{
+    Compact, CreateGroup, DeleteGroup, Evict, Leave, MovePartitions, SetFrozen, SplitGroup,
+    UpdateGroup,
+};
+use crate::domain::{
+    self, quoted, rebalancer, Change, Command, Event, GroupConfig, Locator, Reply,
+};
 use crate::on_leader;
 use crate::raft::NodeId;
 use crate::store::{LogStore, StateMachineStore};
@@ -354,7 +360,10 @@ impl Admin for AdminApi {
         self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::compact, ());
         let revision = request.into_inner().revision;
-        let committed = self.leader.propose(Command::Compact { revision }).await?;
+        let committed = self
+            .leader
+            .propose(Command::Compact(Compact { revision }))
+            .await?;
         let compacted = match committed.reply {
             Reply::Compacted { revision } => revision,
             other => {
@@ -379,10 +388,10 @@ impl Admin for AdminApi {
         let config = convert::config(GroupConfig::default(), r.config.as_ref());
         let committed = self
             .leader
-            .propose(Command::CreateGroup {
+            .propose(Command::CreateGroup(CreateGroup {
                 group: r.group.clone(),
                 config,
-            })
+            }))
             .await?;
         self.group_response(committed.revision, &r.group)
     }
@@ -445,11 +454,11 @@ impl Admin for AdminApi {
             .read(|s| s.groups.get(&r.group).map(|g| g.config.clone()));
         let current = current.ok_or_else(|| group_not_found(&r.group))?;
         let config = convert::config(current, r.config.as_ref());
-        let command = Command::UpdateGroup {
+        let command = Command::UpdateGroup(UpdateGroup {
             group: r.group.clone(),
             config,
             expected_revision: r.if_revision,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         self.group_response(committed.revision, &r.group)
     }
@@ -461,15 +470,15 @@ impl Admin for AdminApi {
         self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::delete_group, ());
         let r = request.into_inner();
-        let command = Command::DeleteGroup {
+        let command = Command::DeleteGroup(DeleteGroup {
             group: r.group,
             force: r.force,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         let deleted = committed
             .events
             .iter()
-            .any(|e| matches!(e, Event::GroupDeleted { .. }));
+            .any(|e| matches!(e.change, Change::GroupDeleted));
         Ok(Response::new(pb::DeleteGroupResponse {
             revision: committed.revision,
             deleted,
@@ -484,10 +493,10 @@ impl Admin for AdminApi {
         on_leader!(self.leader, request, AdminClient::split_group, ());
         let r = request.into_inner();
         require_revision(r.if_revision)?;
-        let command = Command::SplitGroup {
+        let command = Command::SplitGroup(SplitGroup {
             group: r.group.clone(),
             expected_revision: r.if_revision,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         self.group_response(committed.revision, &r.group)
     }
@@ -499,10 +508,10 @@ impl Admin for AdminApi {
         self.access.admin(&request)?;
         on_leader!(self.leader, request, AdminClient::set_frozen, ());
         let r = request.into_inner();
-        let command = Command::SetFrozen {
+        let command = Command::SetFrozen(SetFrozen {
             group: r.group.clone(),
             frozen: r.frozen,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         self.group_response(committed.revision, &r.group)
     }
@@ -550,12 +559,11 @@ impl Admin for AdminApi {
         on_leader!(self.leader, request, AdminClient::move_partitions, ());
         let r = request.into_inner();
         let partitions = convert::ranges_from("partitions", &r.partitions)?;
-        let command = Command::Move {
+        let command = Command::Move(MovePartitions {
             group: r.group.clone(),
             partitions,
             to: r.to,
-            now_ms: now_ms(),
-        };
+        });
         let committed = self.leader.propose(command).await?;
         let plan = moves_of(&committed.events);
         Ok(Response::new(convert::plan(committed.revision, &plan)))
@@ -586,29 +594,28 @@ impl Admin for AdminApi {
         };
         let reply = self
             .leader
-            .read_group(r.serializable, &r.group, |revision, g| -> Result<pb::RouteResponse, Status> {
-                let partitions = g.config.partitions;
-                let partition = match locator {
-                    Locator::Key => domain::hash::partition_of(g.config.key_hash.hash(key.as_bytes()), partitions),
-                    Locator::Hash(h) => domain::hash::partition_of(h, partitions),
-                    Locator::Partition(p) if p >= partitions => {
-                        return Err(Status::invalid_argument(format!(
-                            "partition {p} is out of range: group {} has partitions 0..{partitions}",
-                            quoted(&r.group)
-                        )))
-                    }
-                    Locator::Partition(p) => p,
-                };
-                let slot = g.assignment.slot(partition);
-                Ok(pb::RouteResponse {
-                    revision,
-                    partition,
-                    owner: slot.owner.clone().unwrap_or_default(),
-                    token: if slot.owner.is_some() { slot.token } else { 0 },
-                    moving: slot.revoking.is_some(),
-                    moving_to: slot.revoking.as_ref().and_then(|m| m.to.clone()).unwrap_or_default(),
-                })
-            })
+            .read_group(
+                r.serializable,
+                &r.group,
+                |revision, g| -> Result<pb::RouteResponse, Status> {
+                    let (partition, _) = g
+                        .locate(&r.group, &key, &locator)
+                        .map_err(|e| domain_error(&e))?;
+                    let slot = g.assignment.slot(partition);
+                    Ok(pb::RouteResponse {
+                        revision,
+                        partition,
+                        owner: slot.owner.clone().unwrap_or_default(),
+                        token: if slot.owner.is_some() { slot.token } else { 0 },
+                        moving: slot.revoking.is_some(),
+                        moving_to: slot
+                            .revoking
+                            .as_ref()
+                            .and_then(|m| m.to.clone())
+                            .unwrap_or_default(),
+                    })
+                },
+            )
             .await??;
         Ok(Response::new(reply))
     }
@@ -651,17 +658,17 @@ impl Admin for AdminApi {
         on_leader!(self.leader, request, AdminClient::drain_worker, ());
         let r = request.into_inner();
         // An operator drains whichever session the worker has now.
-        let command = Command::Leave {
+        let command = Command::Leave(Leave {
             group: r.group,
             worker: r.worker.clone(),
             session: None,
             drain: true,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         let outcome = if committed
             .events
             .iter()
-            .any(|e| matches!(e, Event::WorkerLeft { .. }))
+            .any(|e| matches!(e.change, Change::WorkerLeft { .. }))
         {
             format!("worker {} held nothing and has left", quoted(&r.worker))
         } else {
@@ -700,10 +707,10 @@ impl Admin for AdminApi {
         // Committed, so a new leader goes on refusing to renew the lease.
         let committed = self
             .leader
-            .propose(Command::Evict {
+            .propose(Command::Evict(Evict {
                 group: r.group.clone(),
                 worker: r.worker.clone(),
-            })
+            }))
             .await?;
         // From here every renewal reads the eviction from the applied state
         // (`api/worker.rs`), on this leader and any later one.
@@ -767,27 +774,5 @@ fn require_revision(revision: u64) -> Result<(), Status> {
 
 /// The moves a committed `Move` carried out.
 fn moves_of(events: &[Event]) -> rebalancer::Plan {
-    let moves = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Granted {
-                worker, partitions, ..
-            } => Some(rebalancer::Move::Grant {
-                to: worker.clone(),
-                partitions: partitions.clone(),
-            }),
-            Event::Revoking {
-                from,
-                partitions,
-                to,
-                ..
-            } => Some(rebalancer::Move::Revoke {
-                from: from.clone(),
-                to: to.clone(),
-                partitions: partitions.clone(),
-            }),
-            _ => None,
-        })
-        .collect();
-    rebalancer::Plan { moves }
+    rebalancer::Plan::carried_out(events)
 }

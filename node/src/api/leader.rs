@@ -39,8 +39,8 @@ pub struct Committed {
     pub events: Vec<Event>,
 }
 
-/// The leader's clock, carried in commands where time matters, in
-/// milliseconds since the Unix epoch.
+/// The leader's clock, stamped on proposals (time matters to some
+/// commands), in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -241,17 +241,21 @@ impl Leader {
     /// confirms the verdict: this node may have lost office, or not yet
     /// applied what it committed, and a refusal from a stale state would
     /// be wrong. A request that passes costs no extra round.
+    ///
+    /// The command is stamped here, once, with this leader's clock: the
+    /// time every replica decides it at.
     pub async fn propose(&self, command: Command) -> Result<Committed, Status> {
+        let proposal = command.at(now_ms());
         if self
             .sm
-            .read(|s| s.check(&command))
+            .read(|s| s.check(&proposal))
             .map_or(true, |r| r.is_some())
         {
             self.raft
                 .ensure_linearizable()
                 .await
                 .map_err(check_leader_error)?;
-            let (revision, verdict) = self.sm.read(|s| (s.revision, s.check(&command)));
+            let (revision, verdict) = self.sm.read(|s| (s.revision, s.check(&proposal)));
             match verdict {
                 Err(e) => return Err(domain_error(&e)),
                 Ok(Some(reply)) => {
@@ -264,7 +268,11 @@ impl Leader {
                 Ok(None) => {}
             }
         }
-        let written = self.raft.client_write(command).await.map_err(write_error)?;
+        let written = self
+            .raft
+            .client_write(proposal)
+            .await
+            .map_err(write_error)?;
         let result = written.data;
         match result.outcome {
             Ok(reply) => Ok(Committed {

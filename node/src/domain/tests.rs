@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::command::*;
 use super::*;
 
 /// Applies commands at increasing revisions and checks, for every command,
@@ -32,7 +33,9 @@ impl Sim {
     fn cmd(&mut self, command: Command) -> CommandResult {
         self.rev += 1;
         let before = self.state.clone();
-        let result = self.state.apply(self.rev, Some(&command));
+        let result = self
+            .state
+            .apply(self.rev, Some(&command.clone().at(self.now)));
         if result.outcome.is_err() {
             assert!(
                 result.events.is_empty(),
@@ -42,10 +45,10 @@ impl Sim {
         let mut shadow = before;
         for event in &result.events {
             self.check_event(&shadow, event);
-            let held_before = holdings(&shadow, event.group());
+            let held_before = holdings(&shadow, &event.group);
             shadow.apply_event(self.rev, event);
             // A worker's watch (filtered for it) sees every change to what it holds.
-            let held_after = holdings(&shadow, event.group());
+            let held_after = holdings(&shadow, &event.group);
             for worker in held_before.keys().chain(held_after.keys()) {
                 if held_before.get(worker) != held_after.get(worker) {
                     assert!(
@@ -58,7 +61,7 @@ impl Sim {
         }
         shadow.revision = self.rev;
         // Compaction is about the history and causes no event.
-        if matches!(command, Command::Compact { .. }) {
+        if matches!(command, Command::Compact(_)) {
             shadow.compacted = self.state.compacted;
         }
         assert_eq!(
@@ -69,12 +72,10 @@ impl Sim {
     }
 
     fn check_event(&mut self, before: &State, event: &Event) {
-        if let Event::TombstoneAdded {
-            group,
-            tombstone,
-            owner,
-            ..
-        } = event
+        let group = &event.group;
+        if let Change::TombstoneAdded {
+            tombstone, owner, ..
+        } = &event.change
         {
             let holder = &before.groups[group]
                 .assignment
@@ -82,9 +83,8 @@ impl Sim {
                 .owner;
             assert_eq!(owner, holder, "a tombstone names its partition's owner");
         }
-        match event {
-            Event::Granted {
-                group,
+        match &event.change {
+            Change::Granted {
                 worker,
                 partitions,
                 token,
@@ -109,7 +109,7 @@ impl Sim {
                     }
                 }
             }
-            Event::GroupSplit { group, partitions } => {
+            Change::GroupSplit { partitions } => {
                 let old: Vec<((String, u32), u64)> = self
                     .last_token
                     .iter()
@@ -129,9 +129,8 @@ impl Sim {
                     }
                 }
             }
-            Event::GroupDeleted { group } | Event::GroupCreated { group, .. } => {
+            Change::GroupDeleted | Change::GroupCreated { .. } => {
                 // Tokens are revisions, so they keep increasing across re-creation.
-                let _ = group;
             }
             _ => {}
         }
@@ -151,29 +150,25 @@ impl Sim {
             partitions,
             ..GroupConfig::default()
         };
-        let r = self.cmd(Command::CreateGroup {
+        let r = self.cmd(Command::CreateGroup(CreateGroup {
             group: "g".into(),
             config,
-        });
+        }));
         assert!(r.outcome.is_ok(), "{r:?}");
     }
 
     fn join(&mut self, worker: &str, weight: u32) -> CommandResult {
-        self.cmd(Command::Join {
+        self.cmd(Command::Join(Join {
             group: "g".into(),
             worker: worker.into(),
             ttl_ms: None,
             weight,
             labels: BTreeMap::new(),
-            now_ms: self.now,
-        })
+        }))
     }
 
     fn rebalance(&mut self) -> CommandResult {
-        self.cmd(Command::Rebalance {
-            group: "g".into(),
-            now_ms: self.now,
-        })
+        self.cmd(Command::Rebalance(Rebalance { group: "g".into() }))
     }
 
     /// What every revoked owner would release, with its token.
@@ -201,13 +196,13 @@ impl Sim {
             }
             for (worker, token, partitions) in releases {
                 handed_off += partitions.iter().map(|r| u64::from(r.len())).sum::<u64>();
-                let r = self.cmd(Command::Release {
+                let r = self.cmd(Command::Release(Release {
                     group: "g".into(),
                     session: self.sid(&worker),
                     worker,
                     partitions,
                     token,
-                });
+                }));
                 assert!(r.outcome.is_ok(), "a correct release is accepted: {r:?}");
             }
         }
@@ -306,12 +301,12 @@ fn seed_scenario_join_moves_a_third_and_drain_moves_it_back() {
     assert_eq!(sim.group().held_by("w0"), vec![range(0, 119)]);
     assert_eq!(sim.group().held_by("w1"), vec![range(180, 299)]);
 
-    let r = sim.cmd(Command::Leave {
+    let r = sim.cmd(Command::Leave(Leave {
         group: "g".into(),
         worker: "w2".into(),
         session: Some(sim.sid("w2")),
         drain: true,
-    });
+    }));
     assert!(r.outcome.is_ok());
     let moved = sim.settle();
     assert_eq!(moved, 120, "exactly w2's 120 move back");
@@ -338,10 +333,10 @@ fn a_group_with_sessions_is_deleted_only_with_force_and_goes_with_its_last_sessi
     sim.join("a", 1);
     sim.join("b", 1);
     sim.rebalance();
-    let refused = sim.cmd(Command::DeleteGroup {
+    let refused = sim.cmd(Command::DeleteGroup(DeleteGroup {
         group: "g".into(),
         force: false,
-    });
+    }));
     let err = refused.outcome.expect_err("live sessions");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     assert!(
@@ -349,48 +344,46 @@ fn a_group_with_sessions_is_deleted_only_with_force_and_goes_with_its_last_sessi
         "{err}"
     );
 
-    let forced = sim.cmd(Command::DeleteGroup {
+    let forced = sim.cmd(Command::DeleteGroup(DeleteGroup {
         group: "g".into(),
         force: true,
-    });
+    }));
     assert!(forced.outcome.is_ok());
     assert!(sim.group().deleting);
     // Nothing new is granted or joined, and the name cannot be taken again.
     assert!(rebalancer::plan(sim.group(), sim.now).is_empty());
-    let join = sim.cmd(Command::Join {
+    let join = sim.cmd(Command::Join(Join {
         group: "g".into(),
         worker: "c".into(),
         ttl_ms: None,
         weight: 1,
         labels: BTreeMap::new(),
-        now_ms: sim.now,
-    });
+    }));
     assert!(join.outcome.is_err(), "{join:?}");
-    let again = sim.cmd(Command::CreateGroup {
+    let again = sim.cmd(Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config: GroupConfig::default(),
-    });
+    }));
     let err = again.outcome.expect_err("being deleted");
     assert!(err.to_string().contains("is being deleted"), "{err}");
 
     let session = sim.sid("a");
-    sim.cmd(Command::ExpireSession {
+    sim.cmd(Command::ExpireSession(ExpireSession {
         group: "g".into(),
         worker: "a".into(),
         session,
-        now_ms: sim.now,
-    });
+    }));
     assert!(sim.state.groups.contains_key("g"), "b still holds a lease");
-    let r = sim.cmd(Command::Leave {
+    let r = sim.cmd(Command::Leave(Leave {
         group: "g".into(),
         worker: "b".into(),
         session: Some(sim.sid("b")),
         drain: false,
-    });
+    }));
     assert!(
         r.events
             .iter()
-            .any(|e| matches!(e, Event::GroupDeleted { .. })),
+            .any(|e| matches!(e.change, Change::GroupDeleted)),
         "{r:?}"
     );
     assert!(!sim.state.groups.contains_key("g"));
@@ -406,37 +399,37 @@ fn a_handoff_in_flight_when_its_group_is_deleted_grants_nothing() {
     sim.rebalance();
     let (worker, token, partitions) = sim.pending_releases().remove(0);
     assert_eq!(worker, "a");
-    let deleting = sim.cmd(Command::DeleteGroup {
+    let deleting = sim.cmd(Command::DeleteGroup(DeleteGroup {
         group: "g".into(),
         force: true,
-    });
+    }));
     assert!(
         deleting
             .events
             .iter()
-            .any(|e| matches!(e, Event::Revoking { to: None, .. })),
+            .any(|e| matches!(e.change, Change::Revoking { to: None, .. })),
         "the handoff to b is called off: {deleting:?}"
     );
-    let released = sim.cmd(Command::Release {
+    let released = sim.cmd(Command::Release(Release {
         group: "g".into(),
         session: sim.sid("a"),
         worker,
         partitions,
         token,
-    });
+    }));
     assert!(released.outcome.is_ok(), "{released:?}");
     assert!(
         !released
             .events
             .iter()
-            .any(|e| matches!(e, Event::Granted { .. })),
+            .any(|e| matches!(e.change, Change::Granted { .. })),
         "{released:?}"
     );
     assert_eq!(sim.group().held_by("b"), vec![]);
-    let split = sim.cmd(Command::SplitGroup {
+    let split = sim.cmd(Command::SplitGroup(SplitGroup {
         group: "g".into(),
         expected_revision: sim.group().config_revision,
-    });
+    }));
     assert!(split.outcome.is_err(), "{split:?}");
 }
 
@@ -447,31 +440,30 @@ fn an_evicted_session_gets_nothing_new_and_ends_as_evicted() {
     sim.join("a", 1);
     sim.join("b", 1);
     sim.settle();
-    let r = sim.cmd(Command::Evict {
+    let r = sim.cmd(Command::Evict(Evict {
         group: "g".into(),
         worker: "b".into(),
-    });
+    }));
     assert!(r.outcome.is_ok());
     assert_eq!(sim.group().sessions["b"].state, SessionState::Evicting);
     // A drain does not turn it back into a draining session.
-    sim.cmd(Command::Leave {
+    sim.cmd(Command::Leave(Leave {
         group: "g".into(),
         worker: "b".into(),
         session: None,
         drain: true,
-    });
+    }));
     assert_eq!(sim.group().sessions["b"].state, SessionState::Evicting);
     let session = sim.sid("b");
-    let r = sim.cmd(Command::ExpireSession {
+    let r = sim.cmd(Command::ExpireSession(ExpireSession {
         group: "g".into(),
         worker: "b".into(),
         session,
-        now_ms: sim.now,
-    });
+    }));
     assert!(
         r.events.iter().any(|e| matches!(
-            e,
-            Event::WorkerLeft {
+            e.change,
+            Change::WorkerLeft {
                 reason: LeaveReason::Evicted,
                 ..
             }
@@ -491,25 +483,25 @@ fn leave_release_and_ack_for_a_stale_session_change_nothing() {
     let stale = current - 1;
     let before = sim.state.clone();
     let refusals = [
-        sim.cmd(Command::Leave {
+        sim.cmd(Command::Leave(Leave {
             group: "g".into(),
             worker: "a".into(),
             session: Some(stale),
             drain: false,
-        }),
-        sim.cmd(Command::Release {
+        })),
+        sim.cmd(Command::Release(Release {
             group: "g".into(),
             worker: "a".into(),
             session: stale,
             partitions: vec![range(0, 3)],
             token,
-        }),
-        sim.cmd(Command::AckTombstones {
+        })),
+        sim.cmd(Command::AckTombstones(AckTombstones {
             group: "g".into(),
             worker: "a".into(),
             session: stale,
             revision: 1,
-        }),
+        })),
     ];
     for r in refusals {
         let err = r.outcome.expect_err("a stale session is refused");
@@ -556,13 +548,13 @@ fn handoff_grants_only_after_release_and_rejects_stale_tokens() {
 
     // A release with a stale token is refused and changes nothing.
     let before = sim.state.clone();
-    let r = sim.cmd(Command::Release {
+    let r = sim.cmd(Command::Release(Release {
         group: "g".into(),
         worker: "a".into(),
         session: sim.sid("a"),
         partitions: vec![range(2, 3)],
         token: token_a - 1,
-    });
+    }));
     let err = r.outcome.expect_err("stale token refused");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     assert!(err.to_string().contains("fencing token"), "{err}");
@@ -575,13 +567,13 @@ fn handoff_grants_only_after_release_and_rejects_stale_tokens() {
     );
 
     // The right release hands them to b at once, with a new, larger token.
-    let r = sim.cmd(Command::Release {
+    let r = sim.cmd(Command::Release(Release {
         group: "g".into(),
         worker: "a".into(),
         session: sim.sid("a"),
         partitions: vec![range(2, 3)],
         token: token_a,
-    });
+    }));
     assert!(r.outcome.is_ok());
     assert_eq!(sim.group().held_by("b"), vec![range(2, 3)]);
     assert_eq!(sim.group().assignment.slot(2).token, r.revision);
@@ -596,21 +588,20 @@ fn expiry_with_restart_grace_keeps_partitions_for_the_worker() {
         rejoin_grace_ms: 5_000,
         ..GroupConfig::default()
     };
-    sim.cmd(Command::CreateGroup {
+    sim.cmd(Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config,
-    });
+    }));
     sim.join("a", 1);
     sim.join("b", 1);
     sim.settle();
     let a_had = sim.group().held_by("a");
     let session = sim.group().sessions["a"].id;
-    sim.cmd(Command::ExpireSession {
+    sim.cmd(Command::ExpireSession(ExpireSession {
         group: "g".into(),
         worker: "a".into(),
         session,
-        now_ms: sim.now,
-    });
+    }));
     // Nothing moves to b while the reservation holds.
     sim.now += 1_000;
     let r = sim.rebalance();
@@ -640,12 +631,11 @@ fn expiry_with_restart_grace_keeps_partitions_for_the_worker() {
 
     // Without a rejoin in time, the reservation lapses and b takes them.
     let session = sim.group().sessions["a"].id;
-    sim.cmd(Command::ExpireSession {
+    sim.cmd(Command::ExpireSession(ExpireSession {
         group: "g".into(),
         worker: "a".into(),
         session,
-        now_ms: sim.now,
-    });
+    }));
     sim.now += 5_000;
     sim.settle();
     assert_eq!(sim.counts(), BTreeMap::from([("b".into(), 6)]));
@@ -659,12 +649,11 @@ fn stale_expiry_and_duplicate_join_are_refused() {
     let dup = sim.join("a", 1).outcome.expect_err("duplicate join");
     assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
     let session = sim.group().sessions["a"].id;
-    let r = sim.cmd(Command::ExpireSession {
+    let r = sim.cmd(Command::ExpireSession(ExpireSession {
         group: "g".into(),
         worker: "a".into(),
         session: session + 100,
-        now_ms: sim.now,
-    });
+    }));
     assert_eq!(
         r.outcome.expect_err("stale expiry").kind(),
         ErrorKind::FailedPrecondition
@@ -681,10 +670,10 @@ fn split_doubles_partitions_children_keep_owner_with_new_tokens() {
     sim.settle();
     let before = sim.owners();
     let rev = sim.group().config_revision;
-    let r = sim.cmd(Command::SplitGroup {
+    let r = sim.cmd(Command::SplitGroup(SplitGroup {
         group: "g".into(),
         expected_revision: rev,
-    });
+    }));
     assert_eq!(
         r.outcome,
         Ok(Reply::Group {
@@ -697,10 +686,10 @@ fn split_doubles_partitions_children_keep_owner_with_new_tokens() {
         assert_eq!(owner, &before[p / 2], "child {p} keeps its parent's owner");
         assert_eq!(sim.group().assignment.slot(p as u32).token, r.revision);
     }
-    let r = sim.cmd(Command::SplitGroup {
+    let r = sim.cmd(Command::SplitGroup(SplitGroup {
         group: "g".into(),
         expected_revision: rev,
-    });
+    }));
     assert_eq!(
         r.outcome.expect_err("stale revision").kind(),
         ErrorKind::Aborted
@@ -722,20 +711,26 @@ fn an_update_that_changes_nothing_is_answered_unwritten_but_applies_as_written()
     let mut sim = Sim::new();
     sim.create(8);
     let rev = sim.group().config_revision;
-    let update = Command::UpdateGroup {
+    let update = Command::UpdateGroup(UpdateGroup {
         group: "g".into(),
         config: sim.group().config.clone(),
         expected_revision: rev,
-    };
+    });
     assert_eq!(
-        sim.state.check(&update),
+        sim.state.check(&update.clone().at(sim.now)),
         Ok(Some(Reply::Group {
             config_revision: rev
         }))
     );
     let r = sim.cmd(update);
     assert!(
-        matches!(r.events[..], [Event::GroupUpdated { .. }]),
+        matches!(
+            r.events[..],
+            [Event {
+                change: Change::GroupUpdated { .. },
+                ..
+            }]
+        ),
         "{r:?}"
     );
     assert_eq!(sim.group().config_revision, sim.rev);
@@ -751,28 +746,28 @@ fn group_config_changes_are_compare_and_set_and_validated() {
         max_in_flight: 2,
         ..GroupConfig::default()
     };
-    let r = sim.cmd(Command::UpdateGroup {
+    let r = sim.cmd(Command::UpdateGroup(UpdateGroup {
         group: "g".into(),
         config: config.clone(),
         expected_revision: rev,
-    });
+    }));
     assert!(r.outcome.is_ok());
-    let r = sim.cmd(Command::UpdateGroup {
+    let r = sim.cmd(Command::UpdateGroup(UpdateGroup {
         group: "g".into(),
         config: config.clone(),
         expected_revision: rev,
-    });
+    }));
     assert_eq!(r.outcome.expect_err("lost CAS").kind(), ErrorKind::Aborted);
     let rev = sim.group().config_revision;
     let bad = GroupConfig {
         partitions: 16,
         ..config.clone()
     };
-    let err = sim.cmd(Command::UpdateGroup {
+    let err = sim.cmd(Command::UpdateGroup(UpdateGroup {
         group: "g".into(),
         config: bad,
         expected_revision: rev,
-    });
+    }));
     assert!(
         err.outcome
             .expect_err("P change")
@@ -784,28 +779,28 @@ fn group_config_changes_are_compare_and_set_and_validated() {
         default_ttl_ms: 500,
         ..config
     };
-    let err = sim.cmd(Command::UpdateGroup {
+    let err = sim.cmd(Command::UpdateGroup(UpdateGroup {
         group: "g".into(),
         config: bad,
         expected_revision: rev,
-    });
+    }));
     let err = err.outcome.expect_err("short TTL").to_string();
     assert!(
         err.contains("default lease TTL") && err.contains("1 s to 300 s"),
         "{err}"
     );
-    let err = sim.cmd(Command::CreateGroup {
+    let err = sim.cmd(Command::CreateGroup(CreateGroup {
         group: "Bad_Name".into(),
         config: GroupConfig::default(),
-    });
+    }));
     assert_eq!(
         err.outcome.expect_err("bad name").kind(),
         ErrorKind::InvalidArgument
     );
-    let err = sim.cmd(Command::CreateGroup {
+    let err = sim.cmd(Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config: GroupConfig::default(),
-    });
+    }));
     assert_eq!(
         err.outcome.expect_err("exists").kind(),
         ErrorKind::AlreadyExists
@@ -820,10 +815,10 @@ fn max_in_flight_limits_handoffs_not_grants() {
         max_in_flight: 3,
         ..GroupConfig::default()
     };
-    sim.cmd(Command::CreateGroup {
+    sim.cmd(Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config,
-    });
+    }));
     sim.join("a", 1);
     let r = sim.rebalance();
     assert_eq!(
@@ -853,18 +848,17 @@ fn frozen_groups_get_no_plan_and_moves_by_hand_hand_off() {
     sim.create(4);
     sim.join("a", 1);
     sim.settle();
-    sim.cmd(Command::SetFrozen {
+    sim.cmd(Command::SetFrozen(SetFrozen {
         group: "g".into(),
         frozen: true,
-    });
+    }));
     sim.join("b", 1);
     assert!(sim.rebalance().events.is_empty(), "frozen: no plan");
-    let r = sim.cmd(Command::Move {
+    let r = sim.cmd(Command::Move(MovePartitions {
         group: "g".into(),
         partitions: vec![range(0, 0)],
         to: "b".into(),
-        now_ms: sim.now,
-    });
+    }));
     assert!(r.outcome.is_ok());
     assert_eq!(
         sim.pending_releases(),
@@ -875,13 +869,13 @@ fn frozen_groups_get_no_plan_and_moves_by_hand_hand_off() {
         )]
     );
     let (w, token, partitions) = sim.pending_releases().remove(0);
-    sim.cmd(Command::Release {
+    sim.cmd(Command::Release(Release {
         group: "g".into(),
         session: sim.sid(&w),
         worker: w,
         partitions,
         token,
-    });
+    }));
     assert_eq!(sim.group().held_by("b"), vec![range(0, 0)]);
 }
 
@@ -890,13 +884,12 @@ fn tombstones_are_idempotent_purged_when_expired_and_follow_splits() {
     let mut sim = Sim::new();
     sim.create(4);
     let put = |sim: &mut Sim, key: &str| {
-        sim.cmd(Command::PutTombstone {
+        sim.cmd(Command::PutTombstone(PutTombstone {
             group: "g".into(),
             key: key.into(),
             locator: Locator::Key,
             ttl_ms: Some(60_000),
-            now_ms: sim.now,
-        })
+        }))
     };
     let first = put(&mut sim, "account-1");
     let again = put(&mut sim, "account-1");
@@ -909,28 +902,26 @@ fn tombstones_are_idempotent_purged_when_expired_and_follow_splits() {
     assert_eq!(partition, hash::partition_of(h, 4));
 
     let rev = sim.group().config_revision;
-    sim.cmd(Command::SplitGroup {
+    sim.cmd(Command::SplitGroup(SplitGroup {
         group: "g".into(),
         expected_revision: rev,
-    });
+    }));
     assert_eq!(
         sim.group().tombstones["account-1"].partition,
         hash::partition_of(h, 8)
     );
 
     sim.now += 59_999;
-    let r = sim.cmd(Command::PurgeTombstones {
+    let r = sim.cmd(Command::PurgeTombstones(PurgeTombstones {
         group: "g".into(),
-        now_ms: sim.now,
         limit: 10,
-    });
+    }));
     assert_eq!(r.outcome, Ok(Reply::Purged { count: 0 }));
     sim.now += 1;
-    let r = sim.cmd(Command::PurgeTombstones {
+    let r = sim.cmd(Command::PurgeTombstones(PurgeTombstones {
         group: "g".into(),
-        now_ms: sim.now,
         limit: 10,
-    });
+    }));
     assert_eq!(r.outcome, Ok(Reply::Purged { count: 1 }));
     assert!(sim.group().tombstones.is_empty());
     let long = "k".repeat(1025);
@@ -939,21 +930,19 @@ fn tombstones_are_idempotent_purged_when_expired_and_follow_splits() {
 }
 
 fn put_tombstone(sim: &mut Sim, key: &str, ttl_ms: u64) -> CommandResult {
-    sim.cmd(Command::PutTombstoneV2 {
+    sim.cmd(Command::PutTombstoneV2(PutTombstone {
         group: "g".into(),
         key: key.into(),
         locator: Locator::Key,
         ttl_ms: Some(ttl_ms),
-        now_ms: sim.now,
-    })
+    }))
 }
 
 fn purge(sim: &mut Sim, limit: u32) -> CommandResult {
-    sim.cmd(Command::PurgeTombstones {
+    sim.cmd(Command::PurgeTombstones(PurgeTombstones {
         group: "g".into(),
-        now_ms: sim.now,
         limit,
-    })
+    }))
 }
 
 #[test]
@@ -987,13 +976,12 @@ fn a_put_after_the_ttl_is_a_new_tombstone_delivered_to_the_owner() {
     sim.now += 1;
     // An entry an older leader wrote keeps the rule it was written under:
     // the first put stands, expired or not.
-    let legacy = sim.cmd(Command::PutTombstone {
+    let legacy = sim.cmd(Command::PutTombstone(PutTombstone {
         group: "g".into(),
         key: "doc".into(),
         locator: Locator::Key,
         ttl_ms: Some(1_000),
-        now_ms: sim.now,
-    });
+    }));
     assert_eq!(legacy.outcome, first.outcome);
     assert!(legacy.events.is_empty());
     let second = put_tombstone(&mut sim, "doc", 1_000);
@@ -1009,7 +997,7 @@ fn a_put_after_the_ttl_is_a_new_tombstone_delivered_to_the_owner() {
     assert!(
         matches!(
             &second.events[..],
-            [Event::TombstoneAdded { key, tombstone, owner: Some(o), .. }]
+            [Event { change: Change::TombstoneAdded { key, tombstone, owner: Some(o) }, .. }]
                 if key == "doc" && o == "w" && tombstone.revision == rev
                     && tombstone.expires_at_ms == sim.now + 1_000
         ),
@@ -1042,8 +1030,8 @@ fn a_purge_removes_at_most_its_limit_earliest_expiry_first() {
     let purged = |r: &CommandResult| -> Vec<String> {
         r.events
             .iter()
-            .map(|e| match e {
-                Event::TombstonePurged { key, .. } => key.clone(),
+            .map(|e| match &e.change {
+                Change::TombstonePurged { key } => key.clone(),
                 other => panic!("{other:?}"),
             })
             .collect()
@@ -1180,22 +1168,21 @@ impl Sim {
                 self.join(&worker(*w), *weight);
             }
             Op::Leave(w, drain) => {
-                self.cmd(Command::Leave {
+                self.cmd(Command::Leave(Leave {
                     group: g,
                     session: Some(self.sid(&worker(*w))),
                     worker: worker(*w),
                     drain: *drain,
-                });
+                }));
             }
             Op::Expire(w) => {
                 if let Some(s) = self.group().sessions.get(&worker(*w)) {
                     let session = s.id;
-                    self.cmd(Command::ExpireSession {
+                    self.cmd(Command::ExpireSession(ExpireSession {
                         group: g,
                         worker: worker(*w),
                         session,
-                        now_ms: self.now,
-                    });
+                    }));
                 }
             }
             Op::Release {
@@ -1212,13 +1199,13 @@ impl Sim {
                 let token = self.group().assignment.slot(p).token;
                 let token = if *stale { token - 1 } else { token };
                 let before = self.state.clone();
-                let r = self.cmd(Command::Release {
+                let r = self.cmd(Command::Release(Release {
                     group: g,
                     session: self.sid(&worker(*w)),
                     worker: worker(*w),
                     partitions: vec![PartitionRange::one(p)],
                     token,
-                });
+                }));
                 if *stale {
                     assert_eq!(
                         r.outcome.as_ref().map_err(DomainError::kind),
@@ -1241,18 +1228,18 @@ impl Sim {
             Op::Split => {
                 if self.group().config.partitions <= 128 {
                     let expected_revision = self.group().config_revision;
-                    let r = self.cmd(Command::SplitGroup {
+                    let r = self.cmd(Command::SplitGroup(SplitGroup {
                         group: g,
                         expected_revision,
-                    });
+                    }));
                     assert!(r.outcome.is_ok(), "{r:?}");
                 }
             }
             Op::Freeze(frozen) => {
-                self.cmd(Command::SetFrozen {
+                self.cmd(Command::SetFrozen(SetFrozen {
                     group: g,
                     frozen: *frozen,
-                });
+                }));
             }
             Op::Config {
                 max_in_flight,
@@ -1264,31 +1251,29 @@ impl Sim {
                     ..self.group().config.clone()
                 };
                 let expected_revision = self.group().config_revision;
-                let r = self.cmd(Command::UpdateGroup {
+                let r = self.cmd(Command::UpdateGroup(UpdateGroup {
                     group: g,
                     config,
                     expected_revision,
-                });
+                }));
                 assert!(r.outcome.is_ok(), "{r:?}");
             }
             Op::Advance(ms) => self.now += u64::from(*ms),
             Op::Move(p, w) => {
                 let p = u32::from(*p) % self.group().config.partitions;
-                self.cmd(Command::Move {
+                self.cmd(Command::Move(MovePartitions {
                     group: g,
                     partitions: vec![PartitionRange::one(p)],
                     to: worker(*w),
-                    now_ms: self.now,
-                });
+                }));
             }
             Op::Tombstone(k) => {
-                self.cmd(Command::PutTombstone {
+                self.cmd(Command::PutTombstone(PutTombstone {
                     group: g,
                     key: format!("key-{k}"),
                     locator: Locator::Key,
                     ttl_ms: Some(5_000),
-                    now_ms: self.now,
-                });
+                }));
             }
         }
     }
@@ -1322,7 +1307,7 @@ proptest! {
             sim.run(op);
         }
         // Quiescence: unfreeze, let reservations lapse, carry out the plan.
-        sim.cmd(Command::SetFrozen { group: "g".into(), frozen: false });
+        sim.cmd(Command::SetFrozen(SetFrozen { group: "g".into(), frozen: false }));
         sim.now += 10_000;
         sim.settle();
         sim.assert_balanced();
@@ -1367,7 +1352,7 @@ proptest! {
         let leaver = worker(leaver.index(weights.len()) as u8);
         let had = u64::from(sim.counts().get(&leaver).copied().unwrap_or(0));
         let owners_before = sim.owners();
-        sim.cmd(Command::Leave { group: "g".into(), session: None, worker: leaver.clone(), drain: true });
+        sim.cmd(Command::Leave(Leave { group: "g".into(), session: None, worker: leaver.clone(), drain: true }));
         let moved = sim.settle();
         prop_assert_eq!(moved, had);
         let changed = owners_before.iter().zip(sim.owners()).filter(|(a, b)| **a != *b).count() as u64;

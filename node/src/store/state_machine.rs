@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::backup::{self, Backup, BackupError};
 use super::{decode, encode, io_err, META_TREE};
 use crate::api::leader::now_ms;
-use crate::domain::{Command, CommandResult, Event, LeaveReason, Slot, State};
+use crate::domain::{Change, Command, CommandResult, LeaveReason, Slot, State};
 use crate::raft::{
     Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -131,24 +131,7 @@ impl StoreMetrics {
 /// When the handoff that `command` completes began (leader time, ms), if it
 /// releases partitions that were being revoked.
 fn handoff_started(state: &State, command: &Command) -> Option<u64> {
-    let Command::Release {
-        group, partitions, ..
-    } = command
-    else {
-        return None;
-    };
-    let assignment = &state.groups.get(group)?.assignment;
-    partitions
-        .iter()
-        .filter(|r| r.start < assignment.partitions())
-        .filter_map(|r| {
-            assignment
-                .slot(r.start)
-                .revoking
-                .as_ref()
-                .map(|v| v.since_ms)
-        })
-        .min()
+    state.handoff_started(command)
 }
 
 /// What the last snapshot this node built cost (for `/metrics`).
@@ -618,9 +601,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
                     EntryPayload::Blank => applied.state.apply(index, None),
-                    EntryPayload::Normal(command) => {
-                        let since = handoff_started(&applied.state, command);
-                        let result = applied.state.apply(index, Some(command));
+                    EntryPayload::Normal(proposal) => {
+                        let since = handoff_started(&applied.state, &proposal.command);
+                        let result = applied.state.apply(index, Some(proposal));
                         if let (Some(since), Ok(_)) = (since, &result.outcome) {
                             let ms = now_ms().saturating_sub(since);
                             metrics.handoff_seconds.observe(ms as f64 / 1000.0);
@@ -635,8 +618,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 applied.last_applied = Some(entry.log_id);
                 let expiries = result.events.iter().filter(|e| {
                     matches!(
-                        e,
-                        Event::WorkerLeft {
+                        e.change,
+                        Change::WorkerLeft {
                             reason: LeaveReason::Expired,
                             ..
                         }

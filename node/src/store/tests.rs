@@ -10,6 +10,7 @@ use openraft::{
 use tempfile::TempDir;
 
 use super::*;
+use crate::domain::command::{Compact, CreateGroup, PutTombstone};
 use crate::domain::Command;
 use crate::raft::{Entry, LogId, TypeConfig};
 use crate::watch::FeedError;
@@ -39,7 +40,7 @@ fn entry(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
 }
 
 fn barrier(term: u64, index: u64) -> Entry {
-    entry(term, index, EntryPayload::Normal(Command::Barrier))
+    entry(term, index, EntryPayload::Normal(Command::Barrier.at(0)))
 }
 
 /// Appends and waits for openraft's flush callback, i.e. for the point where
@@ -299,8 +300,9 @@ fn refuses_a_data_dir_of_another_format() {
     assert!(err.to_string().contains("format 99"), "{err}");
 }
 
+/// An entry proposing `command` at leader time 1 s.
 fn command(term: u64, index: u64, command: Command) -> Entry {
-    entry(term, index, EntryPayload::Normal(command))
+    entry(term, index, EntryPayload::Normal(command.at(1_000)))
 }
 
 #[tokio::test]
@@ -311,16 +313,17 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
         partitions: 4,
         ..Default::default()
     };
-    let create = Command::CreateGroup {
+    let create = Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config,
-    };
-    let put = |key: &str| Command::PutTombstone {
-        group: "g".into(),
-        key: key.into(),
-        locator: crate::domain::Locator::Key,
-        ttl_ms: None,
-        now_ms: 1_000,
+    });
+    let put = |key: &str| {
+        Command::PutTombstone(PutTombstone {
+            group: "g".into(),
+            key: key.into(),
+            locator: crate::domain::Locator::Key,
+            ttl_ms: None,
+        })
     };
     let entries = vec![
         command(1, 1, create),
@@ -345,9 +348,13 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
         "complete up to just before the first batch left out"
     );
 
-    sm.apply(vec![command(1, 6, Command::Compact { revision: 2 })])
-        .await
-        .expect("compact");
+    sm.apply(vec![command(
+        1,
+        6,
+        Command::Compact(Compact { revision: 2 }),
+    )])
+    .await
+    .expect("compact");
     let err = all(&sm, 2).expect_err("compacted");
     assert_eq!(
         err,
@@ -390,20 +397,21 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
 #[tokio::test]
 async fn reopening_replays_the_events_after_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let put = |key: String| Command::PutTombstone {
-        group: "g".into(),
-        key,
-        locator: crate::domain::Locator::Key,
-        ttl_ms: None,
-        now_ms: 1_000,
+    let put = |key: String| {
+        Command::PutTombstone(PutTombstone {
+            group: "g".into(),
+            key,
+            locator: crate::domain::Locator::Key,
+            ttl_ms: None,
+        })
     };
-    let create = Command::CreateGroup {
+    let create = Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config: crate::domain::GroupConfig {
             partitions: 4,
             ..Default::default()
         },
-    };
+    });
     let reopened = |dir: &std::path::Path| {
         let (_log, sm) = open(dir).expect("reopen");
         sm.read(Clone::clone)
@@ -441,7 +449,7 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
         sm.apply(vec![command(
             1,
             last + 2,
-            Command::Compact { revision: 40 },
+            Command::Compact(Compact { revision: 40 }),
         )])
         .await
         .expect("compact");
@@ -468,9 +476,9 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
         sm.apply(vec![command(
             1,
             first + 2,
-            Command::Compact {
+            Command::Compact(Compact {
                 revision: first + 1,
-            },
+            }),
         )])
         .await
         .expect("compact");

@@ -77,157 +77,163 @@ fn tombstone(hash: Option<u64>) -> Tombstone {
     }
 }
 
-fn commands() -> Vec<(&'static str, Command)> {
+fn commands() -> Vec<(&'static str, Proposal)> {
     let g = || "g".to_string();
     let w = || "w1".to_string();
     let labels = BTreeMap::from([("zone".to_string(), "eu-1".to_string())]);
     vec![
-        ("Barrier", Command::Barrier),
+        ("Barrier", Command::Barrier.at(0)),
         (
             "CreateGroup",
-            Command::CreateGroup {
+            Command::CreateGroup(CreateGroup {
                 group: g(),
                 config: config(),
-            },
+            })
+            .at(0),
         ),
         (
             "UpdateGroup",
-            Command::UpdateGroup {
+            Command::UpdateGroup(UpdateGroup {
                 group: g(),
                 config: config(),
                 expected_revision: 4,
-            },
+            })
+            .at(0),
         ),
         (
             "DeleteGroup",
-            Command::DeleteGroup {
+            Command::DeleteGroup(DeleteGroup {
                 group: g(),
                 force: true,
-            },
+            })
+            .at(0),
         ),
         (
             "SplitGroup",
-            Command::SplitGroup {
+            Command::SplitGroup(SplitGroup {
                 group: g(),
                 expected_revision: 4,
-            },
+            })
+            .at(0),
         ),
         (
             "SetFrozen",
-            Command::SetFrozen {
+            Command::SetFrozen(SetFrozen {
                 group: g(),
                 frozen: true,
-            },
+            })
+            .at(0),
         ),
         (
             "Join",
-            Command::Join {
+            Command::Join(Join {
                 group: g(),
                 worker: w(),
                 ttl_ms: Some(15_000),
                 weight: 3,
                 labels,
-                now_ms: 1_700_000_000_001,
-            },
+            })
+            .at(1_700_000_000_001),
         ),
         (
             "Leave",
-            Command::Leave {
+            Command::Leave(Leave {
                 group: g(),
                 worker: w(),
                 session: Some(7),
                 drain: true,
-            },
+            })
+            .at(0),
         ),
         (
             "Evict",
-            Command::Evict {
+            Command::Evict(Evict {
                 group: g(),
                 worker: w(),
-            },
+            })
+            .at(0),
         ),
         (
             "ExpireSession",
-            Command::ExpireSession {
+            Command::ExpireSession(ExpireSession {
                 group: g(),
                 worker: w(),
                 session: 7,
-                now_ms: 1_700_000_000_002,
-            },
+            })
+            .at(1_700_000_000_002),
         ),
         (
             "Release",
-            Command::Release {
+            Command::Release(Release {
                 group: g(),
                 worker: w(),
                 session: 7,
                 partitions: ranges(),
                 token: 6,
-            },
+            })
+            .at(0),
         ),
         (
             "Rebalance",
-            Command::Rebalance {
-                group: g(),
-                now_ms: 1_700_000_000_003,
-            },
+            Command::Rebalance(Rebalance { group: g() }).at(1_700_000_000_003),
         ),
         (
             "Move",
-            Command::Move {
+            Command::Move(MovePartitions {
                 group: g(),
                 partitions: ranges(),
                 to: w(),
-                now_ms: 1_700_000_000_004,
-            },
+            })
+            .at(1_700_000_000_004),
         ),
         (
             "PutTombstone",
-            Command::PutTombstone {
+            Command::PutTombstone(PutTombstone {
                 group: g(),
                 key: "doc".to_string(),
                 locator: Locator::Hash(0xfeed),
                 ttl_ms: Some(60_000),
-                now_ms: 1_700_000_000_005,
-            },
+            })
+            .at(1_700_000_000_005),
         ),
         (
             "PurgeTombstones",
-            Command::PurgeTombstones {
+            Command::PurgeTombstones(PurgeTombstones {
                 group: g(),
-                now_ms: 1_700_000_000_006,
                 limit: 100,
-            },
+            })
+            .at(1_700_000_000_006),
         ),
         (
             "AckTombstones",
-            Command::AckTombstones {
+            Command::AckTombstones(AckTombstones {
                 group: g(),
                 worker: w(),
                 session: 7,
                 revision: 8,
-            },
+            })
+            .at(0),
         ),
-        ("Compact", Command::Compact { revision: 3 }),
+        ("Compact", Command::Compact(Compact { revision: 3 }).at(0)),
         (
             "PutTombstoneV2 by key",
-            Command::PutTombstoneV2 {
+            Command::PutTombstoneV2(PutTombstone {
                 group: g(),
                 key: "doc".to_string(),
                 locator: Locator::Key,
                 ttl_ms: None,
-                now_ms: 1_700_000_000_007,
-            },
+            })
+            .at(1_700_000_000_007),
         ),
         (
             "PutTombstoneV2 by partition",
-            Command::PutTombstoneV2 {
+            Command::PutTombstoneV2(PutTombstone {
                 group: g(),
                 key: "doc".to_string(),
                 locator: Locator::Partition(2),
                 ttl_ms: Some(1_000),
-                now_ms: 1_700_000_000_008,
-            },
+            })
+            .at(1_700_000_000_008),
         ),
     ]
 }
@@ -238,123 +244,123 @@ fn events() -> Vec<(&'static str, Event)> {
     vec![
         (
             "GroupCreated",
-            Event::GroupCreated {
-                group: g(),
-                config: config(),
-            },
+            Event::new(g(), Change::GroupCreated { config: config() }),
         ),
         (
             "GroupUpdated",
-            Event::GroupUpdated {
-                group: g(),
-                config: config(),
-            },
+            Event::new(g(), Change::GroupUpdated { config: config() }),
         ),
-        ("GroupDeleting", Event::GroupDeleting { group: g() }),
-        ("GroupDeleted", Event::GroupDeleted { group: g() }),
+        ("GroupDeleting", Event::new(g(), Change::GroupDeleting)),
+        ("GroupDeleted", Event::new(g(), Change::GroupDeleted)),
         (
             "GroupSplit",
-            Event::GroupSplit {
-                group: g(),
-                partitions: 16,
-            },
+            Event::new(g(), Change::GroupSplit { partitions: 16 }),
         ),
         (
             "GroupFrozen",
-            Event::GroupFrozen {
-                group: g(),
-                frozen: false,
-            },
+            Event::new(g(), Change::GroupFrozen { frozen: false }),
         ),
         (
             "WorkerJoined",
-            Event::WorkerJoined {
-                group: g(),
-                worker: w(),
-                session: session(SessionState::Active),
-            },
+            Event::new(
+                g(),
+                Change::WorkerJoined {
+                    worker: w(),
+                    session: session(SessionState::Active),
+                },
+            ),
         ),
         (
             "WorkerDraining",
-            Event::WorkerDraining {
-                group: g(),
-                worker: w(),
-            },
+            Event::new(g(), Change::WorkerDraining { worker: w() }),
         ),
         (
             "WorkerEvicting",
-            Event::WorkerEvicting {
-                group: g(),
-                worker: w(),
-            },
+            Event::new(g(), Change::WorkerEvicting { worker: w() }),
         ),
         (
             "WorkerLeft",
-            Event::WorkerLeft {
-                group: g(),
-                worker: w(),
-                reason: LeaveReason::Evicted,
-            },
+            Event::new(
+                g(),
+                Change::WorkerLeft {
+                    worker: w(),
+                    reason: LeaveReason::Evicted,
+                },
+            ),
         ),
         (
             "Granted",
-            Event::Granted {
-                group: g(),
-                worker: w(),
-                partitions: ranges(),
-                token: 6,
-            },
+            Event::new(
+                g(),
+                Change::Granted {
+                    worker: w(),
+                    partitions: ranges(),
+                    token: 6,
+                },
+            ),
         ),
         (
             "Revoking",
-            Event::Revoking {
-                group: g(),
-                from: w(),
-                partitions: ranges(),
-                to: Some("w2".to_string()),
-                since_ms: 1_700_000_000_009,
-            },
+            Event::new(
+                g(),
+                Change::Revoking {
+                    from: w(),
+                    partitions: ranges(),
+                    to: Some("w2".to_string()),
+                    since_ms: 1_700_000_000_009,
+                },
+            ),
         ),
         (
             "Released",
-            Event::Released {
-                group: g(),
-                worker: w(),
-                partitions: ranges(),
-            },
+            Event::new(
+                g(),
+                Change::Released {
+                    worker: w(),
+                    partitions: ranges(),
+                },
+            ),
         ),
         (
             "Reserved",
-            Event::Reserved {
-                group: g(),
-                worker: w(),
-                partitions: ranges(),
-                until_ms: 1_700_000_000_010,
-            },
+            Event::new(
+                g(),
+                Change::Reserved {
+                    worker: w(),
+                    partitions: ranges(),
+                    until_ms: 1_700_000_000_010,
+                },
+            ),
         ),
         (
             "TombstoneAdded",
-            Event::TombstoneAdded {
-                group: g(),
-                key: "doc".to_string(),
-                tombstone: tombstone(Some(0xfeed)),
-                owner: Some(w()),
-            },
+            Event::new(
+                g(),
+                Change::TombstoneAdded {
+                    key: "doc".to_string(),
+                    tombstone: tombstone(Some(0xfeed)),
+                    owner: Some(w()),
+                },
+            ),
         ),
         (
             "TombstonePurged",
-            Event::TombstonePurged {
-                group: g(),
-                key: "doc".to_string(),
-            },
+            Event::new(
+                g(),
+                Change::TombstonePurged {
+                    key: "doc".to_string(),
+                },
+            ),
         ),
         (
             "TombstonesAcked",
-            Event::TombstonesAcked {
-                group: g(),
-                worker: w(),
-                revision: 8,
-            },
+            Event::new(
+                g(),
+                Change::TombstonesAcked {
+                    worker: w(),
+                    revision: 8,
+                },
+            ),
         ),
     ]
 }
