@@ -154,12 +154,19 @@ fn expiry_with_restart_grace_keeps_partitions_for_the_worker() {
 }
 
 #[test]
-fn stale_expiry_and_duplicate_join_are_refused() {
+fn a_second_join_under_a_worker_id_with_a_session_is_refused() {
     let mut sim = Sim::new();
     sim.create(2);
     sim.join("a", 1);
     let dup = sim.join("a", 1).outcome.expect_err("duplicate join");
     assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+}
+
+#[test]
+fn an_expiry_naming_another_session_is_refused_and_ends_nothing() {
+    let mut sim = Sim::new();
+    sim.create(2);
+    sim.join("a", 1);
     let session = sim.group().sessions["a"].id;
     let r = sim.cmd(Command::ExpireSession(ExpireSession {
         group: "g".into(),

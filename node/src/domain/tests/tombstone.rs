@@ -2,20 +2,29 @@
 
 use super::*;
 
+/// A put under the first rule (`PutTombstone`) of `key`, with a TTL of a minute.
+fn put_first_rule(sim: &mut Sim, key: &str) -> CommandResult {
+    sim.cmd(Command::PutTombstone(PutTombstone {
+        group: "g".into(),
+        key: key.into(),
+        locator: Locator::Key,
+        ttl_ms: Some(60_000),
+    }))
+}
+
+fn purge_ten(sim: &mut Sim) -> CommandResult {
+    sim.cmd(Command::PurgeTombstones(PurgeTombstones {
+        group: "g".into(),
+        limit: 10,
+    }))
+}
+
 #[test]
-fn tombstones_are_idempotent_purged_when_expired_and_follow_splits() {
+fn a_second_put_of_a_live_tombstone_answers_the_first_and_writes_nothing() {
     let mut sim = Sim::new();
     sim.create(4);
-    let put = |sim: &mut Sim, key: &str| {
-        sim.cmd(Command::PutTombstone(PutTombstone {
-            group: "g".into(),
-            key: key.into(),
-            locator: Locator::Key,
-            ttl_ms: Some(60_000),
-        }))
-    };
-    let first = put(&mut sim, "account-1");
-    let again = put(&mut sim, "account-1");
+    let first = put_first_rule(&mut sim, "account-1");
+    let again = put_first_rule(&mut sim, "account-1");
     assert_eq!(first.outcome, again.outcome, "idempotent");
     assert!(again.events.is_empty());
     let Ok(Reply::Tombstone { partition, .. }) = first.outcome else {
@@ -23,7 +32,14 @@ fn tombstones_are_idempotent_purged_when_expired_and_follow_splits() {
     };
     let h = KeyHash::Xxh3.hash(b"account-1");
     assert_eq!(partition, hash::partition_of(h, 4));
+}
 
+#[test]
+fn a_tombstone_by_key_follows_its_hash_through_a_split() {
+    let mut sim = Sim::new();
+    sim.create(4);
+    put_first_rule(&mut sim, "account-1");
+    let h = KeyHash::Xxh3.hash(b"account-1");
     let rev = sim.group().config_revision;
     sim.cmd(Command::SplitGroup(SplitGroup {
         group: "g".into(),
@@ -33,22 +49,30 @@ fn tombstones_are_idempotent_purged_when_expired_and_follow_splits() {
         sim.group().tombstones["account-1"].partition,
         hash::partition_of(h, 8)
     );
+}
 
+#[test]
+fn a_purge_removes_a_tombstone_once_its_ttl_has_passed_and_not_before() {
+    let mut sim = Sim::new();
+    sim.create(4);
+    put_first_rule(&mut sim, "account-1");
     sim.now += 59_999;
-    let r = sim.cmd(Command::PurgeTombstones(PurgeTombstones {
-        group: "g".into(),
-        limit: 10,
-    }));
+    let r = purge_ten(&mut sim);
     assert_eq!(r.outcome, Ok(Reply::Purged { count: 0 }));
     sim.now += 1;
-    let r = sim.cmd(Command::PurgeTombstones(PurgeTombstones {
-        group: "g".into(),
-        limit: 10,
-    }));
+    let r = purge_ten(&mut sim);
     assert_eq!(r.outcome, Ok(Reply::Purged { count: 1 }));
     assert!(sim.group().tombstones.is_empty());
+}
+
+#[test]
+fn a_put_of_a_key_over_1024_bytes_is_refused_as_invalid() {
+    let mut sim = Sim::new();
+    sim.create(4);
     let long = "k".repeat(1025);
-    let err = put(&mut sim, &long).outcome.expect_err("key too long");
+    let err = put_first_rule(&mut sim, &long)
+        .outcome
+        .expect_err("key too long");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }
 
