@@ -1,5 +1,5 @@
 //! The rebalancer: a pure, deterministic function from a group's state (and the
-//! leader's clock, carried in the command) to the moves that bring it towards
+//! leader's clock, stamped on the proposal) to the moves that bring it towards
 //! balance. No randomness, no hashing order: the same input gives the same plan,
 //! so every replica applying `Rebalance` computes the same moves, and `plan`
 //! previews exactly what would happen.
