@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use baton_node::domain::command::{CreateGroup, Join, Leave, Rebalance};
 use baton_node::domain::{rebalancer, Command, GroupConfig, State};
 
 fn arg(name: &str, default: u32) -> u32 {
@@ -28,7 +29,9 @@ struct Bench {
 impl Bench {
     fn apply(&mut self, command: Command) {
         self.rev += 1;
-        let result = self.state.apply(self.rev, Some(&command));
+        let result = self
+            .state
+            .apply(self.rev, Some(&command.clone().at(self.now)));
         if let Err(e) = result.outcome {
             eprintln!("{command:?} refused: {e}");
             std::process::exit(1);
@@ -36,14 +39,13 @@ impl Bench {
     }
 
     fn join(&mut self, worker: String) {
-        self.apply(Command::Join {
+        self.apply(Command::Join(Join {
             group: "g".into(),
             worker,
             ttl_ms: None,
             weight: 1,
             labels: BTreeMap::new(),
-            now_ms: self.now,
-        });
+        }));
     }
 
     /// Plans `runs` times; returns (min, median, max) and the plan's handoffs.
@@ -90,18 +92,15 @@ fn main() {
         partitions,
         ..GroupConfig::default()
     };
-    b.apply(Command::CreateGroup {
+    b.apply(Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config,
-    });
+    }));
     for w in 0..workers {
         b.join(format!("worker-{w:04}"));
     }
     let start = Instant::now();
-    b.apply(Command::Rebalance {
-        group: "g".into(),
-        now_ms: b.now,
-    });
+    b.apply(Command::Rebalance(Rebalance { group: "g".into() }));
     println!(
         "initial assignment of {partitions} partitions to {workers} workers (plan + apply): {:.2} ms",
         start.elapsed().as_secs_f64() * 1e3
@@ -134,12 +133,12 @@ fn main() {
         rev: b.rev,
         now: b.now,
     };
-    left.apply(Command::Leave {
+    left.apply(Command::Leave(Leave {
         group: "g".into(),
         worker: "worker-0500".into(),
         session: None,
         drain: true,
-    });
+    }));
     let (min, med, max, moved) = left.time_plan(runs);
     println!(
         "plan on a leave: min {:.3} ms  median {:.3} ms  max {:.3} ms  ({moved} partitions move, {runs} runs)",

@@ -6,7 +6,7 @@ use baton_proto::v1 as pb;
 use tonic::Status;
 
 use crate::domain::{
-    assignment, validate, Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move,
+    assignment, validate, Change, Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move,
     PartitionRange, Plan, SessionState, Tombstone,
 };
 
@@ -236,29 +236,29 @@ fn leave_reason(reason: LeaveReason) -> &'static str {
 
 /// One domain event as the watch stream sends it.
 pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
-    use pb::group_changed::Change;
+    use pb::group_changed::Change as GroupChange;
     use pb::watch_event::Event as E;
-    let group_changed = |change: Change, config: Option<&GroupConfig>| {
+    let group_changed = |change: GroupChange, config: Option<&GroupConfig>| {
         E::GroupChanged(pb::GroupChanged {
             change: change as i32,
             config: config.map(config_to_proto),
         })
     };
-    let event = match event {
-        Event::GroupCreated { config, .. } => group_changed(Change::Created, Some(config)),
-        Event::GroupUpdated { config, .. } => group_changed(Change::Updated, Some(config)),
-        Event::GroupSplit { partitions, .. } => E::GroupChanged(pb::GroupChanged {
-            change: Change::Split as i32,
+    let event = match &event.change {
+        Change::GroupCreated { config, .. } => group_changed(GroupChange::Created, Some(config)),
+        Change::GroupUpdated { config, .. } => group_changed(GroupChange::Updated, Some(config)),
+        Change::GroupSplit { partitions, .. } => E::GroupChanged(pb::GroupChanged {
+            change: GroupChange::Split as i32,
             config: Some(pb::GroupConfig {
                 partitions: Some(*partitions),
                 ..Default::default()
             }),
         }),
-        Event::GroupFrozen { frozen: true, .. } => group_changed(Change::Frozen, None),
-        Event::GroupFrozen { frozen: false, .. } => group_changed(Change::Unfrozen, None),
-        Event::GroupDeleted { .. } => group_changed(Change::Deleted, None),
-        Event::GroupDeleting { .. } => group_changed(Change::Deleting, None),
-        Event::WorkerJoined {
+        Change::GroupFrozen { frozen: true, .. } => group_changed(GroupChange::Frozen, None),
+        Change::GroupFrozen { frozen: false, .. } => group_changed(GroupChange::Unfrozen, None),
+        Change::GroupDeleted => group_changed(GroupChange::Deleted, None),
+        Change::GroupDeleting => group_changed(GroupChange::Deleting, None),
+        Change::WorkerJoined {
             worker, session, ..
         } => E::WorkerJoined(pb::WorkerJoined {
             worker: worker.clone(),
@@ -267,17 +267,17 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
             weight: session.weight,
             labels: session.labels.clone().into_iter().collect(),
         }),
-        Event::WorkerDraining { worker, .. } => E::WorkerDraining(pb::WorkerDraining {
+        Change::WorkerDraining { worker, .. } => E::WorkerDraining(pb::WorkerDraining {
             worker: worker.clone(),
         }),
-        Event::WorkerEvicting { worker, .. } => E::WorkerEvicting(pb::WorkerEvicting {
+        Change::WorkerEvicting { worker, .. } => E::WorkerEvicting(pb::WorkerEvicting {
             worker: worker.clone(),
         }),
-        Event::WorkerLeft { worker, reason, .. } => E::WorkerLeft(pb::WorkerLeft {
+        Change::WorkerLeft { worker, reason, .. } => E::WorkerLeft(pb::WorkerLeft {
             worker: worker.clone(),
             reason: leave_reason(*reason).to_string(),
         }),
-        Event::Granted {
+        Change::Granted {
             worker,
             partitions,
             token,
@@ -287,7 +287,7 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
             ranges: ranges(partitions),
             token: *token,
         }),
-        Event::Revoking {
+        Change::Revoking {
             from,
             partitions,
             to,
@@ -299,13 +299,13 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
             ranges: ranges(partitions),
             since_ms: *since_ms,
         }),
-        Event::Released {
+        Change::Released {
             worker, partitions, ..
         } => E::Released(pb::Released {
             worker: worker.clone(),
             ranges: ranges(partitions),
         }),
-        Event::Reserved {
+        Change::Reserved {
             worker,
             partitions,
             until_ms,
@@ -315,7 +315,7 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
             ranges: ranges(partitions),
             until_ms: *until_ms,
         }),
-        Event::TombstoneAdded {
+        Change::TombstoneAdded {
             key,
             tombstone: t,
             owner,
@@ -324,10 +324,10 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
             tombstone: Some(tombstone(key, t)),
             owner: owner.clone().unwrap_or_default(),
         }),
-        Event::TombstonePurged { key, .. } => {
+        Change::TombstonePurged { key, .. } => {
             E::TombstonePurged(pb::TombstonePurged { key: key.clone() })
         }
-        Event::TombstonesAcked {
+        Change::TombstonesAcked {
             worker, revision, ..
         } => E::TombstonesAcked(pb::TombstonesAcked {
             worker: worker.clone(),

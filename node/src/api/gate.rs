@@ -300,7 +300,7 @@ mod tests {
         let framed = framed(b"hello");
         let (head, tail) = framed.split_at(3);
         let (request, message) = buffer(arriving(vec![head.to_vec(), tail.to_vec()]), 100).await;
-        assert!(matches!(message, Read::Message(m) if m == &b"hello"[..]));
+        assert!(matches!(message, Read::Message(m) if m == b"hello"[..]));
         assert_eq!(body_of(request).await, framed);
     }
 

@@ -18,9 +18,8 @@ use tonic::{Request, Response, Status};
 use super::{convert, forward};
 use crate::clock::now_ms;
 use crate::cluster::{Leader, Route, FORWARDED_BY};
-use crate::domain::{
-    hash, quoted, validate, Command, Event, LeaveReason, Locator, Reply, Tombstone,
-};
+use crate::domain::command::{AckTombstones, PutTombstone};
+use crate::domain::{quoted, validate, Change, Command, LeaveReason, Locator, Reply, Tombstone};
 use crate::store::StateMachineStore;
 use crate::watch::Feed;
 
@@ -71,13 +70,12 @@ impl TombstonesApi {
             Some(pb::put_tombstone_request::Locator::Hash(h)) => Locator::Hash(h),
             Some(pb::put_tombstone_request::Locator::Partition(p)) => Locator::Partition(p),
         };
-        let command = Command::PutTombstoneV2 {
+        let command = Command::PutTombstoneV2(PutTombstone {
             group: r.group,
             key: r.key,
             locator,
             ttl_ms: r.ttl_ms,
-            now_ms: now_ms(),
-        };
+        });
         match self.leader.propose(command).await?.reply {
             Reply::Tombstone {
                 revision,
@@ -152,8 +150,8 @@ impl TombstonesApi {
                 }
                 Err(_) => return Err(late(&owner)),
             };
-            let left = batch.events.iter().find_map(|e| match e {
-                Event::WorkerLeft { worker, reason, .. } if *worker == owner => Some(*reason),
+            let left = batch.events.iter().find_map(|e| match &e.change {
+                Change::WorkerLeft { worker, reason } if *worker == owner => Some(*reason),
                 _ => None,
             });
             let ended = |left: Option<LeaveReason>| match left {
@@ -162,29 +160,25 @@ impl TombstonesApi {
                 Some(LeaveReason::Drained) | None => pb::Barrier::OwnerReleased,
             };
             for event in &batch.events {
-                let outcome = match event {
-                    Event::TombstonesAcked {
-                        worker, revision, ..
-                    } if *worker == owner && *revision >= tombstone.revision => {
+                let outcome = match &event.change {
+                    Change::TombstonesAcked { worker, revision }
+                        if *worker == owner && *revision >= tombstone.revision =>
+                    {
                         Some(pb::Barrier::Acknowledged)
                     }
-                    Event::Released {
-                        worker, partitions, ..
-                    } if *worker == owner
-                        && partitions.iter().any(|r| r.contains(tombstone.partition)) =>
+                    Change::Released { worker, partitions }
+                        if *worker == owner
+                            && partitions.iter().any(|r| r.contains(tombstone.partition)) =>
                     {
                         Some(ended(left))
                     }
-                    Event::WorkerLeft { worker, reason, .. } if *worker == owner => {
+                    Change::WorkerLeft { worker, reason } if *worker == owner => {
                         Some(ended(Some(*reason)))
                     }
-                    Event::GroupDeleted { .. } => Some(pb::Barrier::GroupDeleted),
+                    Change::GroupDeleted => Some(pb::Barrier::GroupDeleted),
                     // The owner keeps both halves of a split partition.
-                    Event::GroupSplit { partitions, .. } => {
-                        tombstone.partition = match tombstone.hash {
-                            Some(h) => hash::partition_of(h, *partitions),
-                            None => tombstone.partition * 2,
-                        };
+                    Change::GroupSplit { partitions } => {
+                        tombstone.partition = tombstone.partition_after_split(*partitions);
                         None
                     }
                     _ => None,
@@ -241,12 +235,12 @@ impl Tombstones for TombstonesApi {
         // An acknowledgement speaks for a worker's session: the gate has
         // checked the caller may act for it.
         let r = request.into_inner();
-        let command = Command::AckTombstones {
+        let command = Command::AckTombstones(AckTombstones {
             group: r.group,
             worker: r.worker,
             session: r.session,
             revision: r.revision,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         Ok(Response::new(pb::AckTombstonesResponse {
             revision: committed.revision,

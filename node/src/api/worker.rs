@@ -18,10 +18,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{convert, not_leader};
-use crate::clock::now_ms;
 use crate::cluster::leadership::Confirmations;
 use crate::cluster::leases::{ended, Leases, Refusal, SessionKey};
 use crate::cluster::Leader;
+use crate::domain::command::{Join, Leave, Release};
 use crate::domain::SessionState;
 use crate::domain::{quoted, validate, Command, Reply};
 use crate::raft::{BatonRaft, NodeId};
@@ -239,14 +239,13 @@ impl Worker for WorkerApi {
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let r = request.into_inner();
         self.refuse_while_alive(&r.group, &r.worker)?;
-        let command = Command::Join {
+        let command = Command::Join(Join {
             group: r.group.clone(),
             worker: r.worker.clone(),
             ttl_ms: r.ttl_ms,
             weight: r.weight.unwrap_or(1),
             labels: r.labels.into_iter().collect(),
-            now_ms: now_ms(),
-        };
+        });
         let committed = self.leader.propose(command).await?;
         let Reply::Joined { session, granted } = committed.reply else {
             return Err(Status::internal("unexpected reply to a join"));
@@ -346,13 +345,13 @@ impl Worker for WorkerApi {
         let r = request.into_inner();
         let partitions = convert::ranges_from("partitions", &r.partitions)?;
         self.check_session(&r.group, &r.worker, r.session, "nothing released")?;
-        let command = Command::Release {
+        let command = Command::Release(Release {
             group: r.group,
             worker: r.worker,
             session: r.session,
             partitions,
             token: r.token,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         Ok(Response::new(pb::ReleaseResponse {
             revision: committed.revision,
@@ -365,12 +364,12 @@ impl Worker for WorkerApi {
     ) -> Result<Response<pb::LeaveResponse>, Status> {
         let r = request.into_inner();
         self.check_session(&r.group, &r.worker, r.session, "nothing ended")?;
-        let command = Command::Leave {
+        let command = Command::Leave(Leave {
             group: r.group,
             worker: r.worker,
             session: Some(r.session),
             drain: r.drain,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         Ok(Response::new(pb::LeaveResponse {
             revision: committed.revision,

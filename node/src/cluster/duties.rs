@@ -24,6 +24,7 @@ use super::leases::{ended, Leases, SessionKey};
 use super::{ClusterError, Leader};
 use crate::clock::now_ms;
 use crate::config::HistoryRetention;
+use crate::domain::command::{Compact, ExpireSession, PurgeTombstones, Rebalance};
 use crate::domain::{rebalancer, Command, Reply, SessionState, State};
 use crate::store::StateMachineStore;
 
@@ -258,30 +259,22 @@ async fn one_tick(
     }
     for (key, session) in leases.expired(Instant::now()) {
         tracing::info!(group = %key.group, worker = %key.worker, session, "lease expired");
-        let command = Command::ExpireSession {
+        let command = Command::ExpireSession(ExpireSession {
             group: key.group,
             worker: key.worker,
             session,
-            now_ms: now_ms(),
-        };
+        });
         propose(leader, command).await;
     }
     for group in work.to_rebalance {
-        propose(
-            leader,
-            Command::Rebalance {
-                group,
-                now_ms: now_ms(),
-            },
-        )
-        .await;
+        propose(leader, Command::Rebalance(Rebalance { group })).await;
     }
     for group in work.to_purge {
         purge(leader, sm, group, now).await;
     }
     if let Some(revision) = compaction.due(Instant::now(), work.revision, work.compacted) {
         tracing::debug!(revision, "compacting the event history");
-        propose(leader, Command::Compact { revision }).await;
+        propose(leader, Command::Compact(Compact { revision })).await;
     }
 }
 
@@ -289,11 +282,10 @@ async fn one_tick(
 /// as long as the state says some are left (so no entry purges nothing).
 async fn purge(leader: &Leader, sm: &StateMachineStore, group: String, now_ms: u64) {
     for _ in 0..PURGES_PER_TICK {
-        let command = Command::PurgeTombstones {
+        let command = Command::PurgeTombstones(PurgeTombstones {
             group: group.clone(),
-            now_ms,
             limit: PURGE_BATCH,
-        };
+        });
         let Some(Reply::Purged { count }) = propose(leader, command).await else {
             return;
         };

@@ -2,6 +2,7 @@
 //! requests and the leader's duties alike.
 
 use super::{ClusterError, Committed, Leader};
+use crate::clock::now_ms;
 use crate::domain::Command;
 
 impl Leader {
@@ -15,14 +16,18 @@ impl Leader {
     /// confirms the verdict: this node may have lost office, or not yet
     /// applied what it committed, and a refusal from a stale state would
     /// be wrong. A request that passes costs no extra round.
+    ///
+    /// The command is stamped here, once, with this leader's clock: the
+    /// time every replica decides it at.
     pub async fn propose(&self, command: Command) -> Result<Committed, ClusterError> {
+        let proposal = command.at(now_ms());
         if self
             .sm
-            .read(|s| s.check(&command))
+            .read(|s| s.check(&proposal))
             .map_or(true, |r| r.is_some())
         {
             self.raft.ensure_linearizable().await?;
-            let (revision, verdict) = self.sm.read(|s| (s.revision, s.check(&command)));
+            let (revision, verdict) = self.sm.read(|s| (s.revision, s.check(&proposal)));
             if let Some(reply) = verdict? {
                 return Ok(Committed {
                     revision,
@@ -31,7 +36,7 @@ impl Leader {
                 });
             }
         }
-        let result = self.raft.client_write(command).await?.data;
+        let result = self.raft.client_write(proposal).await?.data;
         let reply = result.outcome?;
         Ok(Committed {
             revision: result.revision,

@@ -1,5 +1,5 @@
 //! The rebalancer: a pure, deterministic function from a group's state (and the
-//! leader's clock, carried in the command) to the moves that bring it towards
+//! leader's clock, stamped on the proposal) to the moves that bring it towards
 //! balance. No randomness, no hashing order: the same input gives the same plan,
 //! so every replica applying `Rebalance` computes the same moves, and `plan`
 //! previews exactly what would happen.
@@ -17,7 +17,7 @@
 //!    immediate and not limited).
 
 use super::assignment::{ranges_of, PartitionRange};
-use super::{Group, SessionState};
+use super::{Change, Event, Group, SessionState};
 
 /// What the rebalancer decided for one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,6 +45,34 @@ pub enum Move {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.moves.is_empty()
+    }
+
+    /// The moves `events` carried out: their grants and handoffs, in order
+    /// (what a committed `Move` answers with).
+    pub fn carried_out(events: &[Event]) -> Plan {
+        let moves = events
+            .iter()
+            .filter_map(|e| match &e.change {
+                Change::Granted {
+                    worker, partitions, ..
+                } => Some(Move::Grant {
+                    to: worker.clone(),
+                    partitions: partitions.clone(),
+                }),
+                Change::Revoking {
+                    from,
+                    partitions,
+                    to,
+                    ..
+                } => Some(Move::Revoke {
+                    from: from.clone(),
+                    to: to.clone(),
+                    partitions: partitions.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Plan { moves }
     }
 
     /// Partitions the plan moves away from a holder (not counting free grants).

@@ -12,35 +12,12 @@ use super::schema::{history_key, KEY_COMPACTED};
 use super::state_machine::{codec_err, sm_err, written, StateMachineStore};
 use super::types::{Entry, StorageError, StoredMembership};
 use crate::clock::now_ms;
-use crate::domain::{Command, CommandResult, Event, LeaveReason, State};
+use crate::domain::{Change, CommandResult, LeaveReason};
 use crate::watch::hub::Batch;
 
 /// Revisions between two state checkpoints at least (more for a state with
 /// more entries than this).
 pub const CHECKPOINT_EVERY: u64 = 10_000;
-
-/// When the handoff that `command` completes began (leader time, ms), if it
-/// releases partitions that were being revoked.
-fn handoff_started(state: &State, command: &Command) -> Option<u64> {
-    let Command::Release {
-        group, partitions, ..
-    } = command
-    else {
-        return None;
-    };
-    let assignment = &state.groups.get(group)?.assignment;
-    partitions
-        .iter()
-        .filter(|r| r.start < assignment.partitions())
-        .filter_map(|r| {
-            assignment
-                .slot(r.start)
-                .revoking
-                .as_ref()
-                .map(|v| v.since_ms)
-        })
-        .min()
-}
 
 impl StateMachineStore {
     /// Applies committed entries: see [`RaftStateMachine::apply`], which
@@ -68,9 +45,9 @@ impl StateMachineStore {
                 let index = entry.log_id.index;
                 let result = match &entry.payload {
                     EntryPayload::Blank => applied.state.apply(index, None),
-                    EntryPayload::Normal(command) => {
-                        let since = handoff_started(&applied.state, command);
-                        let result = applied.state.apply(index, Some(command));
+                    EntryPayload::Normal(proposal) => {
+                        let since = applied.state.handoff_started(&proposal.command);
+                        let result = applied.state.apply(index, Some(proposal));
                         if let (Some(since), Ok(_)) = (since, &result.outcome) {
                             let ms = now_ms().saturating_sub(since);
                             metrics.handoff_seconds.observe(ms as f64 / 1000.0);
@@ -85,8 +62,8 @@ impl StateMachineStore {
                 applied.last_applied = Some(entry.log_id);
                 let expiries = result.events.iter().filter(|e| {
                     matches!(
-                        e,
-                        Event::WorkerLeft {
+                        e.change,
+                        Change::WorkerLeft {
                             reason: LeaveReason::Expired,
                             ..
                         }

@@ -10,12 +10,12 @@ use std::io::Cursor;
 
 use openraft::BasicNode;
 
-use crate::domain::{Command, CommandResult};
+use crate::domain::{CommandResult, Proposal};
 
 openraft::declare_raft_types!(
     /// baton's openraft type configuration.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = CommandResult,
         NodeId = NodeId,
         Node = BasicNode,

@@ -34,7 +34,7 @@ pub struct Batch {
 impl Batch {
     /// The events of the entry applied at `revision`, if it caused any.
     pub fn of(revision: u64, events: Vec<Event>) -> Option<Batch> {
-        let group = events.first()?.group().to_string();
+        let group = events.first()?.group.clone();
         Some(Batch {
             revision,
             group,

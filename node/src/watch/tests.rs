@@ -9,34 +9,34 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tempfile::TempDir;
 
 use super::*;
+use crate::domain::command::{Compact, CreateGroup, PutTombstone};
 use crate::domain::{Command, GroupConfig, Locator};
 use crate::store::types::Entry;
 
 fn command(index: u64, command: Command) -> Entry {
     Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(command),
+        payload: EntryPayload::Normal(command.at(1_000)),
     }
 }
 
 fn create(group: &str) -> Command {
-    Command::CreateGroup {
+    Command::CreateGroup(CreateGroup {
         group: group.into(),
         config: GroupConfig {
             partitions: 4,
             ..Default::default()
         },
-    }
+    })
 }
 
 fn put(group: &str, key: &str) -> Command {
-    Command::PutTombstone {
+    Command::PutTombstone(PutTombstone {
         group: group.into(),
         key: key.into(),
         locator: Locator::Key,
         ttl_ms: None,
-        now_ms: 1_000,
-    }
+    })
 }
 
 fn store() -> (TempDir, StateMachineStore) {
@@ -103,7 +103,7 @@ async fn progress_never_passes_history_cut_by_a_snapshot_install() {
             command(2, put("g", "a")),
             command(3, put("g", "b")),
             command(4, put("g", "c")),
-            command(5, Command::Compact { revision: 4 }),
+            command(5, Command::Compact(Compact { revision: 4 })),
             command(6, put("g", "d")),
         ])
         .await

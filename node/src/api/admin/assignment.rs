@@ -7,7 +7,8 @@ use tonic::Status;
 use crate::api::{convert, domain_error};
 use crate::clock::now_ms;
 use crate::cluster::Leader;
-use crate::domain::{self, quoted, rebalancer, Command, Event, Locator};
+use crate::domain::command::{Evict, Leave, MovePartitions};
+use crate::domain::{self, quoted, rebalancer, Change, Command, Locator};
 
 pub struct Assignment {
     pub(super) leader: Leader,
@@ -40,14 +41,13 @@ impl Assignment {
         r: pb::MovePartitionsRequest,
     ) -> Result<pb::PlanResponse, Status> {
         let partitions = convert::ranges_from("partitions", &r.partitions)?;
-        let command = Command::Move {
+        let command = Command::Move(MovePartitions {
             group: r.group.clone(),
             partitions,
             to: r.to,
-            now_ms: now_ms(),
-        };
+        });
         let committed = self.leader.propose(command).await?;
-        let plan = moves_of(&committed.events);
+        let plan = rebalancer::Plan::carried_out(&committed.events);
         Ok(convert::plan(committed.revision, &plan))
     }
 
@@ -69,29 +69,28 @@ impl Assignment {
         };
         let reply = self
             .leader
-            .read_group(r.serializable, &r.group, |revision, g| -> Result<pb::RouteResponse, Status> {
-                let partitions = g.config.partitions;
-                let partition = match locator {
-                    Locator::Key => domain::hash::partition_of(g.config.key_hash.hash(key.as_bytes()), partitions),
-                    Locator::Hash(h) => domain::hash::partition_of(h, partitions),
-                    Locator::Partition(p) if p >= partitions => {
-                        return Err(Status::invalid_argument(format!(
-                            "partition {p} is out of range: group {} has partitions 0..{partitions}",
-                            quoted(&r.group)
-                        )))
-                    }
-                    Locator::Partition(p) => p,
-                };
-                let slot = g.assignment.slot(partition);
-                Ok(pb::RouteResponse {
-                    revision,
-                    partition,
-                    owner: slot.owner.clone().unwrap_or_default(),
-                    token: if slot.owner.is_some() { slot.token } else { 0 },
-                    moving: slot.revoking.is_some(),
-                    moving_to: slot.revoking.as_ref().and_then(|m| m.to.clone()).unwrap_or_default(),
-                })
-            })
+            .read_group(
+                r.serializable,
+                &r.group,
+                |revision, g| -> Result<pb::RouteResponse, Status> {
+                    let (partition, _) = g
+                        .locate(&r.group, &key, &locator)
+                        .map_err(|e| domain_error(&e))?;
+                    let slot = g.assignment.slot(partition);
+                    Ok(pb::RouteResponse {
+                        revision,
+                        partition,
+                        owner: slot.owner.clone().unwrap_or_default(),
+                        token: if slot.owner.is_some() { slot.token } else { 0 },
+                        moving: slot.revoking.is_some(),
+                        moving_to: slot
+                            .revoking
+                            .as_ref()
+                            .and_then(|m| m.to.clone())
+                            .unwrap_or_default(),
+                    })
+                },
+            )
             .await??;
         Ok(reply)
     }
@@ -124,17 +123,17 @@ impl Assignment {
 
     pub async fn drain_worker(&self, r: pb::WorkerRef) -> Result<pb::WorkerActionResponse, Status> {
         // An operator drains whichever session the worker has now.
-        let command = Command::Leave {
+        let command = Command::Leave(Leave {
             group: r.group,
             worker: r.worker.clone(),
             session: None,
             drain: true,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         let outcome = if committed
             .events
             .iter()
-            .any(|e| matches!(e, Event::WorkerLeft { .. }))
+            .any(|e| matches!(e.change, Change::WorkerLeft { .. }))
         {
             format!("worker {} held nothing and has left", quoted(&r.worker))
         } else {
@@ -167,10 +166,10 @@ impl Assignment {
         // Committed, so a new leader goes on refusing to renew the lease.
         let committed = self
             .leader
-            .propose(Command::Evict {
+            .propose(Command::Evict(Evict {
                 group: r.group.clone(),
                 worker: r.worker.clone(),
-            })
+            }))
             .await?;
         // From here every renewal reads the eviction from the applied state
         // (`api/worker.rs`), on this leader and any later one.
@@ -182,31 +181,4 @@ impl Assignment {
         let revision = committed.revision;
         Ok(pb::WorkerActionResponse { revision, outcome })
     }
-}
-
-/// The moves a committed `Move` carried out.
-fn moves_of(events: &[Event]) -> rebalancer::Plan {
-    let moves = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Granted {
-                worker, partitions, ..
-            } => Some(rebalancer::Move::Grant {
-                to: worker.clone(),
-                partitions: partitions.clone(),
-            }),
-            Event::Revoking {
-                from,
-                partitions,
-                to,
-                ..
-            } => Some(rebalancer::Move::Revoke {
-                from: from.clone(),
-                to: to.clone(),
-                partitions: partitions.clone(),
-            }),
-            _ => None,
-        })
-        .collect();
-    rebalancer::Plan { moves }
 }

@@ -5,7 +5,8 @@ use tonic::Status;
 
 use crate::api::{convert, group_not_found};
 use crate::cluster::Leader;
-use crate::domain::{Command, Event, GroupConfig};
+use crate::domain::command::{CreateGroup, DeleteGroup, SetFrozen, SplitGroup, UpdateGroup};
+use crate::domain::{Change, Command, GroupConfig};
 
 pub struct Groups {
     pub(super) leader: Leader,
@@ -29,10 +30,10 @@ impl Groups {
         let config = convert::config(GroupConfig::default(), r.config.as_ref());
         let committed = self
             .leader
-            .propose(Command::CreateGroup {
+            .propose(Command::CreateGroup(CreateGroup {
                 group: r.group.clone(),
                 config,
-            })
+            }))
             .await?;
         self.group_response(committed.revision, &r.group)
     }
@@ -76,11 +77,11 @@ impl Groups {
             .read(|s| s.groups.get(&r.group).map(|g| g.config.clone()));
         let current = current.ok_or_else(|| group_not_found(&r.group))?;
         let config = convert::config(current, r.config.as_ref());
-        let command = Command::UpdateGroup {
+        let command = Command::UpdateGroup(UpdateGroup {
             group: r.group.clone(),
             config,
             expected_revision: r.if_revision,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         self.group_response(committed.revision, &r.group)
     }
@@ -89,15 +90,15 @@ impl Groups {
         &self,
         r: pb::DeleteGroupRequest,
     ) -> Result<pb::DeleteGroupResponse, Status> {
-        let command = Command::DeleteGroup {
+        let command = Command::DeleteGroup(DeleteGroup {
             group: r.group,
             force: r.force,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         let deleted = committed
             .events
             .iter()
-            .any(|e| matches!(e, Event::GroupDeleted { .. }));
+            .any(|e| matches!(e.change, Change::GroupDeleted));
         Ok(pb::DeleteGroupResponse {
             revision: committed.revision,
             deleted,
@@ -106,19 +107,19 @@ impl Groups {
 
     pub async fn split(&self, r: pb::SplitGroupRequest) -> Result<pb::GroupResponse, Status> {
         require_revision(r.if_revision)?;
-        let command = Command::SplitGroup {
+        let command = Command::SplitGroup(SplitGroup {
             group: r.group.clone(),
             expected_revision: r.if_revision,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         self.group_response(committed.revision, &r.group)
     }
 
     pub async fn set_frozen(&self, r: pb::SetFrozenRequest) -> Result<pb::GroupResponse, Status> {
-        let command = Command::SetFrozen {
+        let command = Command::SetFrozen(SetFrozen {
             group: r.group.clone(),
             frozen: r.frozen,
-        };
+        });
         let committed = self.leader.propose(command).await?;
         self.group_response(committed.revision, &r.group)
     }

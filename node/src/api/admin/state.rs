@@ -5,6 +5,7 @@ use baton_proto::v1 as pb;
 use tonic::Status;
 
 use crate::cluster::Leader;
+use crate::domain::command::Compact;
 use crate::domain::{Command, Reply};
 
 /// Backup chunks stay well under the 4 MiB default gRPC message limit.
@@ -29,9 +30,9 @@ impl WholeState {
     pub async fn compact(&self, r: pb::CompactRequest) -> Result<pb::CompactResponse, Status> {
         let committed = self
             .leader
-            .propose(Command::Compact {
+            .propose(Command::Compact(Compact {
                 revision: r.revision,
-            })
+            }))
             .await?;
         let compacted = match committed.reply {
             Reply::Compacted { revision } => revision,

@@ -148,87 +148,80 @@ impl Sim {
     }
 
     fn command(&self, h: &Hostile) -> Option<Command> {
-        let now_ms = self.now;
         Some(match h.clone() {
-            Hostile::Create(group, config) => Command::CreateGroup { group, config },
+            Hostile::Create(group, config) => Command::CreateGroup(CreateGroup { group, config }),
             Hostile::Update(group, config) => {
                 let expected_revision = self
                     .state
                     .groups
                     .get(&group)
                     .map_or(0, |g| g.config_revision);
-                Command::UpdateGroup {
+                Command::UpdateGroup(UpdateGroup {
                     group,
                     config,
                     expected_revision,
-                }
+                })
             }
-            Hostile::Delete(group, force) => Command::DeleteGroup { group, force },
+            Hostile::Delete(group, force) => Command::DeleteGroup(DeleteGroup { group, force }),
             Hostile::Split(group) => {
                 let expected_revision = self
                     .state
                     .groups
                     .get(&group)
                     .map_or(0, |g| g.config_revision);
-                Command::SplitGroup {
+                Command::SplitGroup(SplitGroup {
                     group,
                     expected_revision,
-                }
+                })
             }
-            Hostile::Join(group, worker, ttl_ms, weight) => Command::Join {
+            Hostile::Join(group, worker, ttl_ms, weight) => Command::Join(Join {
                 group,
                 worker,
                 ttl_ms,
                 weight,
                 labels: BTreeMap::new(),
-                now_ms,
-            },
-            Hostile::Leave(group, worker, s, drain) => Command::Leave {
+            }),
+            Hostile::Leave(group, worker, s, drain) => Command::Leave(Leave {
                 session: Some(self.session_of(&group, &worker, &s)),
                 group,
                 worker,
                 drain,
-            },
-            Hostile::Evict(group, worker) => Command::Evict { group, worker },
-            Hostile::Expire(group, worker, s) => Command::ExpireSession {
+            }),
+            Hostile::Evict(group, worker) => Command::Evict(Evict { group, worker }),
+            Hostile::Expire(group, worker, s) => Command::ExpireSession(ExpireSession {
                 session: self.session_of(&group, &worker, &s),
                 group,
                 worker,
-                now_ms,
-            },
-            Hostile::Release(group, worker, s, partitions, t) => Command::Release {
+            }),
+            Hostile::Release(group, worker, s, partitions, t) => Command::Release(Release {
                 session: self.session_of(&group, &worker, &s),
                 token: self.token_of(&group, &worker, &partitions, &t),
                 group,
                 worker,
                 partitions,
-            },
-            Hostile::Rebalance(group) => Command::Rebalance { group, now_ms },
-            Hostile::Move(group, partitions, to) => Command::Move {
+            }),
+            Hostile::Rebalance(group) => Command::Rebalance(Rebalance { group }),
+            Hostile::Move(group, partitions, to) => Command::Move(MovePartitions {
                 group,
                 partitions,
                 to,
-                now_ms,
-            },
-            Hostile::Put(group, key, partition, ttl_ms) => Command::PutTombstoneV2 {
+            }),
+            Hostile::Put(group, key, partition, ttl_ms) => Command::PutTombstoneV2(PutTombstone {
                 group,
                 key,
                 locator: partition.map_or(Locator::Key, Locator::Partition),
                 ttl_ms,
-                now_ms,
-            },
-            Hostile::Purge(group, limit) => Command::PurgeTombstones {
-                group,
-                now_ms,
-                limit,
-            },
-            Hostile::Ack(group, worker, s, revision) => Command::AckTombstones {
+            }),
+            Hostile::Purge(group, limit) => {
+                Command::PurgeTombstones(PurgeTombstones { group, limit })
+            }
+            Hostile::Ack(group, worker, s, revision) => Command::AckTombstones(AckTombstones {
                 session: self.session_of(&group, &worker, &s),
                 group,
                 worker,
                 revision,
-            },
-            Hostile::Compact(revision) => Command::Compact { revision },
+            }),
+            Hostile::Compact(revision) => Command::Compact(Compact { revision }),
             Hostile::Advance(_) => return None,
         })
     }
@@ -268,7 +261,7 @@ proptest! {
                 continue;
             }
             let Some(command) = sim.command(op) else { continue };
-            let checked = sim.state.check(&command);
+            let checked = sim.state.check(&command.clone().at(sim.now));
             let runs_before: usize = sim.state.groups.values().map(|g| g.assignment.run_count()).sum();
             let result = sim.cmd(command.clone());
             // The leader's check agrees with apply: a refusal is the same
@@ -277,8 +270,8 @@ proptest! {
                 (Err(e), Err(a)) => prop_assert_eq!(e, a),
                 // Apply keeps writing an update that changes nothing, as
                 // entries already in a log did (see `State::check`).
-                (Ok(Some(_)), Ok(_)) if matches!(command, Command::UpdateGroup { .. }) => {
-                    let updated = matches!(result.events.as_slice(), [Event::GroupUpdated { .. }]);
+                (Ok(Some(_)), Ok(_)) if matches!(command, Command::UpdateGroup(_)) => {
+                    let updated = matches!(result.events.as_slice(), [Event { change: Change::GroupUpdated { .. }, .. }]);
                     prop_assert!(updated, "{:?}", result.events);
                 }
                 (Ok(Some(reply)), Ok(applied)) => {
@@ -286,7 +279,7 @@ proptest! {
                     prop_assert!(result.events.is_empty(), "{:?} said no-op but wrote {:?}", command, result.events);
                 }
                 (Ok(None), Ok(_)) => prop_assert!(
-                    !result.events.is_empty() || matches!(command, Command::Barrier | Command::Compact { .. }),
+                    !result.events.is_empty() || matches!(command, Command::Barrier | Command::Compact(_)),
                     "{:?} was proposed for nothing", command
                 ),
                 (checked, applied) => prop_assert!(false, "{:?}: checked {:?}, applied {:?}", command, checked, applied),
@@ -295,12 +288,12 @@ proptest! {
             // does per event is bounded by the group, not by the request.
             let mut carried = 0usize;
             for event in &result.events {
-                let partitions = sim.state.groups.get(event.group()).map_or(u32::MAX, |g| g.config.partitions);
-                let ranges = match event {
-                    Event::Granted { partitions, .. }
-                    | Event::Revoking { partitions, .. }
-                    | Event::Released { partitions, .. }
-                    | Event::Reserved { partitions, .. } => partitions.as_slice(),
+                let partitions = sim.state.groups.get(&event.group).map_or(u32::MAX, |g| g.config.partitions);
+                let ranges = match &event.change {
+                    Change::Granted { partitions, .. }
+                    | Change::Revoking { partitions, .. }
+                    | Change::Released { partitions, .. }
+                    | Change::Reserved { partitions, .. } => partitions.as_slice(),
                     _ => &[],
                 };
                 assert_normalized(ranges, partitions, event);

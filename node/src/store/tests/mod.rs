@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 use super::types::{Entry, TypeConfig};
 use super::*;
+use crate::domain::command::{Compact, CreateGroup, PutTombstone};
 use crate::domain::Command;
 
 struct TempStore;
@@ -41,7 +42,7 @@ fn entry(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
 }
 
 fn barrier(term: u64, index: u64) -> Entry {
-    entry(term, index, EntryPayload::Normal(Command::Barrier))
+    entry(term, index, EntryPayload::Normal(Command::Barrier.at(0)))
 }
 
 /// Appends and waits for openraft's flush callback, i.e. for the point where
@@ -60,6 +61,7 @@ fn membership(voters: &[u64]) -> Membership<u64, BasicNode> {
     Membership::new(vec![voters.iter().copied().collect::<BTreeSet<_>>()], nodes)
 }
 
+/// An entry proposing `command` at leader time 1 s.
 fn command(term: u64, index: u64, command: Command) -> Entry {
-    entry(term, index, EntryPayload::Normal(command))
+    entry(term, index, EntryPayload::Normal(command.at(1_000)))
 }

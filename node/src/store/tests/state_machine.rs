@@ -120,16 +120,17 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
         partitions: 4,
         ..Default::default()
     };
-    let create = Command::CreateGroup {
+    let create = Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config,
-    };
-    let put = |key: &str| Command::PutTombstone {
-        group: "g".into(),
-        key: key.into(),
-        locator: crate::domain::Locator::Key,
-        ttl_ms: None,
-        now_ms: 1_000,
+    });
+    let put = |key: &str| {
+        Command::PutTombstone(PutTombstone {
+            group: "g".into(),
+            key: key.into(),
+            locator: crate::domain::Locator::Key,
+            ttl_ms: None,
+        })
     };
     let entries = vec![
         command(1, 1, create),
@@ -154,9 +155,13 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
         "complete up to just before the first batch left out"
     );
 
-    sm.apply(vec![command(1, 6, Command::Compact { revision: 2 })])
-        .await
-        .expect("compact");
+    sm.apply(vec![command(
+        1,
+        6,
+        Command::Compact(Compact { revision: 2 }),
+    )])
+    .await
+    .expect("compact");
     let err = all(&sm, 2).expect_err("compacted");
     assert_eq!(
         err,
@@ -199,20 +204,21 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
 #[tokio::test]
 async fn reopening_replays_the_events_after_the_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let put = |key: String| Command::PutTombstone {
-        group: "g".into(),
-        key,
-        locator: crate::domain::Locator::Key,
-        ttl_ms: None,
-        now_ms: 1_000,
+    let put = |key: String| {
+        Command::PutTombstone(PutTombstone {
+            group: "g".into(),
+            key,
+            locator: crate::domain::Locator::Key,
+            ttl_ms: None,
+        })
     };
-    let create = Command::CreateGroup {
+    let create = Command::CreateGroup(CreateGroup {
         group: "g".into(),
         config: crate::domain::GroupConfig {
             partitions: 4,
             ..Default::default()
         },
-    };
+    });
     let reopened = |dir: &std::path::Path| {
         let (_log, sm) = open(dir).expect("reopen");
         sm.read(Clone::clone)
@@ -250,7 +256,7 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
         sm.apply(vec![command(
             1,
             last + 2,
-            Command::Compact { revision: 40 },
+            Command::Compact(Compact { revision: 40 }),
         )])
         .await
         .expect("compact");
@@ -277,9 +283,9 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
         sm.apply(vec![command(
             1,
             first + 2,
-            Command::Compact {
+            Command::Compact(Compact {
                 revision: first + 1,
-            },
+            }),
         )])
         .await
         .expect("compact");

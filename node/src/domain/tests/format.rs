@@ -1,0 +1,443 @@
+//! The stored formats, pinned byte for byte.
+//!
+//! Commands are bincode-encoded into the Raft log on disk and sent between
+//! nodes (a rolling upgrade mixes versions), events into the history tree,
+//! and the state into snapshots. Bytes already written must decode as they
+//! always did, and a node must write what an older node reads: these bytes
+//! were captured from the code before the domain was reshaped, and must never
+//! change. A new command or event adds a line; no existing line changes.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+mod pinned;
+use pinned::{COMMANDS, EVENTS, STATE};
+
+/// What one value encodes to, as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Checks every `(name, value)` against its pinned hex both ways (encodes
+/// to it, decodes from it), and reports every mismatch at once with the
+/// bytes the code produces.
+fn check_all<T>(values: Vec<(&str, T)>, pinned: &[(&str, &str)])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let mut wrong = Vec::new();
+    for (i, (name, value)) in values.iter().enumerate() {
+        let got = hex(&bincode::serialize(value).expect("encode"));
+        match pinned.get(i) {
+            Some((pinned_name, want)) if pinned_name == name && got == *want => {
+                let decoded: T = bincode::deserialize(&unhex(want)).expect("decode");
+                assert_eq!(&decoded, value, "{name} decodes as written");
+            }
+            _ => wrong.push(format!("    (\"{name}\", \"{got}\"),")),
+        }
+    }
+    assert!(wrong.is_empty(), "encodings changed:\n{}", wrong.join("\n"));
+    assert_eq!(values.len(), pinned.len(), "one pinned encoding per value");
+}
+
+fn ranges() -> Vec<PartitionRange> {
+    vec![PartitionRange::new(0, 2), PartitionRange::new(5, 6)]
+}
+
+fn config() -> GroupConfig {
+    GroupConfig {
+        partitions: 8,
+        rejoin_grace_ms: 2_000,
+        ..GroupConfig::default()
+    }
+}
+
+fn session(state: SessionState) -> Session {
+    Session {
+        id: 7,
+        ttl_ms: 10_000,
+        weight: 2,
+        labels: BTreeMap::from([("zone".to_string(), "eu-1".to_string())]),
+        state,
+        acked: 5,
+    }
+}
+
+fn tombstone(hash: Option<u64>) -> Tombstone {
+    Tombstone {
+        partition: 3,
+        hash,
+        revision: 9,
+        expires_at_ms: 1_700_000_000_000,
+    }
+}
+
+fn commands() -> Vec<(&'static str, Proposal)> {
+    let g = || "g".to_string();
+    let w = || "w1".to_string();
+    let labels = BTreeMap::from([("zone".to_string(), "eu-1".to_string())]);
+    vec![
+        ("Barrier", Command::Barrier.at(0)),
+        (
+            "CreateGroup",
+            Command::CreateGroup(CreateGroup {
+                group: g(),
+                config: config(),
+            })
+            .at(0),
+        ),
+        (
+            "UpdateGroup",
+            Command::UpdateGroup(UpdateGroup {
+                group: g(),
+                config: config(),
+                expected_revision: 4,
+            })
+            .at(0),
+        ),
+        (
+            "DeleteGroup",
+            Command::DeleteGroup(DeleteGroup {
+                group: g(),
+                force: true,
+            })
+            .at(0),
+        ),
+        (
+            "SplitGroup",
+            Command::SplitGroup(SplitGroup {
+                group: g(),
+                expected_revision: 4,
+            })
+            .at(0),
+        ),
+        (
+            "SetFrozen",
+            Command::SetFrozen(SetFrozen {
+                group: g(),
+                frozen: true,
+            })
+            .at(0),
+        ),
+        (
+            "Join",
+            Command::Join(Join {
+                group: g(),
+                worker: w(),
+                ttl_ms: Some(15_000),
+                weight: 3,
+                labels,
+            })
+            .at(1_700_000_000_001),
+        ),
+        (
+            "Leave",
+            Command::Leave(Leave {
+                group: g(),
+                worker: w(),
+                session: Some(7),
+                drain: true,
+            })
+            .at(0),
+        ),
+        (
+            "Evict",
+            Command::Evict(Evict {
+                group: g(),
+                worker: w(),
+            })
+            .at(0),
+        ),
+        (
+            "ExpireSession",
+            Command::ExpireSession(ExpireSession {
+                group: g(),
+                worker: w(),
+                session: 7,
+            })
+            .at(1_700_000_000_002),
+        ),
+        (
+            "Release",
+            Command::Release(Release {
+                group: g(),
+                worker: w(),
+                session: 7,
+                partitions: ranges(),
+                token: 6,
+            })
+            .at(0),
+        ),
+        (
+            "Rebalance",
+            Command::Rebalance(Rebalance { group: g() }).at(1_700_000_000_003),
+        ),
+        (
+            "Move",
+            Command::Move(MovePartitions {
+                group: g(),
+                partitions: ranges(),
+                to: w(),
+            })
+            .at(1_700_000_000_004),
+        ),
+        (
+            "PutTombstone",
+            Command::PutTombstone(PutTombstone {
+                group: g(),
+                key: "doc".to_string(),
+                locator: Locator::Hash(0xfeed),
+                ttl_ms: Some(60_000),
+            })
+            .at(1_700_000_000_005),
+        ),
+        (
+            "PurgeTombstones",
+            Command::PurgeTombstones(PurgeTombstones {
+                group: g(),
+                limit: 100,
+            })
+            .at(1_700_000_000_006),
+        ),
+        (
+            "AckTombstones",
+            Command::AckTombstones(AckTombstones {
+                group: g(),
+                worker: w(),
+                session: 7,
+                revision: 8,
+            })
+            .at(0),
+        ),
+        ("Compact", Command::Compact(Compact { revision: 3 }).at(0)),
+        (
+            "PutTombstoneV2 by key",
+            Command::PutTombstoneV2(PutTombstone {
+                group: g(),
+                key: "doc".to_string(),
+                locator: Locator::Key,
+                ttl_ms: None,
+            })
+            .at(1_700_000_000_007),
+        ),
+        (
+            "PutTombstoneV2 by partition",
+            Command::PutTombstoneV2(PutTombstone {
+                group: g(),
+                key: "doc".to_string(),
+                locator: Locator::Partition(2),
+                ttl_ms: Some(1_000),
+            })
+            .at(1_700_000_000_008),
+        ),
+    ]
+}
+
+fn events() -> Vec<(&'static str, Event)> {
+    let g = || "g".to_string();
+    let w = || "w1".to_string();
+    vec![
+        (
+            "GroupCreated",
+            Event::new(g(), Change::GroupCreated { config: config() }),
+        ),
+        (
+            "GroupUpdated",
+            Event::new(g(), Change::GroupUpdated { config: config() }),
+        ),
+        ("GroupDeleting", Event::new(g(), Change::GroupDeleting)),
+        ("GroupDeleted", Event::new(g(), Change::GroupDeleted)),
+        (
+            "GroupSplit",
+            Event::new(g(), Change::GroupSplit { partitions: 16 }),
+        ),
+        (
+            "GroupFrozen",
+            Event::new(g(), Change::GroupFrozen { frozen: false }),
+        ),
+        (
+            "WorkerJoined",
+            Event::new(
+                g(),
+                Change::WorkerJoined {
+                    worker: w(),
+                    session: session(SessionState::Active),
+                },
+            ),
+        ),
+        (
+            "WorkerDraining",
+            Event::new(g(), Change::WorkerDraining { worker: w() }),
+        ),
+        (
+            "WorkerEvicting",
+            Event::new(g(), Change::WorkerEvicting { worker: w() }),
+        ),
+        (
+            "WorkerLeft",
+            Event::new(
+                g(),
+                Change::WorkerLeft {
+                    worker: w(),
+                    reason: LeaveReason::Evicted,
+                },
+            ),
+        ),
+        (
+            "Granted",
+            Event::new(
+                g(),
+                Change::Granted {
+                    worker: w(),
+                    partitions: ranges(),
+                    token: 6,
+                },
+            ),
+        ),
+        (
+            "Revoking",
+            Event::new(
+                g(),
+                Change::Revoking {
+                    from: w(),
+                    partitions: ranges(),
+                    to: Some("w2".to_string()),
+                    since_ms: 1_700_000_000_009,
+                },
+            ),
+        ),
+        (
+            "Released",
+            Event::new(
+                g(),
+                Change::Released {
+                    worker: w(),
+                    partitions: ranges(),
+                },
+            ),
+        ),
+        (
+            "Reserved",
+            Event::new(
+                g(),
+                Change::Reserved {
+                    worker: w(),
+                    partitions: ranges(),
+                    until_ms: 1_700_000_000_010,
+                },
+            ),
+        ),
+        (
+            "TombstoneAdded",
+            Event::new(
+                g(),
+                Change::TombstoneAdded {
+                    key: "doc".to_string(),
+                    tombstone: tombstone(Some(0xfeed)),
+                    owner: Some(w()),
+                },
+            ),
+        ),
+        (
+            "TombstonePurged",
+            Event::new(
+                g(),
+                Change::TombstonePurged {
+                    key: "doc".to_string(),
+                },
+            ),
+        ),
+        (
+            "TombstonesAcked",
+            Event::new(
+                g(),
+                Change::TombstonesAcked {
+                    worker: w(),
+                    revision: 8,
+                },
+            ),
+        ),
+    ]
+}
+
+/// A state with something of everything a snapshot holds: sessions in
+/// every state, owned, moving and reserved partitions, tombstones by hash
+/// and by partition, a frozen group and one being deleted.
+fn state() -> State {
+    let mut assignment = Assignment::new(8);
+    assignment.update(PartitionRange::new(0, 2), |_| Slot {
+        owner: Some("w1".to_string()),
+        token: 6,
+        revoking: None,
+        reserved: None,
+    });
+    assignment.update(PartitionRange::new(2, 3), |_| Slot {
+        owner: Some("w1".to_string()),
+        token: 6,
+        revoking: Some(Revoking {
+            to: Some("w2".to_string()),
+            since_ms: 1_700_000_000_011,
+        }),
+        reserved: None,
+    });
+    assignment.update(PartitionRange::new(5, 7), |_| Slot {
+        reserved: Some(Reservation {
+            worker: "w3".to_string(),
+            until_ms: 1_700_000_000_012,
+        }),
+        ..Slot::default()
+    });
+    let main = Group {
+        config: config(),
+        config_revision: 2,
+        frozen: true,
+        deleting: false,
+        sessions: BTreeMap::from([
+            ("w1".to_string(), session(SessionState::Active)),
+            ("w2".to_string(), session(SessionState::Draining)),
+            ("w4".to_string(), session(SessionState::Evicting)),
+        ]),
+        assignment,
+        tombstones: Tombstones::from(BTreeMap::from([
+            ("by-hash".to_string(), tombstone(Some(0xfeed))),
+            ("by-partition".to_string(), tombstone(None)),
+        ])),
+    };
+    let going = Group {
+        config: GroupConfig::default(),
+        config_revision: 1,
+        frozen: false,
+        deleting: true,
+        sessions: BTreeMap::new(),
+        assignment: Assignment::new(1),
+        tombstones: Tombstones::default(),
+    };
+    State {
+        revision: 12,
+        compacted: 3,
+        groups: BTreeMap::from([("g".to_string(), main), ("old".to_string(), going)]),
+    }
+}
+
+#[test]
+fn every_command_encodes_as_entries_already_in_logs() {
+    check_all(commands(), COMMANDS);
+}
+
+#[test]
+fn every_event_encodes_as_the_stored_history() {
+    check_all(events(), EVENTS);
+}
+
+#[test]
+fn the_state_encodes_as_stored_snapshots() {
+    check_all(vec![("State", state())], STATE);
+}
