@@ -1,5 +1,6 @@
 //! The layering check: a module may import only from its own layer or the
-//! layers below it, so that every arrow between modules points down.
+//! layers below it, so that every arrow between modules points down; and
+//! modules of one layer never import one another in a circle.
 //!
 //! It reads every `.rs` file under `src/`, collects each `crate::…` path
 //! (in `use` declarations and in code), and maps the file and the path to a
@@ -10,8 +11,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Every module of the crate and its layer, lowest first. A module path
-/// matches its longest entry (`watch::hub` before `watch`). Two modules of
-/// one layer may import each other; keep those few.
+/// matches its longest entry (`watch::hub` before `watch`). Modules of one
+/// layer may import one another, never in a circle.
 const LAYERS: &[(&str, u8)] = &[
     // The replicated state and its rules: pure, knows nothing of Raft,
     // disks or the network.
@@ -173,50 +174,114 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-#[test]
-fn modules_import_only_from_their_own_layer_or_below() -> std::io::Result<()> {
+/// One `crate::` path named in a file under `src/`.
+struct Import {
+    /// The file, relative to `src/`.
+    file: String,
+    /// The module the file is (`store::log`).
+    module: String,
+    /// The path it names, without `crate::`.
+    target: String,
+}
+
+/// Every `crate::` path of every file under `src/`, except the binary's
+/// (it uses the library by its name) and this file's (full of examples).
+fn imports() -> std::io::Result<Vec<Import>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files)?;
     files.sort();
-    let mut problems = Vec::new();
+    let mut found = Vec::new();
     for path in &files {
         let file = path.strip_prefix(&src).unwrap_or(path);
-        // The binary uses the library by its name, not `crate::`; this
-        // file's own text is full of example paths.
         if file == Path::new("main.rs") || file == Path::new("layering.rs") {
             continue;
         }
-        let shown = file.to_string_lossy().into_owned();
-        let module = module_of(file);
-        let Some((_, rank)) =
-            layer_of(&module).filter(|(name, _)| !name.is_empty() || module.is_empty())
-        else {
-            problems.push(format!(
-                "{shown}: module `{module}` is not in the layering table (LAYERS in layering.rs)"
+        let source = std::fs::read_to_string(path)?;
+        for target in crate_paths(&source) {
+            found.push(Import {
+                file: file.to_string_lossy().into_owned(),
+                module: module_of(file),
+                target,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The entry of [`LAYERS`] a module path falls under; the root (`""`)
+/// only for the root itself.
+fn entry_of(module: &str) -> Option<(&'static str, u8)> {
+    layer_of(module).filter(|(name, _)| !name.is_empty() || module.is_empty())
+}
+
+#[test]
+fn modules_import_only_from_their_own_layer_or_below() -> std::io::Result<()> {
+    let mut problems = BTreeSet::new();
+    for Import {
+        file,
+        module,
+        target,
+    } in imports()?
+    {
+        let Some((_, rank)) = entry_of(&module) else {
+            problems.insert(format!(
+                "{file}: module `{module}` is not in the layering table (LAYERS in layering.rs)"
             ));
             continue;
         };
-        let source = std::fs::read_to_string(path)?;
-        let mut seen = BTreeSet::new();
-        for target in crate_paths(&source) {
-            let Some((layer, target_rank)) = layer_of(&target).filter(|(name, _)| !name.is_empty())
-            else {
-                problems.push(format!("{shown}: imports `crate::{target}`, which is not in the layering table (LAYERS in layering.rs)"));
-                continue;
-            };
-            if target_rank <= rank || !seen.insert(layer) {
-                continue;
-            }
-            problems.push(format!(
-                "{shown} (`{module}`, layer {rank}) imports `crate::{target}` from `{layer}` (layer {target_rank}), a higher layer"
+        let Some((layer, target_rank)) = layer_of(&target).filter(|(name, _)| !name.is_empty())
+        else {
+            problems.insert(format!("{file}: imports `crate::{target}`, which is not in the layering table (LAYERS in layering.rs)"));
+            continue;
+        };
+        if target_rank > rank {
+            problems.insert(format!(
+                "{file} (`{module}`, layer {rank}) imports from `{layer}` (layer {target_rank}), a higher layer: `crate::{target}`"
             ));
         }
     }
     assert!(
         problems.is_empty(),
         "layering violations:\n{}",
-        problems.join("\n")
+        problems.into_iter().collect::<Vec<_>>().join("\n")
+    );
+    Ok(())
+}
+
+/// Imports across layers only point down, so a cycle could only form
+/// among the entries of one layer: there must be none either.
+#[test]
+fn no_two_modules_of_one_layer_import_each_other_even_through_others() -> std::io::Result<()> {
+    let mut edges: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for Import { module, target, .. } in imports()? {
+        if let (Some((from, a)), Some((to, b))) = (entry_of(&module), layer_of(&target)) {
+            if a == b && from != to && !to.is_empty() {
+                edges.insert((from, to));
+            }
+        }
+    }
+    // Every entry that can reach itself again lies on a cycle.
+    let reaches = |start: &str| -> BTreeSet<&str> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![start];
+        while let Some(at) = todo.pop() {
+            for &(_, to) in edges.iter().filter(|(from, _)| *from == at) {
+                if seen.insert(to) {
+                    todo.push(to);
+                }
+            }
+        }
+        seen
+    };
+    let on_cycles: Vec<&str> = LAYERS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| reaches(name).contains(name))
+        .collect();
+    assert!(
+        on_cycles.is_empty(),
+        "modules that import each other (directly or through others of their layer): {on_cycles:?}; same-layer imports: {edges:?}"
     );
     Ok(())
 }
