@@ -67,14 +67,23 @@ impl Node {
     /// of a cluster as `config.bootstrap` says. With `Bootstrap::Join` this
     /// returns once the cluster has added (and promoted) this node.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+        Self::start_on(config, listener).await
+    }
+
+    /// [`Node::start`] on a gRPC listener bound beforehand, in place of
+    /// `config.listen`. A static cluster (`Bootstrap::InitialMembers`, which a
+    /// restore needs) must know every member's address before any starts;
+    /// holding the bound listeners until then leaves no moment in which
+    /// another process can take a port, as binding and releasing one does.
+    pub async fn start_on(config: NodeConfig, listener: TcpListener) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
         let (mut log, mut sm) = store::open(&config.data_dir)?;
         sm.hub().set_subscriber_buffer(config.watch_buffer);
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
         let grpc_addr = listener.local_addr()?;
         let addr = config
             .advertise

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::fixture::procs::{ctl_json, free_port, status_of};
+use crate::fixture::procs::{ctl_json, status_of};
 use crate::fixture::worker::{assignment, join_unkept, put_tombstone, settle};
-use crate::fixture::{three_nodes, Cluster, WAIT};
+use crate::fixture::{three_nodes, Cluster, Members, WAIT};
 use baton_client::proto as pb;
 use baton_client::proto::admin_client::AdminClient as AdminGrpc;
 use baton_client::proto::tombstones_client::TombstonesClient;
@@ -161,14 +161,13 @@ impl Backup {
     async fn restore(&self) -> Cluster {
         let mut restored = Cluster::new();
         let kept = &self.kept;
-        let addrs: BTreeMap<u64, String> =
-            (1..=3).map(|id| (id, free_port().to_string())).collect();
+        let mut members = Members::bind(1..=3).await;
         for id in 1..=3 {
-            let mut config = restored.config(id, Bootstrap::InitialMembers(addrs.clone()));
-            config.listen = addrs[&id].parse().expect("address");
+            let mut config =
+                restored.config(id, Bootstrap::InitialMembers(members.addrs.clone()));
             config.restore_from = Some(kept.clone());
             config.restore_revision_bump = BUMP;
-            restored.start(config).await;
+            restored.start_on(config, members.listener(id)).await;
         }
         restored.leader(None, WAIT).await;
         restored
@@ -288,17 +287,17 @@ async fn a_member_restored_with_another_margin_stays_behind_instead_of_diverging
     // Nodes 1 and 2 restore with one margin and go on without node 3.
     const BUMP: u64 = 1_000;
     let mut restored = Cluster::new();
-    let addrs: BTreeMap<u64, String> = (1..=3).map(|id| (id, free_port().to_string())).collect();
+    let mut members = Members::bind(1..=3).await;
+    let addrs = members.addrs.clone();
     let config = |cluster: &Cluster, id: u64, bump: u64| {
         let mut config = cluster.config(id, Bootstrap::InitialMembers(addrs.clone()));
-        config.listen = addrs[&id].parse().expect("address");
         config.restore_from = Some(kept.clone());
         config.restore_revision_bump = bump;
         config
     };
     for id in 1..=2 {
         let c = config(&restored, id, BUMP);
-        restored.start(c).await;
+        restored.start_on(c, members.listener(id)).await;
     }
     let leader = restored.leader(None, WAIT).await;
     let mut admin = restored.admin();
@@ -312,7 +311,7 @@ async fn a_member_restored_with_another_margin_stays_behind_instead_of_diverging
     // Node 3 restores with a margin 10 higher: its snapshot sits at an index
     // where the leader holds other entries.
     let c = config(&restored, 3, BUMP + 10);
-    restored.start(c).await;
+    restored.start_on(c, members.listener(3)).await;
     let last = put_tombstone(&mut admin, "g", "last").await.revision;
     let on_leader = keys_on(&addrs[&leader], "g").await;
     // Another process's progress: no event to await, so poll for a while.
