@@ -163,8 +163,7 @@ impl Backup {
         let kept = &self.kept;
         let mut members = Members::bind(1..=3).await;
         for id in 1..=3 {
-            let mut config =
-                restored.config(id, Bootstrap::InitialMembers(members.addrs.clone()));
+            let mut config = restored.config(id, Bootstrap::InitialMembers(members.addrs.clone()));
             config.restore_from = Some(kept.clone());
             config.restore_revision_bump = BUMP;
             restored.start_on(config, members.listener(id)).await;
