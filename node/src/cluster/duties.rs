@@ -264,17 +264,17 @@ async fn one_tick(
             worker: key.worker,
             session,
         });
-        propose(leader, command).await;
+        propose(leader, command, now_ms()).await;
     }
     for group in work.to_rebalance {
-        propose(leader, Command::Rebalance(Rebalance { group })).await;
+        propose(leader, Command::Rebalance(Rebalance { group }), now_ms()).await;
     }
     for group in work.to_purge {
         purge(leader, sm, group, now).await;
     }
     if let Some(revision) = compaction.due(Instant::now(), work.revision, work.compacted) {
         tracing::debug!(revision, "compacting the event history");
-        propose(leader, Command::Compact(Compact { revision })).await;
+        propose(leader, Command::Compact(Compact { revision }), now_ms()).await;
     }
 }
 
@@ -286,7 +286,7 @@ async fn purge(leader: &Leader, sm: &StateMachineStore, group: String, now_ms: u
             group: group.clone(),
             limit: PURGE_BATCH,
         });
-        let Some(Reply::Purged { count }) = propose(leader, command).await else {
+        let Some(Reply::Purged { count }) = propose(leader, command, now_ms).await else {
             return;
         };
         tracing::debug!(group, count, "purged expired tombstones");
@@ -302,11 +302,11 @@ async fn purge(leader: &Leader, sm: &StateMachineStore, group: String, now_ms: u
     }
 }
 
-/// Proposes `command` (on the one path every caller uses, the leader's
-/// check first); its reply if it was applied, or answered by the check as
-/// changing nothing.
-async fn propose(leader: &Leader, command: Command) -> Option<Reply> {
-    match tokio::time::timeout(CALL_TIMEOUT, leader.propose(command.clone())).await {
+/// Proposes `command` stamped `at_ms` (on the one path every caller uses,
+/// the leader's check first); its reply if it was applied, or answered by
+/// the check as changing nothing.
+async fn propose(leader: &Leader, command: Command, at_ms: u64) -> Option<Reply> {
+    match tokio::time::timeout(CALL_TIMEOUT, leader.propose_at(command.clone(), at_ms)).await {
         Ok(Ok(committed)) => Some(committed.reply),
         Ok(Err(ClusterError::Domain(e))) => {
             tracing::debug!("{command:?} changed nothing: {e}");

@@ -20,7 +20,19 @@ impl Leader {
     /// The command is stamped here, once, with this leader's clock: the
     /// time every replica decides it at.
     pub async fn propose(&self, command: Command) -> Result<Committed, ClusterError> {
-        let proposal = command.at(now_ms());
+        self.propose_at(command, now_ms()).await
+    }
+
+    /// [`Leader::propose`] stamped with `at_ms`, a reading of this leader's
+    /// clock taken earlier: the duties decide what to propose at one reading
+    /// per tick, and a purge must remove what that reading found expired,
+    /// not what has expired since.
+    pub async fn propose_at(
+        &self,
+        command: Command,
+        at_ms: u64,
+    ) -> Result<Committed, ClusterError> {
+        let proposal = command.at(at_ms);
         if self
             .sm
             .read(|s| s.check(&proposal))
