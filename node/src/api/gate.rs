@@ -154,16 +154,13 @@ impl Gate {
                 (_, Read::Unreadable) => return Err(refuse(unreadable())),
             }
         }
-        let Read::Message(message) = read else {
-            // Unreadable: the service here refuses it (or, for a read or a
-            // write this node cannot serve, answers as a follower does).
-            return Ok(request);
-        };
-        let serializable = match policy.runs {
-            Runs::Read(peek) => match peek(&message) {
-                Some(serializable) => serializable,
-                None => return Ok(request),
-            },
+        let serializable = match (&read, policy.runs) {
+            // Over the limit: the service here refuses it, nothing is sent on.
+            (Read::Oversize, _) => return Ok(request),
+            (Read::Message(message), Runs::Read(peek)) => peek(message).unwrap_or(false),
+            // A body the gate cannot read goes where a readable one would,
+            // unchanged: the leader's service answers it, as it did when
+            // each handler forwarded what tonic had decoded.
             _ => false,
         };
         self.route(policy, request, serializable).await

@@ -47,6 +47,45 @@ async fn with_mail_sync() -> (Cluster, AdminClient<Channel>, pb::GroupResponse) 
     (cluster, admin, created)
 }
 
+/// A body the gate cannot read (here two messages) goes where a readable
+/// one would: a follower forwards it, and the leader's service decodes the
+/// first message, as each handler did before there was a gate. Without
+/// that, a follower answered "not the leader" to a read the leader serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_two_messages_is_answered_alike_by_leader_and_follower() {
+    let (cluster, _admin, created) = with_mail_sync().await;
+    for node in cluster.running.values() {
+        let channel = Channel::from_shared(format!("http://{}", node.addr()))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("channel ready");
+        let read = pb::GetGroupRequest {
+            group: "mail-sync".into(),
+            serializable: false,
+        };
+        let answer = grpc
+            .client_streaming::<_, pb::GetGroupRequest, pb::GroupResponse, _>(
+                tonic::Request::new(futures::stream::iter([read.clone(), read])),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/baton.v1.Admin/GetGroup"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        assert_eq!(
+            answer
+                .map(|r| r.into_inner().group.map(|g| g.config_revision))
+                .map_err(|s| (s.code(), s.message().to_string())),
+            Ok(Some(created.revision)),
+            "node {} (the leader is {})",
+            node.id(),
+            cluster.leader(None, WAIT).await
+        );
+    }
+    cluster.shutdown().await;
+}
+
 /// A 3-node cluster with group "chat" of 16 partitions, and admin and
 /// tombstone clients on a follower.
 async fn with_chat() -> (Cluster, AdminClient<Channel>, TombstonesClient<Channel>) {
