@@ -5,7 +5,6 @@
 //! and the history below the jump is compacted. (The same on real processes,
 //! after the lost cluster went on past the backup: the `restore` module.)
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::fixture::procs::{ctl_json, status_of};
