@@ -59,7 +59,7 @@ use crate::workload::{CALL, HANDOFF_TIMEOUT, WORK, WORKER_TTL, WORK_PARTITIONS};
 /// The nodes' election timeout: `baton-node`'s default (`RaftTuning` in
 /// node/src/raft/mod.rs), which the harness does not change.
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(250);
-/// The leader's rebalance tick (`TICK` in node/src/duties.rs).
+/// The leader's rebalance tick (`TICK` in node/src/cluster/duties.rs).
 pub const REBALANCE_TICK: Duration = Duration::from_millis(100);
 /// What a 2-core machine running 3–5 debug-build nodes, the harness and its
 /// 13 clients adds on top of the terms below: fsyncs, scheduling delays, a

@@ -31,6 +31,7 @@ mod balance;
 mod batonctl;
 mod cluster;
 mod deploy;
+mod docs;
 mod freeze;
 mod groups;
 mod history;
