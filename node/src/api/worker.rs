@@ -48,7 +48,7 @@ struct Renewals {
 impl Renewals {
     /// Renews the lease `m` names, only once a quorum has confirmed, in a
     /// round that began after `m` arrived, that this node still leads (the
-    /// safety argument is in `leadership.rs`). Leadership is checked on
+    /// safety argument is in `cluster/leadership.rs`). Leadership is checked on
     /// every message, not once per stream: a node that lost office ends the
     /// stream with the leader's address. A failed round, or a node that is
     /// still taking over the leases of its new term, is retried for a short

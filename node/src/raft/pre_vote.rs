@@ -27,7 +27,7 @@
 //!
 //! Pre-vote only decides *when* a node campaigns; the election itself, the
 //! vote a node grants and everything G1's lease argument rests on
-//! (`leadership.rs`) are openraft's, unchanged. A wrong pre-vote answer can
+//! (`cluster/leadership.rs`) are openraft's, unchanged. A wrong pre-vote answer can
 //! cost liveness (an election that should have happened waits for the next
 //! try), never safety.
 
