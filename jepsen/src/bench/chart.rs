@@ -153,6 +153,7 @@ mod tests {
             p50_ms: 0.0,
             p99_ms,
             max_ms: 0.0,
+            server_cpu_us_per_write: None,
         }
     }
 

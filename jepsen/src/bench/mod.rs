@@ -48,6 +48,11 @@ pub struct Level {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// CPU time (user + system) the system's server processes spent during
+    /// the level, per completed write: what a write costs the servers, on a
+    /// machine whose cores the load generator shares. `None` where the
+    /// servers' processes were not given.
+    pub server_cpu_us_per_write: Option<f64>,
 }
 
 /// Drives `clients` concurrent writers for `duration`; each writes unique
@@ -98,22 +103,40 @@ pub async fn write_load<T: Target>(
         p50_ms: summary.p50_ms,
         p99_ms: summary.p99_ms,
         max_ms: summary.max_ms,
+        server_cpu_us_per_write: None,
     }
 }
 
-/// Runs each load level in turn on `target`, printing each as it ends.
+/// Runs each load level in turn on `target`, printing each as it ends;
+/// `servers` are the system's server processes, whose CPU time is read
+/// before and after each level.
 pub async fn write_levels<T: Target>(
     name: &str,
     target: &T,
+    servers: &[u32],
     levels: &[usize],
     duration: Duration,
 ) -> Vec<Level> {
+    let cpu_s = || {
+        servers
+            .iter()
+            .map(|&pid| probe::cpu_seconds(pid))
+            .sum::<f64>()
+    };
     let mut out = Vec::new();
     for &clients in levels {
-        let level = write_load(target, GROUP, clients, duration).await;
+        let before = cpu_s();
+        let mut level = write_load(target, GROUP, clients, duration).await;
+        level.server_cpu_us_per_write =
+            (level.ops > 0).then(|| (cpu_s() - before) * 1e6 / level.ops as f64);
         println!(
-            "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  ({} errors)",
-            level.ops_per_s, level.p50_ms, level.p99_ms, level.max_ms, level.errors
+            "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  server CPU {:>6.0} µs/write  ({} errors)",
+            level.ops_per_s,
+            level.p50_ms,
+            level.p99_ms,
+            level.max_ms,
+            level.server_cpu_us_per_write.unwrap_or(0.0),
+            level.errors
         );
         out.push(level);
     }
@@ -235,7 +258,8 @@ pub async fn writes(
             ..Default::default()
         };
         admin.create_group(GROUP, config).await?;
-        baton_levels = write_levels("baton", &target, levels, duration).await;
+        let servers: Vec<u32> = (1..=3).filter_map(|id| cluster.pid(id)).collect();
+        baton_levels = write_levels("baton", &target, &servers, levels, duration).await;
         cluster.stop();
     }
     let etcd_levels = etcd_writes(dir, levels, duration).await?;
@@ -266,7 +290,8 @@ async fn etcd_writes(
 ) -> anyhow::Result<Option<Vec<Level>>> {
     let cluster = etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
     let target = etcd::Etcd::connect(&cluster).await?;
-    let out = write_levels("etcd", &target, levels, duration).await;
+    let servers: Vec<u32> = (0..3).filter_map(|i| cluster.pid(i)).collect();
+    let out = write_levels("etcd", &target, &servers, levels, duration).await;
     drop(cluster);
     Ok(Some(out))
 }
@@ -280,12 +305,12 @@ async fn etcd_writes(_: &Path, _: &[usize], _: Duration) -> anyhow::Result<Optio
 /// The table `writes` prints and docs/benchmarks.md holds.
 pub fn writes_table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| clients | baton writes/s | baton p50 / p99 / max (ms) | etcd writes/s | etcd p50 / p99 / max (ms) | throughput baton ÷ etcd |\n|---|---|---|---|---|---|\n",
+        "| clients | baton writes/s | baton p50 / p99 / max (ms) | etcd writes/s | etcd p50 / p99 / max (ms) | throughput baton ÷ etcd | server CPU µs per write, baton / etcd |\n|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let etcd = r.etcd.as_ref();
         t.push_str(&format!(
-            "| {} | {:.0} | {:.2} / {:.2} / {:.1} | {} | {} | {} |\n",
+            "| {} | {:.0} | {:.2} / {:.2} / {:.1} | {} | {} | {} | {} / {} |\n",
             r.clients,
             r.baton.ops_per_s,
             r.baton.p50_ms,
@@ -298,7 +323,16 @@ pub fn writes_table(rows: &[Row]) -> String {
             )),
             r.throughput_ratio
                 .map_or("—".into(), |x| format!("{x:.2}×")),
+            cpu_per_write(Some(&r.baton)),
+            cpu_per_write(etcd),
         ));
     }
     t
+}
+
+/// A level's server CPU per write, as the table shows it.
+fn cpu_per_write(level: Option<&Level>) -> String {
+    level
+        .and_then(|l| l.server_cpu_us_per_write)
+        .map_or("—".into(), |us| format!("{us:.0}"))
 }
