@@ -479,3 +479,67 @@ async fn a_node_that_has_not_joined_is_not_ready() {
     assert!(body.contains("no leader"), "{body}");
     node.shutdown().await.expect("shutdown");
 }
+
+/// Writes that reach the leader together are appended together (one log
+/// flush for the batch, the vendored openraft's `write_batch`), yet each is
+/// its own entry: its own revision, its own reply, and what it wrote is
+/// there under that revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
+    use baton_proto::v1 as pb;
+    use baton_proto::v1::tombstones_client::TombstonesClient;
+
+    const WRITES: usize = 300;
+    let cluster = three_nodes().await;
+    let leader = cluster.leader(None, WAIT).await;
+    let mut admin = cluster.admin();
+    crate::fixture::worker::create_group(&mut admin, "g", 16).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", cluster.node(leader).addr()))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+
+    let puts = (0..WRITES).map(|i| {
+        let mut client = TombstonesClient::new(channel.clone());
+        async move {
+            let reply = client
+                .put(pb::PutTombstoneRequest {
+                    group: "g".into(),
+                    key: format!("k{i}"),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().revision);
+            (format!("k{i}"), reply)
+        }
+    });
+    let replies: Vec<(String, Result<u64, tonic::Status>)> = futures::future::join_all(puts).await;
+    let revisions: BTreeMap<String, u64> = replies
+        .into_iter()
+        .map(|(key, reply)| (key, reply.expect("every write is answered")))
+        .collect();
+    let distinct: BTreeSet<u64> = revisions.values().copied().collect();
+    assert_eq!(distinct.len(), WRITES, "each write has its own revision");
+
+    let checked = TombstonesClient::new(channel)
+        .check(pb::CheckTombstonesRequest {
+            group: "g".into(),
+            keys: revisions.keys().cloned().collect(),
+            serializable: false,
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    for result in checked.results {
+        let stored = result.tombstone.map(|t| t.revision);
+        assert_eq!(
+            stored,
+            Some(revisions[&result.key]),
+            "{} holds the revision its write was answered with",
+            result.key
+        );
+    }
+    cluster.shutdown().await;
+}

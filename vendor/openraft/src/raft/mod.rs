@@ -290,6 +290,7 @@ where C: RaftTypeConfig
 
             tx_api: tx_api.clone(),
             rx_api,
+            next_api_msg: None,
 
             tx_notify,
             rx_notify,
