@@ -268,6 +268,11 @@ impl Node {
         self.http_addr
     }
 
+    /// What this node's store observes (the counters behind `/metrics`).
+    pub fn store_metrics(&self) -> &store::StoreMetrics {
+        self.sm.metrics()
+    }
+
     pub fn raft(&self) -> &BatonRaft {
         &self.raft
     }

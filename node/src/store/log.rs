@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
+use prometheus::Histogram;
 
 use super::schema::{
     log_index as index_of, log_key as key, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG_TREE,
@@ -34,13 +35,16 @@ struct Inner {
     /// Every entry below this index is deleted from disk: appends scan for
     /// purged entries only while this is below `readable_from`.
     deleted_below: AtomicU64,
+    /// Entries per append (the store's `baton_log_append_entries`).
+    append_entries: Histogram,
 }
 
-/// Purged entries deleted with each append, at most.
+/// Purged entries deleted with each append, at most (or twice the entries
+/// appended, if more).
 const DELETE_PER_APPEND: usize = 256;
 
 impl LogStore {
-    pub(super) fn open(db: sled::Db) -> Result<Self, StorageError> {
+    pub(super) fn open(db: sled::Db, append_entries: Histogram) -> Result<Self, StorageError> {
         let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let log = db.open_tree(LOG_TREE).map_err(err)?;
         let meta = db.open_tree(META_TREE).map_err(err)?;
@@ -52,6 +56,7 @@ impl LogStore {
                 committed: AtomicU64::new(0),
                 readable_from: AtomicU64::new(0),
                 deleted_below: AtomicU64::new(0),
+                append_entries,
             }),
         };
         // Entries behind `last_purged` that are still there (appends delete
@@ -244,30 +249,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
-        // A few purged entries go with each append (see `purge`), while
-        // some are left.
-        let readable_from = self.inner.readable_from.load(Ordering::Relaxed);
-        let mut all_deleted = false;
-        if self.inner.deleted_below.load(Ordering::Relaxed) < readable_from {
-            let mut deleting = 0;
-            for item in self
-                .inner
-                .log
-                .range(..key(readable_from))
-                .take(DELETE_PER_APPEND)
-            {
-                let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-                batch.remove(k);
-                deleting += 1;
-            }
-            all_deleted = deleting < DELETE_PER_APPEND;
-        }
+        let mut appended = 0usize;
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| {
                 StorageError::from(openraft::StorageIOError::write_log_entry(entry.log_id, &*e))
             })?;
             batch.insert(&key(entry.log_id.index), bytes);
+            appended += 1;
         }
+        // Purged entries go with the appends (see `purge`), while some are
+        // left: at least twice as many as this append adds, so deleting
+        // keeps ahead of the log however large the leader's batches grow.
+        let readable_from = self.inner.readable_from.load(Ordering::Relaxed);
+        let mut all_deleted = false;
+        if self.inner.deleted_below.load(Ordering::Relaxed) < readable_from {
+            let at_most = DELETE_PER_APPEND.max(2 * appended);
+            let mut deleting = 0;
+            for item in self.inner.log.range(..key(readable_from)).take(at_most) {
+                let (k, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                batch.remove(k);
+                deleting += 1;
+            }
+            all_deleted = deleting < at_most;
+        }
+        self.inner.append_entries.observe(appended as f64);
         self.inner
             .log
             .apply_batch(batch)

@@ -1,5 +1,6 @@
-//! What the store observes, for `/metrics`: applying, handoffs completed by
-//! an apply, lease expiries, and the cost of the last snapshot built here.
+//! What the store observes, for `/metrics`: the size of log appends,
+//! applying, handoffs completed by an apply, lease expiries, and the cost of
+//! the last snapshot built here.
 //! Each store owns its own (a test can run several nodes in one process);
 //! the HTTP endpoint adds them to its registry with [`StoreMetrics::register`].
 
@@ -7,6 +8,10 @@ use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry
 
 #[derive(Clone)]
 pub struct StoreMetrics {
+    /// Entries per append to the Raft log, each append one flush: on the
+    /// leader the client writes that arrived together, on a follower the
+    /// entries of one replication message.
+    pub log_append_entries: Histogram,
     /// Time to apply one batch of entries, until it is durable.
     pub apply_seconds: Histogram,
     /// Graceful handoffs: from the owner being asked to release partitions
@@ -28,6 +33,11 @@ impl StoreMetrics {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         };
         Ok(Self {
+            log_append_entries: histogram(
+                "baton_log_append_entries",
+                "Entries per append to this node's Raft log (each append is one flush): on the leader, the client writes that arrived together.",
+                prometheus::exponential_buckets(1.0, 2.0, 11)?,
+            )?,
             apply_seconds: histogram(
                 "baton_apply_seconds",
                 "Time to apply one batch of committed entries, until it is durable.",
@@ -59,6 +69,7 @@ impl StoreMetrics {
 
     /// Adds these metrics to `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.log_append_entries.clone()))?;
         registry.register(Box::new(self.apply_seconds.clone()))?;
         registry.register(Box::new(self.handoff_seconds.clone()))?;
         registry.register(Box::new(self.lease_expiries.clone()))?;

@@ -78,8 +78,8 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         path: path.clone(),
         reason: e.to_string(),
     };
-    let log = LogStore::open(db.clone()).map_err(corrupt)?;
-    let sm = StateMachineStore::open(db).map_err(corrupt)?;
+    let sm = StateMachineStore::open(db.clone()).map_err(corrupt)?;
+    let log = LogStore::open(db, sm.metrics().log_append_entries.clone()).map_err(corrupt)?;
     Ok((log, sm))
 }
 

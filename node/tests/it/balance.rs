@@ -245,5 +245,9 @@ async fn the_leaders_metrics_count_sessions_partitions_expiries_and_handoffs() {
         "w2's drained partitions count as handoffs:\n{body}"
     );
     assert!(metric(&body, "baton_apply_seconds_count").is_some_and(|n| n > 0.0));
+    assert!(
+        metric(&body, "baton_log_append_entries_sum").is_some_and(|n| n > 0.0),
+        "every node counts the entries it appended:\n{body}"
+    );
     three.shutdown().await;
 }

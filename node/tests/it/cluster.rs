@@ -501,6 +501,12 @@ async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
             .await
             .expect("connect");
 
+    let appends = cluster
+        .node(leader)
+        .store_metrics()
+        .log_append_entries
+        .clone();
+    let (entries_before, appends_before) = (appends.get_sample_sum(), appends.get_sample_count());
     let puts = (0..WRITES).map(|i| {
         let mut client = TombstonesClient::new(channel.clone());
         async move {
@@ -522,6 +528,12 @@ async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
         .collect();
     let distinct: BTreeSet<u64> = revisions.values().copied().collect();
     assert_eq!(distinct.len(), WRITES, "each write has its own revision");
+    let entries = appends.get_sample_sum() - entries_before;
+    let flushes = appends.get_sample_count() - appends_before;
+    assert!(
+        entries > flushes as f64,
+        "{WRITES} writes at once share appends: {entries} entries in {flushes} appends on the leader"
+    );
 
     let checked = TombstonesClient::new(channel)
         .check(pb::CheckTombstonesRequest {
