@@ -154,6 +154,7 @@ mod tests {
             p99_ms,
             max_ms: 0.0,
             server_cpu_us_per_write: None,
+            leader_entries_per_append: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod scale;
 pub mod watch;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,6 +54,10 @@ pub struct Level {
     /// machine whose cores the load generator shares. `None` where the
     /// servers' processes were not given.
     pub server_cpu_us_per_write: Option<f64>,
+    /// baton: the mean number of entries per append to the leader's log
+    /// during the level (each append is one flush), from its
+    /// `baton_log_append_entries` histogram.
+    pub leader_entries_per_append: Option<f64>,
 }
 
 /// Drives `clients` concurrent writers for `duration`; each writes unique
@@ -104,16 +109,19 @@ pub async fn write_load<T: Target>(
         p99_ms: summary.p99_ms,
         max_ms: summary.max_ms,
         server_cpu_us_per_write: None,
+        leader_entries_per_append: None,
     }
 }
 
 /// Runs each load level in turn on `target`, printing each as it ends;
 /// `servers` are the system's server processes, whose CPU time is read
-/// before and after each level.
+/// before and after each level, and `leader_http` a baton leader's HTTP
+/// address, whose log appends are counted.
 pub async fn write_levels<T: Target>(
     name: &str,
     target: &T,
     servers: &[u32],
+    leader_http: Option<SocketAddr>,
     levels: &[usize],
     duration: Duration,
 ) -> Vec<Level> {
@@ -123,19 +131,33 @@ pub async fn write_levels<T: Target>(
             .map(|&pid| probe::cpu_seconds(pid))
             .sum::<f64>()
     };
+    let appends = || async {
+        let http = leader_http?;
+        let sum = probe::baton_metric(http, "baton_log_append_entries_sum").await?;
+        let count = probe::baton_metric(http, "baton_log_append_entries_count").await?;
+        Some((sum, count))
+    };
     let mut out = Vec::new();
     for &clients in levels {
         let before = cpu_s();
+        let appended_before = appends().await;
         let mut level = write_load(target, GROUP, clients, duration).await;
         level.server_cpu_us_per_write =
             (level.ops > 0).then(|| (cpu_s() - before) * 1e6 / level.ops as f64);
+        level.leader_entries_per_append = match (appended_before, appends().await) {
+            (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
+            _ => None,
+        };
         println!(
-            "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  server CPU {:>6.0} µs/write  ({} errors)",
+            "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  server CPU {:>6.0} µs/write{}  ({} errors)",
             level.ops_per_s,
             level.p50_ms,
             level.p99_ms,
             level.max_ms,
             level.server_cpu_us_per_write.unwrap_or(0.0),
+            level
+                .leader_entries_per_append
+                .map_or(String::new(), |n| format!("  {n:.1} entries per leader append")),
             level.errors
         );
         out.push(level);
@@ -259,7 +281,16 @@ pub async fn writes(
         };
         admin.create_group(GROUP, config).await?;
         let servers: Vec<u32> = (1..=3).filter_map(|id| cluster.pid(id)).collect();
-        baton_levels = write_levels("baton", &target, &servers, levels, duration).await;
+        let leader = cluster.await_leader(Duration::from_secs(30)).await?;
+        baton_levels = write_levels(
+            "baton",
+            &target,
+            &servers,
+            cluster.http(leader),
+            levels,
+            duration,
+        )
+        .await;
         cluster.stop();
     }
     let etcd_levels = etcd_writes(dir, levels, duration).await?;
@@ -291,7 +322,7 @@ async fn etcd_writes(
     let cluster = etcd::EtcdCluster::start(3, &dir.join("etcd")).await?;
     let target = etcd::Etcd::connect(&cluster).await?;
     let servers: Vec<u32> = (0..3).filter_map(|i| cluster.pid(i)).collect();
-    let out = write_levels("etcd", &target, &servers, levels, duration).await;
+    let out = write_levels("etcd", &target, &servers, None, levels, duration).await;
     drop(cluster);
     Ok(Some(out))
 }
@@ -305,12 +336,12 @@ async fn etcd_writes(_: &Path, _: &[usize], _: Duration) -> anyhow::Result<Optio
 /// The table `writes` prints and docs/benchmarks.md holds.
 pub fn writes_table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| clients | baton writes/s | baton p50 / p99 / max (ms) | etcd writes/s | etcd p50 / p99 / max (ms) | throughput baton ÷ etcd | server CPU µs per write, baton / etcd |\n|---|---|---|---|---|---|---|\n",
+        "| clients | baton writes/s | baton p50 / p99 / max (ms) | etcd writes/s | etcd p50 / p99 / max (ms) | throughput baton ÷ etcd | server CPU µs per write, baton / etcd | baton entries per leader append |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let etcd = r.etcd.as_ref();
         t.push_str(&format!(
-            "| {} | {:.0} | {:.2} / {:.2} / {:.1} | {} | {} | {} | {} / {} |\n",
+            "| {} | {:.0} | {:.2} / {:.2} / {:.1} | {} | {} | {} | {} / {} | {} |\n",
             r.clients,
             r.baton.ops_per_s,
             r.baton.p50_ms,
@@ -325,6 +356,9 @@ pub fn writes_table(rows: &[Row]) -> String {
                 .map_or("—".into(), |x| format!("{x:.2}×")),
             cpu_per_write(Some(&r.baton)),
             cpu_per_write(etcd),
+            r.baton
+                .leader_entries_per_append
+                .map_or("—".into(), |n| format!("{n:.1}")),
         ));
     }
     t
