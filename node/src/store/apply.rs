@@ -3,6 +3,7 @@
 //! written in one atomic batch. See the [module docs](super::state_machine)
 //! for the on-disk shape.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use openraft::{EntryPayload, ErrorVerb};
@@ -32,7 +33,7 @@ impl StateMachineStore {
     {
         let started = Instant::now();
         let metrics = &self.inner.metrics;
-        let (results, history, revision) = {
+        let (results, history, revision, applied_index) = {
             let mut guard = self.lock();
             let applied = &mut *guard;
             // Applied in place (a copy would cost O(state) per batch). If the
@@ -112,16 +113,29 @@ impl StateMachineStore {
             )?;
             applied.checkpoint = checkpoint_revision;
             applied.dropped = applied.dropped.max(drop_to);
-            (results, history, state.revision)
+            let applied_index = applied.last_applied.map_or(0, |l| l.index);
+            (results, history, state.revision, applied_index)
         };
         // Watchers get the events before the flush: the entries are committed
         // (durable in a majority's logs), and re-applying them after a crash
         // yields the same events at the same revisions, so nothing a watcher
         // saw can change. This takes an fsync off every delivery.
         self.inner.hub.publish(history, revision);
-        // Durability: the replies to these entries' proposers are sent when this
-        // returns, and they report the applied state, so it is flushed first.
-        self.flush().await?;
+        self.inner
+            .written_applied
+            .store(applied_index, Ordering::Release);
+        // Durability without a flush here: the replies sent when this returns
+        // report entries that are committed, i.e. flushed in a majority's logs,
+        // and applying them again after a crash gives the same revisions and
+        // events. The applied state on disk may lag behind memory; openraft
+        // re-applies the log after it on restart. What makes that safe is that
+        // the log is never purged past applied state on disk: openraft purges
+        // only behind a snapshot, which is flushed before it is reported, and
+        // `LogStore::purge` refuses any purge past the written applied
+        // position, flushing first (one sled database: a flush makes every
+        // earlier write durable, the log's and the state's alike). The next
+        // log append's flush carries this batch to disk anyway. An fsync here
+        // was a third one in series per write.
         metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());

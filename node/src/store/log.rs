@@ -37,6 +37,9 @@ struct Inner {
     deleted_below: AtomicU64,
     /// Entries per append (the store's `baton_log_append_entries`).
     append_entries: Histogram,
+    /// The log index of the state machine's applied state as written to
+    /// this same sled database (see `purge`).
+    written_applied: Arc<AtomicU64>,
 }
 
 /// Purged entries deleted with each append, at most (or twice the entries
@@ -44,7 +47,11 @@ struct Inner {
 const DELETE_PER_APPEND: usize = 256;
 
 impl LogStore {
-    pub(super) fn open(db: sled::Db, append_entries: Histogram) -> Result<Self, StorageError> {
+    pub(super) fn open(
+        db: sled::Db,
+        append_entries: Histogram,
+        written_applied: Arc<AtomicU64>,
+    ) -> Result<Self, StorageError> {
         let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let log = db.open_tree(LOG_TREE).map_err(err)?;
         let meta = db.open_tree(META_TREE).map_err(err)?;
@@ -57,6 +64,7 @@ impl LogStore {
                 readable_from: AtomicU64::new(0),
                 deleted_below: AtomicU64::new(0),
                 append_entries,
+                written_applied,
             }),
         };
         // Entries behind `last_purged` that are still there (appends delete
@@ -306,6 +314,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Durability: applying does not flush (see `apply_entries`), so the log
+        // is what rebuilds the applied state after a crash; it must never be
+        // purged past the applied state on disk. The state machine shares this
+        // sled database, so the flush below makes everything written before it
+        // durable, including the applied state read here.
+        let applied = self.inner.written_applied.load(Ordering::Acquire);
+        if log_id.index > applied {
+            let reason = std::io::Error::other(format!(
+                "refusing to purge the log up to {log_id}: the applied state is at index {applied}, and the entries after it are all that would rebuild it after a crash"
+            ));
+            return Err(io_err(ErrorSubject::Logs, ErrorVerb::Delete, reason));
+        }
         // Durability: `last_purged` is persisted before any entry is deleted, so
         // after a crash the log never looks shorter than it claims to be; `open`
         // finishes an interrupted purge.

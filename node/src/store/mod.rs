@@ -10,8 +10,10 @@
 //! history) and [`metrics`] adding to it.
 //!
 //! Durability contract: nothing openraft is told is persisted (a vote, a log
-//! append, an applied state, a snapshot) is acknowledged before `sled` has flushed
-//! it to disk. Each point where that matters says so in a comment.
+//! append, a snapshot) is acknowledged before `sled` has flushed it to disk.
+//! The applied state is the exception: it is rebuilt from the log, which is
+//! never purged past the applied state on disk (`LogStore::purge`). Each
+//! point where that matters says so in a comment.
 
 mod apply;
 mod backup;
@@ -79,7 +81,12 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
         reason: e.to_string(),
     };
     let sm = StateMachineStore::open(db.clone()).map_err(corrupt)?;
-    let log = LogStore::open(db, sm.metrics().log_append_entries.clone()).map_err(corrupt)?;
+    let log = LogStore::open(
+        db,
+        sm.metrics().log_append_entries.clone(),
+        sm.written_applied(),
+    )
+    .map_err(corrupt)?;
     Ok((log, sm))
 }
 

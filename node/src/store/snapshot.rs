@@ -199,6 +199,10 @@ impl StateMachineStore {
         // Durability: openraft deletes the log that this snapshot replaces once we
         // return, so the switch must be on disk first.
         self.flush().await?;
+        self.inner.written_applied.store(
+            meta.last_log_id.map_or(0, |l| l.index),
+            std::sync::atomic::Ordering::Release,
+        );
 
         let (compacted, revision) = (payload.state.compacted, payload.state.revision);
         {

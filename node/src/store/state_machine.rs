@@ -32,6 +32,7 @@
 //! [`schema`](super::schema).
 
 use std::io::Cursor;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -65,6 +66,9 @@ pub(super) struct Inner {
     pub(super) applied: Mutex<Applied>,
     pub(super) hub: Arc<Hub>,
     pub(super) metrics: StoreMetrics,
+    /// The log index of the applied state written to sled (not necessarily
+    /// flushed yet), which `LogStore::purge` must not pass.
+    pub(super) written_applied: Arc<AtomicU64>,
 }
 
 /// Everything the state machine holds, as of `last_applied`.
@@ -170,6 +174,7 @@ impl StateMachineStore {
                 applied: Mutex::new(applied),
                 hub,
                 metrics: StoreMetrics::new().map_err(metrics_err)?,
+                written_applied: Arc::new(AtomicU64::new(applied_index)),
             }),
         })
     }
@@ -196,6 +201,11 @@ impl StateMachineStore {
     /// Histograms and counters that applying feeds.
     pub fn metrics(&self) -> &StoreMetrics {
         &self.inner.metrics
+    }
+
+    /// The log index of the applied state as written (see `LogStore::purge`).
+    pub(super) fn written_applied(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.inner.written_applied)
     }
 
     /// Where applied events are published.

@@ -32,6 +32,7 @@ mod batonctl;
 mod cluster;
 mod deploy;
 mod docs;
+mod durability;
 mod freeze;
 mod groups;
 mod history;

@@ -3,7 +3,7 @@
 
 use std::process::Command as Process;
 
-use openraft::storage::RaftLogStorage;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::RaftLogReader;
 
 use super::*;
@@ -78,12 +78,37 @@ fn acknowledged_writes_survive_abort() {
     });
 }
 
+/// Applying does not flush: the log rebuilds the applied state after a
+/// crash, so it is never purged past what is applied.
+#[tokio::test]
+async fn the_log_is_not_purged_past_the_applied_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, mut sm) = open(dir.path()).expect("open");
+    let entries: Vec<Entry> = (1..=20).map(|i| barrier(1, i)).collect();
+    append_acknowledged(&mut log, entries.clone()).await;
+    sm.apply(entries[..10].to_vec()).await.expect("apply");
+    let refused = log.purge(log_id(1, 1, 11)).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("refusing to purge")),
+        "{refused:?}"
+    );
+    assert_eq!(indexes(&mut log).await, (1..=20).collect::<Vec<_>>());
+    log.purge(log_id(1, 1, 10))
+        .await
+        .expect("purge up to the applied state");
+    assert_eq!(indexes(&mut log).await, (11..=20).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn purge_and_truncate_are_durable_and_consistent() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let (mut log, _sm) = open(dir.path()).expect("open");
-        append_acknowledged(&mut log, (1..=20).map(|i| barrier(1, i)).collect()).await;
+        let (mut log, mut sm) = open(dir.path()).expect("open");
+        let entries: Vec<Entry> = (1..=20).map(|i| barrier(1, i)).collect();
+        append_acknowledged(&mut log, entries.clone()).await;
+        sm.apply(entries).await.expect("apply");
         log.purge(log_id(1, 1, 5)).await.expect("purge");
         assert_eq!(
             indexes(&mut log).await,
@@ -113,8 +138,10 @@ async fn indexes(log: &mut LogStore) -> Vec<u64> {
 async fn purged_entries_are_deleted_by_later_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let (mut log, _sm) = open(dir.path()).expect("open");
-        append_acknowledged(&mut log, (1..=20).map(|i| barrier(1, i)).collect()).await;
+        let (mut log, mut sm) = open(dir.path()).expect("open");
+        let entries: Vec<Entry> = (1..=20).map(|i| barrier(1, i)).collect();
+        append_acknowledged(&mut log, entries.clone()).await;
+        sm.apply(entries).await.expect("apply");
         log.purge(log_id(1, 1, 5)).await.expect("purge");
         append_acknowledged(&mut log, vec![barrier(1, 21)]).await;
     }
