@@ -29,9 +29,7 @@ struct Bench {
 impl Bench {
     fn apply(&mut self, command: Command) {
         self.rev += 1;
-        let result = self
-            .state
-            .apply(self.rev, Some(&command.clone().at(self.now)));
+        let result = self.state.apply(self.rev, &command.clone().at(self.now));
         if let Err(e) = result.outcome {
             eprintln!("{command:?} refused: {e}");
             std::process::exit(1);

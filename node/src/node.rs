@@ -223,6 +223,13 @@ impl Node {
             timing,
             stopped.clone(),
         ));
+        // Not awaited at shutdown: it holds nothing and ends with `stop`.
+        tokio::spawn(crate::raft::snapshots::run(
+            raft.clone(),
+            sm.clone(),
+            config.tuning.snapshot_every,
+            stopped.clone(),
+        ));
         let duties_task = tokio::spawn(crate::cluster::duties::run(
             leader,
             leases,
@@ -277,9 +284,16 @@ impl Node {
         &self.raft
     }
 
-    /// The state machine's revision (index of the last applied entry).
+    /// The state machine's revision (see `StateMachineStore::apply_entry`:
+    /// at or above the last applied log index).
     pub fn revision(&self) -> u64 {
         self.sm.revision()
+    }
+
+    /// Waits until this node has applied (and published) `revision`;
+    /// `false` if it stops first.
+    pub async fn wait_revision(&self, revision: u64) -> bool {
+        self.sm.hub().wait_for(revision).await.is_ok()
     }
 
     async fn form_cluster(&self, bootstrap: &Bootstrap) -> anyhow::Result<()> {

@@ -155,6 +155,7 @@ mod tests {
             max_ms: 0.0,
             server_cpu_us_per_write: None,
             leader_entries_per_append: None,
+            leader_commands_per_entry: None,
         }
     }
 

@@ -58,6 +58,10 @@ pub struct Level {
     /// during the level (each append is one flush), from its
     /// `baton_log_append_entries` histogram.
     pub leader_entries_per_append: Option<f64>,
+    /// baton: the mean number of commands per entry the leader applied
+    /// during the level (its proposer's batches), from its
+    /// `baton_entry_commands` histogram.
+    pub leader_commands_per_entry: Option<f64>,
 }
 
 /// Drives `clients` concurrent writers for `duration`; each writes unique
@@ -110,6 +114,7 @@ pub async fn write_load<T: Target>(
         max_ms: summary.max_ms,
         server_cpu_us_per_write: None,
         leader_entries_per_append: None,
+        leader_commands_per_entry: None,
     }
 }
 
@@ -131,25 +136,31 @@ pub async fn write_levels<T: Target>(
             .map(|&pid| probe::cpu_seconds(pid))
             .sum::<f64>()
     };
-    let appends = || async {
+    // A histogram's sum and count on the leader.
+    let histogram = |name: &'static str| async move {
         let http = leader_http?;
-        let sum = probe::baton_metric(http, "baton_log_append_entries_sum").await?;
-        let count = probe::baton_metric(http, "baton_log_append_entries_count").await?;
+        let sum = probe::baton_metric(http, &format!("{name}_sum")).await?;
+        let count = probe::baton_metric(http, &format!("{name}_count")).await?;
         Some((sum, count))
     };
+    // The mean of what was observed between two readings.
+    let mean = |before: Option<(f64, f64)>, after: Option<(f64, f64)>| match (before, after) {
+        (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
+        _ => None,
+    };
+    const APPENDS: &str = "baton_log_append_entries";
+    const COMMANDS: &str = "baton_entry_commands";
     let mut out = Vec::new();
     for &clients in levels {
         let before = cpu_s();
-        let appended_before = appends().await;
+        let (appended, applied) = (histogram(APPENDS).await, histogram(COMMANDS).await);
         let mut level = write_load(target, GROUP, clients, duration).await;
         level.server_cpu_us_per_write =
             (level.ops > 0).then(|| (cpu_s() - before) * 1e6 / level.ops as f64);
-        level.leader_entries_per_append = match (appended_before, appends().await) {
-            (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
-            _ => None,
-        };
+        level.leader_entries_per_append = mean(appended, histogram(APPENDS).await);
+        level.leader_commands_per_entry = mean(applied, histogram(COMMANDS).await);
         println!(
-            "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  server CPU {:>6.0} µs/write{}  ({} errors)",
+            "  {name:<5} {clients:>5} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  server CPU {:>6.0} µs/write{}{}  ({} errors)",
             level.ops_per_s,
             level.p50_ms,
             level.p99_ms,
@@ -158,6 +169,9 @@ pub async fn write_levels<T: Target>(
             level
                 .leader_entries_per_append
                 .map_or(String::new(), |n| format!("  {n:.1} entries per leader append")),
+            level
+                .leader_commands_per_entry
+                .map_or(String::new(), |n| format!("  {n:.1} commands per entry")),
             level.errors
         );
         out.push(level);
@@ -336,12 +350,12 @@ async fn etcd_writes(_: &Path, _: &[usize], _: Duration) -> anyhow::Result<Optio
 /// The table `writes` prints and docs/benchmarks.md holds.
 pub fn writes_table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| clients | baton writes/s | baton p50 / p99 / max (ms) | etcd writes/s | etcd p50 / p99 / max (ms) | throughput baton ÷ etcd | server CPU µs per write, baton / etcd | baton entries per leader append |\n|---|---|---|---|---|---|---|---|\n",
+        "| clients | baton writes/s | baton p50 / p99 / max (ms) | etcd writes/s | etcd p50 / p99 / max (ms) | throughput baton ÷ etcd | server CPU µs per write, baton / etcd | baton commands per entry, entries per leader append |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let etcd = r.etcd.as_ref();
         t.push_str(&format!(
-            "| {} | {:.0} | {:.2} / {:.2} / {:.1} | {} | {} | {} | {} / {} | {} |\n",
+            "| {} | {:.0} | {:.2} / {:.2} / {:.1} | {} | {} | {} | {} / {} | {} / {} |\n",
             r.clients,
             r.baton.ops_per_s,
             r.baton.p50_ms,
@@ -356,12 +370,16 @@ pub fn writes_table(rows: &[Row]) -> String {
                 .map_or("—".into(), |x| format!("{x:.2}×")),
             cpu_per_write(Some(&r.baton)),
             cpu_per_write(etcd),
-            r.baton
-                .leader_entries_per_append
-                .map_or("—".into(), |n| format!("{n:.1}")),
+            one_decimal(r.baton.leader_commands_per_entry),
+            one_decimal(r.baton.leader_entries_per_append),
         ));
     }
     t
+}
+
+/// A mean as the table shows it.
+fn one_decimal(mean: Option<f64>) -> String {
+    mean.map_or("—".into(), |n| format!("{n:.1}"))
 }
 
 /// A level's server CPU per write, as the table shows it.

@@ -59,6 +59,8 @@ pub fn cluster_error(e: ClusterError) -> Status {
         ClusterError::ShuttingDown => {
             Status::unavailable("this node is shutting down; use another node")
         }
+        e @ ClusterError::Unanswered => Status::internal(e.to_string()),
+        e @ ClusterError::OutcomeUnknown(_) => Status::deadline_exceeded(e.to_string()),
     }
 }
 

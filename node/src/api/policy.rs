@@ -140,6 +140,7 @@ pub static POLICIES: &[Policy] = table! {
         "InstallSnapshot": Member, Anywhere;
         "ReadIndex": Member, Anywhere;
         "PreVote": Member, Anywhere;
+        "Features": Member, Anywhere;
     ]
 };
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use baton_proto::v1::raft_server::Raft as RaftService;
-use baton_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use baton_proto::v1::{
+    FeaturesRequest, FeaturesResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+};
 use openraft::raft::AppendEntriesResponse;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -139,6 +141,18 @@ impl RaftService for RaftApi {
             .map_err(super::check_leader_error)?;
         Ok(Response::new(ReadIndexResponse {
             index: read.map_or(0, |l| l.index),
+        }))
+    }
+
+    async fn features(
+        &self,
+        _: Request<FeaturesRequest>,
+    ) -> Result<Response<FeaturesResponse>, Status> {
+        Ok(Response::new(FeaturesResponse {
+            features: crate::cluster::FEATURES
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }))
     }
 }

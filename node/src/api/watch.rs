@@ -65,10 +65,10 @@ impl WatchApi {
             }
             // Fine if the cluster has it (this node will catch up), not if
             // it lies in the future.
-            let index = self.leader.linearizable_point().await?;
-            if position > index {
+            let latest = self.leader.linearizable_point().await?;
+            if position > latest {
                 return Err(Status::out_of_range(format!(
-                    "from_revision {from_revision} is in the future: the cluster is at revision {index}"
+                    "from_revision {from_revision} is in the future: the cluster is at revision {latest}"
                 )));
             }
         }

@@ -52,4 +52,12 @@ pub enum ClusterError {
     /// This node is shutting down.
     #[error("this node is shutting down")]
     ShuttingDown,
+    /// The command's entry was committed and applied, but no result came
+    /// back for it (a bug: the state machine returns one per command).
+    #[error("the command was committed, but this node returned no result for it; its outcome is unknown: read the state to learn it")]
+    Unanswered,
+    /// The command's entry was proposed but not applied here in time: it
+    /// may or may not commit.
+    #[error("the command was proposed but not applied within {0:?}; it may still commit: read the state to learn whether it did, or retry it if it is idempotent")]
+    OutcomeUnknown(Duration),
 }

@@ -4,13 +4,15 @@
 //! - [`route`]: serve a leader-only request here, or the channel to forward
 //!   it to the leader on (forwarding itself is the API's: it speaks gRPC).
 //! - [`propose`]: the one way a command is written, with the leader's check
-//!   first, used by the API and by the leader's [`duties`] alike.
+//!   first, used by the API and by the leader's [`duties`] alike; `batcher`
+//!   puts the commands queued meanwhile into one Raft entry.
 //! - [`read`]: linearizable and serializable reads, and the read index.
 //! - [`leases`], [`leadership`], [`duties`]: worker leases, confirmed
 //!   leadership for their renewals, and the leader's own work every tick.
 //!
 //! Errors are typed ([`ClusterError`]); the API maps them to statuses.
 
+mod batcher;
 pub mod duties;
 mod error;
 pub mod leadership;
@@ -29,6 +31,7 @@ use crate::raft::removal::Removal;
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::StateMachineStore;
 
+pub use batcher::{BATCHED_ENTRIES, BATCH_BYTES, BATCH_COMMANDS, FEATURES};
 pub use error::ClusterError;
 pub use route::{Route, FORWARDED_BY};
 
@@ -53,6 +56,8 @@ pub struct Leader {
     dialer: PeerDialer,
     /// A removed node serves no client request (see `raft::removal`).
     removal: Arc<Removal>,
+    /// Where every command is proposed (see `batcher`).
+    batcher: batcher::Batcher,
 }
 
 impl Leader {
@@ -64,6 +69,7 @@ impl Leader {
         removal: Arc<Removal>,
     ) -> Self {
         Self {
+            batcher: batcher::Batcher::start(raft.clone(), dialer.clone(), id),
             id,
             raft,
             sm,

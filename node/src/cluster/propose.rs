@@ -8,7 +8,8 @@ use crate::domain::Command;
 impl Leader {
     /// Commits `command` (this node must lead: call after `route`) and returns
     /// its reply, or why it was not written. Nothing is acknowledged before
-    /// the entry is committed on a majority and applied here.
+    /// the entry that carries it (alone or in a batch) is committed on a
+    /// majority and applied here.
     ///
     /// Only what can apply is written: the command is first checked against
     /// this node's state. A request that would be refused, or would change
@@ -48,7 +49,7 @@ impl Leader {
                 });
             }
         }
-        let result = self.raft.client_write(proposal).await?.data;
+        let result = self.batcher.write(proposal).await?;
         let reply = result.outcome?;
         Ok(Committed {
             revision: result.revision,

@@ -15,7 +15,8 @@ const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Leader {
     /// The leader's read index: the log index a linearizable read must have
-    /// applied. Asked of the leader when this node is a follower.
+    /// applied (a log index, not a revision: an entry may carry several).
+    /// Asked of the leader when this node is a follower.
     async fn read_index(&self) -> Result<u64, ClusterError> {
         let metrics = self.metrics();
         if metrics.current_leader == Some(self.id) {
@@ -34,13 +35,15 @@ impl Leader {
     }
 
     /// Waits until this node has applied (and published) the leader's read
-    /// index, and returns it: a linearizable point to start from.
+    /// index, and returns the revision applied then: a linearizable point to
+    /// start from.
     pub async fn linearizable_point(&self) -> Result<u64, ClusterError> {
         self.check_not_removed()?;
         let index = self.read_index().await?;
-        let caught_up = tokio::time::timeout(READ_INDEX_TIMEOUT, self.sm.hub().wait_for(index));
+        let caught_up =
+            tokio::time::timeout(READ_INDEX_TIMEOUT, self.sm.hub().wait_for_index(index));
         match caught_up.await {
-            Ok(Ok(())) => Ok(index),
+            Ok(Ok(revision)) => Ok(revision),
             Ok(Err(_)) => Err(ClusterError::ShuttingDown),
             Err(_) => Err(ClusterError::Behind {
                 index,

@@ -92,8 +92,8 @@ pub struct Args {
     #[arg(long, env = "BATON_ELECTION_TIMEOUT_MS", value_name = "MS")]
     pub election_timeout_ms: Option<u64>,
 
-    /// Take a snapshot and compact the log every this many entries. [default: 100000]
-    #[arg(long, env = "BATON_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    /// Take a snapshot and compact the log every this many entries, and every this many revisions (an entry may carry a batch of commands). [default: 100000]
+    #[arg(long, env = "BATON_SNAPSHOT_EVERY", value_name = "COUNT")]
     pub snapshot_every: Option<u64>,
 
     /// Watch history: keep the events of at most this many latest revisions;

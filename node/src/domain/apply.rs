@@ -40,7 +40,8 @@ pub enum Reply {
 /// What applying one log entry produced, returned to the proposer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CommandResult {
-    /// The revision at which the entry was applied.
+    /// The revision at which the command was applied (its own: the
+    /// revision counts commands).
     pub revision: u64,
     /// The command's reply, or why it changed nothing. A refused command is
     /// still a committed log entry; it only bumps the revision.
@@ -60,16 +61,26 @@ impl Default for CommandResult {
 }
 
 impl State {
-    /// Applies the log entry at `revision`. `proposal` is `None` for entries
-    /// that carry no command (Raft's blank and membership entries); they
-    /// still bump the revision so that revisions and log indexes stay the
-    /// same number.
-    pub fn apply(&mut self, revision: u64, proposal: Option<&Proposal>) -> CommandResult {
+    /// Applies an entry without a command (Raft's blank and membership
+    /// entries) at `revision`: it changes nothing else, but takes a
+    /// revision, as it always did (see `StateMachineStore::apply_entry`).
+    pub fn apply_empty(&mut self, revision: u64) -> CommandResult {
         self.revision = revision;
-        let (outcome, events) = match proposal.map(|p| (p, &p.command)) {
-            None | Some((_, Command::Barrier)) => (Ok(Reply::Done), Vec::new()),
+        CommandResult {
+            revision,
+            ..CommandResult::default()
+        }
+    }
+
+    /// Applies `proposal` at `revision`, the next one (the revision counts
+    /// applied commands; a Raft entry may carry several, see
+    /// [`super::Proposals`]).
+    pub fn apply(&mut self, revision: u64, proposal: &Proposal) -> CommandResult {
+        self.revision = revision;
+        let (outcome, events) = match (proposal, &proposal.command) {
+            (_, Command::Barrier) => (Ok(Reply::Done), Vec::new()),
             // Compaction is about the history, not the groups: no event.
-            Some((_, Command::Compact(compact))) => match compact.check(revision) {
+            (_, Command::Compact(compact)) => match compact.check(revision) {
                 Err(e) => (Err(e), Vec::new()),
                 Ok(()) => {
                     self.compacted = self.compacted.max(compact.revision);
@@ -79,7 +90,7 @@ impl State {
                     (Ok(reply), Vec::new())
                 }
             },
-            Some((proposal, _)) => match self.decide(revision, proposal) {
+            (proposal, _) => match self.decide(revision, proposal) {
                 Ok((reply, mut events)) => {
                     self.close_if_last_left(&mut events);
                     (Ok(reply), events)

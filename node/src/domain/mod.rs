@@ -26,7 +26,7 @@ pub mod validate;
 
 pub use apply::{CommandResult, Reply};
 pub use assignment::{Assignment, PartitionRange, Reservation, Revoking, Slot};
-pub use command::{same_session, Command, Locator, Proposal};
+pub use command::{same_session, Command, Locator, Proposal, Proposals};
 pub use error::{quoted, DomainError, ErrorKind};
 pub use event::{Change, Event, EventKind, LeaveReason};
 pub use hash::KeyHash;

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{
     AckTombstones, Command, Compact, CreateGroup, DeleteGroup, Evict, ExpireSession, Join, Leave,
-    MovePartitions, Proposal, PurgeTombstones, PutTombstone, Rebalance, Release, SetFrozen,
-    SplitGroup, UpdateGroup,
+    MovePartitions, Proposal, Proposals, PurgeTombstones, PutTombstone, Rebalance, Release,
+    SetFrozen, SplitGroup, UpdateGroup,
 };
 use super::{Change, Event, GroupConfig, LeaveReason, PartitionRange, Session, Tombstone};
 
@@ -70,6 +70,40 @@ pub(crate) enum StoredCommand {
         put: PutTombstone,
         now_ms: u64,
     },
+    /// Several proposals in one Raft entry (see [`Proposals`]); never
+    /// nested.
+    Batch(Vec<StoredCommand>),
+}
+
+/// A stored batch inside a stored batch, or an empty one: no baton writes
+/// either.
+#[derive(Debug, thiserror::Error)]
+#[error("a batch of proposals that is empty or inside a batch (no baton node writes one)")]
+pub(crate) struct BadBatch;
+
+impl From<Proposals> for StoredCommand {
+    fn from(proposals: Proposals) -> Self {
+        match proposals {
+            Proposals::One(p) => p.into(),
+            Proposals::Many(many) => Self::Batch(many.into_iter().map(Into::into).collect()),
+        }
+    }
+}
+
+impl TryFrom<StoredCommand> for Proposals {
+    type Error = BadBatch;
+
+    fn try_from(stored: StoredCommand) -> Result<Self, BadBatch> {
+        match stored {
+            StoredCommand::Batch(many) if many.is_empty() => Err(BadBatch),
+            StoredCommand::Batch(many) => Ok(Self::Many(
+                many.into_iter()
+                    .map(Proposal::try_from)
+                    .collect::<Result<_, _>>()?,
+            )),
+            one => Ok(Self::One(one.try_into()?)),
+        }
+    }
 }
 
 impl From<Proposal> for StoredCommand {
@@ -102,11 +136,13 @@ impl From<Proposal> for StoredCommand {
     }
 }
 
-impl From<StoredCommand> for Proposal {
-    fn from(stored: StoredCommand) -> Self {
+impl TryFrom<StoredCommand> for Proposal {
+    type Error = BadBatch;
+
+    fn try_from(stored: StoredCommand) -> Result<Self, BadBatch> {
         // Commands that do not decide by time were stored without it.
         let untimed = |command| Proposal { at_ms: 0, command };
-        match stored {
+        Ok(match stored {
             StoredCommand::Barrier => untimed(Command::Barrier),
             StoredCommand::CreateGroup(c) => untimed(Command::CreateGroup(c)),
             StoredCommand::UpdateGroup(c) => untimed(Command::UpdateGroup(c)),
@@ -135,7 +171,8 @@ impl From<StoredCommand> for Proposal {
             StoredCommand::PutTombstoneV2 { put, now_ms } => {
                 Command::PutTombstoneV2(put).at(now_ms)
             }
-        }
+            StoredCommand::Batch(_) => return Err(BadBatch),
+        })
     }
 }
 

@@ -4,6 +4,7 @@ pub mod metrics;
 pub mod network;
 pub mod pre_vote;
 pub mod removal;
+pub mod snapshots;
 pub use crate::security::PeerDialer;
 
 use std::sync::Arc;
@@ -30,7 +31,8 @@ pub struct RaftTuning {
     /// about 3–4 × `election_timeout_ms`.
     pub election_timeout_ms: u64,
     /// Build a snapshot (and purge the log behind it) every this many
-    /// entries. A snapshot copies the whole state, so taking one too often
+    /// entries, and every this many revisions (`snapshots`: an entry may
+    /// carry a batch of commands). A snapshot copies the whole state, so taking one too often
     /// makes a large state cost O(state) per few writes: 100,000 as etcd's
     /// `--snapshot-count` (10,000 cut the load rate of 1 M tombstones in half).
     pub snapshot_every: u64,

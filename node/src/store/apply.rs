@@ -3,14 +3,14 @@
 //! written in one atomic batch. See the [module docs](super::state_machine)
 //! for the on-disk shape.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use openraft::{EntryPayload, ErrorVerb};
 
 use super::encode;
+use super::metrics::StoreMetrics;
 use super::schema::{history_key, KEY_COMPACTED};
-use super::state_machine::{codec_err, sm_err, written, StateMachineStore};
+use super::state_machine::{codec_err, sm_err, written, Applied, StateMachineStore};
 use super::types::{Entry, StorageError, StoredMembership};
 use crate::clock::now_ms;
 use crate::domain::{Change, CommandResult, LeaveReason};
@@ -26,7 +26,7 @@ impl StateMachineStore {
     pub(super) async fn apply_entries<I>(
         &mut self,
         entries: I,
-    ) -> Result<Vec<CommandResult>, StorageError>
+    ) -> Result<Vec<Vec<CommandResult>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -43,36 +43,9 @@ impl StateMachineStore {
             let mut results = Vec::new();
             let mut history = Vec::new();
             for entry in entries {
-                let index = entry.log_id.index;
-                let result = match &entry.payload {
-                    EntryPayload::Blank => applied.state.apply(index, None),
-                    EntryPayload::Normal(proposal) => {
-                        let since = applied.state.handoff_started(&proposal.command);
-                        let result = applied.state.apply(index, Some(proposal));
-                        if let (Some(since), Ok(_)) = (since, &result.outcome) {
-                            let ms = now_ms().saturating_sub(since);
-                            metrics.handoff_seconds.observe(ms as f64 / 1000.0);
-                        }
-                        result
-                    }
-                    EntryPayload::Membership(m) => {
-                        applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        applied.state.apply(index, None)
-                    }
-                };
+                let applied_here = Self::apply_entry(applied, &entry, &mut history, metrics);
                 applied.last_applied = Some(entry.log_id);
-                let expiries = result.events.iter().filter(|e| {
-                    matches!(
-                        e.change,
-                        Change::WorkerLeft {
-                            reason: LeaveReason::Expired,
-                            ..
-                        }
-                    )
-                });
-                metrics.lease_expiries.inc_by(expiries.count() as u64);
-                history.extend(Batch::of(index, result.events.clone()));
-                results.push(result);
+                results.push(applied_here);
             }
             let state = &applied.state;
             let checkpoint =
@@ -81,6 +54,7 @@ impl StateMachineStore {
             let built = Self::put_applied(
                 &mut batch,
                 &applied.last_applied,
+                state.revision,
                 &applied.membership,
                 checkpoint.then_some(state),
             )
@@ -112,18 +86,17 @@ impl StateMachineStore {
                     .map_err(sm_err(ErrorVerb::Write)),
             )?;
             applied.checkpoint = checkpoint_revision;
-            applied.dropped = applied.dropped.max(drop_to);
             let applied_index = applied.last_applied.map_or(0, |l| l.index);
+            // Under the state lock (see `Inner::written_applied`).
+            self.inner.written_applied.send_replace(applied_index);
+            applied.dropped = applied.dropped.max(drop_to);
             (results, history, state.revision, applied_index)
         };
         // Watchers get the events before the flush: the entries are committed
         // (durable in a majority's logs), and re-applying them after a crash
         // yields the same events at the same revisions, so nothing a watcher
         // saw can change. This takes an fsync off every delivery.
-        self.inner.hub.publish(history, revision);
-        self.inner
-            .written_applied
-            .store(applied_index, Ordering::Release);
+        self.inner.hub.publish(history, revision, applied_index);
         // Durability without a flush here: the replies sent when this returns
         // report entries that are committed, i.e. flushed in a majority's logs,
         // and applying them again after a crash gives the same revisions and
@@ -140,5 +113,62 @@ impl StateMachineStore {
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(results)
+    }
+
+    /// Applies one entry: one result per command it carries (one for an
+    /// entry without a command), its events added to `history`.
+    ///
+    /// Revisions: an entry without a batch takes its log index plus the
+    /// revisions that earlier batches added beyond their own entries (the
+    /// offset, `revision - last applied index`); a batch of `n` commands
+    /// takes the next `n`, in order, and the offset grows by `n - 1`. So in a
+    /// log without batches the revision is the log index, as nodes of format
+    /// 4 compute it: during a rolling upgrade, before the leader writes its
+    /// first batch (only once every member reads them), every node gives
+    /// every entry, and every grant its fencing token, the same revision.
+    fn apply_entry(
+        applied: &mut Applied,
+        entry: &Entry,
+        history: &mut Vec<Batch>,
+        metrics: &StoreMetrics,
+    ) -> Vec<CommandResult> {
+        let offset = applied
+            .last_applied
+            .map_or(0, |l| applied.state.revision.saturating_sub(l.index));
+        let first = entry.log_id.index + offset;
+        match &entry.payload {
+            EntryPayload::Blank => vec![applied.state.apply_empty(first)],
+            EntryPayload::Membership(m) => {
+                applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                vec![applied.state.apply_empty(first)]
+            }
+            EntryPayload::Normal(proposals) => {
+                let proposals = proposals.as_slice();
+                metrics.entry_commands.observe(proposals.len() as f64);
+                (first..)
+                    .zip(proposals)
+                    .map(|(revision, proposal)| {
+                        let since = applied.state.handoff_started(&proposal.command);
+                        let result = applied.state.apply(revision, proposal);
+                        if let (Some(since), Ok(_)) = (since, &result.outcome) {
+                            let ms = now_ms().saturating_sub(since);
+                            metrics.handoff_seconds.observe(ms as f64 / 1000.0);
+                        }
+                        let expiries = result.events.iter().filter(|e| {
+                            matches!(
+                                e.change,
+                                Change::WorkerLeft {
+                                    reason: LeaveReason::Expired,
+                                    ..
+                                }
+                            )
+                        });
+                        metrics.lease_expiries.inc_by(expiries.count() as u64);
+                        history.extend(Batch::of(revision, result.events.clone()));
+                        result
+                    })
+                    .collect()
+            }
+        }
     }
 }

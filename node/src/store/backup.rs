@@ -15,7 +15,7 @@ use std::io::Cursor;
 use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, CommittedLeaderId, ErrorVerb, Membership};
 
-use super::schema::FORMAT_VERSION;
+use super::schema::{FORMAT_VERSION, UPGRADES_FROM};
 use super::snapshot::SnapshotPayload;
 use super::state_machine::{codec_err, StateMachineStore};
 use super::types::{LogId, NodeId, SnapshotMeta, StorageError, StoredMembership};
@@ -55,8 +55,6 @@ pub enum BackupError {
     Checksum,
     #[error("the backup's contents cannot be decoded: {0}")]
     Decode(String),
-    #[error("the backup is at revision {revision} but holds a state at revision {state}")]
-    Inconsistent { revision: u64, state: u64 },
     #[error("the backup is at revision {revision}; a jump of {bump} revisions past it does not fit in 64 bits: give a smaller --restore-revision-bump")]
     Bump { revision: u64, bump: u64 },
     #[error("cannot write the restored state: {0}")]
@@ -95,7 +93,9 @@ fn unframe(bytes: &[u8]) -> Result<&[u8], BackupError> {
         expected,
     };
     let format = u32_at(MAGIC.len()).ok_or(truncated(HEADER as u64))?;
-    if format != FORMAT_VERSION {
+    // Format 4's backups hold the same payload (its revision was also its
+    // log index).
+    if format != FORMAT_VERSION && format != UPGRADES_FROM {
         return Err(BackupError::Format { found: format });
     }
     let len = u64_at(MAGIC.len() + 4).ok_or(truncated(HEADER as u64))?;
@@ -131,9 +131,10 @@ impl StateMachineStore {
     /// fewer than `bump` entries after the backup), and a watch from that
     /// lost range gets COMPACTED instead of unrelated events. The state's
     /// own revisions (config revisions, sessions, tokens, tombstones) are the
-    /// backup's, all below the jump. The revision is the snapshot's log
-    /// index, so every member must restore with the same `bump`; its log id
-    /// has term 0, which any election after the restore is above.
+    /// backup's, all below the jump. The restored revision is also the
+    /// snapshot's log index (the two may differ in the backup: entries can
+    /// carry batches), so every member must restore with the same `bump`;
+    /// its log id has term 0, which any election after the restore is above.
     pub async fn restore_backup(
         &mut self,
         file: &[u8],
@@ -142,13 +143,7 @@ impl StateMachineStore {
     ) -> Result<Restored, BackupError> {
         let payload: SnapshotPayload =
             decode(unframe(file)?).map_err(|e| BackupError::Decode(e.to_string()))?;
-        let backup_revision = payload.last_applied.map_or(0, |l| l.index);
-        if backup_revision != payload.state.revision {
-            return Err(BackupError::Inconsistent {
-                revision: backup_revision,
-                state: payload.state.revision,
-            });
-        }
+        let backup_revision = payload.state.revision;
         let revision = backup_revision.checked_add(bump).ok_or(BackupError::Bump {
             revision: backup_revision,
             bump,

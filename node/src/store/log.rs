@@ -4,10 +4,12 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
 use prometheus::Histogram;
+use tokio::sync::watch;
 
 use super::schema::{
     log_index as index_of, log_key as key, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG_TREE,
@@ -39,8 +41,12 @@ struct Inner {
     append_entries: Histogram,
     /// The log index of the state machine's applied state as written to
     /// this same sled database (see `purge`).
-    written_applied: Arc<AtomicU64>,
+    written_applied: Arc<watch::Sender<u64>>,
 }
+
+/// How long a purge waits for the state machine to have written the applied
+/// state it purges up to (a snapshot being installed) before it fails.
+const PURGE_WAITS_FOR_APPLY: Duration = Duration::from_secs(120);
 
 /// Purged entries deleted with each append, at most (or twice the entries
 /// appended, if more).
@@ -50,7 +56,7 @@ impl LogStore {
     pub(super) fn open(
         db: sled::Db,
         append_entries: Histogram,
-        written_applied: Arc<AtomicU64>,
+        written_applied: Arc<watch::Sender<u64>>,
     ) -> Result<Self, StorageError> {
         let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let log = db.open_tree(LOG_TREE).map_err(err)?;
@@ -318,11 +324,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // is what rebuilds the applied state after a crash; it must never be
         // purged past the applied state on disk. The state machine shares this
         // sled database, so the flush below makes everything written before it
-        // durable, including the applied state read here.
-        let applied = self.inner.written_applied.load(Ordering::Acquire);
-        if log_id.index > applied {
+        // durable, including the applied state waited for here.
+        //
+        // Waited for, not refused: a follower that installs a snapshot is told
+        // to purge up to it as soon as the install is handed to the state
+        // machine, before it is written. The install needs nothing from the
+        // Raft core that waits here, so it finishes, and only then may the log
+        // behind it go (a crash in between would leave a log that starts after
+        // an applied state that is not on disk).
+        let mut written = self.inner.written_applied.subscribe();
+        let caught_up = matches!(
+            tokio::time::timeout(
+                PURGE_WAITS_FOR_APPLY,
+                written.wait_for(|applied| *applied >= log_id.index),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if !caught_up {
+            let applied = *written.borrow();
             let reason = std::io::Error::other(format!(
-                "refusing to purge the log up to {log_id}: the applied state is at index {applied}, and the entries after it are all that would rebuild it after a crash"
+                "refusing to purge the log up to {log_id}: the applied state is at index {applied} after {PURGE_WAITS_FOR_APPLY:?}, and the entries after it are all that would rebuild it after a crash"
             ));
             return Err(io_err(ErrorSubject::Logs, ErrorVerb::Delete, reason));
         }

@@ -12,7 +12,11 @@ pub struct StoreMetrics {
     /// leader the client writes that arrived together, on a follower the
     /// entries of one replication message.
     pub log_append_entries: Histogram,
-    /// Time to apply one batch of entries, until it is durable.
+    /// Commands per applied entry that carries commands: more than one when
+    /// the leader's proposer batched them (`cluster::batcher`).
+    pub entry_commands: Histogram,
+    /// Time to apply one batch of entries (written, not flushed: see
+    /// `StateMachineStore::apply_entries`).
     pub apply_seconds: Histogram,
     /// Graceful handoffs: from the owner being asked to release partitions
     /// to its release being applied (this node's clock against the leader's).
@@ -38,9 +42,14 @@ impl StoreMetrics {
                 "Entries per append to this node's Raft log (each append is one flush): on the leader, the client writes that arrived together.",
                 prometheus::exponential_buckets(1.0, 2.0, 11)?,
             )?,
+            entry_commands: histogram(
+                "baton_entry_commands",
+                "Commands per applied Raft entry that carries commands: more than one when the leader batched commands queued together.",
+                prometheus::exponential_buckets(1.0, 2.0, 11)?,
+            )?,
             apply_seconds: histogram(
                 "baton_apply_seconds",
-                "Time to apply one batch of committed entries, until it is durable.",
+                "Time to apply one batch of committed entries (written to disk, flushed with the next log append).",
                 prometheus::exponential_buckets(0.0001, 4.0, 9)?,
             )?,
             handoff_seconds: histogram(
@@ -70,6 +79,7 @@ impl StoreMetrics {
     /// Adds these metrics to `registry`.
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.log_append_entries.clone()))?;
+        registry.register(Box::new(self.entry_commands.clone()))?;
         registry.register(Box::new(self.apply_seconds.clone()))?;
         registry.register(Box::new(self.handoff_seconds.clone()))?;
         registry.register(Box::new(self.lease_expiries.clone()))?;

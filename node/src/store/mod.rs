@@ -34,7 +34,7 @@ pub use log::LogStore;
 pub use metrics::StoreMetrics;
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 pub use schema::FORMAT_VERSION;
-use schema::{DB_DIR, KEY_FORMAT_VERSION, META_TREE};
+use schema::{DB_DIR, KEY_FORMAT_VERSION, META_TREE, UPGRADES_FROM};
 pub use state_machine::StateMachineStore;
 use types::{NodeId, StorageError};
 
@@ -104,7 +104,18 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
                 reason: "format version key is not 4 bytes".into(),
             })?;
             let found = u32::from_be_bytes(bytes);
-            if found != FORMAT_VERSION {
+            if found == UPGRADES_FROM {
+                // Read as format 4 where the revision key is missing (see
+                // `StateMachineStore::open`); marked 5 so that a format-4
+                // node, which would take log indexes for revisions, refuses it.
+                meta.insert(KEY_FORMAT_VERSION, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+                tracing::info!(
+                    "data dir {} upgraded from on-disk format {found} to {FORMAT_VERSION}",
+                    path.display()
+                );
+            } else if found != FORMAT_VERSION {
                 return Err(OpenError::FormatVersion {
                     path: path.to_path_buf(),
                     found,

@@ -18,7 +18,15 @@
 
 /// On-disk format written by this binary. Bumped on any incompatible change; a
 /// node refuses to start on a data dir of another format instead of misreading it.
-pub const FORMAT_VERSION: u32 = 4;
+///
+/// 5: the revision counts commands, not log entries ([`KEY_REVISION`]), and
+/// an entry may hold a batch of commands. A node reads format 4 (where the
+/// revision was the log index) and marks the data dir 5 when it opens it:
+/// a format-4 node would take the log index for the revision.
+pub const FORMAT_VERSION: u32 = 5;
+
+/// The older format this binary upgrades in place when it opens it.
+pub const UPGRADES_FROM: u32 = 4;
 
 /// The sled database's directory under the data dir.
 pub const DB_DIR: &str = "sled";
@@ -59,6 +67,10 @@ pub fn log_index(key: &[u8]) -> Option<u64> {
 pub const GENERATION_PREFIX: &str = "sm.";
 /// The last applied log id.
 pub const KEY_APPLIED: &[u8] = b"applied";
+/// The revision of the applied state (a u64: commands applied, not log
+/// entries), written with [`KEY_APPLIED`]. Absent in format 4, whose
+/// revision was the applied log index.
+pub const KEY_REVISION: &[u8] = b"revision";
 /// The last applied membership.
 pub const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// The state checkpoint (the whole domain state at some revision).

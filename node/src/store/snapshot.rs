@@ -167,6 +167,7 @@ impl StateMachineStore {
         Self::put_applied(
             &mut batch,
             &meta.last_log_id,
+            payload.state.revision,
             &meta.last_membership,
             Some(&payload.state),
         )?;
@@ -199,14 +200,14 @@ impl StateMachineStore {
         // Durability: openraft deletes the log that this snapshot replaces once we
         // return, so the switch must be on disk first.
         self.flush().await?;
-        self.inner.written_applied.store(
-            meta.last_log_id.map_or(0, |l| l.index),
-            std::sync::atomic::Ordering::Release,
-        );
 
         let (compacted, revision) = (payload.state.compacted, payload.state.revision);
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         {
             let mut applied = self.lock();
+            self.inner
+                .written_applied
+                .send_replace(meta.last_log_id.map_or(0, |l| l.index));
             *applied = Applied {
                 generation: new_generation,
                 tree,
@@ -226,9 +227,9 @@ impl StateMachineStore {
                 .history
                 .into_iter()
                 .filter(|b| b.revision > published);
-            hub.publish(newer, revision);
+            hub.publish(newer, revision, index);
         } else {
-            hub.skip_to(compacted, revision);
+            hub.skip_to(compacted, revision, index);
         }
         // 3. Drop the old generation; if we crash first, `open` drops it.
         self.inner

@@ -32,7 +32,6 @@
 //! [`schema`](super::schema).
 
 use std::io::Cursor;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -41,7 +40,7 @@ use openraft::{ErrorSubject, ErrorVerb};
 use super::metrics::StoreMetrics;
 use super::schema::{
     generation_tree_name, history_key, GENERATION_PREFIX, KEY_APPLIED, KEY_COMPACTED,
-    KEY_GENERATION, KEY_MEMBERSHIP, KEY_STATE, META_TREE,
+    KEY_GENERATION, KEY_MEMBERSHIP, KEY_REVISION, KEY_STATE, META_TREE,
 };
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -67,8 +66,9 @@ pub(super) struct Inner {
     pub(super) hub: Arc<Hub>,
     pub(super) metrics: StoreMetrics,
     /// The log index of the applied state written to sled (not necessarily
-    /// flushed yet), which `LogStore::purge` must not pass.
-    pub(super) written_applied: Arc<AtomicU64>,
+    /// flushed yet), which `LogStore::purge` must not pass. Set under the
+    /// state lock, so a snapshot copied from the state is never ahead of it.
+    pub(super) written_applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Everything the state machine holds, as of `last_applied`.
@@ -139,9 +139,15 @@ impl StateMachineStore {
             None => State::default(),
         };
         let checkpoint = state.revision;
-        // Replay the events applied after the checkpoint.
         let applied_index = last_applied.map_or(0, |l: LogId| l.index);
-        if applied_index > state.revision {
+        // The revision is stored with the applied position; a data dir of
+        // format 4 has none, and there the revision was the log index.
+        let revision = match get(KEY_REVISION)? {
+            Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
+            None => applied_index,
+        };
+        // Replay the events applied after the checkpoint.
+        if revision > state.revision {
             for item in tree.range(history_key(state.revision + 1)..=history_key(u64::MAX)) {
                 let (_, value) = item.map_err(&read)?;
                 let batch: Batch = decode(&value).map_err(codec_err(ErrorVerb::Read))?;
@@ -150,14 +156,14 @@ impl StateMachineStore {
                     state.apply_event(batch.revision, event);
                 }
             }
-            state.revision = applied_index;
+            state.revision = revision;
         }
         if let Some(v) = get(KEY_COMPACTED)? {
             let compacted: u64 = decode(&v).map_err(codec_err(ErrorVerb::Read))?;
             state.compacted = state.compacted.max(compacted);
         }
         let metrics_err = |e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, e);
-        let hub = Arc::new(Hub::new(state.revision).map_err(metrics_err)?);
+        let hub = Arc::new(Hub::new(state.revision, applied_index).map_err(metrics_err)?);
         let applied = Applied {
             generation,
             tree,
@@ -174,7 +180,7 @@ impl StateMachineStore {
                 applied: Mutex::new(applied),
                 hub,
                 metrics: StoreMetrics::new().map_err(metrics_err)?,
-                written_applied: Arc::new(AtomicU64::new(applied_index)),
+                written_applied: Arc::new(tokio::sync::watch::Sender::new(applied_index)),
             }),
         })
     }
@@ -204,7 +210,7 @@ impl StateMachineStore {
     }
 
     /// The log index of the applied state as written (see `LogStore::purge`).
-    pub(super) fn written_applied(&self) -> Arc<AtomicU64> {
+    pub(super) fn written_applied(&self) -> Arc<tokio::sync::watch::Sender<u64>> {
         Arc::clone(&self.inner.written_applied)
     }
 
@@ -218,11 +224,13 @@ impl StateMachineStore {
     pub(super) fn put_applied(
         batch: &mut sled::Batch,
         last_applied: &Option<LogId>,
+        revision: u64,
         membership: &StoredMembership,
         checkpoint: Option<&State>,
     ) -> Result<(), StorageError> {
         let write = codec_err(ErrorVerb::Write);
         batch.insert(KEY_APPLIED, encode(last_applied).map_err(&write)?);
+        batch.insert(KEY_REVISION, encode(&revision).map_err(&write)?);
         batch.insert(KEY_MEMBERSHIP, encode(membership).map_err(&write)?);
         if let Some(state) = checkpoint {
             batch.insert(KEY_STATE, encode(state).map_err(&write)?);
@@ -272,7 +280,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResult>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

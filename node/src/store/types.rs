@@ -10,13 +10,14 @@ use std::io::Cursor;
 
 use openraft::BasicNode;
 
-use crate::domain::{CommandResult, Proposal};
+use crate::domain::{CommandResult, Proposals};
 
 openraft::declare_raft_types!(
     /// baton's openraft type configuration.
     pub TypeConfig:
-        D = Proposal,
-        R = CommandResult,
+        D = Proposals,
+        // One result per proposal of the entry, in order.
+        R = Vec<CommandResult>,
         NodeId = NodeId,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,

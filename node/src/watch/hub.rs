@@ -77,6 +77,13 @@ struct Subscriber {
     ended: Arc<OnceLock<Ended>>,
 }
 
+/// A log index applied here and the revision it brought the state to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub revision: u64,
+}
+
 struct Subscribers {
     published: u64,
     by_group: HashMap<String, Vec<Subscriber>>,
@@ -86,6 +93,10 @@ struct Subscribers {
 pub struct Hub {
     subscribers: Mutex<Subscribers>,
     published: watch::Sender<u64>,
+    /// The log index applied and published here, with its revision: a
+    /// linearizable point is a log index (the leader's read index), and a
+    /// log entry may hold several revisions.
+    applied: watch::Sender<Applied>,
     buffer: AtomicUsize,
     /// Permits to read the history (see [`CONCURRENT_HISTORY_READS`]).
     pub(super) history_reads: Arc<Semaphore>,
@@ -99,9 +110,15 @@ pub(super) struct Subscription {
 }
 
 impl Hub {
-    /// A hub whose history is complete up to `published`.
-    pub fn new(published: u64) -> Result<Self, prometheus::Error> {
+    /// A hub whose history is complete up to `published`, the revision of
+    /// log index `index`.
+    pub fn new(published: u64, index: u64) -> Result<Self, prometheus::Error> {
         Ok(Self {
+            applied: watch::channel(Applied {
+                index,
+                revision: published,
+            })
+            .0,
             subscribers: Mutex::new(Subscribers {
                 published,
                 by_group: HashMap::new(),
@@ -161,9 +178,26 @@ impl Hub {
             .map_err(|_| FeedError::Stopped)
     }
 
+    /// Waits until log index `index` has been applied and published here;
+    /// returns the revision applied then (at or after `index`'s). `Err` if
+    /// the node stops first.
+    pub async fn wait_for_index(&self, index: u64) -> Result<u64, FeedError> {
+        let mut changes = self.applied.subscribe();
+        let applied = changes
+            .wait_for(|a| a.index >= index)
+            .await
+            .map_err(|_| FeedError::Stopped)?;
+        Ok(applied.revision)
+    }
+
+    /// The log index applied and published here, with its revision.
+    pub fn applied(&self) -> Applied {
+        *self.applied.borrow()
+    }
+
     /// Hands `batches` (in revision order) to their groups' subscribers and
-    /// marks everything up to `revision` published.
-    pub fn publish(&self, batches: impl IntoIterator<Item = Batch>, revision: u64) {
+    /// marks everything up to `revision`, log index `index`, published.
+    pub fn publish(&self, batches: impl IntoIterator<Item = Batch>, revision: u64, index: u64) {
         let mut subs = self.lock();
         for batch in batches {
             let Some(list) = subs.by_group.get_mut(&batch.group) else {
@@ -185,11 +219,22 @@ impl Hub {
         // Under the lock, after the sends: a reader that sees `published` at P
         // already has every batch up to P in its buffer.
         self.published.send_replace(subs.published);
+        self.mark_applied(index, subs.published);
+    }
+
+    fn mark_applied(&self, index: u64, revision: u64) {
+        self.applied.send_if_modified(|a| {
+            let newer = index > a.index;
+            if newer {
+                *a = Applied { index, revision };
+            }
+            newer
+        });
     }
 
     /// A snapshot moved this node past history it never published: every
     /// subscriber ends with COMPACTED, as it would have had to re-list anyway.
-    pub fn skip_to(&self, compacted: u64, revision: u64) {
+    pub fn skip_to(&self, compacted: u64, revision: u64, index: u64) {
         let mut subs = self.lock();
         for (_, list) in subs.by_group.drain() {
             for s in list {
@@ -198,6 +243,7 @@ impl Hub {
         }
         subs.published = subs.published.max(revision);
         self.published.send_replace(subs.published);
+        self.mark_applied(index, subs.published);
     }
 
     /// Subscribes to `group` if nothing after `position` has been published;

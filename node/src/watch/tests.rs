@@ -10,13 +10,13 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::domain::command::{Compact, CreateGroup, PutTombstone};
-use crate::domain::{Command, GroupConfig, Locator};
+use crate::domain::{Command, GroupConfig, Locator, Proposals};
 use crate::store::types::Entry;
 
 fn command(index: u64, command: Command) -> Entry {
     Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(command.at(1_000)),
+        payload: EntryPayload::Normal(Proposals::One(command.at(1_000))),
     }
 }
 

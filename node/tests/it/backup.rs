@@ -318,7 +318,7 @@ async fn a_member_restored_with_another_margin_stays_behind_instead_of_diverging
         let node3 = status_of(addrs[&3].parse().expect("address"))
             .await
             .expect("node 3 answers");
-        if node3.applied_index >= last {
+        if node3.revision >= last {
             assert_eq!(
                 keys_on(&addrs[&3], "g").await,
                 on_leader,

@@ -129,13 +129,11 @@ async fn admin_requests_to_a_follower_are_forwarded_to_the_leader() {
         .expect("forwarded barrier")
         .into_inner();
     assert_eq!(reply.leader_id, leader, "the leader committed it");
-    cluster
-        .node(follower)
-        .raft()
-        .wait(Some(WAIT))
-        .applied_index_at_least(Some(reply.revision), "follower applies the forwarded write")
-        .await
-        .expect("applied");
+    let applied = tokio::time::timeout(WAIT, cluster.node(follower).wait_revision(reply.revision));
+    assert!(
+        applied.await.is_ok_and(|running| running),
+        "the follower applies the forwarded write"
+    );
     cluster.shutdown().await;
 }
 
@@ -480,10 +478,11 @@ async fn a_node_that_has_not_joined_is_not_ready() {
     node.shutdown().await.expect("shutdown");
 }
 
-/// Writes that reach the leader together are appended together (one log
-/// flush for the batch, the vendored openraft's `write_batch`), yet each is
-/// its own entry: its own revision, its own reply, and what it wrote is
-/// there under that revision.
+/// Writes that reach the leader together share entries (the proposer's
+/// batches, `cluster::batcher`) and appends (one log flush for the entries
+/// queued together, the vendored openraft's `write_batch`), yet each has its
+/// own revision and its own reply, and what it wrote is there under that
+/// revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
     use baton_proto::v1 as pb;
@@ -501,12 +500,14 @@ async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
             .await
             .expect("connect");
 
-    let appends = cluster
-        .node(leader)
-        .store_metrics()
-        .log_append_entries
-        .clone();
-    let (entries_before, appends_before) = (appends.get_sample_sum(), appends.get_sample_count());
+    let metrics = cluster.node(leader).store_metrics();
+    let (appends, commands) = (
+        metrics.log_append_entries.clone(),
+        metrics.entry_commands.clone(),
+    );
+    let appends_before = appends.get_sample_count();
+    let (commands_before, entries_before) =
+        (commands.get_sample_sum(), commands.get_sample_count());
     let puts = (0..WRITES).map(|i| {
         let mut client = TombstonesClient::new(channel.clone());
         async move {
@@ -528,11 +529,16 @@ async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
         .collect();
     let distinct: BTreeSet<u64> = revisions.values().copied().collect();
     assert_eq!(distinct.len(), WRITES, "each write has its own revision");
-    let entries = appends.get_sample_sum() - entries_before;
     let flushes = appends.get_sample_count() - appends_before;
     assert!(
-        entries > flushes as f64,
-        "{WRITES} writes at once share appends: {entries} entries in {flushes} appends on the leader"
+        flushes < WRITES as u64,
+        "{WRITES} writes at once share appends: {WRITES} writes in {flushes} appends on the leader"
+    );
+    let applied = commands.get_sample_sum() - commands_before;
+    let entries = commands.get_sample_count() - entries_before;
+    assert!(
+        applied > entries as f64,
+        "{WRITES} writes at once share entries: {applied} commands in {entries} entries"
     );
 
     let checked = TombstonesClient::new(channel)

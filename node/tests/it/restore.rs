@@ -177,7 +177,7 @@ async fn a_watch_from_the_lost_range_is_told_it_is_compacted_at_the_jump_on_ever
     for addr in endpoints {
         let applied = status_of(addr.parse().expect("address"))
             .await
-            .map(|s| s.applied_index);
+            .map(|s| s.revision);
         assert!(
             applied.is_some_and(|a| a >= bumped),
             "{addr} applied {applied:?}, below the restored revision {bumped}"

@@ -4,18 +4,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use baton_proto::v1::admin_client::AdminClient;
+use baton_proto::v1::raft_client::RaftClient;
 use baton_proto::v1::{
-    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, Member, MembershipResponse,
-    PromoteNodeRequest, RemoveNodeRequest,
+    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, FeaturesRequest, Member,
+    MembershipResponse, PromoteNodeRequest, RemoveNodeRequest,
 };
+use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 use tonic::Status;
 
 use crate::api::write_error;
-use crate::cluster::Leader;
+use crate::cluster::{Leader, BATCHED_ENTRIES};
 use crate::config::parse_peer_addr;
 use crate::domain::quoted;
-use crate::raft::NodeId;
+use crate::raft::{NodeId, TypeConfig};
 use crate::store::LogStore;
 
 /// How long a new node may take to catch up before `AddNode` gives up waiting.
@@ -101,7 +103,7 @@ impl Membership {
             ))
         })?
         .map_err(write_error)?;
-        let mut revision = added.log_id.index;
+        let mut revision = self.revision_of(&added);
         if promote {
             let promoted = self
                 .leader
@@ -109,7 +111,7 @@ impl Membership {
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
                 .map_err(write_error)?;
-            revision = promoted.log_id.index;
+            revision = self.revision_of(&promoted);
         }
         tracing::info!(node = id, %addr, promote, "added node");
         Ok(self.membership_response(revision))
@@ -136,7 +138,7 @@ impl Membership {
             .await
             .map_err(write_error)?;
         tracing::info!(node = id, "promoted node to voter");
-        Ok(self.membership_response(changed.log_id.index))
+        Ok(self.membership_response(self.revision_of(&changed)))
     }
 
     pub async fn remove_node(&self, r: RemoveNodeRequest) -> Result<MembershipResponse, Status> {
@@ -168,7 +170,7 @@ impl Membership {
             .await
             .map_err(write_error)?;
         tracing::info!(node = id, "removed node");
-        Ok(self.membership_response(changed.log_id.index))
+        Ok(self.membership_response(self.revision_of(&changed)))
     }
 
     /// Checks that `addr` is a running baton node with id `id` that belongs to
@@ -193,7 +195,7 @@ impl Membership {
             .connect()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let remote = AdminClient::new(channel)
+        let remote = AdminClient::new(channel.clone())
             .cluster_status(ClusterStatusRequest {})
             .await
             .map_err(|s| unreachable(s.message().to_string()))?
@@ -202,6 +204,26 @@ impl Membership {
             return Err(Status::failed_precondition(format!(
                 "{addr} answers as node {}, not node {id}; check the id and the address",
                 remote.node_id
+            )));
+        }
+        // This cluster's log may hold entries that carry a batch of commands
+        // (`cluster::batcher`), which an older node cannot read: it would stop
+        // at the first, or, catching up by snapshot, count revisions (and
+        // fencing tokens) from the log index, below everyone else's.
+        let mut request = tonic::Request::new(FeaturesRequest {});
+        self.leader.dialer().authorize(&mut request);
+        let reads_batches = match RaftClient::new(channel).features(request).await {
+            Ok(answer) => answer
+                .get_ref()
+                .features
+                .iter()
+                .any(|f| f == BATCHED_ENTRIES),
+            Err(s) if s.code() == tonic::Code::Unimplemented => false,
+            Err(s) => return Err(unreachable(s.message().to_string())),
+        };
+        if !reads_batches {
+            return Err(Status::failed_precondition(format!(
+                "node {id} at {addr} runs an older baton-node that cannot read this cluster's log (entries carrying a batch of commands); run the same version as the other members on it, then add it again"
             )));
         }
         // A fresh node (started with --join) has no membership yet. One with a
@@ -220,6 +242,15 @@ impl Membership {
             )));
         }
         Ok(())
+    }
+
+    /// The revision a membership change was applied at (its entry takes
+    /// one, like any entry without a command).
+    fn revision_of(&self, changed: &ClientWriteResponse<TypeConfig>) -> u64 {
+        changed.data.last().map_or_else(
+            || self.leader.state_machine().revision(),
+            |result| result.revision,
+        )
     }
 
     fn membership_response(&self, revision: u64) -> MembershipResponse {

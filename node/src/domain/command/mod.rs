@@ -83,7 +83,7 @@ impl Command {
 /// entries. Stored in the form the log has always had (see
 /// [`super::stored`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(from = "StoredCommand", into = "StoredCommand")]
+#[serde(try_from = "StoredCommand", into = "StoredCommand")]
 pub struct Proposal {
     /// The proposer's clock (ms since the Unix epoch) when it proposed the
     /// command: the one time every replica decides it at. Only commands
@@ -91,6 +91,30 @@ pub struct Proposal {
     /// another kind reads back with 0, which nothing it decides uses.
     pub at_ms: u64,
     pub command: Command,
+}
+
+/// What one Raft entry carries: one proposal, or a batch of them that the
+/// leader's proposer gathered while earlier entries were in flight (one log
+/// append, one replication round and one apply for the lot). Each proposal
+/// of a batch is applied in order at its own revision, with its own reply,
+/// exactly as if it had its own entry. `One` is stored as a proposal always
+/// was, so logs written before batches decode unchanged; a leader writes
+/// `Many` only once every member understands it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(try_from = "StoredCommand", into = "StoredCommand")]
+pub enum Proposals {
+    One(Proposal),
+    Many(Vec<Proposal>),
+}
+
+impl Proposals {
+    /// The proposals in the order they apply.
+    pub fn as_slice(&self) -> &[Proposal] {
+        match self {
+            Self::One(p) => std::slice::from_ref(p),
+            Self::Many(many) => many,
+        }
+    }
 }
 
 /// Drops the event history up to and including `revision`, on every

@@ -441,3 +441,64 @@ fn every_event_encodes_as_the_stored_history() {
 fn the_state_encodes_as_stored_snapshots() {
     check_all(vec![("State", state())], STATE);
 }
+
+/// An entry of the log as every baton before batches wrote it (one
+/// proposal) decodes as `Proposals::One`, and `One` encodes to those same
+/// bytes: logs already on disk, and entries from a leader that writes no
+/// batches, read unchanged.
+#[test]
+fn an_entry_of_one_proposal_decodes_as_logs_already_hold_it() {
+    for ((name, proposal), (_, pinned)) in commands().into_iter().zip(COMMANDS) {
+        let one = Proposals::One(proposal);
+        assert_eq!(
+            hex(&bincode::serialize(&one).expect("encode")),
+            *pinned,
+            "{name}"
+        );
+        let decoded: Proposals = bincode::deserialize(&unhex(pinned)).expect("decode");
+        assert_eq!(decoded, one, "{name}");
+    }
+}
+
+/// A batch is one appended variant holding the proposals, each in its
+/// stored form: pinned, so that what a leader writes today every later
+/// node reads.
+#[test]
+fn an_entry_of_a_batch_encodes_as_pinned_and_never_nests() {
+    let batch = Proposals::Many(vec![
+        Command::Barrier.at(0),
+        Command::PutTombstoneV2(PutTombstone {
+            group: "g".into(),
+            key: "k".into(),
+            locator: Locator::Partition(3),
+            ttl_ms: Some(60_000),
+        })
+        .at(1_700_000_000_000),
+    ]);
+    let bytes = bincode::serialize(&batch).expect("encode");
+    assert_eq!(
+        hex(&bytes),
+        "120000000200000000000000000000001100000001000000000000006701000000000000006b02000000030000000160ea0000000000000068e5cf8b010000"
+    );
+    assert_eq!(
+        bincode::deserialize::<Proposals>(&bytes).expect("decode"),
+        batch
+    );
+
+    // A batch inside a batch is refused, not flattened or misread, and a
+    // batch is never read as a lone proposal.
+    // Variant 18 (`Batch`), one element: variant 18 with no elements.
+    let nested = unhex(
+        &[
+            "12000000",
+            "0100000000000000",
+            "12000000",
+            "0000000000000000",
+        ]
+        .concat(),
+    );
+    assert!(bincode::deserialize::<Proposals>(&nested).is_err());
+    let empty_batch = unhex("120000000000000000000000");
+    assert!(bincode::deserialize::<Proposal>(&empty_batch).is_err());
+    assert!(bincode::deserialize::<Proposals>(&empty_batch).is_err());
+}

@@ -29,9 +29,7 @@ impl Sim {
     pub(super) fn cmd(&mut self, command: Command) -> CommandResult {
         self.rev += 1;
         let before = self.state.clone();
-        let result = self
-            .state
-            .apply(self.rev, Some(&command.clone().at(self.now)));
+        let result = self.state.apply(self.rev, &command.clone().at(self.now));
         if result.outcome.is_err() {
             assert!(
                 result.events.is_empty(),

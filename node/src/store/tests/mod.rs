@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use super::types::{Entry, TypeConfig};
 use super::*;
 use crate::domain::command::{Compact, CreateGroup, PutTombstone};
-use crate::domain::Command;
+use crate::domain::{Command, Proposals};
 
 struct TempStore;
 
@@ -27,8 +27,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStor
             open(dir.path()).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
         // The suite purges logs it never applied, which `LogStore::purge`
         // refuses in a node (the purge rule): lift the rule for it alone.
-        sm.written_applied()
-            .store(u64::MAX, std::sync::atomic::Ordering::Release);
+        sm.written_applied().send_replace(u64::MAX);
         Ok((dir, log, sm))
     }
 }
@@ -46,7 +45,11 @@ fn entry(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
 }
 
 fn barrier(term: u64, index: u64) -> Entry {
-    entry(term, index, EntryPayload::Normal(Command::Barrier.at(0)))
+    entry(
+        term,
+        index,
+        EntryPayload::Normal(Proposals::One(Command::Barrier.at(0))),
+    )
 }
 
 /// Appends and waits for openraft's flush callback, i.e. for the point where
@@ -67,5 +70,9 @@ fn membership(voters: &[u64]) -> Membership<u64, BasicNode> {
 
 /// An entry proposing `command` at leader time 1 s.
 fn command(term: u64, index: u64, command: Command) -> Entry {
-    entry(term, index, EntryPayload::Normal(command.at(1_000)))
+    entry(
+        term,
+        index,
+        EntryPayload::Normal(Proposals::One(command.at(1_000))),
+    )
 }

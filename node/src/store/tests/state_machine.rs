@@ -24,7 +24,11 @@ async fn applied_state_and_snapshot_survive_reopen() {
         ];
         let results = sm.apply(entries).await.expect("apply");
         assert_eq!(
-            results.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            results
+                .iter()
+                .flatten()
+                .map(|r| r.revision)
+                .collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
         let snapshot = sm
@@ -307,4 +311,109 @@ async fn reopening_replays_the_events_after_the_checkpoint() {
     assert!(after.groups["g"]
         .tombstones
         .contains_key("past-checkpoint-1"));
+}
+
+/// An entry carrying a batch applies each command at its own revision, in
+/// order, with its own result (a refused one among them changes nothing
+/// else), its events in the history under that revision; the revision is
+/// kept with the applied position, so a reopened store is at the same one
+/// although log index and revision now differ.
+#[tokio::test]
+async fn a_batch_applies_each_command_at_its_own_revision_with_its_own_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let put = |group: &str, key: &str| {
+        Command::PutTombstoneV2(PutTombstone {
+            group: group.into(),
+            key: key.into(),
+            locator: crate::domain::Locator::Key,
+            ttl_ms: None,
+        })
+        .at(1_000)
+    };
+    let batch = Proposals::Many(vec![
+        put("g", "a"),
+        put("missing", "b"),
+        put("g", "c"),
+        Command::Barrier.at(0),
+    ]);
+    {
+        let (_log, mut sm) = open(dir.path()).expect("open");
+        let create = Command::CreateGroup(CreateGroup {
+            group: "g".into(),
+            config: crate::domain::GroupConfig {
+                partitions: 4,
+                ..Default::default()
+            },
+        });
+        let entries = vec![
+            command(1, 1, create),
+            entry(1, 2, EntryPayload::Normal(batch)),
+            barrier(1, 3),
+        ];
+        let results = sm.apply(entries).await.expect("apply");
+        let per_entry: Vec<Vec<u64>> = results
+            .iter()
+            .map(|r| r.iter().map(|c| c.revision).collect())
+            .collect();
+        assert_eq!(per_entry, vec![vec![1], vec![2, 3, 4, 5], vec![6]]);
+        let batch = &results[1];
+        assert!(batch[0].outcome.is_ok() && !batch[0].events.is_empty());
+        assert!(
+            batch[1].outcome.is_err() && batch[1].events.is_empty(),
+            "a put to a group that does not exist is refused alone: {:?}",
+            batch[1]
+        );
+        assert!(batch[2].outcome.is_ok() && !batch[2].events.is_empty());
+        let (history, _) = sm.history("g", 1, 100, 100).expect("history");
+        assert_eq!(
+            history.iter().map(|b| b.revision).collect::<Vec<_>>(),
+            vec![1, 2, 4],
+            "events under each command's own revision"
+        );
+        assert_eq!(sm.revision(), 6);
+        assert_eq!(sm.hub().applied().index, 3);
+        assert_eq!(sm.hub().applied().revision, 6);
+    }
+    let (_log, sm) = open(dir.path()).expect("reopen");
+    assert_eq!(sm.revision(), 6, "the revision, not the log index (3)");
+    let tombstones = sm.read(|s| s.groups["g"].tombstones.len());
+    assert_eq!(tombstones, 2);
+}
+
+/// A data dir of format 4 (written before batches: no stored revision, the
+/// revision was the applied log index) opens with that revision, and is
+/// marked format 5 so that a format-4 node will not misread it later.
+#[tokio::test]
+async fn a_format_4_data_dir_opens_at_its_log_index_and_is_marked_5() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (_log, mut sm) = open(dir.path()).expect("open");
+        sm.apply(vec![barrier(1, 1), barrier(1, 2), barrier(1, 3)])
+            .await
+            .expect("apply");
+    }
+    {
+        // What a format-4 node left: no revision key, format 4.
+        let db = sled::open(dir.path().join("sled")).expect("sled");
+        let sm = db
+            .open_tree(schema::generation_tree_name(0))
+            .expect("generation");
+        sm.remove(schema::KEY_REVISION).expect("remove");
+        let meta = db.open_tree(schema::META_TREE).expect("meta");
+        meta.insert(schema::KEY_FORMAT_VERSION, &4u32.to_be_bytes())
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    {
+        let (_log, sm) = open(dir.path()).expect("a format-4 data dir opens");
+        assert_eq!(sm.revision(), 3);
+    }
+    let db = sled::open(dir.path().join("sled")).expect("sled");
+    let format = db
+        .open_tree(schema::META_TREE)
+        .expect("meta")
+        .get(schema::KEY_FORMAT_VERSION)
+        .expect("read")
+        .expect("format");
+    assert_eq!(format.as_ref(), &5u32.to_be_bytes());
 }
