@@ -56,7 +56,6 @@ impl StateMachineStore {
                 &applied.last_applied,
                 state.revision,
                 &applied.membership,
-                checkpoint.then_some(state),
             )
             .and_then(|()| Self::put_history(&mut batch, &history));
             written(built)?;
@@ -64,12 +63,9 @@ impl StateMachineStore {
                 let value = encode(&state.compacted).map_err(codec_err(ErrorVerb::Write));
                 batch.insert(KEY_COMPACTED, written(value)?);
             }
-            let checkpoint_revision = if checkpoint {
-                state.revision
-            } else {
-                applied.checkpoint
-            };
-            let drop_to = state.compacted.min(checkpoint_revision);
+            // History is dropped only behind a checkpoint already written:
+            // replaying after the checkpoint needs what follows it.
+            let drop_to = state.compacted.min(applied.checkpoint);
             if drop_to > applied.dropped {
                 let dropped = applied
                     .tree
@@ -85,7 +81,14 @@ impl StateMachineStore {
                     .apply_batch(batch)
                     .map_err(sm_err(ErrorVerb::Write)),
             )?;
-            applied.checkpoint = checkpoint_revision;
+            // The checkpoint goes into a tree of its own (see `schema`), so
+            // not in the batch above: after it, so that it is never on disk
+            // ahead of the applied position (sled keeps the order of writes
+            // across trees; `open` refuses a checkpoint ahead anyway).
+            if checkpoint {
+                written(Self::put_checkpoint(&applied.checkpoints, state))?;
+                applied.checkpoint = state.revision;
+            }
             let applied_index = applied.last_applied.map_or(0, |l| l.index);
             // Under the state lock (see `Inner::written_applied`).
             self.inner.written_applied.send_replace(applied_index);

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use openraft::{ErrorSubject, ErrorVerb, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use super::schema::{generation_tree_name, KEY_GENERATION, KEY_SNAPSHOT};
+use sled::transaction::{ConflictableTransactionError, Transactional};
+
+use super::schema::{checkpoint_tree_name, generation_tree_name, KEY_GENERATION, KEY_SNAPSHOT};
 use super::state_machine::{codec_err, Applied, StateMachineStore};
 use super::types::{LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use super::{decode, encode, io_err};
@@ -48,7 +50,7 @@ impl StateMachineStore {
     /// The stored snapshot's metadata, without decoding its data.
     fn stored_snapshot_meta(&self) -> Result<Option<SnapshotMeta>, StorageError> {
         let err = |e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
-        match self.inner.meta.get(KEY_SNAPSHOT).map_err(err)? {
+        match self.inner.snapshots.get(KEY_SNAPSHOT).map_err(err)? {
             // `StoredSnapshot` starts with its metadata; bincode reads that
             // prefix and leaves the data alone.
             Some(v) => Ok(Some(
@@ -62,7 +64,7 @@ impl StateMachineStore {
 
     pub(super) fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
         let err = |e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
-        match self.inner.meta.get(KEY_SNAPSHOT).map_err(err)? {
+        match self.inner.snapshots.get(KEY_SNAPSHOT).map_err(err)? {
             Some(v) => Ok(Some(decode(&v).map_err(|e| err_codec_snapshot(*e))?)),
             None => Ok(None),
         }
@@ -112,13 +114,16 @@ impl StateMachineStore {
                 .stored_snapshot_meta()?
                 .is_some_and(|s| s.last_log_id > stored.meta.last_log_id);
             if !stored_is_newer {
-                self.inner.meta.insert(KEY_SNAPSHOT, bytes).map_err(|e| {
-                    io_err(
-                        ErrorSubject::Snapshot(Some(stored.meta.signature())),
-                        ErrorVerb::Write,
-                        e,
-                    )
-                })?;
+                self.inner
+                    .snapshots
+                    .insert(KEY_SNAPSHOT, bytes)
+                    .map_err(|e| {
+                        io_err(
+                            ErrorSubject::Snapshot(Some(stored.meta.signature())),
+                            ErrorVerb::Write,
+                            e,
+                        )
+                    })?;
             }
             drop(applied);
             blocked_apply += storing.elapsed();
@@ -156,24 +161,28 @@ impl StateMachineStore {
             let applied = self.lock();
             (applied.generation, applied.generation + 1)
         };
-        let name = generation_tree_name(new_generation);
-        let tree = self
-            .inner
-            .db
-            .open_tree(&name)
-            .map_err(snap_err(ErrorVerb::Write))?;
-        tree.clear().map_err(snap_err(ErrorVerb::Write))?;
+        let open_fresh = |name: String| {
+            let tree = self
+                .inner
+                .db
+                .open_tree(name)
+                .map_err(snap_err(ErrorVerb::Write))?;
+            tree.clear().map_err(snap_err(ErrorVerb::Write))?;
+            Ok::<_, StorageError>(tree)
+        };
+        let tree = open_fresh(generation_tree_name(new_generation))?;
+        let checkpoints = open_fresh(checkpoint_tree_name(new_generation))?;
         let mut batch = sled::Batch::default();
         Self::put_applied(
             &mut batch,
             &meta.last_log_id,
             payload.state.revision,
             &meta.last_membership,
-            Some(&payload.state),
         )?;
         Self::put_history(&mut batch, &payload.history)?;
         tree.apply_batch(batch)
             .map_err(snap_err(ErrorVerb::Write))?;
+        Self::put_checkpoint(&checkpoints, &payload.state)?;
         self.flush().await?;
 
         // 2. Switch to it and record the snapshot in one atomic step.
@@ -181,21 +190,26 @@ impl StateMachineStore {
             meta: meta.clone(),
             data,
         };
-        let mut switch = sled::Batch::default();
-        switch.insert(
-            KEY_GENERATION,
-            encode(&new_generation).map_err(codec_err(ErrorVerb::Write))?,
-        );
-        switch.insert(
-            KEY_SNAPSHOT,
-            encode(&stored).map_err(codec_err(ErrorVerb::Write))?,
-        );
+        let generation = encode(&new_generation).map_err(codec_err(ErrorVerb::Write))?;
+        let snapshot = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
         {
+            // Two trees (see `schema` for why the snapshot has its own), one
+            // atomic step: a sled transaction.
             let _applied = self.lock();
-            self.inner
-                .meta
-                .apply_batch(switch)
-                .map_err(snap_err(ErrorVerb::Write))?;
+            (&self.inner.meta, &self.inner.snapshots)
+                .transaction(|(meta, snapshots)| {
+                    meta.insert(KEY_GENERATION, generation.as_slice())?;
+                    snapshots.insert(KEY_SNAPSHOT, snapshot.as_slice())?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| {
+                    let reason = std::io::Error::other(format!("{e:?}"));
+                    io_err(
+                        ErrorSubject::Snapshot(signature.clone()),
+                        ErrorVerb::Write,
+                        reason,
+                    )
+                })?;
         }
         // Durability: openraft deletes the log that this snapshot replaces once we
         // return, so the switch must be on disk first.
@@ -211,6 +225,7 @@ impl StateMachineStore {
             *applied = Applied {
                 generation: new_generation,
                 tree,
+                checkpoints,
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
                 checkpoint: payload.state.revision,
@@ -232,10 +247,15 @@ impl StateMachineStore {
             hub.skip_to(compacted, revision, index);
         }
         // 3. Drop the old generation; if we crash first, `open` drops it.
-        self.inner
-            .db
-            .drop_tree(generation_tree_name(old_generation))
-            .map_err(snap_err(ErrorVerb::Delete))?;
+        for name in [
+            generation_tree_name(old_generation),
+            checkpoint_tree_name(old_generation),
+        ] {
+            self.inner
+                .db
+                .drop_tree(name)
+                .map_err(snap_err(ErrorVerb::Delete))?;
+        }
         Ok(())
     }
 }

@@ -1,11 +1,13 @@
 //! The state machine and its snapshots in sled.
 //!
-//! The applied state lives in one sled tree per *generation* (`sm.<n>`); the
-//! `meta` tree names the current generation. Applying entries writes into the
-//! current generation with one atomic batch. Installing a snapshot fills a fresh
-//! generation, then switches `sm_generation` and the stored snapshot in one atomic
-//! batch, so a crash leaves either the old state or the new one, never a mix, and
-//! no key of the old state survives into the new one.
+//! The applied state lives in sled trees per *generation* (`sm.<n>` and its
+//! checkpoint's `checkpoint.<n>`); the `meta` tree names the current
+//! generation. Applying entries writes into the current generation with one
+//! atomic batch (and now and then a checkpoint after it). Installing a
+//! snapshot fills a fresh generation, then switches `sm_generation` and the
+//! stored snapshot in one transaction, so a crash leaves either the old state
+//! or the new one, never a mix, and no key of the old state survives into the
+//! new one.
 //!
 //! The domain state is event-sourced on disk: each apply batch writes the
 //! applied position and the events it caused, not the whole state. A full
@@ -39,8 +41,9 @@ use openraft::{ErrorSubject, ErrorVerb};
 
 use super::metrics::StoreMetrics;
 use super::schema::{
-    generation_tree_name, history_key, GENERATION_PREFIX, KEY_APPLIED, KEY_COMPACTED,
-    KEY_GENERATION, KEY_MEMBERSHIP, KEY_REVISION, KEY_STATE, META_TREE,
+    checkpoint_tree_name, generation_tree_name, history_key, CHECKPOINT_PREFIX, GENERATION_PREFIX,
+    KEY_APPLIED, KEY_COMPACTED, KEY_GENERATION, KEY_MEMBERSHIP, KEY_REVISION, KEY_SNAPSHOT,
+    KEY_STATE, META_TREE, SNAPSHOT_TREE,
 };
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -60,8 +63,10 @@ pub struct StateMachineStore {
 // history reads), which each add their part of `StateMachineStore`.
 pub(super) struct Inner {
     pub(super) db: sled::Db,
-    /// The `meta` tree: the current generation and the stored snapshot.
+    /// The `meta` tree: the current generation.
     pub(super) meta: sled::Tree,
+    /// The `snapshot` tree: the stored snapshot.
+    pub(super) snapshots: sled::Tree,
     pub(super) applied: Mutex<Applied>,
     pub(super) hub: Arc<Hub>,
     pub(super) metrics: StoreMetrics,
@@ -76,6 +81,8 @@ pub(super) struct Applied {
     pub(super) generation: u64,
     /// The current generation's tree (`sm.<generation>`).
     pub(super) tree: sled::Tree,
+    /// The current generation's checkpoint tree (`checkpoint.<generation>`).
+    pub(super) checkpoints: sled::Tree,
     pub(super) last_applied: Option<LogId>,
     pub(super) membership: StoredMembership,
     pub(super) state: State,
@@ -115,16 +122,34 @@ impl StateMachineStore {
             None => 0,
         };
         let current = generation_tree_name(generation);
+        let current_checkpoints = checkpoint_tree_name(generation);
         // A crash during a snapshot install can leave a half-written newer
         // generation, and a crash right after one the old generation: drop both.
         for name in db.tree_names() {
-            let is_stale = std::str::from_utf8(&name)
-                .is_ok_and(|n| n.starts_with(GENERATION_PREFIX) && n != current);
+            let is_stale = std::str::from_utf8(&name).is_ok_and(|n| {
+                (n.starts_with(GENERATION_PREFIX) && n != current)
+                    || (n.starts_with(CHECKPOINT_PREFIX) && n != current_checkpoints)
+            });
             if is_stale {
                 db.drop_tree(&name).map_err(sm_err(ErrorVerb::Delete))?;
             }
         }
         let tree = db.open_tree(&current).map_err(&read)?;
+        let checkpoints = db.open_tree(&current_checkpoints).map_err(&read)?;
+        let snapshots = db.open_tree(SNAPSHOT_TREE).map_err(&read)?;
+        // Format 4 kept the checkpoint and the snapshot in the shared trees
+        // (see `schema`): moved, the copy first, so a crash in between
+        // leaves both places holding the same bytes.
+        let write = sm_err(ErrorVerb::Write);
+        for (from, key, to) in [
+            (&tree, KEY_STATE, &checkpoints),
+            (&meta, KEY_SNAPSHOT, &snapshots),
+        ] {
+            if let Some(old) = from.get(key).map_err(&read)? {
+                to.insert(key, old).map_err(&write)?;
+                from.remove(key).map_err(&write)?;
+            }
+        }
         let get = |key: &[u8]| tree.get(key).map_err(&read);
         let last_applied = match get(KEY_APPLIED)? {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
@@ -134,7 +159,7 @@ impl StateMachineStore {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => StoredMembership::default(),
         };
-        let mut state: State = match get(KEY_STATE)? {
+        let mut state: State = match checkpoints.get(KEY_STATE).map_err(&read)? {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => State::default(),
         };
@@ -146,6 +171,16 @@ impl StateMachineStore {
             Some(v) => decode(&v).map_err(codec_err(ErrorVerb::Read))?,
             None => applied_index,
         };
+        // The checkpoint is written after the applied position it is at (see
+        // `apply_entries`), never ahead of it: a state ahead of the applied
+        // position would have openraft apply entries to it a second time.
+        if state.revision > revision {
+            let reason = std::io::Error::other(format!(
+                "the state checkpoint is at revision {}, ahead of the applied revision {revision}",
+                state.revision
+            ));
+            return Err(io_err(ErrorSubject::StateMachine, ErrorVerb::Read, reason));
+        }
         // Replay the events applied after the checkpoint.
         if revision > state.revision {
             for item in tree.range(history_key(state.revision + 1)..=history_key(u64::MAX)) {
@@ -167,6 +202,7 @@ impl StateMachineStore {
         let applied = Applied {
             generation,
             tree,
+            checkpoints,
             last_applied,
             membership,
             dropped: state.compacted.min(checkpoint),
@@ -177,6 +213,7 @@ impl StateMachineStore {
             inner: Arc::new(Inner {
                 db,
                 meta,
+                snapshots,
                 applied: Mutex::new(applied),
                 hub,
                 metrics: StoreMetrics::new().map_err(metrics_err)?,
@@ -219,22 +256,30 @@ impl StateMachineStore {
         &self.inner.hub
     }
 
-    /// Adds the applied position and membership to `batch`, and a state
-    /// checkpoint when `checkpoint` says so.
+    /// Adds the applied position, revision and membership to `batch`.
     pub(super) fn put_applied(
         batch: &mut sled::Batch,
         last_applied: &Option<LogId>,
         revision: u64,
         membership: &StoredMembership,
-        checkpoint: Option<&State>,
     ) -> Result<(), StorageError> {
         let write = codec_err(ErrorVerb::Write);
         batch.insert(KEY_APPLIED, encode(last_applied).map_err(&write)?);
         batch.insert(KEY_REVISION, encode(&revision).map_err(&write)?);
         batch.insert(KEY_MEMBERSHIP, encode(membership).map_err(&write)?);
-        if let Some(state) = checkpoint {
-            batch.insert(KEY_STATE, encode(state).map_err(&write)?);
-        }
+        Ok(())
+    }
+
+    /// Writes `state` as the checkpoint in `checkpoints`, a generation's
+    /// checkpoint tree.
+    pub(super) fn put_checkpoint(
+        checkpoints: &sled::Tree,
+        state: &State,
+    ) -> Result<(), StorageError> {
+        let bytes = encode(state).map_err(codec_err(ErrorVerb::Write))?;
+        checkpoints
+            .insert(KEY_STATE, bytes)
+            .map_err(sm_err(ErrorVerb::Write))?;
         Ok(())
     }
 

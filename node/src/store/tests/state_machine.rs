@@ -381,39 +381,66 @@ async fn a_batch_applies_each_command_at_its_own_revision_with_its_own_result() 
 }
 
 /// A data dir of format 4 (written before batches: no stored revision, the
-/// revision was the applied log index) opens with that revision, and is
-/// marked format 5 so that a format-4 node will not misread it later.
+/// revision was the applied log index; the checkpoint in the generation's
+/// tree and the snapshot in `meta`) opens with that revision, its checkpoint
+/// and its snapshot moved to trees of their own, and is marked format 5 so
+/// that a format-4 node will not misread it later.
 #[tokio::test]
 async fn a_format_4_data_dir_opens_at_its_log_index_and_is_marked_5() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
+    let (checkpoint, snapshot_meta) = {
         let (_log, mut sm) = open(dir.path()).expect("open");
         sm.apply(vec![barrier(1, 1), barrier(1, 2), barrier(1, 3)])
             .await
             .expect("apply");
-    }
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        let checkpoint = encode(&sm.read(Clone::clone)).expect("encode");
+        (checkpoint, snapshot.meta)
+    };
     {
-        // What a format-4 node left: no revision key, format 4.
+        // What a format-4 node left.
         let db = sled::open(dir.path().join("sled")).expect("sled");
         let sm = db
             .open_tree(schema::generation_tree_name(0))
             .expect("generation");
         sm.remove(schema::KEY_REVISION).expect("remove");
+        sm.insert(schema::KEY_STATE, checkpoint).expect("insert");
         let meta = db.open_tree(schema::META_TREE).expect("meta");
+        let snapshots = db.open_tree(schema::SNAPSHOT_TREE).expect("snapshots");
+        let stored = snapshots
+            .remove(schema::KEY_SNAPSHOT)
+            .expect("remove")
+            .expect("a stored snapshot");
+        meta.insert(schema::KEY_SNAPSHOT, stored).expect("insert");
         meta.insert(schema::KEY_FORMAT_VERSION, &4u32.to_be_bytes())
             .expect("insert");
         db.flush().expect("flush");
     }
     {
-        let (_log, sm) = open(dir.path()).expect("a format-4 data dir opens");
+        let (_log, mut sm) = open(dir.path()).expect("a format-4 data dir opens");
         assert_eq!(sm.revision(), 3);
+        let snapshot = sm.get_current_snapshot().await.expect("read");
+        assert_eq!(snapshot.map(|s| s.meta), Some(snapshot_meta));
     }
     let db = sled::open(dir.path().join("sled")).expect("sled");
-    let format = db
-        .open_tree(schema::META_TREE)
-        .expect("meta")
+    let meta = db.open_tree(schema::META_TREE).expect("meta");
+    let format = meta
         .get(schema::KEY_FORMAT_VERSION)
         .expect("read")
         .expect("format");
     assert_eq!(format.as_ref(), &5u32.to_be_bytes());
+    assert!(meta.get(schema::KEY_SNAPSHOT).expect("read").is_none());
+    let sm = db
+        .open_tree(schema::generation_tree_name(0))
+        .expect("generation");
+    assert!(sm.get(schema::KEY_STATE).expect("read").is_none());
+    let checkpoints = db
+        .open_tree(schema::checkpoint_tree_name(0))
+        .expect("checkpoints");
+    assert!(checkpoints.get(schema::KEY_STATE).expect("read").is_some());
 }
