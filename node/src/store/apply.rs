@@ -1,7 +1,7 @@
-//! Applying committed entries: the domain state changes in memory, and the
-//! applied position, the events and (now and then) a state checkpoint are
-//! written in one atomic batch. See the [module docs](super::state_machine)
-//! for the on-disk shape.
+//! Applying committed entries: the domain state changes in memory, the
+//! applied position, revision and events are written in one atomic batch,
+//! and now and then a state checkpoint after it, in its own tree. See the
+//! [module docs](super::state_machine) for the on-disk shape.
 
 use std::time::Instant;
 

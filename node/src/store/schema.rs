@@ -21,7 +21,7 @@
 //! position (written per apply) or the commit hint (written per commit) made
 //! every apply or commit write a copy of the whole state to a new file
 //! (1.7× the CPU per write at 100 clients, issue 22). Format 4 kept both in
-//! the shared trees; opening such a data dir moves them.
+//! the shared trees; opening a data dir that has them there moves them.
 //!
 //! All values are bincode.
 

@@ -1,5 +1,5 @@
 //! Snapshots: building one from the applied state (off the runtime's
-//! threads), keeping it in the `meta` tree, and installing one received from
+//! threads), keeping it in the `snapshot` tree, and installing one received from
 //! the leader into a fresh generation (see the [module
 //! docs](super::state_machine) for why a generation).
 
@@ -86,10 +86,10 @@ impl StateMachineStore {
     /// snapshot (not yet flushed); returns it and how long applying waited.
     fn store_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>, Duration), StorageError> {
         let started = Instant::now();
-        // Applying waits only while the state is copied and while the
-        // snapshot is stored, not while it is encoded.
+        // Applying waits only while the state is copied, not while it is
+        // encoded or stored.
         let payload = self.payload()?;
-        let mut blocked_apply = started.elapsed();
+        let blocked_apply = started.elapsed();
         let data = encode(&payload).map_err(codec_err(ErrorVerb::Write))?;
         let nanos = clock::now_nanos();
         let last = payload.last_applied;
@@ -105,11 +105,12 @@ impl StateMachineStore {
         let stored = StoredSnapshot { meta, data };
         let bytes = encode(&stored).map_err(codec_err(ErrorVerb::Write))?;
         {
-            // Checked and stored under the state lock: a snapshot installed
-            // from the leader meanwhile (which switches under the same lock)
-            // is never replaced by this older one.
-            let storing = Instant::now();
-            let applied = self.lock();
+            // Checked and stored under the snapshot lock: a snapshot
+            // installed from the leader meanwhile (which switches under the
+            // same lock) is never replaced by this older one. Not the state
+            // lock: storing a large snapshot writes a file, and applying
+            // need not wait for that.
+            let snapshots = self.lock_snapshots();
             let stored_is_newer = self
                 .stored_snapshot_meta()?
                 .is_some_and(|s| s.last_log_id > stored.meta.last_log_id);
@@ -125,8 +126,7 @@ impl StateMachineStore {
                         )
                     })?;
             }
-            drop(applied);
-            blocked_apply += storing.elapsed();
+            drop(snapshots);
         }
         let StoredSnapshot { meta, data } = stored;
         Ok((meta, data, blocked_apply))
@@ -196,6 +196,7 @@ impl StateMachineStore {
             // Two trees (see `schema` for why the snapshot has its own), one
             // atomic step: a sled transaction.
             let _applied = self.lock();
+            let _snapshots = self.lock_snapshots();
             (&self.inner.meta, &self.inner.snapshots)
                 .transaction(|(meta, snapshots)| {
                     meta.insert(KEY_GENERATION, generation.as_slice())?;

@@ -67,6 +67,9 @@ pub(super) struct Inner {
     pub(super) meta: sled::Tree,
     /// The `snapshot` tree: the stored snapshot.
     pub(super) snapshots: sled::Tree,
+    /// Held while the stored snapshot is checked and replaced (see
+    /// `store_snapshot`).
+    pub(super) snapshot_lock: Mutex<()>,
     pub(super) applied: Mutex<Applied>,
     pub(super) hub: Arc<Hub>,
     pub(super) metrics: StoreMetrics,
@@ -214,6 +217,7 @@ impl StateMachineStore {
                 db,
                 meta,
                 snapshots,
+                snapshot_lock: Mutex::new(()),
                 applied: Mutex::new(applied),
                 hub,
                 metrics: StoreMetrics::new().map_err(metrics_err)?,
@@ -227,6 +231,13 @@ impl StateMachineStore {
         // way the disk disagrees with: the disk is written first, memory after.
         self.inner
             .applied
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn lock_snapshots(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .snapshot_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

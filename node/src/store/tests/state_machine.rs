@@ -94,11 +94,11 @@ async fn installed_snapshot_replaces_the_whole_state_atomically() {
         .tree_names()
         .iter()
         .filter_map(|n| std::str::from_utf8(n).ok().map(str::to_string))
-        .filter(|n| n.starts_with("sm."))
+        .filter(|n| n.starts_with("sm.") || n.starts_with("checkpoint."))
         .collect();
     assert_eq!(
         generations,
-        vec!["sm.1".to_string()],
+        vec!["sm.1".to_string(), "checkpoint.1".to_string()],
         "old generation dropped, new one current"
     );
     drop(db);
