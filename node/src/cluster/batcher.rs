@@ -36,13 +36,13 @@ pub const BATCHED_ENTRIES: &str = "batched-entries";
 pub const FEATURES: &[&str] = &[BATCHED_ENTRIES];
 
 /// Commands in one entry at most.
-pub const BATCH_COMMANDS: usize = 1024;
+const BATCH_COMMANDS: usize = 1024;
 /// Encoded bytes of one entry's commands at most; a larger command is an
 /// entry of its own. openraft sends at most `max_payload_entries` (300)
 /// entries per append message: 300 batches of 128 KiB stay well below the
 /// Raft message limit (`raft::network::MAX_RAFT_MESSAGE_BYTES`, 64 MiB). A
 /// thousand tombstone puts take about 100 KiB.
-pub const BATCH_BYTES: usize = 128 << 10;
+const BATCH_BYTES: usize = 128 << 10;
 /// Entries proposed and not yet applied at once. More commands wait and go
 /// into a later, larger batch; a few in flight keep the leader's log, its
 /// followers and its state machine all busy at once.

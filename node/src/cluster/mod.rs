@@ -31,7 +31,7 @@ use crate::raft::removal::Removal;
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::StateMachineStore;
 
-pub use batcher::{BATCHED_ENTRIES, BATCH_BYTES, BATCH_COMMANDS, FEATURES};
+pub use batcher::{BATCHED_ENTRIES, FEATURES};
 pub use error::ClusterError;
 pub use route::{Route, FORWARDED_BY};
 
