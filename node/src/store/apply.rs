@@ -90,28 +90,26 @@ impl StateMachineStore {
                 applied.checkpoint = state.revision;
             }
             let applied_index = applied.last_applied.map_or(0, |l| l.index);
-            // Under the state lock (see `Inner::written_applied`).
-            self.inner.written_applied.send_replace(applied_index);
             applied.dropped = applied.dropped.max(drop_to);
             (results, history, state.revision, applied_index)
         };
-        // Watchers get the events before the flush: the entries are committed
-        // (durable in a majority's logs), and re-applying them after a crash
-        // yields the same events at the same revisions, so nothing a watcher
-        // saw can change. This takes an fsync off every delivery.
+        // Published once written (`LogStore::purge` waits for the applied
+        // index published here). Watchers get the events before any flush:
+        // the entries are committed (durable in a majority's logs), and
+        // re-applying them after a crash yields the same events at the same
+        // revisions, so nothing a watcher saw can change.
         self.inner.hub.publish(history, revision, applied_index);
         // Durability without a flush here: the replies sent when this returns
         // report entries that are committed, i.e. flushed in a majority's logs,
         // and applying them again after a crash gives the same revisions and
         // events. The applied state on disk may lag behind memory; openraft
         // re-applies the log after it on restart. What makes that safe is that
-        // the log is never purged past applied state on disk: openraft purges
-        // only behind a snapshot, which is flushed before it is reported, and
-        // `LogStore::purge` refuses any purge past the written applied
-        // position, flushing first (one sled database: a flush makes every
-        // earlier write durable, the log's and the state's alike). The next
-        // log append's flush carries this batch to disk anyway. An fsync here
-        // was a third one in series per write.
+        // the log is never purged past applied state on disk: `LogStore::purge`
+        // waits until the applied position it purges up to is written and
+        // published, then flushes before it deletes anything (one sled
+        // database: a flush makes every earlier write durable, the log's and
+        // the state's alike). The next log append's flush carries this batch
+        // to disk anyway. An fsync here was a third one in series per write.
         metrics
             .apply_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -9,7 +9,6 @@ use std::time::Duration;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
 use prometheus::Histogram;
-use tokio::sync::watch;
 
 use super::schema::{
     log_index as index_of, log_key as key, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG_TREE,
@@ -17,6 +16,7 @@ use super::schema::{
 };
 use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use super::{decode, encode, io_err};
+use crate::watch::hub::Hub;
 
 /// The Raft log (one sled key per entry, big-endian index) and the vote. Cheap to
 /// clone: clones share the same trees.
@@ -39,9 +39,9 @@ struct Inner {
     deleted_below: AtomicU64,
     /// Entries per append (the store's `baton_log_append_entries`).
     append_entries: Histogram,
-    /// The log index of the state machine's applied state as written to
-    /// this same sled database (see `purge`).
-    written_applied: Arc<watch::Sender<u64>>,
+    /// Where the state machine publishes the log index it has applied and
+    /// written to this same sled database (see `purge`).
+    hub: Arc<Hub>,
 }
 
 /// How long a purge waits for the state machine to have written the applied
@@ -56,7 +56,7 @@ impl LogStore {
     pub(super) fn open(
         db: sled::Db,
         append_entries: Histogram,
-        written_applied: Arc<watch::Sender<u64>>,
+        hub: Arc<Hub>,
     ) -> Result<Self, StorageError> {
         let err = |e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let log = db.open_tree(LOG_TREE).map_err(err)?;
@@ -70,7 +70,7 @@ impl LogStore {
                 readable_from: AtomicU64::new(0),
                 deleted_below: AtomicU64::new(0),
                 append_entries,
-                written_applied,
+                hub,
             }),
         };
         // Entries behind `last_purged` that are still there (appends delete
@@ -332,17 +332,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Raft core that waits here, so it finishes, and only then may the log
         // behind it go (a crash in between would leave a log that starts after
         // an applied state that is not on disk).
-        let mut written = self.inner.written_applied.subscribe();
-        let caught_up = matches!(
-            tokio::time::timeout(
-                PURGE_WAITS_FOR_APPLY,
-                written.wait_for(|applied| *applied >= log_id.index),
-            )
-            .await,
-            Ok(Ok(_))
-        );
-        if !caught_up {
-            let applied = *written.borrow();
+        let hub = &self.inner.hub;
+        let caught_up =
+            tokio::time::timeout(PURGE_WAITS_FOR_APPLY, hub.wait_for_index(log_id.index));
+        if !matches!(caught_up.await, Ok(Ok(_))) {
+            let applied = hub.applied().index;
             let reason = std::io::Error::other(format!(
                 "refusing to purge the log up to {log_id}: the applied state is at index {applied} after {PURGE_WAITS_FOR_APPLY:?}, and the entries after it are all that would rebuild it after a crash"
             ));

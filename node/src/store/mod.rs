@@ -26,6 +26,7 @@ mod state_machine;
 pub mod types;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use apply::CHECKPOINT_EVERY;
 pub use backup::{Backup, BackupError, Restored};
@@ -84,7 +85,7 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), OpenError>
     let log = LogStore::open(
         db,
         sm.metrics().log_append_entries.clone(),
-        sm.written_applied(),
+        Arc::clone(sm.hub()),
     )
     .map_err(corrupt)?;
     Ok((log, sm))

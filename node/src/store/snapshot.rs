@@ -220,9 +220,6 @@ impl StateMachineStore {
         let index = meta.last_log_id.map_or(0, |l| l.index);
         {
             let mut applied = self.lock();
-            self.inner
-                .written_applied
-                .send_replace(meta.last_log_id.map_or(0, |l| l.index));
             *applied = Applied {
                 generation: new_generation,
                 tree,

@@ -73,10 +73,6 @@ pub(super) struct Inner {
     pub(super) applied: Mutex<Applied>,
     pub(super) hub: Arc<Hub>,
     pub(super) metrics: StoreMetrics,
-    /// The log index of the applied state written to sled (not necessarily
-    /// flushed yet), which `LogStore::purge` must not pass. Set under the
-    /// state lock, so a snapshot copied from the state is never ahead of it.
-    pub(super) written_applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Everything the state machine holds, as of `last_applied`.
@@ -221,7 +217,6 @@ impl StateMachineStore {
                 applied: Mutex::new(applied),
                 hub,
                 metrics: StoreMetrics::new().map_err(metrics_err)?,
-                written_applied: Arc::new(tokio::sync::watch::Sender::new(applied_index)),
             }),
         })
     }
@@ -255,11 +250,6 @@ impl StateMachineStore {
     /// Histograms and counters that applying feeds.
     pub fn metrics(&self) -> &StoreMetrics {
         &self.inner.metrics
-    }
-
-    /// The log index of the applied state as written (see `LogStore::purge`).
-    pub(super) fn written_applied(&self) -> Arc<tokio::sync::watch::Sender<u64>> {
-        Arc::clone(&self.inner.written_applied)
     }
 
     /// Where applied events are published.

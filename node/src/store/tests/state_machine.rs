@@ -6,7 +6,7 @@
 use std::io::Cursor;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
+use openraft::CommittedLeaderId;
 
 use super::*;
 use crate::store::types::LogId;
@@ -31,12 +31,7 @@ async fn applied_state_and_snapshot_survive_reopen() {
                 .collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        let snapshot = built_snapshot(&mut sm).await;
         sm.apply(vec![barrier(2, 4)])
             .await
             .expect("apply after snapshot");
@@ -66,12 +61,7 @@ async fn installed_snapshot_replaces_the_whole_state_atomically() {
         ])
         .await
         .expect("apply");
-    let snapshot = leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snapshot = built_snapshot(&mut leader).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     {
@@ -181,12 +171,7 @@ async fn history_is_compacted_by_command_and_carried_in_snapshots() {
     );
 
     // A node that installs the snapshot has the same history and compaction.
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("snapshot");
+    let snapshot = built_snapshot(&mut sm).await;
     let other_dir = tempfile::tempdir().expect("tempdir");
     let (_other_log, mut other) = open(other_dir.path()).expect("open");
     other
@@ -393,12 +378,7 @@ async fn a_format_4_data_dir_opens_at_its_log_index_and_is_marked_5() {
         sm.apply(vec![barrier(1, 1), barrier(1, 2), barrier(1, 3)])
             .await
             .expect("apply");
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        let snapshot = built_snapshot(&mut sm).await;
         let checkpoint = encode(&sm.read(Clone::clone)).expect("encode");
         (checkpoint, snapshot.meta)
     };
