@@ -518,6 +518,34 @@ async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
         metrics.log_append_entries.clone(),
         metrics.entry_commands.clone(),
     );
+    // The leader batches only once every member has answered its `Features`
+    // call, asked in the background (again every 2 s if a member was not
+    // up yet): rounds of concurrent writes until one shares an entry.
+    let deadline = std::time::Instant::now() + WAIT;
+    for round in 0.. {
+        let (sum, count) = (commands.get_sample_sum(), commands.get_sample_count());
+        let warm = (0..20).map(|i| {
+            let mut client = TombstonesClient::new(channel.clone());
+            async move {
+                client
+                    .put(pb::PutTombstoneRequest {
+                        group: "g".into(),
+                        key: format!("warm-{round}-{i}"),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("warm-up put")
+            }
+        });
+        futures::future::join_all(warm).await;
+        if commands.get_sample_sum() - sum > (commands.get_sample_count() - count) as f64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never batched concurrent writes within {WAIT:?}"
+        );
+    }
     let appends_before = appends.get_sample_count();
     let (commands_before, entries_before) =
         (commands.get_sample_sum(), commands.get_sample_count());
