@@ -602,3 +602,61 @@ async fn writes_sent_at_once_each_get_their_own_revision_and_reply() {
     }
     cluster.shutdown().await;
 }
+
+/// openraft counts entries, but an entry may carry many commands: a node
+/// also builds a snapshot once `snapshot_every` revisions have been applied
+/// (`raft::snapshots`), so a log of few, large entries is still compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_built_every_snapshot_every_revisions_even_in_few_entries() {
+    use baton_proto::v1 as pb;
+    use baton_proto::v1::tombstones_client::TombstonesClient;
+
+    const EVERY: u64 = 100;
+    let mut cluster = Cluster::new();
+    let mut config = cluster.config(1, Bootstrap::SingleNode);
+    config.tuning.snapshot_every = EVERY;
+    cluster.start(config).await;
+    cluster.leader(None, WAIT).await;
+    let mut admin = cluster.admin();
+    crate::fixture::worker::create_group(&mut admin, "g", 4).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", cluster.node(1).addr()))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+    let puts = (0..2 * EVERY).map(|i| {
+        let mut client = TombstonesClient::new(channel.clone());
+        async move {
+            client
+                .put(pb::PutTombstoneRequest {
+                    group: "g".into(),
+                    key: format!("k{i}"),
+                    ..Default::default()
+                })
+                .await
+                .expect("put")
+        }
+    });
+    futures::future::join_all(puts).await;
+
+    let node = cluster.node(1);
+    let entries = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    assert!(
+        entries < EVERY,
+        "precondition: {} writes sent at once were batched into fewer than {EVERY} entries \
+         (got {entries}), so only the revision count can trigger a snapshot",
+        2 * EVERY
+    );
+    let built = node
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some(), "a snapshot is built")
+        .await;
+    assert!(
+        built.is_ok(),
+        "no snapshot after {} revisions in {entries} entries (snapshot_every {EVERY})",
+        node.revision()
+    );
+    cluster.shutdown().await;
+}
