@@ -18,6 +18,7 @@ pub mod command;
 mod error;
 mod event;
 pub mod hash;
+pub mod load;
 pub mod rebalancer;
 mod state;
 mod stored;

@@ -235,8 +235,9 @@ pub struct PartitionCounts<'a> {
 /// The replicated state.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    /// Cluster-wide counter bumped by every applied log entry: the Raft log index
-    /// of the last applied entry. Fencing tokens are revisions.
+    /// Cluster-wide counter bumped once per applied command (a Raft entry
+    /// may carry a batch of them) and per blank or membership entry.
+    /// Fencing tokens are revisions.
     pub revision: u64,
     /// The event history is kept for revisions after this one only.
     pub compacted: u64,

@@ -12,6 +12,7 @@ mod format;
 mod group;
 mod handoff;
 mod hostile;
+mod load;
 mod properties;
 mod queries;
 mod session;

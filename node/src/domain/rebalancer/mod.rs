@@ -16,8 +16,12 @@
 //! 5. at most `max_in_flight` handoffs at once (grants of free partitions are
 //!    immediate and not limited).
 
+mod by_load;
+
 use super::assignment::{ranges_of, PartitionRange};
 use super::{Change, Event, Group, SessionState};
+
+pub use by_load::{plan_by_load, LoadPlan};
 
 /// What the rebalancer decided for one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,11 +91,11 @@ impl Plan {
     }
 }
 
-const NONE: u32 = u32::MAX;
+pub(super) const NONE: u32 = u32::MAX;
 
 /// How a partition stands for the plan.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Standing {
+pub(super) enum Standing {
     /// Held by active worker `dest`, not moving.
     Held,
     /// Moving to active worker `dest`.
@@ -106,68 +110,105 @@ enum Standing {
     Kept,
 }
 
+/// How every partition of a group stands for a plan: who may take
+/// partitions, and what each partition is doing now.
+pub(super) struct Survey<'a> {
+    /// Active workers in id order, with their weights; their index is their
+    /// number below.
+    pub workers: Vec<(&'a String, u32)>,
+    pub standing: Vec<Standing>,
+    /// The active worker a partition is held by or moving to, or `NONE`.
+    pub dest: Vec<u32>,
+    /// The partition's holder, as an index into `owner_names`, or `NONE`.
+    pub owner_of: Vec<u32>,
+    pub owner_names: Vec<&'a str>,
+    /// Partitions in a handoff now.
+    pub in_flight: u64,
+}
+
+impl<'a> Survey<'a> {
+    pub fn of(group: &'a Group, now_ms: u64) -> Self {
+        let workers: Vec<(&String, u32)> = group
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.state == SessionState::Active)
+            .map(|(id, s)| (id, s.weight))
+            .collect();
+        let index_of = |id: &str| -> u32 {
+            workers
+                .binary_search_by(|(w, _)| w.as_str().cmp(id))
+                .map_or(NONE, |i| i as u32)
+        };
+        let p_count = group.assignment.partitions();
+        let mut dest = vec![NONE; p_count as usize];
+        let mut standing = vec![Standing::Kept; p_count as usize];
+        let mut owner_of: Vec<u32> = vec![NONE; p_count as usize];
+        let mut owner_names: Vec<&str> = Vec::new();
+        let mut owner_index: std::collections::BTreeMap<&str, u32> = Default::default();
+        let mut in_flight: u64 = 0;
+
+        for (range, slot) in group.assignment.runs() {
+            let (s, d, owner) = match (&slot.owner, &slot.revoking) {
+                (Some(o), Some(r)) => {
+                    let to = r.to.as_deref().map_or(NONE, index_of);
+                    let st = if to == NONE {
+                        Standing::Adrift
+                    } else {
+                        Standing::Inbound
+                    };
+                    (st, to, Some(o.as_str()))
+                }
+                (Some(o), None) => {
+                    let i = index_of(o);
+                    if i == NONE {
+                        (Standing::MustMove, NONE, Some(o.as_str()))
+                    } else {
+                        (Standing::Held, i, Some(o.as_str()))
+                    }
+                }
+                (None, _) if slot.is_grantable(now_ms) => (Standing::Free, NONE, None),
+                (None, _) => (Standing::Kept, NONE, None),
+            };
+            let owner_ix = owner.map_or(NONE, |o| {
+                *owner_index.entry(o).or_insert_with(|| {
+                    owner_names.push(o);
+                    (owner_names.len() - 1) as u32
+                })
+            });
+            if slot.revoking.is_some() {
+                in_flight += u64::from(range.len());
+            }
+            for p in range.start..range.end {
+                standing[p as usize] = s;
+                dest[p as usize] = d;
+                owner_of[p as usize] = owner_ix;
+            }
+        }
+        Self {
+            workers,
+            standing,
+            dest,
+            owner_of,
+            owner_names,
+            in_flight,
+        }
+    }
+}
+
 /// Computes the moves for `group` at leader time `now_ms`.
 pub fn plan(group: &Group, now_ms: u64) -> Plan {
     if group.frozen || group.deleting {
         return Plan::default();
     }
-    // Active workers in id order; their index is their number below.
-    let workers: Vec<(&String, u32)> = group
-        .sessions
-        .iter()
-        .filter(|(_, s)| s.state == SessionState::Active)
-        .map(|(id, s)| (id, s.weight))
-        .collect();
-    let index_of = |id: &str| -> u32 {
-        workers
-            .binary_search_by(|(w, _)| w.as_str().cmp(id))
-            .map_or(NONE, |i| i as u32)
-    };
+    let Survey {
+        workers,
+        mut standing,
+        dest,
+        owner_of,
+        owner_names,
+        in_flight,
+    } = Survey::of(group, now_ms);
     let p_count = group.assignment.partitions();
-    let mut dest = vec![NONE; p_count as usize];
-    let mut standing = vec![Standing::Kept; p_count as usize];
-    let mut owner_of: Vec<u32> = vec![NONE; p_count as usize];
-    let mut owner_names: Vec<&str> = Vec::new();
-    let mut owner_index: std::collections::BTreeMap<&str, u32> = Default::default();
-    let mut in_flight: u64 = 0;
-
-    for (range, slot) in group.assignment.runs() {
-        let (s, d, owner) = match (&slot.owner, &slot.revoking) {
-            (Some(o), Some(r)) => {
-                let to = r.to.as_deref().map_or(NONE, index_of);
-                let st = if to == NONE {
-                    Standing::Adrift
-                } else {
-                    Standing::Inbound
-                };
-                (st, to, Some(o.as_str()))
-            }
-            (Some(o), None) => {
-                let i = index_of(o);
-                if i == NONE {
-                    (Standing::MustMove, NONE, Some(o.as_str()))
-                } else {
-                    (Standing::Held, i, Some(o.as_str()))
-                }
-            }
-            (None, _) if slot.is_grantable(now_ms) => (Standing::Free, NONE, None),
-            (None, _) => (Standing::Kept, NONE, None),
-        };
-        let owner_ix = owner.map_or(NONE, |o| {
-            *owner_index.entry(o).or_insert_with(|| {
-                owner_names.push(o);
-                (owner_names.len() - 1) as u32
-            })
-        });
-        if slot.revoking.is_some() {
-            in_flight += u64::from(range.len());
-        }
-        for p in range.start..range.end {
-            standing[p as usize] = s;
-            dest[p as usize] = d;
-            owner_of[p as usize] = owner_ix;
-        }
-    }
 
     let n = workers.len();
     let mut count = vec![0u32; n];

@@ -1,0 +1,131 @@
+//! Load: what workers report about the work behind their partitions, and
+//! the rules a group balances it by.
+//!
+//! A load figure is a plain number in a unit the group chooses (connected
+//! users, messages per second, CPU ms per second); baton only compares and
+//! adds them. A worker's capacity is in the same unit. The leader keeps the
+//! reports in memory (never in the log) and commits a [`LoadSnapshot`] with
+//! each round of moves it plans from them, so every replica, and every
+//! replay of the log, decides the same moves from the same figures.
+//!
+//! All arithmetic is on integers: ratios are compared by cross
+//! multiplication in `u128`, so no rounding or platform differs between
+//! replicas.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::assignment::PartitionRange;
+
+/// The load figures a round of moves was planned from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadSnapshot {
+    /// Each reporting worker's capacity, in the group's load unit.
+    pub capacities: BTreeMap<String, u64>,
+    /// Reported load per partition, as runs: every partition of a run
+    /// carries `load`. Partitions in no run have no report.
+    pub loads: Vec<LoadRun>,
+}
+
+/// Partitions that each carry the same load.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LoadRun {
+    pub partitions: PartitionRange,
+    pub load: u64,
+}
+
+impl LoadSnapshot {
+    /// Whether anything was reported at all.
+    pub fn is_empty(&self) -> bool {
+        self.loads.is_empty()
+    }
+
+    /// The load of each of `count` partitions. A partition nobody reported
+    /// (free, or held by a worker that sends no figures) counts as the mean
+    /// of the reported ones: neither free to pile up nor assumed hot. `None`
+    /// when no partition has a report.
+    pub fn per_partition(&self, count: u32) -> Option<Vec<u64>> {
+        let mut loads: Vec<Option<u64>> = vec![None; count as usize];
+        for run in &self.loads {
+            let end = run.partitions.end.min(count);
+            for p in run.partitions.start.min(end)..end {
+                loads[p as usize] = Some(run.load);
+            }
+        }
+        let known: Vec<u64> = loads.iter().flatten().copied().collect();
+        if known.is_empty() {
+            return None;
+        }
+        let sum: u128 = known.iter().map(|&l| u128::from(l)).sum();
+        let mean = (sum / known.len() as u128) as u64;
+        Some(loads.into_iter().map(|l| l.unwrap_or(mean)).collect())
+    }
+
+    /// Each worker's capacity, for `workers` (id, weight) in order. A
+    /// worker that reported none counts as its weight times the reporting
+    /// workers' mean capacity per unit of weight, so a fleet that reports
+    /// capacities for some workers only still compares like with like; when
+    /// nobody reports one, capacity is the weight. Never 0.
+    pub fn capacities(&self, workers: &[(&String, u32)]) -> Vec<u64> {
+        let (mut reported, mut weight) = (0u128, 0u128);
+        for (id, w) in workers {
+            if let Some(&c) = self.capacities.get(*id) {
+                reported += u128::from(c);
+                weight += u128::from(*w);
+            }
+        }
+        workers
+            .iter()
+            .map(|(id, w)| match self.capacities.get(*id) {
+                Some(&c) => c.max(1),
+                None if weight > 0 => {
+                    ((u128::from(*w) * reported / weight).min(u128::from(u64::MAX)) as u64).max(1)
+                }
+                None => u64::from(*w).max(1),
+            })
+            .collect()
+    }
+
+    /// Whether any worker reported a capacity (a scaling recommendation
+    /// needs real capacities, not weights).
+    pub fn has_capacities(&self) -> bool {
+        !self.capacities.is_empty()
+    }
+}
+
+/// How a group balances by load: its config, with the defaults in
+/// [`LoadRules::default`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LoadRules {
+    /// Act only when the most loaded worker's utilisation (load ÷
+    /// capacity) exceeds the mean by this factor, in thousandths (1100:
+    /// 1.10). A round then aims half-way into the band (1.05), so the next
+    /// small drift does not start another.
+    pub threshold_milli: u32,
+    /// At most this many partitions moved per round...
+    pub max_moves: u32,
+    /// ...carrying at most this share of the group's load, in thousandths
+    /// (50: 5%).
+    pub max_load_milli: u32,
+    /// A partition that moved is not moved for balance again within this.
+    pub cooldown_ms: u64,
+    /// Handoffs in flight per worker, given or received, at most.
+    pub max_moves_per_worker: u32,
+    /// The utilisation the scaling recommendation sizes the group for, in
+    /// thousandths of capacity (700: 70%).
+    pub target_utilisation_milli: u32,
+}
+
+impl Default for LoadRules {
+    fn default() -> Self {
+        Self {
+            threshold_milli: 1_100,
+            max_moves: 64,
+            max_load_milli: 50,
+            cooldown_ms: 60_000,
+            max_moves_per_worker: 4,
+            target_utilisation_milli: 700,
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The load planner (`rebalancer::by_load`): unit cases and properties.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::load::{LoadRules, LoadRun, LoadSnapshot};
+use crate::domain::rebalancer::{plan_by_load, LoadPlan};
+
+/// A settled group of `partitions` over workers `w0..w{workers}` (weight 1).
+fn settled(partitions: u32, workers: usize) -> Sim {
+    let mut sim = Sim::new();
+    sim.create(partitions);
+    for w in 0..workers {
+        assert!(sim.join(&format!("w{w}"), 1).outcome.is_ok());
+    }
+    sim.settle();
+    sim.assert_balanced();
+    sim
+}
+
+fn snapshot(loads: &[u64], capacities: &[(&str, u64)]) -> LoadSnapshot {
+    LoadSnapshot {
+        capacities: capacities
+            .iter()
+            .map(|(w, c)| (w.to_string(), *c))
+            .collect(),
+        loads: loads
+            .iter()
+            .enumerate()
+            .map(|(p, &load)| LoadRun {
+                partitions: PartitionRange::new(p as u32, p as u32 + 1),
+                load,
+            })
+            .collect(),
+    }
+}
+
+fn planned(sim: &Sim, snap: &LoadSnapshot, rules: &LoadRules) -> LoadPlan {
+    plan_by_load(sim.group(), sim.now, snap, rules, &BTreeMap::new())
+}
+
+/// Each active worker's load once the plan's moves complete (free grants
+/// included), against its load now.
+fn loads_after(sim: &Sim, plan: &Plan, loads: &[u64]) -> BTreeMap<String, u64> {
+    let mut owner: Vec<Option<String>> = sim.owners();
+    for m in &plan.moves {
+        let (to, partitions) = match m {
+            Move::Grant { to, partitions } => (Some(to.clone()), partitions),
+            Move::Revoke { to, partitions, .. } => (to.clone(), partitions),
+        };
+        for r in partitions {
+            for p in r.start..r.end {
+                owner[p as usize] = to.clone();
+            }
+        }
+    }
+    let mut by: BTreeMap<String, u64> = sim
+        .group()
+        .sessions
+        .keys()
+        .map(|w| (w.clone(), 0))
+        .collect();
+    for (p, o) in owner.iter().enumerate() {
+        if let Some(o) = o {
+            *by.entry(o.clone()).or_default() += loads[p];
+        }
+    }
+    by
+}
+
+/// Carries a plan out: every handoff started by an operator move and
+/// released by its owner, free partitions granted.
+fn carry_out(sim: &mut Sim, plan: &Plan) {
+    for m in &plan.moves {
+        let (to, partitions) = match m {
+            Move::Grant { to, partitions } => (to, partitions),
+            Move::Revoke {
+                to: Some(to),
+                partitions,
+                ..
+            } => (to, partitions),
+            Move::Revoke { to: None, .. } => continue,
+        };
+        let r = sim.cmd(Command::Move(MovePartitions {
+            group: "g".into(),
+            partitions: partitions.clone(),
+            to: to.clone(),
+        }));
+        assert!(r.outcome.is_ok(), "{r:?}");
+    }
+    for (worker, token, partitions) in sim.pending_releases() {
+        let r = sim.cmd(Command::Release(Release {
+            group: "g".into(),
+            session: sim.sid(&worker),
+            worker,
+            partitions,
+            token,
+        }));
+        assert!(r.outcome.is_ok(), "{r:?}");
+    }
+}
+
+#[test]
+fn without_reports_the_count_rules_decide() {
+    let mut sim = settled(16, 2);
+    sim.join("w2", 1);
+    let plan = planned(&sim, &LoadSnapshot::default(), &LoadRules::default());
+    assert_eq!(plan.plan, rebalancer::plan(sim.group(), sim.now));
+    assert!(!plan.plan.is_empty(), "a new worker gets its share");
+}
+
+#[test]
+fn a_skewed_group_moves_load_from_the_busiest_worker_to_the_idlest() {
+    // w0 holds 0..4, w1 4..8: all of w0's partitions are heavy.
+    let sim = settled(8, 2);
+    let loads = [10, 10, 10, 10, 1, 1, 1, 1];
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        ..LoadRules::default()
+    };
+    let plan = planned(&sim, &snapshot(&loads, &[]), &rules);
+    assert_eq!(plan.before_milli, 1_818, "w0 carries 40 of the mean 22");
+    let after = loads_after(&sim, &plan.plan, &loads);
+    assert_eq!((after["w0"], after["w1"]), (21, 23), "{plan:?}");
+    assert_eq!(plan.after_milli, 1_045, "half-way into the 1.10 band");
+}
+
+#[test]
+fn a_hot_partition_stays_and_its_holders_other_partitions_leave() {
+    let mut sim = settled(8, 4);
+    // w0 holds 0..2; partition 0 carries more than a quarter of the load.
+    let loads = [100, 5, 5, 5, 5, 5, 5, 5];
+    let rules = LoadRules::default();
+    let plan = planned(&sim, &snapshot(&loads, &[]), &rules);
+    assert_eq!(plan.hot, vec![0]);
+    assert_eq!(
+        plan.plan.moves,
+        vec![Move::Revoke {
+            from: "w0".into(),
+            to: Some("w1".into()),
+            partitions: vec![range(1, 1)],
+        }]
+    );
+    carry_out(&mut sim, &plan.plan);
+    sim.now += rules.cooldown_ms;
+    let settled = planned(&sim, &snapshot(&loads, &[]), &rules);
+    assert!(settled.plan.is_empty(), "{settled:?}");
+    // w0, alone with the hot partition, is left out of the mean: the others
+    // carry 15, 10 and 10 in partitions of 5, the best split there is.
+    assert_eq!(settled.before_milli, 1_285);
+}
+
+#[test]
+fn a_partition_in_its_cooldown_is_not_moved_for_balance() {
+    let sim = settled(8, 2);
+    let loads = [10, 10, 10, 10, 1, 1, 1, 1];
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        ..LoadRules::default()
+    };
+    let moved_at: BTreeMap<u32, u64> = (0..4).map(|p| (p, sim.now - 1)).collect();
+    let plan = plan_by_load(
+        sim.group(),
+        sim.now,
+        &snapshot(&loads, &[]),
+        &rules,
+        &moved_at,
+    );
+    assert!(plan.plan.is_empty(), "{plan:?}");
+    let later = plan_by_load(
+        sim.group(),
+        sim.now + rules.cooldown_ms,
+        &snapshot(&loads, &[]),
+        &rules,
+        &moved_at,
+    );
+    assert!(!later.plan.is_empty(), "the cooldown ends");
+}
+
+#[test]
+fn within_the_threshold_nothing_moves() {
+    let sim = settled(8, 2);
+    let loads = [10, 10, 10, 11, 10, 10, 10, 10];
+    let plan = planned(&sim, &snapshot(&loads, &[]), &LoadRules::default());
+    assert!(plan.plan.is_empty());
+    assert_eq!(plan.before_milli, 1_012);
+}
+
+#[test]
+fn a_joining_worker_takes_load_by_load_not_by_count() {
+    let mut sim = settled(8, 2);
+    sim.join("w2", 1);
+    // w1 holds 4..8, and 7 is hot.
+    let loads = [1, 1, 1, 1, 1, 1, 1, 50];
+    let rules = LoadRules::default();
+    for _ in 0..5 {
+        let plan = planned(&sim, &snapshot(&loads, &[]), &rules);
+        if plan.plan.is_empty() {
+            break;
+        }
+        assert!(
+            plan.moved_load * 1000 <= plan.total_load * 50,
+            "the 5% budget moves light partitions, never the hot one: {plan:?}"
+        );
+        carry_out(&mut sim, &plan.plan);
+        sim.now += rules.cooldown_ms;
+    }
+    let counts = sim.counts();
+    let owners = sim.owners();
+    assert_eq!(owners[7].as_deref(), Some("w1"));
+    assert_eq!(counts["w1"], 1, "w1 is left alone with the hot partition: {owners:?}");
+    assert!(counts["w2"] >= 3, "the new worker took the light ones: {owners:?}");
+}
+
+#[test]
+fn the_recommendation_counts_workers_at_the_target_utilisation() {
+    let sim = settled(8, 2);
+    let loads = [100; 8];
+    // Capacity 200 each: 800 of load at 70% needs ⌈800 / 140⌉ = 6 workers.
+    let plan = planned(
+        &sim,
+        &snapshot(&loads, &[("w0", 200), ("w1", 200)]),
+        &LoadRules::default(),
+    );
+    assert_eq!(plan.recommended_workers, Some(6));
+    let no_capacity = planned(&sim, &snapshot(&loads, &[]), &LoadRules::default());
+    assert_eq!(no_capacity.recommended_workers, None);
+}
+
+#[test]
+fn skewed_load_converges_within_the_bound_in_a_few_rounds() {
+    let mut sim = settled(256, 8);
+    // Zipf-like: partition p carries 1000 / (p % 64 + 1), no partition hot.
+    let loads: Vec<u64> = (0..256).map(|p| 1000 / (p % 64 + 1)).collect();
+    let rules = LoadRules::default();
+    let mut rounds = 0;
+    loop {
+        let plan = planned(&sim, &snapshot(&loads, &[]), &rules);
+        if plan.plan.is_empty() {
+            assert!(plan.before_milli <= 1_100, "{plan:?}");
+            break;
+        }
+        assert!(plan.moved_load * 1000 <= plan.total_load * 50);
+        carry_out(&mut sim, &plan.plan);
+        sim.now += rules.cooldown_ms;
+        rounds += 1;
+        assert!(rounds < 20, "no convergence in 20 rounds");
+    }
+}
+
+// --- properties ---------------------------------------------------------
+
+fn utilisation_max(after: &BTreeMap<String, u64>, capacity: &BTreeMap<String, u64>) -> (u64, u64) {
+    // The largest load ÷ capacity, as a fraction.
+    after
+        .iter()
+        .map(|(w, &l)| (l, capacity.get(w).copied().unwrap_or(1)))
+        .fold((0, 1), |(bl, bc), (l, c)| {
+            if u128::from(l) * u128::from(bc) > u128::from(bl) * u128::from(c) {
+                (l, c)
+            } else {
+                (bl, bc)
+            }
+        })
+}
+
+fn case() -> impl Strategy<Value = (u32, usize, Vec<u64>, Vec<u64>, LoadRules)> {
+    (8u32..80, 2usize..7).prop_flat_map(|(p, n)| {
+        (
+            Just(p),
+            Just(n),
+            prop::collection::vec(prop_oneof![0u64..10, 0u64..1_000, Just(5_000u64)], p as usize),
+            prop::collection::vec(1u64..5, n),
+            (1_000u32..1_500, 1u32..10, 10u32..1_000, 1u32..4).prop_map(
+                |(threshold_milli, max_moves, max_load_milli, max_moves_per_worker)| LoadRules {
+                    threshold_milli,
+                    max_moves,
+                    max_load_milli,
+                    max_moves_per_worker,
+                    ..LoadRules::default()
+                },
+            ),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn the_planner_keeps_its_budgets_never_raises_the_maximum_and_is_deterministic(
+        (p, n, loads, caps, rules) in case()
+    ) {
+        let sim = settled(p, n);
+        let capacities: Vec<(String, u64)> =
+            caps.iter().enumerate().map(|(w, &c)| (format!("w{w}"), c)).collect();
+        let by_name: BTreeMap<String, u64> = capacities.iter().cloned().collect();
+        let named: Vec<(&str, u64)> = capacities.iter().map(|(w, c)| (w.as_str(), *c)).collect();
+        let snap = snapshot(&loads, &named);
+        let plan = planned(&sim, &snap, &rules);
+
+        prop_assert_eq!(&plan, &planned(&sim.clone(), &snap.clone(), &rules), "deterministic");
+
+        let mut per_worker: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut moved = 0u32;
+        for m in &plan.plan.moves {
+            if let Move::Revoke { from, to: Some(to), partitions } = m {
+                let k: u32 = partitions.iter().map(PartitionRange::len).sum();
+                moved += k;
+                *per_worker.entry(from).or_default() += k;
+                *per_worker.entry(to).or_default() += k;
+            }
+        }
+        prop_assert!(moved <= rules.max_moves, "{moved} moves, budget {}", rules.max_moves);
+        prop_assert!(per_worker.values().all(|&k| k <= rules.max_moves_per_worker));
+        prop_assert!(
+            u128::from(plan.moved_load) * 1000
+                <= u128::from(plan.total_load) * u128::from(rules.max_load_milli)
+        );
+
+        let before = loads_after(&sim, &Plan::default(), &loads);
+        let after = loads_after(&sim, &plan.plan, &loads);
+        let (bl, bc) = utilisation_max(&before, &by_name);
+        let (al, ac) = utilisation_max(&after, &by_name);
+        prop_assert!(
+            u128::from(al) * u128::from(bc) <= u128::from(bl) * u128::from(ac),
+            "max utilisation rose from {bl}/{bc} to {al}/{ac}: {plan:?}"
+        );
+    }
+
+    #[test]
+    fn with_equal_loads_the_plan_is_the_count_rules_plan(
+        p in 4u32..80, n in 1usize..6, load in 0u64..1_000, joins in 0usize..3
+    ) {
+        let mut sim = settled(p, n);
+        for j in 0..joins {
+            sim.join(&format!("x{j}"), 1);
+        }
+        let snap = snapshot(&vec![load; p as usize], &[]);
+        let plan = planned(&sim, &snap, &LoadRules::default());
+        prop_assert_eq!(plan.plan, rebalancer::plan(sim.group(), sim.now));
+    }
+}
