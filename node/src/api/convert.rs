@@ -257,6 +257,7 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
         Change::GroupFrozen { frozen: true, .. } => group_changed(GroupChange::Frozen, None),
         Change::GroupFrozen { frozen: false, .. } => group_changed(GroupChange::Unfrozen, None),
         Change::GroupDeleted => group_changed(GroupChange::Deleted, None),
+        Change::LoadRulesSet { .. } => group_changed(GroupChange::LoadRules, None),
         Change::GroupDeleting => group_changed(GroupChange::Deleting, None),
         Change::WorkerJoined {
             worker, session, ..

@@ -159,6 +159,8 @@ impl State {
             Command::PurgeTombstones(c) => c.decide(self, now_ms),
             Command::AckTombstones(c) => c.decide(self, rev),
             Command::PutTombstoneV2(c) => c.decide(self, rev, now_ms, PutRule::ExpiredIsGone),
+            Command::SetLoadRules(c) => c.decide(self),
+            Command::RebalanceByLoad(c) => c.decide(self, rev, now_ms),
         }
     }
 
@@ -204,7 +206,35 @@ impl State {
             }
             Change::GroupDeleted => {
                 self.groups.remove(group);
+                self.load.remove(group);
                 return;
+            }
+            Change::LoadRulesSet { rules } => {
+                match rules {
+                    Some(rules) => {
+                        let load = self.load.entry(group.clone()).or_default();
+                        load.rules = rules.clone();
+                    }
+                    None => {
+                        self.load.remove(group);
+                    }
+                }
+                return;
+            }
+            Change::Revoking {
+                partitions,
+                since_ms,
+                ..
+            } => {
+                if let Some(load) = self.load.get_mut(group) {
+                    load.handoff_started(partitions, *since_ms);
+                }
+            }
+            Change::GroupSplit { .. } => {
+                // Partition numbers change: what moved when is forgotten.
+                if let Some(load) = self.load.get_mut(group) {
+                    load.moved_at.clear();
+                }
             }
             _ => {}
         }
@@ -214,7 +244,7 @@ impl State {
             return;
         };
         match &event.change {
-            Change::GroupCreated { .. } | Change::GroupDeleted => {}
+            Change::GroupCreated { .. } | Change::GroupDeleted | Change::LoadRulesSet { .. } => {}
             Change::GroupDeleting => g.deleting = true,
             Change::GroupUpdated { config } => {
                 g.config = config.clone();

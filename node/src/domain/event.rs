@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::load::LoadRules;
 use super::stored::StoredEvent;
 use super::{GroupConfig, PartitionRange, Session, Tombstone};
 
@@ -32,6 +33,11 @@ pub enum Change {
     },
     GroupFrozen {
         frozen: bool,
+    },
+    /// The group balances by load under `rules` from now on, or (`None`)
+    /// by count again.
+    LoadRulesSet {
+        rules: Option<LoadRules>,
     },
     WorkerJoined {
         worker: String,
@@ -129,7 +135,8 @@ impl Event {
             | Change::GroupDeleted
             | Change::GroupDeleting
             | Change::GroupSplit { .. }
-            | Change::GroupFrozen { .. } => EventKind::Group,
+            | Change::GroupFrozen { .. }
+            | Change::LoadRulesSet { .. } => EventKind::Group,
             Change::WorkerJoined { .. }
             | Change::WorkerDraining { .. }
             | Change::WorkerEvicting { .. }
@@ -154,7 +161,8 @@ impl Event {
             | Change::GroupDeleted
             | Change::GroupDeleting
             | Change::GroupSplit { .. }
-            | Change::GroupFrozen { .. } => true,
+            | Change::GroupFrozen { .. }
+            | Change::LoadRulesSet { .. } => true,
             Change::WorkerJoined { worker: w, .. }
             | Change::WorkerDraining { worker: w }
             | Change::WorkerEvicting { worker: w }

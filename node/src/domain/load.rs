@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::assignment::PartitionRange;
+use super::error::{invalid, DomainError};
 
 /// The load figures a round of moves was planned from.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -126,6 +127,84 @@ impl Default for LoadRules {
             cooldown_ms: 60_000,
             max_moves_per_worker: 4,
             target_utilisation_milli: 700,
+        }
+    }
+}
+
+impl LoadRules {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        fn within(
+            what: &'static str,
+            value: u64,
+            low: u64,
+            high: u64,
+            unit: &str,
+        ) -> Result<(), DomainError> {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(what, value, format!("{low} to {high}{unit}")))
+            }
+        }
+        within(
+            "load threshold (thousandths of the mean)",
+            u64::from(self.threshold_milli),
+            1_000,
+            10_000,
+            "",
+        )?;
+        within("moves per round", u64::from(self.max_moves), 1, 65_536, "")?;
+        within(
+            "load moved per round (thousandths of the total)",
+            u64::from(self.max_load_milli),
+            1,
+            1_000,
+            "",
+        )?;
+        within("load cooldown", self.cooldown_ms, 0, 86_400_000, " ms")?;
+        within(
+            "handoffs in flight per worker",
+            u64::from(self.max_moves_per_worker),
+            1,
+            65_536,
+            "",
+        )?;
+        within(
+            "target utilisation (thousandths of capacity)",
+            u64::from(self.target_utilisation_milli),
+            1,
+            1_000,
+            "",
+        )
+    }
+}
+
+/// A group that balances by load, in the replicated state: its rules, and
+/// when each partition last started a handoff (leader time), for the
+/// cooldown. Entries older than the cooldown are dropped as handoffs start.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupLoad {
+    pub rules: LoadRules,
+    pub moved_at: BTreeMap<u32, u64>,
+}
+
+impl GroupLoad {
+    pub fn new(rules: LoadRules) -> Self {
+        Self {
+            rules,
+            moved_at: BTreeMap::new(),
+        }
+    }
+
+    /// Records that `partitions` started a handoff at `since_ms`.
+    pub(crate) fn handoff_started(&mut self, partitions: &[PartitionRange], since_ms: u64) {
+        let horizon = since_ms.saturating_sub(self.rules.cooldown_ms);
+        self.moved_at.retain(|_, at| *at > horizon);
+        for range in partitions {
+            for p in range.start..range.end {
+                let at = self.moved_at.entry(p).or_insert(since_ms);
+                *at = (*at).max(since_ms);
+            }
         }
     }
 }

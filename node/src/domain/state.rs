@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, DomainError};
+use super::load::GroupLoad;
 use super::{hash, validate, Assignment, KeyHash, Locator, PartitionRange, Tombstones};
 
 /// A group's settings.
@@ -233,7 +234,14 @@ pub struct PartitionCounts<'a> {
 }
 
 /// The replicated state.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Stored as the tuple (revision, compacted, groups), as it always was,
+/// while no group balances by load; with one that does, as
+/// ([`EXTENDED`], revision, compacted, groups, load). A revision is never
+/// `u64::MAX`, so the first value tells the two apart, and a state without
+/// load rules stays readable by nodes that predate them (a leader sets
+/// load rules only once every member reads them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// Cluster-wide counter bumped once per applied command (a Raft entry
     /// may carry a batch of them) and per blank or membership entry.
@@ -242,6 +250,73 @@ pub struct State {
     /// The event history is kept for revisions after this one only.
     pub compacted: u64,
     pub groups: BTreeMap<String, Group>,
+    /// The groups that balance by load, and their rules.
+    pub load: BTreeMap<String, GroupLoad>,
+}
+
+/// The first value of a stored state that carries load rules.
+const EXTENDED: u64 = u64::MAX;
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        if self.load.is_empty() {
+            let mut t = s.serialize_tuple(3)?;
+            t.serialize_element(&self.revision)?;
+            t.serialize_element(&self.compacted)?;
+            t.serialize_element(&self.groups)?;
+            return t.end();
+        }
+        let mut t = s.serialize_tuple(5)?;
+        t.serialize_element(&EXTENDED)?;
+        t.serialize_element(&self.revision)?;
+        t.serialize_element(&self.compacted)?;
+        t.serialize_element(&self.groups)?;
+        t.serialize_element(&self.load)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        struct Stored;
+        impl<'de> Visitor<'de> for Stored {
+            type Value = State;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a stored state")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<State, A::Error> {
+                fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+                    seq: &mut A,
+                    index: usize,
+                ) -> Result<T, A::Error> {
+                    seq.next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(index, &"a stored state"))
+                }
+                let first: u64 = next(&mut seq, 0)?;
+                let extended = first == EXTENDED;
+                let revision = if extended { next(&mut seq, 1)? } else { first };
+                let at = usize::from(extended);
+                let compacted = next(&mut seq, at + 1)?;
+                let groups = next(&mut seq, at + 2)?;
+                let load = if extended {
+                    next(&mut seq, 4)?
+                } else {
+                    BTreeMap::new()
+                };
+                Ok(State {
+                    revision,
+                    compacted,
+                    groups,
+                    load,
+                })
+            }
+        }
+        // Bincode reads a tuple's elements one by one as they are asked
+        // for: the first tells how many follow.
+        d.deserialize_tuple(5, Stored)
+    }
 }
 
 impl State {

@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{
     AckTombstones, Command, Compact, CreateGroup, DeleteGroup, Evict, ExpireSession, Join, Leave,
-    MovePartitions, Proposal, Proposals, PurgeTombstones, PutTombstone, Rebalance, Release,
-    SetFrozen, SplitGroup, UpdateGroup,
+    MovePartitions, Proposal, Proposals, PurgeTombstones, PutTombstone, Rebalance, RebalanceByLoad,
+    Release, SetFrozen, SetLoadRules, SplitGroup, UpdateGroup,
 };
+use super::load::LoadRules;
 use super::{Change, Event, GroupConfig, LeaveReason, PartitionRange, Session, Tombstone};
 
 /// A [`Proposal`] as the log stores it: the time only in the commands that
@@ -73,6 +74,11 @@ pub(crate) enum StoredCommand {
     /// Several proposals in one Raft entry (see [`Proposals`]); never
     /// nested.
     Batch(Vec<StoredCommand>),
+    SetLoadRules(SetLoadRules),
+    RebalanceByLoad {
+        rebalance: RebalanceByLoad,
+        now_ms: u64,
+    },
 }
 
 /// A stored batch inside a stored batch, or an empty one: no baton writes
@@ -132,6 +138,8 @@ impl From<Proposal> for StoredCommand {
             Command::AckTombstones(c) => Self::AckTombstones(c),
             Command::Compact(c) => Self::Compact(c),
             Command::PutTombstoneV2(put) => Self::PutTombstoneV2 { put, now_ms },
+            Command::SetLoadRules(c) => Self::SetLoadRules(c),
+            Command::RebalanceByLoad(rebalance) => Self::RebalanceByLoad { rebalance, now_ms },
         }
     }
 }
@@ -170,6 +178,10 @@ impl TryFrom<StoredCommand> for Proposal {
             StoredCommand::Compact(c) => untimed(Command::Compact(c)),
             StoredCommand::PutTombstoneV2 { put, now_ms } => {
                 Command::PutTombstoneV2(put).at(now_ms)
+            }
+            StoredCommand::SetLoadRules(c) => untimed(Command::SetLoadRules(c)),
+            StoredCommand::RebalanceByLoad { rebalance, now_ms } => {
+                Command::RebalanceByLoad(rebalance).at(now_ms)
             }
             StoredCommand::Batch(_) => return Err(BadBatch),
         })
@@ -259,6 +271,10 @@ pub(crate) enum StoredEvent {
         worker: String,
         revision: u64,
     },
+    LoadRulesSet {
+        group: String,
+        rules: Option<LoadRules>,
+    },
 }
 
 impl From<Event> for StoredEvent {
@@ -335,6 +351,7 @@ impl From<Event> for StoredEvent {
                 worker,
                 revision,
             },
+            Change::LoadRulesSet { rules } => Self::LoadRulesSet { group, rules },
         }
     }
 }
@@ -426,6 +443,7 @@ impl From<StoredEvent> for Event {
                 worker,
                 revision,
             } => (group, Change::TombstonesAcked { worker, revision }),
+            S::LoadRulesSet { group, rules } => (group, Change::LoadRulesSet { rules }),
         };
         Event { group, change }
     }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_revision, names, Decision};
 use crate::domain::error::invalid;
+use crate::domain::load::LoadRules;
 use crate::domain::{validate, Change, DomainError, Event, GroupConfig, Reply, State};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -188,6 +189,34 @@ impl SetFrozen {
                 &self.group,
                 Change::GroupFrozen {
                     frozen: self.frozen,
+                },
+            )]
+        };
+        Ok((Reply::Done, events))
+    }
+}
+
+/// Balance `group` by load under `rules`, or (`None`) by count again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SetLoadRules {
+    pub group: String,
+    pub rules: Option<LoadRules>,
+}
+
+impl SetLoadRules {
+    pub fn decide(&self, state: &State) -> Decision {
+        state.group(&self.group)?;
+        if let Some(rules) = &self.rules {
+            rules.validate()?;
+        }
+        let current = state.load.get(&self.group).map(|l| &l.rules);
+        let events = if current == self.rules.as_ref() {
+            Vec::new()
+        } else {
+            vec![Event::new(
+                &self.group,
+                Change::LoadRulesSet {
+                    rules: self.rules.clone(),
                 },
             )]
         };

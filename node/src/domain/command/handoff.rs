@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{same_session, Decision};
 use crate::domain::assignment::{self, PartitionRange};
+use crate::domain::load::LoadSnapshot;
 use crate::domain::rebalancer::{self, Move, Plan};
 use crate::domain::{Change, DomainError, Event, Group, LeaveReason, Reply, SessionState, State};
 
@@ -119,6 +120,35 @@ impl Rebalance {
     pub fn decide(&self, state: &State, rev: u64, now_ms: u64) -> Decision {
         let g = state.group(&self.group)?;
         let plan = rebalancer::plan(g, now_ms);
+        let moves = plan.moves.len() as u64;
+        Ok((
+            Reply::Rebalanced { moves },
+            plan_events(&self.group, &plan, rev, now_ms),
+        ))
+    }
+}
+
+/// A round of the load planner over `snapshot`, the figures the leader
+/// held when it proposed the round: committed with it, so every replica
+/// and every replay plans the same moves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RebalanceByLoad {
+    pub group: String,
+    pub snapshot: LoadSnapshot,
+}
+
+impl RebalanceByLoad {
+    /// A group without load rules (cleared since the round was proposed) is
+    /// planned by count, as `Rebalance` would.
+    pub fn decide(&self, state: &State, rev: u64, now_ms: u64) -> Decision {
+        let g = state.group(&self.group)?;
+        let plan = match state.load.get(&self.group) {
+            Some(load) => {
+                rebalancer::plan_by_load(g, now_ms, &self.snapshot, &load.rules, &load.moved_at)
+                    .plan
+            }
+            None => rebalancer::plan(g, now_ms),
+        };
         let moves = plan.moves.len() as u64;
         Ok((
             Reply::Rebalanced { moves },

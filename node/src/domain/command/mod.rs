@@ -4,7 +4,8 @@
 //!
 //! A command is proposed as a [`Proposal`]: stamped once with the
 //! proposer's clock, so the commands that need the time (`Join`,
-//! `ExpireSession`, `Rebalance`, `Move`, the tombstone puts and the purge)
+//! `ExpireSession`, `Rebalance`, `RebalanceByLoad`, `Move`, the tombstone
+//! puts and the purge)
 //! take it as an argument of `decide` instead of each carrying it. How a
 //! proposal is stored in the log is in [`super::stored`].
 //!
@@ -18,8 +19,8 @@ mod tombstone;
 
 use serde::{Deserialize, Serialize};
 
-pub use group::{CreateGroup, DeleteGroup, SetFrozen, SplitGroup, UpdateGroup};
-pub use handoff::{MovePartitions, Rebalance, Release};
+pub use group::{CreateGroup, DeleteGroup, SetFrozen, SetLoadRules, SplitGroup, UpdateGroup};
+pub use handoff::{MovePartitions, Rebalance, RebalanceByLoad, Release};
 pub use session::{Evict, ExpireSession, Join, Leave};
 pub use tombstone::{AckTombstones, Locator, PurgeTombstones, PutRule, PutTombstone};
 
@@ -67,6 +68,11 @@ pub enum Command {
     /// leaders are upgraded last. (Appended, so older entries decode as
     /// they were written.)
     PutTombstoneV2(PutTombstone),
+    /// Balance a group by load under these rules, or by count again.
+    SetLoadRules(SetLoadRules),
+    /// A round of the load planner, with the load figures it plans from
+    /// (the leader's, committed so every replica plans the same).
+    RebalanceByLoad(RebalanceByLoad),
 }
 
 impl Command {

@@ -200,7 +200,8 @@ impl<'s> Balance<'s> {
 
     /// Whether worker `a`'s utilisation with load `la` is below `b`'s with `lb`.
     fn below(&self, a: usize, la: u64, b: usize, lb: u64) -> bool {
-        u128::from(la) * u128::from(self.capacity[b]) < u128::from(lb) * u128::from(self.capacity[a])
+        u128::from(la) * u128::from(self.capacity[b])
+            < u128::from(lb) * u128::from(self.capacity[a])
     }
 
     /// The partitions carrying more than an equal share of the load.
@@ -250,7 +251,10 @@ impl<'s> Balance<'s> {
         let mean_capacity = self.capacity.iter().map(|&c| u128::from(c)).sum::<u128>() / n;
         let per_worker = (mean_capacity * u128::from(target_milli.max(1)) / 1000).max(1);
         let hot = self.hot();
-        let hot_load: u128 = hot.iter().map(|&p| u128::from(self.loads[p as usize])).sum();
+        let hot_load: u128 = hot
+            .iter()
+            .map(|&p| u128::from(self.loads[p as usize]))
+            .sum();
         let rest = u128::from(self.total) - hot_load;
         let needed = hot.len() as u128 + rest.div_ceil(per_worker);
         needed.clamp(1, u128::from(u32::MAX)) as u32
@@ -347,7 +351,7 @@ impl<'s> Balance<'s> {
             };
             let l = self.loads[p as usize];
             self.held[h].retain(|&q| q != p);
-            self.load[h] -= l;
+            self.load[h] = self.load[h].saturating_sub(l);
             self.count[h] -= 1;
             self.load[d] = self.load[d].saturating_add(l);
             self.count[d] += 1;
@@ -356,7 +360,10 @@ impl<'s> Balance<'s> {
             self.moved_load += l;
             moves += 1;
             *budget -= 1;
-            self.revokes.entry((self.names[h], Some(d))).or_default().push(p);
+            self.revokes
+                .entry((self.names[h], Some(d)))
+                .or_default()
+                .push(p);
         }
     }
 
@@ -377,8 +384,15 @@ impl<'s> Balance<'s> {
             if l == 0 || l > load_left || cooling(p) {
                 continue;
             }
-            let (lh, ld) = (self.load[h] - l, self.load[d].saturating_add(l));
-            let busier = if self.below(h, lh, d, ld) { (d, ld) } else { (h, lh) };
+            let (lh, ld) = (
+                self.load[h].saturating_sub(l),
+                self.load[d].saturating_add(l),
+            );
+            let busier = if self.below(h, lh, d, ld) {
+                (d, ld)
+            } else {
+                (h, lh)
+            };
             if !self.below(busier.0, busier.1, h, self.load[h]) {
                 continue;
             }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::domain::load::{GroupLoad, LoadRules, LoadRun, LoadSnapshot};
 
 mod pinned;
 use pinned::{COMMANDS, EVENTS, STATE};
@@ -238,7 +239,58 @@ fn commands() -> Vec<(&'static str, Proposal)> {
             })
             .at(1_700_000_000_008),
         ),
+        (
+            "SetLoadRules",
+            Command::SetLoadRules(SetLoadRules {
+                group: g(),
+                rules: Some(rules()),
+            })
+            .at(0),
+        ),
+        (
+            "SetLoadRules cleared",
+            Command::SetLoadRules(SetLoadRules {
+                group: g(),
+                rules: None,
+            })
+            .at(0),
+        ),
+        (
+            "RebalanceByLoad",
+            Command::RebalanceByLoad(RebalanceByLoad {
+                group: g(),
+                snapshot: load_snapshot(),
+            })
+            .at(1_700_000_000_009),
+        ),
     ]
+}
+
+fn rules() -> LoadRules {
+    LoadRules {
+        threshold_milli: 1_200,
+        max_moves: 8,
+        max_load_milli: 40,
+        cooldown_ms: 30_000,
+        max_moves_per_worker: 2,
+        target_utilisation_milli: 750,
+    }
+}
+
+fn load_snapshot() -> LoadSnapshot {
+    LoadSnapshot {
+        capacities: BTreeMap::from([("w1".to_string(), 100), ("w2".to_string(), 250)]),
+        loads: vec![
+            LoadRun {
+                partitions: PartitionRange::new(0, 3),
+                load: 7,
+            },
+            LoadRun {
+                partitions: PartitionRange::new(5, 6),
+                load: 900,
+            },
+        ],
+    }
 }
 
 fn events() -> Vec<(&'static str, Event)> {
@@ -365,6 +417,19 @@ fn events() -> Vec<(&'static str, Event)> {
                 },
             ),
         ),
+        (
+            "LoadRulesSet",
+            Event::new(
+                g(),
+                Change::LoadRulesSet {
+                    rules: Some(rules()),
+                },
+            ),
+        ),
+        (
+            "LoadRulesSet cleared",
+            Event::new(g(), Change::LoadRulesSet { rules: None }),
+        ),
     ]
 }
 
@@ -424,7 +489,21 @@ fn state() -> State {
         revision: 12,
         compacted: 3,
         groups: BTreeMap::from([("g".to_string(), main), ("old".to_string(), going)]),
+        load: BTreeMap::new(),
     }
+}
+
+/// The same state once group `g` balances by load: the extended form.
+fn state_with_load() -> State {
+    let mut state = state();
+    state.load.insert(
+        "g".to_string(),
+        GroupLoad {
+            rules: rules(),
+            moved_at: BTreeMap::from([(2, 1_700_000_000_011)]),
+        },
+    );
+    state
 }
 
 #[test]
@@ -439,7 +518,25 @@ fn every_event_encodes_as_the_stored_history() {
 
 #[test]
 fn the_state_encodes_as_stored_snapshots() {
-    check_all(vec![("State", state())], STATE);
+    check_all(
+        vec![
+            ("State", state()),
+            ("State balancing by load", state_with_load()),
+        ],
+        STATE,
+    );
+}
+
+/// A state is read from inside snapshots and checkpoints, followed by
+/// other values: each form reads exactly its own bytes, and the form
+/// without load rules is the bytes every earlier baton wrote.
+#[test]
+fn each_stored_state_form_reads_exactly_its_own_bytes() {
+    for state in [state(), state_with_load()] {
+        let bytes = bincode::serialize(&(state.clone(), 77u64)).expect("encode");
+        let (decoded, after): (State, u64) = bincode::deserialize(&bytes).expect("decode");
+        assert_eq!((decoded, after), (state, 77));
+    }
 }
 
 /// An entry of the log as every baton before batches wrote it (one

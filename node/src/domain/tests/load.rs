@@ -88,16 +88,7 @@ fn carry_out(sim: &mut Sim, plan: &Plan) {
         }));
         assert!(r.outcome.is_ok(), "{r:?}");
     }
-    for (worker, token, partitions) in sim.pending_releases() {
-        let r = sim.cmd(Command::Release(Release {
-            group: "g".into(),
-            session: sim.sid(&worker),
-            worker,
-            partitions,
-            token,
-        }));
-        assert!(r.outcome.is_ok(), "{r:?}");
-    }
+    sim.settle_releases();
 }
 
 #[test]
@@ -208,8 +199,14 @@ fn a_joining_worker_takes_load_by_load_not_by_count() {
     let counts = sim.counts();
     let owners = sim.owners();
     assert_eq!(owners[7].as_deref(), Some("w1"));
-    assert_eq!(counts["w1"], 1, "w1 is left alone with the hot partition: {owners:?}");
-    assert!(counts["w2"] >= 3, "the new worker took the light ones: {owners:?}");
+    assert_eq!(
+        counts["w1"], 1,
+        "w1 is left alone with the hot partition: {owners:?}"
+    );
+    assert!(
+        counts["w2"] >= 3,
+        "the new worker took the light ones: {owners:?}"
+    );
 }
 
 #[test]
@@ -269,7 +266,10 @@ fn case() -> impl Strategy<Value = (u32, usize, Vec<u64>, Vec<u64>, LoadRules)> 
         (
             Just(p),
             Just(n),
-            prop::collection::vec(prop_oneof![0u64..10, 0u64..1_000, Just(5_000u64)], p as usize),
+            prop::collection::vec(
+                prop_oneof![0u64..10, 0u64..1_000, Just(5_000u64)],
+                p as usize,
+            ),
             prop::collection::vec(1u64..5, n),
             (1_000u32..1_500, 1u32..10, 10u32..1_000, 1u32..4).prop_map(
                 |(threshold_milli, max_moves, max_load_milli, max_moves_per_worker)| LoadRules {
@@ -340,4 +340,128 @@ proptest! {
         let plan = planned(&sim, &snap, &LoadRules::default());
         prop_assert_eq!(plan.plan, rebalancer::plan(sim.group(), sim.now));
     }
+}
+
+// --- the commands -------------------------------------------------------
+
+fn set_rules(sim: &mut Sim, rules: Option<LoadRules>) -> CommandResult {
+    sim.cmd(Command::SetLoadRules(SetLoadRules {
+        group: "g".into(),
+        rules,
+    }))
+}
+
+#[test]
+fn load_rules_are_validated_set_and_cleared() {
+    let mut sim = settled(8, 2);
+    let wrong = LoadRules {
+        threshold_milli: 900,
+        ..LoadRules::default()
+    };
+    let r = set_rules(&mut sim, Some(wrong));
+    let message = r
+        .outcome
+        .expect_err("a threshold below the mean is refused")
+        .to_string();
+    assert!(message.contains("load threshold"), "{message}");
+    assert!(sim.state.load.is_empty());
+
+    let r = set_rules(&mut sim, Some(LoadRules::default()));
+    assert_eq!(r.events.len(), 1, "{r:?}");
+    assert_eq!(sim.state.load["g"].rules, LoadRules::default());
+    let again = set_rules(&mut sim, Some(LoadRules::default()));
+    assert!(
+        again.events.is_empty(),
+        "setting the same rules changes nothing"
+    );
+
+    set_rules(&mut sim, None);
+    assert!(
+        sim.state.load.is_empty(),
+        "cleared: balanced by count again"
+    );
+}
+
+#[test]
+fn a_round_plans_from_its_committed_snapshot_and_starts_the_cooldown() {
+    let mut sim = settled(8, 2);
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        ..LoadRules::default()
+    };
+    set_rules(&mut sim, Some(rules.clone()));
+    let snap = snapshot(&[10, 10, 10, 10, 1, 1, 1, 1], &[]);
+    let expected = plan_by_load(sim.group(), sim.now, &snap, &rules, &BTreeMap::new());
+    let round = sim.cmd(Command::RebalanceByLoad(RebalanceByLoad {
+        group: "g".into(),
+        snapshot: snap.clone(),
+    }));
+    assert!(round.outcome.is_ok(), "{round:?}");
+    assert_eq!(
+        Plan::carried_out(&round.events),
+        expected.plan,
+        "the committed round carries out the planner's plan"
+    );
+    let moved: Vec<u32> = sim.state.load["g"].moved_at.keys().copied().collect();
+    assert!(!moved.is_empty());
+    sim.settle_releases();
+
+    // The same skew again, within the cooldown: what just moved stays.
+    let again = plan_by_load(
+        sim.group(),
+        sim.now,
+        &snapshot(&[1, 1, 1, 1, 10, 10, 10, 10], &[]),
+        &rules,
+        &sim.state.load["g"].moved_at,
+    );
+    for m in &again.plan.moves {
+        if let Move::Revoke { partitions, .. } = m {
+            for r in partitions {
+                assert!(
+                    (r.start..r.end).all(|p| !moved.contains(&p)),
+                    "{p:?} moved again within its cooldown: {again:?}",
+                    p = r
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_deleted_group_leaves_no_load_rules_behind() {
+    let mut sim = Sim::new();
+    sim.create(4);
+    set_rules(&mut sim, Some(LoadRules::default()));
+    let deleted = sim.cmd(Command::DeleteGroup(DeleteGroup {
+        group: "g".into(),
+        force: false,
+    }));
+    assert!(deleted.outcome.is_ok(), "{deleted:?}");
+    assert!(sim.state.load.is_empty());
+}
+
+#[test]
+fn a_split_forgets_when_partitions_moved_and_keeps_the_rules() {
+    let mut sim = settled(8, 2);
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        ..LoadRules::default()
+    };
+    set_rules(&mut sim, Some(rules.clone()));
+    sim.cmd(Command::RebalanceByLoad(RebalanceByLoad {
+        group: "g".into(),
+        snapshot: snapshot(&[50, 50, 50, 50, 1, 1, 1, 1], &[]),
+    }));
+    assert!(!sim.state.load["g"].moved_at.is_empty());
+    sim.settle_releases();
+    let split = sim.cmd(Command::SplitGroup(SplitGroup {
+        group: "g".into(),
+        expected_revision: sim.group().config_revision,
+    }));
+    assert!(split.outcome.is_ok(), "{split:?}");
+    assert!(
+        sim.state.load["g"].moved_at.is_empty(),
+        "partition numbers changed"
+    );
+    assert_eq!(sim.state.load["g"].rules, rules, "rules kept");
 }

@@ -178,6 +178,20 @@ impl Sim {
         by.into_iter().map(|((w, t), r)| (w, t, r)).collect()
     }
 
+    /// Has every revoked owner release what it is asked to.
+    pub(super) fn settle_releases(&mut self) {
+        for (worker, token, partitions) in self.pending_releases() {
+            let r = self.cmd(Command::Release(Release {
+                group: "g".into(),
+                session: self.sid(&worker),
+                worker,
+                partitions,
+                token,
+            }));
+            assert!(r.outcome.is_ok(), "a correct release is accepted: {r:?}");
+        }
+    }
+
     /// Rebalances and has every revoked owner release, until nothing changes.
     /// Returns the number of handoffs carried out.
     pub(super) fn settle(&mut self) -> u64 {
