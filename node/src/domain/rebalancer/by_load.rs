@@ -58,8 +58,9 @@ pub struct LoadPlan {
 }
 
 /// Plans by load when `snapshot` has any, by count otherwise. `moved_at`:
-/// when each partition last changed holder (leader time), for the
-/// cooldown.
+/// when each partition last started a handoff (leader time), for the
+/// cooldown. Under equal loads the count rules' plan comes back with the
+/// figures of the group as it stands (`after_milli` = `before_milli`).
 pub fn plan_by_load(
     group: &Group,
     now_ms: u64,
