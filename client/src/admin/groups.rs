@@ -5,9 +5,9 @@ use baton_proto::v1::admin_client::AdminClient as Grpc;
 use baton_proto::v1::{
     route_request, AssignmentResponse, CreateGroupRequest, DeleteGroupRequest, DeleteGroupResponse,
     GetAssignmentRequest, GetGroupRequest, GroupConfig, GroupResponse, ListGroupsRequest,
-    ListGroupsResponse, ListWorkersRequest, ListWorkersResponse, MovePartitionsRequest,
-    PartitionRange, PlanResponse, RouteRequest, RouteResponse, SetFrozenRequest, SplitGroupRequest,
-    UpdateGroupRequest, WorkerActionResponse, WorkerRef,
+    ListGroupsResponse, ListWorkersRequest, ListWorkersResponse, LoadRules, MovePartitionsRequest,
+    PartitionRange, PlanResponse, RouteRequest, RouteResponse, SetFrozenRequest,
+    SetLoadRulesRequest, SplitGroupRequest, UpdateGroupRequest, WorkerActionResponse, WorkerRef,
 };
 
 use super::{AdminClient, ClientError, Consistency};
@@ -128,6 +128,26 @@ impl AdminClient {
         self.on_leader(|mut c| {
             let request = request.clone();
             async move { c.set_frozen(request).await }
+        })
+        .await
+    }
+
+    /// Balances `group` by the load its workers report, under `rules`
+    /// (unset fields: the server's defaults), or (`None`) by partition
+    /// count again.
+    pub async fn set_load_rules(
+        &mut self,
+        group: &str,
+        rules: Option<LoadRules>,
+    ) -> Result<GroupResponse, ClientError> {
+        let request = SetLoadRulesRequest {
+            group: group.to_string(),
+            by_count: rules.is_none(),
+            rules,
+        };
+        self.on_leader(|mut c| {
+            let request = request.clone();
+            async move { c.set_load_rules(request).await }
         })
         .await
     }

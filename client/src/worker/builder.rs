@@ -29,6 +29,7 @@ pub struct WorkerBuilder {
     pub(super) join_patience: Duration,
     pub(super) signals: Option<Duration>,
     pub(super) hold_hook: Option<Hook>,
+    pub(super) capacity: Option<u64>,
 }
 
 impl WorkerBuilder {
@@ -36,6 +37,14 @@ impl WorkerBuilder {
     /// requires mutual TLS); default: plaintext.
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// What this worker can carry, in the unit its load reports use
+    /// ([`Worker::report_load`]); 1 to 2^40. Default: none (it counts as its
+    /// weight times the other workers' capacity per unit of weight).
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = Some(capacity);
         self
     }
 
@@ -153,6 +162,8 @@ impl WorkerBuilder {
             finished: watch::channel(false).0,
             acks: watch::channel((0, 0)).0,
             admin: tokio::sync::Mutex::new(admin),
+            loads: Mutex::new(Vec::new()),
+            capacity: self.capacity,
         });
         let settings = session::JoinSettings {
             ttl: self.ttl,

@@ -30,6 +30,7 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
         group: shared.group.clone(),
         worker: shared.id.clone(),
         session,
+        ..Default::default()
     };
     let ttl = shared.rules().ttl;
     // A keepalive is answered within a quorum round or two; past this the
@@ -62,7 +63,7 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
         // Queue the first keepalive before awaiting the call: a streaming
         // call may not complete until its request stream yields something.
         let mut sent = Stamp::now();
-        if requests.send(message.clone()).await.is_err() {
+        if requests.send(shared.with_load(&message)).await.is_err() {
             return;
         }
         let called = tokio::time::timeout(
@@ -119,7 +120,7 @@ pub async fn keep_alive(shared: Arc<Shared>, epoch: u64, session: u64) {
                 () = shared.lease.lost(epoch) => return,
             }
             sent = Stamp::now();
-            if requests.send(message.clone()).await.is_err() {
+            if requests.send(shared.with_load(&message)).await.is_err() {
                 break;
             }
         }

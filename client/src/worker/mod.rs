@@ -168,6 +168,33 @@ pub enum Shutdown {
     LeaseLost { unreleased: Partitions },
 }
 
+/// Loads per partition (any order; the first of duplicates counts) as
+/// ranges of consecutive partitions with one load: what a keepalive carries.
+pub(crate) fn load_runs(
+    loads: impl IntoIterator<Item = (u32, u64)>,
+) -> Vec<baton_proto::v1::PartitionLoad> {
+    let mut loads: Vec<(u32, u64)> = loads.into_iter().collect();
+    loads.sort_by_key(|(p, _)| *p);
+    loads.dedup_by_key(|(p, _)| *p);
+    let mut runs: Vec<baton_proto::v1::PartitionLoad> = Vec::new();
+    for (p, load) in loads {
+        let extends = runs.last().is_some_and(|run| {
+            run.load == load
+                && run
+                    .partitions
+                    .is_some_and(|r| r.end.checked_add(1) == Some(p))
+        });
+        match runs.last_mut().and_then(|run| run.partitions.as_mut()) {
+            Some(r) if extends => r.end = p,
+            _ => runs.push(baton_proto::v1::PartitionLoad {
+                partitions: Some(baton_proto::v1::PartitionRange { start: p, end: p }),
+                load,
+            }),
+        }
+    }
+    runs
+}
+
 pub(crate) struct Shared {
     group: String,
     id: String,
@@ -185,9 +212,26 @@ pub(crate) struct Shared {
     finished: watch::Sender<bool>,
     acks: watch::Sender<(u64, u64)>,
     admin: tokio::sync::Mutex<AdminClient>,
+    /// The last load report (`Worker::report_load`), sent with every keepalive.
+    loads: Mutex<Vec<baton_proto::v1::PartitionLoad>>,
+    /// What this worker can carry, in the group's load unit.
+    capacity: Option<u64>,
 }
 
 impl Shared {
+    /// `keepalive` with this worker's load report and capacity.
+    pub(crate) fn with_load(
+        &self,
+        keepalive: &baton_proto::v1::KeepAliveRequest,
+    ) -> baton_proto::v1::KeepAliveRequest {
+        let loads = self.loads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        baton_proto::v1::KeepAliveRequest {
+            loads,
+            capacity: self.capacity,
+            ..keepalive.clone()
+        }
+    }
+
     /// Ends session `session` of this worker (`drain`: hand everything off
     /// first). A session that is already gone counts as left.
     pub(crate) async fn leave(&self, session: u64, drain: bool) -> Result<(), ClientError> {
@@ -304,7 +348,18 @@ impl Worker {
             join_patience: Duration::from_secs(60),
             signals: None,
             hold_hook: None,
+            capacity: None,
         }
+    }
+
+    /// Reports the load of the partitions this worker holds, in the group's
+    /// unit (connected users, msgs/s, CPU ms/s), for a group balanced by load
+    /// (`batonctl group balance GROUP --by load`). Replaces the last report;
+    /// partitions left out carry no figure. Sent with every keepalive from
+    /// the next on; the leader averages each report with the previous one.
+    /// Each load at most 2^40.
+    pub fn report_load(&self, loads: impl IntoIterator<Item = (u32, u64)>) {
+        *self.shared.loads.lock().unwrap_or_else(|p| p.into_inner()) = load_runs(loads);
     }
 
     pub fn id(&self) -> &str {

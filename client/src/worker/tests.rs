@@ -51,6 +51,8 @@ fn worker() -> (Arc<Shared>, Seen) {
         finished: watch::channel(false).0,
         acks: watch::channel((0, 0)).0,
         admin: tokio::sync::Mutex::new(admin),
+        loads: Mutex::new(Vec::new()),
+        capacity: None,
     });
     let _ = me.set(Arc::downgrade(&shared));
     (shared, seen)
@@ -235,4 +237,17 @@ fn nothing_is_reported_held_under_a_lease_that_has_run_out() {
     joined(&shared, Stamp::now(), vec![0..=3]);
     assert!(taken(&seen).is_empty());
     assert!(Worker { shared }.held().is_empty());
+}
+
+#[test]
+fn a_load_report_merges_consecutive_partitions_of_one_load() {
+    let runs = super::load_runs([(4, 7), (2, 7), (3, 7), (9, 1), (2, 99)]);
+    let as_tuples: Vec<(u32, u32, u64)> = runs
+        .iter()
+        .map(|r| {
+            let p = r.partitions.unwrap_or_default();
+            (p.start, p.end, r.load)
+        })
+        .collect();
+    assert_eq!(as_tuples, vec![(2, 4, 7), (9, 9, 1)]);
 }

@@ -136,6 +136,7 @@ async fn baton_worker(
             group: GROUP.into(),
             worker: id.clone(),
             session: joined.session,
+            ..Default::default()
         },
         ttl,
         Instant::now() + super::FOREVER,

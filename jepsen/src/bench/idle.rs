@@ -143,6 +143,7 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
             group: "idle".into(),
             worker,
             session,
+            ..Default::default()
         };
         tokio::spawn(async move {
             let acked = counters.acks.clone();

@@ -195,6 +195,7 @@ pub async fn baton(node_binary: &Path, dir: &Path, params: Params) -> anyhow::Re
             group,
             worker,
             session: joined.session,
+            ..Default::default()
         };
         keepalives.push(tokio::spawn(super::keep_session_alive(
             channel,

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use baton_proto::v1 as pb;
 use tonic::Status;
 
+use crate::cluster::load_reports::{self, Report};
+use crate::domain::load::{LoadRules, LoadRun};
 use crate::domain::{
     assignment, validate, Change, Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move,
-    PartitionRange, Plan, SessionState, Tombstone,
+    PartitionRange, Plan, SessionState, State, Tombstone,
 };
 
 /// `base` with every field that `update` sets replaced.
@@ -35,7 +37,13 @@ fn config_to_proto(c: &GroupConfig) -> pb::GroupConfig {
     }
 }
 
-pub fn group(name: &str, g: &Group) -> pb::Group {
+/// The group `name` of `state` (which must hold it).
+pub fn group_of(state: &State, name: &str) -> Option<pb::Group> {
+    let g = state.groups.get(name)?;
+    Some(group(name, g, state.load.get(name).map(|l| &l.rules)))
+}
+
+pub fn group(name: &str, g: &Group, load_rules: Option<&LoadRules>) -> pb::Group {
     let draining = g
         .sessions
         .values()
@@ -52,6 +60,34 @@ pub fn group(name: &str, g: &Group) -> pb::Group {
         workers: u32::try_from(g.sessions.len()).unwrap_or(u32::MAX),
         draining_workers: u32::try_from(draining).unwrap_or(u32::MAX),
         tombstones: g.tombstones.len() as u64,
+        load_rules: load_rules.map(load_rules_to_proto),
+    }
+}
+
+pub fn load_rules_to_proto(r: &LoadRules) -> pb::LoadRules {
+    pb::LoadRules {
+        threshold_milli: Some(r.threshold_milli),
+        max_moves: Some(r.max_moves),
+        max_load_milli: Some(r.max_load_milli),
+        cooldown_ms: Some(r.cooldown_ms),
+        max_moves_per_worker: Some(r.max_moves_per_worker),
+        target_utilisation_milli: Some(r.target_utilisation_milli),
+    }
+}
+
+/// The defaults with every field `r` sets replaced (validated when decided).
+pub fn load_rules(r: Option<&pb::LoadRules>) -> LoadRules {
+    let d = LoadRules::default();
+    let Some(r) = r else { return d };
+    LoadRules {
+        threshold_milli: r.threshold_milli.unwrap_or(d.threshold_milli),
+        max_moves: r.max_moves.unwrap_or(d.max_moves),
+        max_load_milli: r.max_load_milli.unwrap_or(d.max_load_milli),
+        cooldown_ms: r.cooldown_ms.unwrap_or(d.cooldown_ms),
+        max_moves_per_worker: r.max_moves_per_worker.unwrap_or(d.max_moves_per_worker),
+        target_utilisation_milli: r
+            .target_utilisation_milli
+            .unwrap_or(d.target_utilisation_milli),
     }
 }
 
@@ -71,6 +107,56 @@ pub fn ranges(ranges: &[PartitionRange]) -> Vec<pb::PartitionRange> {
 /// however often the request named it; refuses `start > end` and more
 /// ranges than a group can have partitions. (Ranges past the group's
 /// partition count are refused by the domain.)
+/// A keepalive's load report, validated: ranges within a group's largest
+/// partition count, each load and the capacity at most
+/// [`load_reports::MAX_LOAD`], a capacity above 0.
+pub fn load_report(m: &pb::KeepAliveRequest) -> Result<Report, Status> {
+    let too_large = |what: &str, value: u64| {
+        Status::invalid_argument(format!(
+            "{what} {value} is larger than {}; report in a coarser unit",
+            load_reports::MAX_LOAD
+        ))
+    };
+    if m.loads.len() > validate::MAX_PARTITIONS as usize {
+        return Err(Status::invalid_argument(format!(
+            "loads: {} ranges; give at most {} (a group has at most that many partitions)",
+            m.loads.len(),
+            validate::MAX_PARTITIONS
+        )));
+    }
+    let mut loads = Vec::with_capacity(m.loads.len());
+    for l in &m.loads {
+        let r = l.partitions.as_ref().ok_or_else(|| {
+            Status::invalid_argument("loads: each load names its partitions (an inclusive range)")
+        })?;
+        if r.start > r.end || r.end >= validate::MAX_PARTITIONS {
+            return Err(Status::invalid_argument(format!(
+                "loads: range {}-{} is not a range of partitions 0 to {}",
+                r.start,
+                r.end,
+                validate::MAX_PARTITIONS - 1
+            )));
+        }
+        if l.load > load_reports::MAX_LOAD {
+            return Err(too_large("load", l.load));
+        }
+        loads.push(LoadRun {
+            partitions: PartitionRange::new(r.start, r.end + 1),
+            load: l.load,
+        });
+    }
+    let capacity = match m.capacity {
+        Some(0) => {
+            return Err(Status::invalid_argument(
+                "capacity 0: a worker that can carry nothing should leave the group",
+            ))
+        }
+        Some(c) if c > load_reports::MAX_LOAD => return Err(too_large("capacity", c)),
+        c => c,
+    };
+    Ok(Report { loads, capacity })
+}
+
 pub fn ranges_from(
     field: &str,
     ranges: &[pb::PartitionRange],

@@ -110,6 +110,7 @@ pub static POLICIES: &[Policy] = table! {
         "DeleteGroup": Admin, Leader;
         "SplitGroup": Admin, Leader;
         "SetFrozen": Admin, Leader;
+        "SetLoadRules": Admin, Leader;
         "GetAssignment": Anyone, read!(pb::GetAssignmentRequest);
         "PlanAssignment": Anyone, read!(pb::GetAssignmentRequest);
         "MovePartitions": Admin, Leader;

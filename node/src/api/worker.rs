@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{convert, not_leader};
 use crate::cluster::leadership::Confirmations;
 use crate::cluster::leases::{ended, Leases, Refusal, SessionKey};
+use crate::cluster::load_reports::Report;
 use crate::cluster::Leader;
 use crate::domain::command::{Join, Leave, Release};
 use crate::domain::SessionState;
@@ -54,7 +55,13 @@ impl Renewals {
     /// still taking over the leases of its new term, is retried for a short
     /// while first, so one lost heartbeat does not end every worker's
     /// stream at once.
-    async fn renew(&self, m: pb::KeepAliveRequest) -> Result<pb::KeepAliveResponse, Status> {
+    /// Renews the session, and records the keepalive's load report once it
+    /// has: a refused keepalive's figures are not kept.
+    async fn renew(
+        &self,
+        m: pb::KeepAliveRequest,
+        report: Report,
+    ) -> Result<pb::KeepAliveResponse, Status> {
         let key = SessionKey {
             group: m.group,
             worker: m.worker,
@@ -64,6 +71,7 @@ impl Renewals {
             let refusal = match self.confirmations.confirm().await {
                 Some(term) => match self.renew_confirmed(&key, m.session, term) {
                     Ok(ttl) => {
+                        self.leases.record_load(&key, m.session, report);
                         return Ok(pb::KeepAliveResponse {
                             session: m.session,
                             ttl_remaining_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
@@ -325,8 +333,15 @@ impl Worker for WorkerApi {
                     let _ = tx.send(Err(refused)).await;
                     return;
                 }
+                let report = match convert::load_report(&m) {
+                    Ok(report) => report,
+                    Err(invalid) => {
+                        let _ = tx.send(Err(invalid)).await;
+                        return;
+                    }
+                };
                 let reply = tokio::select! {
-                    reply = renewals.renew(m) => reply,
+                    reply = renewals.renew(m, report) => reply,
                     _ = stopping.wait_for(|s| *s) => continue,
                 };
                 let last = reply.is_err();

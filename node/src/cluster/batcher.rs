@@ -14,26 +14,18 @@
 //!
 //! A rolling upgrade: a node that does not know batches cannot decode one,
 //! so a batch is written only once every member of the cluster has named
-//! [`BATCHED_ENTRIES`] in its `Features` answer ([`MemberFeatures`]); until
+//! [`BATCHED_ENTRIES`] in its `Features` answer (`cluster::features`); until
 //! then every command is an entry of its own, as before.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use baton_proto::v1::raft_client::RaftClient;
-use baton_proto::v1::FeaturesRequest;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::features::{MemberFeatures, BATCHED_ENTRIES};
 use super::ClusterError;
 use crate::domain::{CommandResult, Proposal, Proposals};
-use crate::raft::{BatonRaft, LogId, NodeId, PeerDialer};
-
-/// The feature a node names when it reads entries that carry a batch.
-pub const BATCHED_ENTRIES: &str = "batched-entries";
-/// What this node's log reader understands (the `Features` RPC's answer).
-pub const FEATURES: &[&str] = &[BATCHED_ENTRIES];
+use crate::raft::BatonRaft;
 
 /// Commands in one entry at most.
 const BATCH_COMMANDS: usize = 1024;
@@ -53,8 +45,6 @@ const IN_FLIGHT: usize = 4;
 /// entries in flight that later catches up by snapshot would hold them (and
 /// their slots here) forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often members not yet known to read batches are asked again.
-const FEATURES_RETRY: Duration = Duration::from_secs(2);
 
 type Reply = oneshot::Sender<Result<CommandResult, ClusterError>>;
 
@@ -72,9 +62,8 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the batching task; it ends when every clone is dropped.
-    pub(super) fn start(raft: BatonRaft, dialer: PeerDialer, id: NodeId) -> Self {
+    pub(super) fn start(raft: BatonRaft, members: MemberFeatures) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        let members = MemberFeatures::new(raft.clone(), dialer, id);
         tokio::spawn(run(raft, members, rx));
         Self { queue }
     }
@@ -130,7 +119,7 @@ async fn run(raft: BatonRaft, members: MemberFeatures, mut rx: mpsc::UnboundedRe
             bytes += q.bytes;
             batch.push(q);
         }
-        if batch.len() == 1 || !members.all_read_batches() {
+        if batch.len() == 1 || !members.all_have(BATCHED_ENTRIES) {
             for q in batch {
                 in_flight.push(write(raft.clone(), vec![q]));
             }
@@ -174,102 +163,6 @@ async fn write(raft: BatonRaft, batch: Vec<Queued>) {
     }
 }
 
-/// Which members have said they read batched entries, asked over the Raft
-/// service's `Features` call.
-struct MemberFeatures {
-    raft: BatonRaft,
-    dialer: PeerDialer,
-    id: NodeId,
-    known: Arc<Mutex<Known>>,
-}
-
-#[derive(Default)]
-struct Known {
-    /// The membership (its log id) the answers below were given under: a
-    /// change forgets them, so a node removed and added again (perhaps
-    /// running another version) is asked again.
-    membership: Option<LogId>,
-    /// Members (by id and address) that named [`BATCHED_ENTRIES`].
-    batches: HashMap<NodeId, String>,
-    /// When the members not in `batches` were last asked.
-    asked: Option<Instant>,
-}
-
-impl MemberFeatures {
-    fn new(raft: BatonRaft, dialer: PeerDialer, id: NodeId) -> Self {
-        Self {
-            raft,
-            dialer,
-            id,
-            known: Arc::new(Mutex::new(Known::default())),
-        }
-    }
-
-    /// Whether every member (voter or learner) reads batches. When some
-    /// are not known to, they are asked (in the background, at most every
-    /// [`FEATURES_RETRY`]) and the answer is no for now.
-    fn all_read_batches(&self) -> bool {
-        let unknown: Vec<(NodeId, String)> = {
-            let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
-            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-            let membership = metrics.membership_config.log_id();
-            if known.membership != *membership {
-                known.membership = *membership;
-                known.batches.clear();
-            }
-            metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, node)| **id != self.id && known.batches.get(id) != Some(&node.addr))
-                .map(|(id, node)| (*id, node.addr.clone()))
-                .collect()
-        };
-        if unknown.is_empty() {
-            return true;
-        }
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if known.asked.is_none_or(|at| at.elapsed() >= FEATURES_RETRY) {
-            known.asked = Some(Instant::now());
-            for (id, addr) in unknown {
-                tokio::spawn(ask(self.dialer.clone(), Arc::clone(&self.known), id, addr));
-            }
-        }
-        false
-    }
-}
-
-/// Asks member `id` at `addr` what it reads; records it if batches.
-async fn ask(dialer: PeerDialer, known: Arc<Mutex<Known>>, id: NodeId, addr: String) {
-    let Ok(endpoint) = dialer.endpoint(&addr) else {
-        return;
-    };
-    let mut request = tonic::Request::new(FeaturesRequest {});
-    request.set_timeout(FEATURES_RETRY);
-    dialer.authorize(&mut request);
-    match RaftClient::new(endpoint.connect_lazy())
-        .features(request)
-        .await
-    {
-        Ok(answer)
-            if answer
-                .get_ref()
-                .features
-                .iter()
-                .any(|f| f == BATCHED_ENTRIES) =>
-        {
-            let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
-            known.batches.insert(id, addr);
-        }
-        // An older node (UNIMPLEMENTED), or one not reachable now: asked
-        // again later.
-        Ok(_) | Err(_) => {
-            tracing::debug!(member = id, %addr, "member not known to read batched entries yet")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -280,7 +173,7 @@ mod tests {
     use crate::domain::command::{CreateGroup, PutTombstone};
     use crate::domain::{Command, GroupConfig, Locator};
     use crate::raft::network::Network;
-    use crate::raft::RaftTuning;
+    use crate::raft::{PeerDialer, RaftTuning};
     use crate::security::Security;
 
     /// A one-node Raft on a fresh store, leading.

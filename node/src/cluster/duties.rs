@@ -13,7 +13,7 @@
 //! leader's check answers one that would change nothing (a session that
 //! already ended, a purge with nothing left) without writing it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,11 @@ use openraft::ServerState;
 use tokio::sync::watch;
 
 use super::leases::{ended, Leases, SessionKey};
-use super::{ClusterError, Leader};
+use super::{ClusterError, Leader, LOAD_BALANCING};
 use crate::clock::now_ms;
 use crate::config::HistoryRetention;
-use crate::domain::command::{Compact, ExpireSession, PurgeTombstones, Rebalance};
+use crate::domain::command::{Compact, ExpireSession, PurgeTombstones, Rebalance, RebalanceByLoad};
+use crate::domain::load::LoadSnapshot;
 use crate::domain::{rebalancer, Command, Reply, SessionState, State};
 use crate::store::StateMachineStore;
 
@@ -70,14 +71,27 @@ struct Work {
     ended: Vec<(SessionKey, &'static str)>,
     /// Groups whose rebalancer plan is not empty.
     to_rebalance: Vec<String>,
+    /// Groups that balance by load and have a round to run, with the load
+    /// figures it plans from.
+    to_balance: Vec<(String, LoadSnapshot)>,
     /// Groups with expired tombstones.
     to_purge: Vec<String>,
     compacted: u64,
 }
 
-fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
+/// What one tick plans with: whether plans are due, and the load figures.
+struct Planning<'a> {
+    due: bool,
+    /// Whether every member reads load rounds (else groups with load rules
+    /// are balanced by count meanwhile: never two planners at once).
+    by_load: bool,
+    reports: &'a BTreeMap<String, LoadSnapshot>,
+}
+
+fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
     let mut ended = Vec::new();
     let mut to_rebalance = Vec::new();
+    let mut to_balance = Vec::new();
     let mut to_purge = Vec::new();
     for (name, g) in &state.groups {
         let key = |worker: &String| SessionKey {
@@ -98,8 +112,25 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
                 }
             }
         }
-        if plan && !rebalancer::plan(g, now_ms).is_empty() {
-            to_rebalance.push(name.clone());
+        match state.load.get(name) {
+            _ if !planning.due => {}
+            Some(load) if planning.by_load => {
+                let snapshot = planning.reports.get(name).cloned().unwrap_or_default();
+                let round =
+                    rebalancer::plan_by_load(g, now_ms, &snapshot, &load.rules, &load.moved_at);
+                // One balancing round at a time: the next plans from the
+                // figures after the last one's handoffs completed. What
+                // needs a holder (a free partition, a leaver's) goes now.
+                let moving = g.assignment.runs().any(|(_, slot)| slot.revoking.is_some());
+                if !round.plan.is_empty() && (round.placed > 0 || !moving) {
+                    to_balance.push((name.clone(), snapshot));
+                }
+            }
+            _ => {
+                if !rebalancer::plan(g, now_ms).is_empty() {
+                    to_rebalance.push(name.clone());
+                }
+            }
         }
         if g.tombstones.any_expired(now_ms) {
             to_purge.push(name.clone());
@@ -112,6 +143,7 @@ fn survey(state: &State, now_ms: u64, plan: bool) -> Work {
         sessions: sessions(state),
         ended,
         to_rebalance,
+        to_balance,
         to_purge,
         compacted: state.compacted,
     }
@@ -246,12 +278,20 @@ async fn one_tick(
         leases.take_office(metrics.current_term, sessions);
     }
     let now = now_ms();
+    // Read before the state lock is taken (keepalives record into it).
+    let reports = leases.load_snapshots();
+    let by_load = leader.members_have(LOAD_BALANCING);
     let work = sm.read(|s| {
-        let plan = planned.due(s.revision);
-        if plan {
+        let due = planned.due(s.revision);
+        if due {
             planned.last = Some((s.revision, Instant::now()));
         }
-        survey(s, now, plan)
+        let planning = Planning {
+            due,
+            by_load,
+            reports: &reports,
+        };
+        survey(s, now, &planning)
     });
     leases.sync(work.sessions, work.revision);
     for (key, reason) in work.ended {
@@ -268,6 +308,10 @@ async fn one_tick(
     }
     for group in work.to_rebalance {
         propose(leader, Command::Rebalance(Rebalance { group }), now_ms()).await;
+    }
+    for (group, snapshot) in work.to_balance {
+        let round = Command::RebalanceByLoad(RebalanceByLoad { group, snapshot });
+        propose(leader, round, now_ms()).await;
     }
     for group in work.to_purge {
         purge(leader, sm, group, now).await;

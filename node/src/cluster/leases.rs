@@ -7,9 +7,12 @@
 //! never expires a worker that kept its lease alive: the worker's own deadline
 //! (counted from its last acknowledged keepalive) always comes first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::load_reports::{self, Report, Reported};
+use crate::domain::load::LoadSnapshot;
 
 /// A session's place in the tracker.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,6 +27,20 @@ struct Lease {
     deadline: Instant,
     /// Why the leader no longer renews it (the lease then runs out).
     ended: Option<String>,
+    /// The worker's load reports (see `load_reports.rs`).
+    reported: Reported,
+}
+
+impl Lease {
+    fn new(session: u64, ttl: Duration, deadline: Instant) -> Self {
+        Self {
+            session,
+            ttl,
+            deadline,
+            ended: None,
+            reported: Reported::default(),
+        }
+    }
 }
 
 /// Why the leader stops renewing a session, from the committed state.
@@ -74,17 +91,7 @@ impl Leases {
         t.term = Some(term);
         t.leases = sessions
             .into_iter()
-            .map(|(key, session, ttl)| {
-                (
-                    key,
-                    Lease {
-                        session,
-                        ttl,
-                        deadline: now + ttl,
-                        ended: None,
-                    },
-                )
-            })
+            .map(|(key, session, ttl)| (key, Lease::new(session, ttl, now + ttl)))
             .collect();
     }
 
@@ -108,12 +115,7 @@ impl Leases {
         for (key, session, ttl) in sessions {
             let lease = match t.leases.remove(&key) {
                 Some(lease) if lease.session == session || lease.session > as_of => lease,
-                _ => Lease {
-                    session,
-                    ttl,
-                    deadline: now + ttl,
-                    ended: None,
-                },
+                _ => Lease::new(session, ttl, now + ttl),
             };
             next.insert(key, lease);
         }
@@ -125,15 +127,8 @@ impl Leases {
     pub fn add(&self, key: SessionKey, session: u64, ttl: Duration) {
         let mut t = self.lock();
         if t.term.is_some() {
-            t.leases.insert(
-                key,
-                Lease {
-                    session,
-                    ttl,
-                    deadline: Instant::now() + ttl,
-                    ended: None,
-                },
-            );
+            t.leases
+                .insert(key, Lease::new(session, ttl, Instant::now() + ttl));
         }
     }
 
@@ -196,6 +191,37 @@ impl Leases {
             .collect();
         out.sort();
         out
+    }
+
+    /// Records the load report of a keepalive that renewed session
+    /// `session` of `key`.
+    pub fn record_load(&self, key: &SessionKey, session: u64, report: Report) {
+        if let Some(lease) = self
+            .lock()
+            .leases
+            .get_mut(key)
+            .filter(|l| l.session == session)
+        {
+            lease.reported.update(report);
+        }
+    }
+
+    /// The load snapshot of every group some worker reported for.
+    pub fn load_snapshots(&self) -> BTreeMap<String, LoadSnapshot> {
+        let t = self.lock();
+        let mut by_group: BTreeMap<&str, Vec<(&str, &Reported)>> = BTreeMap::new();
+        for (key, lease) in &t.leases {
+            if !lease.reported.is_empty() {
+                by_group
+                    .entry(key.group.as_str())
+                    .or_default()
+                    .push((key.worker.as_str(), &lease.reported));
+            }
+        }
+        by_group
+            .into_iter()
+            .map(|(group, reports)| (group.to_string(), load_reports::snapshot(reports)))
+            .collect()
     }
 
     pub fn tracked(&self) -> usize {

@@ -15,8 +15,10 @@
 mod batcher;
 pub mod duties;
 mod error;
+mod features;
 pub mod leadership;
 pub mod leases;
+pub mod load_reports;
 mod propose;
 mod read;
 mod route;
@@ -31,8 +33,8 @@ use crate::raft::removal::Removal;
 use crate::raft::{BatonRaft, NodeId, PeerDialer};
 use crate::store::StateMachineStore;
 
-pub use batcher::{BATCHED_ENTRIES, FEATURES};
 pub use error::ClusterError;
+pub use features::{MemberFeatures, BATCHED_ENTRIES, FEATURES, LOAD_BALANCING};
 pub use route::{Route, FORWARDED_BY};
 
 type Metrics = openraft::RaftMetrics<NodeId, BasicNode>;
@@ -58,6 +60,8 @@ pub struct Leader {
     removal: Arc<Removal>,
     /// Where every command is proposed (see `batcher`).
     batcher: batcher::Batcher,
+    /// What the members' log readers understand (see `features`).
+    features: MemberFeatures,
 }
 
 impl Leader {
@@ -68,8 +72,10 @@ impl Leader {
         dialer: PeerDialer,
         removal: Arc<Removal>,
     ) -> Self {
+        let features = MemberFeatures::new(raft.clone(), dialer.clone(), id);
         Self {
-            batcher: batcher::Batcher::start(raft.clone(), dialer.clone(), id),
+            batcher: batcher::Batcher::start(raft.clone(), features.clone()),
+            features,
             id,
             raft,
             sm,
@@ -77,6 +83,12 @@ impl Leader {
             dialer,
             removal,
         }
+    }
+
+    /// Whether every member's log reader understands `feature` (one of
+    /// [`FEATURES`]); asks those not known to, in the background.
+    pub fn members_have(&self, feature: &str) -> bool {
+        self.features.all_have(feature)
     }
 
     pub fn removal(&self) -> &Removal {

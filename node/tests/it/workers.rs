@@ -243,6 +243,7 @@ async fn a_follower_redirects_keepalive_streams_to_the_leader() {
         group: "g".into(),
         worker: "w".into(),
         session: 1,
+        ..Default::default()
     })
     .await
     .expect("queue");
@@ -315,6 +316,7 @@ async fn an_eviction_survives_a_change_of_leader() {
         group: "g".into(),
         worker: "w2".into(),
         session,
+        ..Default::default()
     };
     let (acked, _) = tokio::sync::watch::channel(None);
     let refused = tokio::time::timeout(

@@ -97,6 +97,74 @@ pub enum GroupCommand {
     Freeze { group: String },
     /// Resume rebalancing.
     Unfreeze { group: String },
+    /// Choose how the group is balanced: by partition count (the default),
+    /// or by the load its workers report on their keepalives (SDK
+    /// `report_load`; `worker join --load`), as load ÷ capacity. Unset
+    /// rules take their defaults.
+    Balance {
+        group: String,
+        #[arg(long, value_enum)]
+        by: BalanceBy,
+        #[command(flatten)]
+        rules: LoadRulesArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BalanceBy {
+    Count,
+    Load,
+}
+
+/// The load rules (`group balance --by load`).
+#[derive(clap::Args)]
+pub struct LoadRulesArgs {
+    /// Act when the busiest worker exceeds the mean utilisation by this
+    /// factor, 1.0 to 10.0 (default 1.10); a round aims half-way into the band.
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Partitions moved per round to balance, at most (default 64).
+    #[arg(long)]
+    max_moves: Option<u32>,
+    /// Share of the group's load moved per round, at most, 0.001 to 1.0
+    /// (default 0.05).
+    #[arg(long)]
+    max_load_share: Option<f64>,
+    /// A partition that moved is not moved to balance again within this
+    /// (default 60000).
+    #[arg(long, value_name = "MS")]
+    cooldown_ms: Option<u64>,
+    /// Handoffs in flight per worker, given or received (default 4).
+    #[arg(long)]
+    max_moves_per_worker: Option<u32>,
+    /// The utilisation the scaling recommendation sizes the group for,
+    /// 0.001 to 1.0 (default 0.70).
+    #[arg(long)]
+    target_utilisation: Option<f64>,
+}
+
+/// A factor as thousandths (the protocol's unit); the server checks the range.
+fn milli(name: &str, value: Option<f64>) -> anyhow::Result<Option<u32>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && (0.0..=4_000_000.0).contains(&v) => {
+            Ok(Some((v * 1000.0).round() as u32))
+        }
+        Some(v) => anyhow::bail!("--{name} {v} is not a usable factor"),
+    }
+}
+
+impl LoadRulesArgs {
+    fn to_proto(&self) -> anyhow::Result<pb::LoadRules> {
+        Ok(pb::LoadRules {
+            threshold_milli: milli("threshold", self.threshold)?,
+            max_moves: self.max_moves,
+            max_load_milli: milli("max-load-share", self.max_load_share)?,
+            cooldown_ms: self.cooldown_ms,
+            max_moves_per_worker: self.max_moves_per_worker,
+            target_utilisation_milli: milli("target-utilisation", self.target_utilisation)?,
+        })
+    }
 }
 
 pub async fn run(
@@ -136,6 +204,13 @@ pub async fn run(
         }
         GroupCommand::Freeze { group } => client.set_frozen(&group, true).await?,
         GroupCommand::Unfreeze { group } => client.set_frozen(&group, false).await?,
+        GroupCommand::Balance { group, by, rules } => {
+            let rules = match by {
+                BalanceBy::Count => None,
+                BalanceBy::Load => Some(rules.to_proto()?),
+            };
+            client.set_load_rules(&group, rules).await?
+        }
         GroupCommand::Delete { group, force } => {
             let r = client.delete_group(&group, force).await?;
             return Ok(reply(DeleteView {
@@ -179,6 +254,35 @@ struct GroupView {
     workers: u32,
     draining_workers: u32,
     tombstones: u64,
+    /// "count" or "load".
+    balance: &'static str,
+    /// The load rules, when balanced by load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_rules: Option<LoadRulesView>,
+}
+
+#[derive(Serialize)]
+struct LoadRulesView {
+    threshold: f64,
+    max_moves: u32,
+    max_load_share: f64,
+    cooldown_ms: u64,
+    max_moves_per_worker: u32,
+    target_utilisation: f64,
+}
+
+impl LoadRulesView {
+    fn new(r: &pb::LoadRules) -> Self {
+        let factor = |m: Option<u32>| f64::from(m.unwrap_or_default()) / 1000.0;
+        Self {
+            threshold: factor(r.threshold_milli),
+            max_moves: r.max_moves.unwrap_or_default(),
+            max_load_share: factor(r.max_load_milli),
+            cooldown_ms: r.cooldown_ms.unwrap_or_default(),
+            max_moves_per_worker: r.max_moves_per_worker.unwrap_or_default(),
+            target_utilisation: factor(r.target_utilisation_milli),
+        }
+    }
 }
 
 impl GroupView {
@@ -199,6 +303,12 @@ impl GroupView {
             workers: g.workers,
             draining_workers: g.draining_workers,
             tombstones: g.tombstones,
+            balance: if g.load_rules.is_some() {
+                "load"
+            } else {
+                "count"
+            },
+            load_rules: g.load_rules.as_ref().map(LoadRulesView::new),
         }
     }
 

@@ -6,7 +6,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use baton_client::{HoldChange, HoldEnd, Partitions, Worker, WorkerEvent};
+use baton_client::{
+    AdminClient, Consistency, HoldChange, HoldEnd, Partitions, Worker, WorkerEvent,
+};
+
+use crate::load_spec::LoadSpec;
 use serde_json::{json, Value};
 
 pub struct JoinArgs {
@@ -19,6 +23,8 @@ pub struct JoinArgs {
     pub ttl: Option<Duration>,
     pub grace: Duration,
     pub labels: Vec<(String, String)>,
+    pub load: Option<LoadSpec>,
+    pub capacity: Option<u64>,
 }
 
 fn unix_ms() -> u64 {
@@ -106,8 +112,8 @@ fn emit(event: &str, mut fields: Value) {
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     let stamps = Stamps::default();
     let hook = stamps.clone();
-    let mut builder = Worker::builder(args.endpoints, args.group)
-        .transport(args.transport)
+    let mut builder = Worker::builder(args.endpoints.clone(), args.group.clone())
+        .transport(args.transport.clone())
         .drain_on_signals(args.grace)
         .on_hold_change(move |change| hook.record(change));
     if let Some(id) = args.id {
@@ -122,7 +128,21 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     for (k, v) in args.labels {
         builder = builder.label(k, v);
     }
+    if let Some(c) = args.capacity {
+        builder = builder.capacity(c);
+    }
+    let admin = match &args.load {
+        Some(_) => Some(
+            AdminClient::new(&args.endpoints, Duration::from_secs(5))?
+                .with_transport(args.transport.clone()),
+        ),
+        None => None,
+    };
+    let group = args.group.clone();
     let (worker, mut events) = builder.join().await?;
+    if let (Some(spec), Some(admin)) = (args.load, admin) {
+        tokio::spawn(report_load(worker.clone(), admin, group, spec));
+    }
     emit(
         "joined",
         json!({"worker": worker.id(), "group": worker.group(), "session": worker.session()}),
@@ -194,6 +214,27 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
     while drains.join_next().await.is_some() {}
     emit("exit", json!({"worker": worker.id()}));
     Ok(())
+}
+
+/// Reports `spec`'s load for what `worker` holds every second; reads the
+/// group's partition count every ten (a split changes it).
+async fn report_load(worker: Worker, mut admin: AdminClient, group: String, spec: LoadSpec) {
+    let mut loads: Vec<u64> = Vec::new();
+    for tick in 0u64.. {
+        if tick % 10 == 0 {
+            if let Ok(r) = admin.get_group(&group, Consistency::Serializable).await {
+                let partitions = r.group.and_then(|g| g.config).and_then(|c| c.partitions);
+                if let Some(p) = partitions.filter(|&p| p as usize != loads.len()) {
+                    loads = spec.loads(p);
+                }
+            }
+        }
+        let held = baton_client::partitions::each(&worker.held())
+            .map(|p| (p, loads.get(p as usize).copied().unwrap_or(0)))
+            .collect::<Vec<_>>();
+        worker.report_load(held);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// `KEY=VALUE` for `--label`.

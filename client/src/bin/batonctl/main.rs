@@ -17,6 +17,7 @@ mod backup;
 mod cluster;
 mod group;
 mod join;
+mod load_spec;
 mod output;
 mod route;
 mod tombstone;

@@ -1,6 +1,7 @@
 //! `batonctl worker`: a group's workers, draining and evicting them, and
 //! `worker join`, a real SDK worker (`join.rs`).
 
+use crate::load_spec::LoadSpec;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -53,6 +54,16 @@ pub enum WorkerCommand {
         /// A label, KEY=VALUE; repeat for more.
         #[arg(long = "label", value_parser = join::label, value_name = "KEY=VALUE")]
         labels: Vec<(String, String)>,
+        /// Simulate load and report it every second for the partitions held
+        /// (for a group balanced by load: `group balance GROUP --by load`):
+        /// N (every partition), zipf:S[:SEED] (the group's partitions ranked
+        /// by SEED, rank r carrying 1000000 / r^S; the same on every worker),
+        /// or file:PATH (lines `PARTITION LOAD` or `FIRST-LAST LOAD`).
+        #[arg(long, value_name = "SPEC", value_parser = LoadSpec::parse)]
+        load: Option<LoadSpec>,
+        /// What this worker can carry, in the unit of --load.
+        #[arg(long)]
+        capacity: Option<u64>,
     },
 }
 
@@ -74,6 +85,8 @@ impl WorkerCommand {
                 ttl_ms,
                 grace_ms,
                 labels,
+                load,
+                capacity,
             } => Ok(join::JoinArgs {
                 endpoints: endpoints.to_vec(),
                 transport: transport.clone(),
@@ -84,6 +97,8 @@ impl WorkerCommand {
                 ttl: ttl_ms.map(Duration::from_millis),
                 grace: Duration::from_millis(grace_ms),
                 labels,
+                load,
+                capacity,
             }),
             admin => Err(admin),
         }

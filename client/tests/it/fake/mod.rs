@@ -360,6 +360,7 @@ impl Admin for Node {
         delete_group(pb::DeleteGroupRequest) -> pb::DeleteGroupResponse;
         split_group(pb::SplitGroupRequest) -> pb::GroupResponse;
         set_frozen(pb::SetFrozenRequest) -> pb::GroupResponse;
+        set_load_rules(pb::SetLoadRulesRequest) -> pb::GroupResponse;
         get_assignment(pb::GetAssignmentRequest) -> pb::AssignmentResponse;
         plan_assignment(pb::GetAssignmentRequest) -> pb::PlanResponse;
         move_partitions(pb::MovePartitionsRequest) -> pb::PlanResponse;

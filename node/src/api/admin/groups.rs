@@ -1,16 +1,24 @@
 //! Groups: creating, reading, updating, splitting, freezing and deleting.
 
+use std::time::Duration;
+
 use baton_proto::v1 as pb;
 use tonic::Status;
 
 use crate::api::{convert, group_not_found};
 use crate::cluster::Leader;
-use crate::domain::command::{CreateGroup, DeleteGroup, SetFrozen, SplitGroup, UpdateGroup};
+use crate::cluster::LOAD_BALANCING;
+use crate::domain::command::{
+    CreateGroup, DeleteGroup, SetFrozen, SetLoadRules, SplitGroup, UpdateGroup,
+};
 use crate::domain::{Change, Command, GroupConfig};
 
 pub struct Groups {
     pub(super) leader: Leader,
 }
+
+/// How long `SetLoadRules` waits for every member's features to be known.
+const FEATURES_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Groups {
     /// The group as this node (the leader, just after a write) has it.
@@ -18,7 +26,7 @@ impl Groups {
         let group = self
             .leader
             .state_machine()
-            .read(|s| s.groups.get(name).map(|g| convert::group(name, g)));
+            .read(|s| convert::group_of(s, name));
         let group = group.ok_or_else(|| group_not_found(name))?;
         Ok(pb::GroupResponse {
             revision,
@@ -41,10 +49,11 @@ impl Groups {
     pub async fn get(&self, r: pb::GetGroupRequest) -> Result<pb::GroupResponse, Status> {
         let (revision, group) = self
             .leader
-            .read_group(r.serializable, &r.group, |rev, g| {
-                (rev, convert::group(&r.group, g))
+            .read(r.serializable, |s| {
+                (s.revision, convert::group_of(s, &r.group))
             })
             .await?;
+        let group = group.ok_or_else(|| group_not_found(&r.group))?;
         Ok(pb::GroupResponse {
             revision,
             group: Some(group),
@@ -58,8 +67,8 @@ impl Groups {
                 (
                     s.revision,
                     s.groups
-                        .iter()
-                        .map(|(name, g)| convert::group(name, g))
+                        .keys()
+                        .filter_map(|name| convert::group_of(s, name))
                         .collect(),
                 )
             })
@@ -110,6 +119,31 @@ impl Groups {
         let command = Command::SplitGroup(SplitGroup {
             group: r.group.clone(),
             expected_revision: r.if_revision,
+        });
+        let committed = self.leader.propose(command).await?;
+        self.group_response(committed.revision, &r.group)
+    }
+
+    pub async fn set_load_rules(
+        &self,
+        r: pb::SetLoadRulesRequest,
+    ) -> Result<pb::GroupResponse, Status> {
+        // A member that does not know load rules could not read the entry.
+        // Members are asked in the background (again every 2 s): a cluster
+        // that just started may not have answered yet.
+        let deadline = tokio::time::Instant::now() + FEATURES_PATIENCE;
+        while !self.leader.members_have(LOAD_BALANCING) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::failed_precondition(
+                    "not every member has said it runs a baton-node that reads load rules; upgrade every member (or bring it back if it is down), then try again",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rules = (!r.by_count).then(|| convert::load_rules(r.rules.as_ref()));
+        let command = Command::SetLoadRules(SetLoadRules {
+            group: r.group.clone(),
+            rules,
         });
         let committed = self.leader.propose(command).await?;
         self.group_response(committed.revision, &r.group)

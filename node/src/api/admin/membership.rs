@@ -14,7 +14,7 @@ use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
 use tonic::Status;
 
 use crate::api::write_error;
-use crate::cluster::{Leader, BATCHED_ENTRIES};
+use crate::cluster::{Leader, FEATURES};
 use crate::config::parse_peer_addr;
 use crate::domain::quoted;
 use crate::raft::{NodeId, TypeConfig};
@@ -212,18 +212,22 @@ impl Membership {
         // fencing tokens) from the log index, below everyone else's.
         let mut request = tonic::Request::new(FeaturesRequest {});
         self.leader.dialer().authorize(&mut request);
-        let reads_batches = match RaftClient::new(channel).features(request).await {
-            Ok(answer) => answer
-                .get_ref()
-                .features
-                .iter()
-                .any(|f| f == BATCHED_ENTRIES),
-            Err(s) if s.code() == tonic::Code::Unimplemented => false,
+        let missing: Vec<&str> = match RaftClient::new(channel).features(request).await {
+            Ok(answer) => {
+                let theirs = &answer.get_ref().features;
+                FEATURES
+                    .iter()
+                    .copied()
+                    .filter(|f| !theirs.iter().any(|t| t == f))
+                    .collect()
+            }
+            Err(s) if s.code() == tonic::Code::Unimplemented => FEATURES.to_vec(),
             Err(s) => return Err(unreachable(s.message().to_string())),
         };
-        if !reads_batches {
+        if !missing.is_empty() {
             return Err(Status::failed_precondition(format!(
-                "node {id} at {addr} runs an older baton-node that cannot read this cluster's log (entries carrying a batch of commands); run the same version as the other members on it, then add it again"
+                "node {id} at {addr} runs an older baton-node that cannot read this cluster's log (it lacks {}); run the same version as the other members on it, then add it again",
+                missing.join(", ")
             )));
         }
         // A fresh node (started with --join) has no membership yet. One with a

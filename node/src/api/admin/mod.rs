@@ -169,6 +169,16 @@ impl Admin for AdminApi {
             .map(Response::new)
     }
 
+    async fn set_load_rules(
+        &self,
+        request: Request<pb::SetLoadRulesRequest>,
+    ) -> Answer<pb::GroupResponse> {
+        self.groups
+            .set_load_rules(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn get_assignment(
         &self,
         request: Request<pb::GetAssignmentRequest>,

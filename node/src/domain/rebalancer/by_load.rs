@@ -48,6 +48,9 @@ pub struct LoadPlan {
     /// partition alone left out); 0 without reported load.
     pub before_milli: u64,
     pub after_milli: u64,
+    /// Partitions given a holder by placement (free ones, a leaver's, a
+    /// handoff whose recipient left), not to balance.
+    pub placed: u32,
     /// Load the plan's balancing moves carry, and the group's total.
     pub moved_load: u64,
     pub total_load: u64,
@@ -68,18 +71,23 @@ pub fn plan_by_load(
     rules: &LoadRules,
     moved_at: &BTreeMap<u32, u64>,
 ) -> LoadPlan {
-    let by_count = || LoadPlan {
-        plan: plan(group, now_ms),
-        ..LoadPlan::default()
-    };
     if group.frozen || group.deleting {
         return LoadPlan::default();
     }
+    let survey = Survey::of(group, now_ms);
+    let by_count = || LoadPlan {
+        plan: plan(group, now_ms),
+        placed: survey
+            .standing
+            .iter()
+            .filter(|s| matches!(s, Standing::Free | Standing::MustMove | Standing::Adrift))
+            .count() as u32,
+        ..LoadPlan::default()
+    };
     let p_count = group.assignment.partitions();
     let Some(loads) = snapshot.per_partition(p_count) else {
         return by_count();
     };
-    let survey = Survey::of(group, now_ms);
     if survey.workers.is_empty() {
         return by_count();
     }
@@ -109,9 +117,14 @@ pub fn plan_by_load(
             .get(&p)
             .is_some_and(|&at| now_ms < at.saturating_add(rules.cooldown_ms))
     });
-    let (after_milli, moved_load, total_load) =
-        (balance.max_over_mean(), balance.moved_load, balance.total);
+    let (after_milli, moved_load, total_load, placed) = (
+        balance.max_over_mean(),
+        balance.moved_load,
+        balance.total,
+        balance.placed,
+    );
     LoadPlan {
+        placed,
         plan: balance.moves(&survey),
         hot,
         before_milli,
@@ -154,6 +167,8 @@ struct Balance<'s> {
     /// (giver's name, recipient) → partitions.
     revokes: BTreeMap<(&'s str, Option<usize>), Vec<u32>>,
     moved_load: u64,
+    /// Partitions placed in step 1.
+    placed: u32,
 }
 
 impl<'s> Balance<'s> {
@@ -171,6 +186,7 @@ impl<'s> Balance<'s> {
             grants: vec![Vec::new(); n],
             revokes: BTreeMap::new(),
             moved_load: 0,
+            placed: 0,
         };
         let worker_index = |owner: u32| -> Option<usize> {
             let name = *survey.owner_names.get(owner as usize)?;
@@ -304,6 +320,7 @@ impl<'s> Balance<'s> {
             };
             self.load[d] = self.load[d].saturating_add(l);
             self.count[d] += 1;
+            self.placed += 1;
             if standing == Standing::Free {
                 self.grants[d].push(p);
             } else {

@@ -1,0 +1,147 @@
+//! Load reports, as the leader keeps them: in memory, with the lease they
+//! came with (see `leases.rs`), never in the log.
+//!
+//! The filter: each report is averaged with the worker's previous one for
+//! the same partition (an exponential moving average with weight ½, so a
+//! step in load is 75% visible after two keepalives and 94% after four);
+//! a partition the new report leaves out is dropped (the worker no longer
+//! holds it, or no longer knows). A capacity replaces the last one. A new
+//! leader starts with nothing and hears every worker within one keepalive
+//! period; until then its rounds plan from what it has (the planner counts
+//! an unreported partition as the mean of the reported ones).
+
+use std::collections::BTreeMap;
+
+use crate::domain::load::{LoadRun, LoadSnapshot};
+
+/// A load figure or capacity at most this large (2^40): sums over 65,536
+/// partitions cannot overflow.
+pub const MAX_LOAD: u64 = 1 << 40;
+
+/// One keepalive's report, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Empty: no new figures (the last ones stand).
+    pub loads: Vec<LoadRun>,
+    pub capacity: Option<u64>,
+}
+
+/// What the leader keeps of one worker's reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// Smoothed load per partition.
+    loads: BTreeMap<u32, u64>,
+    capacity: Option<u64>,
+}
+
+impl Reported {
+    pub fn update(&mut self, report: Report) {
+        if !report.loads.is_empty() {
+            let mut next = BTreeMap::new();
+            for run in report.loads {
+                for p in run.partitions.start..run.partitions.end {
+                    let smoothed = match self.loads.get(&p) {
+                        Some(&old) => ((u128::from(old) + u128::from(run.load)) / 2) as u64,
+                        None => run.load,
+                    };
+                    next.insert(p, smoothed);
+                }
+            }
+            self.loads = next;
+        }
+        if report.capacity.is_some() {
+            self.capacity = report.capacity;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.loads.is_empty() && self.capacity.is_none()
+    }
+}
+
+/// The snapshot a load round plans from: every worker's capacity and
+/// smoothed loads, consecutive partitions with one load merged into a run.
+/// Two workers reporting one partition (the old and the new holder during
+/// a handoff) count with the larger figure.
+pub fn snapshot<'a>(reports: impl IntoIterator<Item = (&'a str, &'a Reported)>) -> LoadSnapshot {
+    let mut capacities = BTreeMap::new();
+    let mut loads: BTreeMap<u32, u64> = BTreeMap::new();
+    for (worker, reported) in reports {
+        if let Some(c) = reported.capacity {
+            capacities.insert(worker.to_string(), c);
+        }
+        for (&p, &load) in &reported.loads {
+            let at = loads.entry(p).or_insert(load);
+            *at = (*at).max(load);
+        }
+    }
+    let mut runs: Vec<LoadRun> = Vec::new();
+    for (p, load) in loads {
+        match runs.last_mut() {
+            Some(run) if run.partitions.end == p && run.load == load => run.partitions.end += 1,
+            _ => runs.push(LoadRun {
+                partitions: crate::domain::PartitionRange::new(p, p + 1),
+                load,
+            }),
+        }
+    }
+    LoadSnapshot {
+        capacities,
+        loads: runs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PartitionRange;
+
+    fn run(start: u32, end: u32, load: u64) -> LoadRun {
+        LoadRun {
+            partitions: PartitionRange::new(start, end),
+            load,
+        }
+    }
+
+    #[test]
+    fn each_report_is_averaged_with_the_last_and_left_out_partitions_drop() {
+        let mut r = Reported::default();
+        r.update(Report {
+            loads: vec![run(0, 2, 100)],
+            capacity: Some(1_000),
+        });
+        r.update(Report {
+            loads: vec![run(1, 3, 200)],
+            capacity: None,
+        });
+        let snap = snapshot([("w", &r)]);
+        assert_eq!(snap.loads, vec![run(1, 2, 150), run(2, 3, 200)]);
+        assert_eq!(
+            snap.capacities["w"], 1_000,
+            "a report without capacity keeps it"
+        );
+        r.update(Report::default());
+        assert_eq!(
+            snapshot([("w", &r)]),
+            snap,
+            "a keepalive without loads keeps them"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_merges_equal_neighbours_and_takes_the_larger_of_two_reports() {
+        let mut a = Reported::default();
+        a.update(Report {
+            loads: vec![run(0, 3, 5)],
+            capacity: None,
+        });
+        let mut b = Reported::default();
+        b.update(Report {
+            loads: vec![run(2, 4, 9)],
+            capacity: Some(10),
+        });
+        let snap = snapshot([("a", &a), ("b", &b)]);
+        assert_eq!(snap.loads, vec![run(0, 2, 5), run(2, 4, 9)]);
+        assert_eq!(snap.capacities.len(), 1);
+    }
+}
