@@ -162,9 +162,13 @@ impl Node {
             dialer.clone(),
             removal.clone(),
         );
-        let admin_service =
-            AdminServer::new(AdminApi::new(leader.clone(), addr.clone(), log.clone()))
-                .max_decoding_message_size(limits::ADMIN_REQUEST_BYTES);
+        let admin_service = AdminServer::new(AdminApi::new(
+            leader.clone(),
+            leases.clone(),
+            addr.clone(),
+            log.clone(),
+        ))
+        .max_decoding_message_size(limits::ADMIN_REQUEST_BYTES);
         let tombstones_service = TombstonesServer::new(TombstonesApi::new(leader.clone()))
             .max_decoding_message_size(limits::TOMBSTONES_REQUEST_BYTES);
         let watch_service = WatchServer::new(WatchApi::new(leader.clone(), stopped.clone()))

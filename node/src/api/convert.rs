@@ -7,6 +7,7 @@ use tonic::Status;
 
 use crate::cluster::load_reports::{self, Report};
 use crate::domain::load::{LoadRules, LoadRun};
+use crate::domain::rebalancer::LoadPlan;
 use crate::domain::{
     assignment, validate, Change, Event, EventKind, Group, GroupConfig, KeyHash, LeaveReason, Move,
     PartitionRange, Plan, SessionState, State, Tombstone,
@@ -246,6 +247,7 @@ pub fn assignment(name: &str, revision: u64, g: &Group) -> pb::AssignmentRespons
         moving,
         unassigned: ranges(&g.assignment.find(|s| s.owner.is_none())),
         frozen: g.frozen,
+        load: None,
     }
 }
 
@@ -274,6 +276,7 @@ pub fn plan(revision: u64, plan: &Plan) -> pb::PlanResponse {
         revision,
         grants,
         handoffs,
+        load: None,
     }
 }
 
@@ -424,5 +427,28 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
     pb::WatchEvent {
         revision,
         event: Some(event),
+    }
+}
+
+/// What a [`LoadPlan`] says of a group's load: `by_load` whether the group
+/// balances by load, `reported` whether this node holds any report for it.
+pub fn load_picture(lp: &LoadPlan, by_load: bool, reported: bool) -> pb::LoadPicture {
+    pb::LoadPicture {
+        balance: if by_load { "load" } else { "count" }.to_string(),
+        reported,
+        workers: lp
+            .workers
+            .iter()
+            .map(|w| pb::WorkerLoad {
+                id: w.worker.clone(),
+                load: w.load,
+                capacity: w.capacity,
+            })
+            .collect(),
+        total_load: lp.total_load,
+        max_over_mean_milli: lp.before_milli,
+        after_milli: lp.after_milli,
+        hot: lp.hot.clone(),
+        recommended_workers: lp.recommended_workers,
     }
 }

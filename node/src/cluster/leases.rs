@@ -206,6 +206,18 @@ impl Leases {
         }
     }
 
+    /// The load snapshot of `group`, if some worker reported for it.
+    pub fn load_snapshot(&self, group: &str) -> Option<LoadSnapshot> {
+        let t = self.lock();
+        let reports: Vec<(&str, &Reported)> = t
+            .leases
+            .iter()
+            .filter(|(key, lease)| key.group == group && !lease.reported.is_empty())
+            .map(|(key, lease)| (key.worker.as_str(), &lease.reported))
+            .collect();
+        (!reports.is_empty()).then(|| load_reports::snapshot(reports))
+    }
+
     /// The load snapshot of every group some worker reported for.
     pub fn load_snapshots(&self) -> BTreeMap<String, LoadSnapshot> {
         let t = self.lock();

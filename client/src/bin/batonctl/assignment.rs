@@ -103,6 +103,102 @@ struct AssignmentView {
     balance: Balance,
     /// Fragmentation: how many ranges a worker's partitions make, on average.
     ranges_per_worker: f64,
+    /// The reported load, when the group balances by load or has reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load: Option<LoadView>,
+}
+
+/// What the answering node knows of the group's load (the leader's reports).
+#[derive(Serialize)]
+struct LoadView {
+    /// "count" or "load".
+    balance: String,
+    /// False on a node that is not the leader: reports live on the leader.
+    reported: bool,
+    total_load: u64,
+    /// The busiest worker's utilisation ÷ the mean.
+    max_over_mean: f64,
+    /// The same once the plan's moves complete (`plan` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_plan: Option<f64>,
+    hot_partitions: Vec<u32>,
+    recommended_workers: Option<u32>,
+    workers: Vec<WorkerLoadView>,
+}
+
+#[derive(Serialize)]
+struct WorkerLoadView {
+    id: String,
+    load: u64,
+    capacity: u64,
+}
+
+impl LoadView {
+    /// `None` for a group balanced by count without reports: nothing to show.
+    fn new(picture: Option<pb::LoadPicture>, with_after: bool) -> Option<Self> {
+        let p = picture?;
+        if p.balance != "load" && !p.reported {
+            return None;
+        }
+        let factor = |milli: u64| milli as f64 / 1000.0;
+        Some(Self {
+            balance: p.balance,
+            reported: p.reported,
+            total_load: p.total_load,
+            max_over_mean: factor(p.max_over_mean_milli),
+            after_plan: with_after.then(|| factor(p.after_milli)),
+            hot_partitions: p.hot,
+            recommended_workers: p.recommended_workers,
+            workers: p
+                .workers
+                .into_iter()
+                .map(|w| WorkerLoadView {
+                    id: w.id,
+                    load: w.load,
+                    capacity: w.capacity,
+                })
+                .collect(),
+        })
+    }
+
+    fn text(&self) -> String {
+        if !self.reported {
+            return format!(
+                "load: balanced by {}; no reports on this node (they live on the leader: drop --serializable)\n",
+                self.balance
+            );
+        }
+        let mut text = format!(
+            "load: balanced by {}, total {}, max ÷ mean {:.2}",
+            self.balance, self.total_load, self.max_over_mean
+        );
+        if let Some(after) = self.after_plan {
+            text.push_str(&format!(" ({after:.2} after this plan)"));
+        }
+        text.push('\n');
+        let mut table = Table::new(&["WORKER", "LOAD", "CAPACITY", "UTILISATION"]);
+        for w in &self.workers {
+            table.row(vec![
+                w.id.clone(),
+                w.load.to_string(),
+                w.capacity.to_string(),
+                format!("{:.1}%", w.load as f64 * 100.0 / w.capacity.max(1) as f64),
+            ]);
+        }
+        text.push_str(&table.to_string());
+        if !self.hot_partitions.is_empty() {
+            text.push_str(&format!(
+                "hot partitions (each more than a worker's equal share; split the group): {:?}\n",
+                self.hot_partitions
+            ));
+        }
+        if let Some(n) = self.recommended_workers {
+            text.push_str(&format!(
+                "recommended workers at the target utilisation: {n}\n"
+            ));
+        }
+        text
+    }
 }
 
 #[derive(Serialize)]
@@ -143,7 +239,9 @@ impl AssignmentView {
         } else {
             range_total as f64 / a.workers.len() as f64
         };
+        let load = LoadView::new(a.load, false);
         Self {
+            load,
             group: a.group,
             revision: a.revision,
             partitions: a.partitions,
@@ -205,6 +303,9 @@ impl View for AssignmentView {
             text.push_str(&format!("moving: {} {} -> {to}\n", m.ranges, m.from));
         }
         text.push_str(&format!("unassigned: {}\n", self.unassigned));
+        if let Some(load) = &self.load {
+            text.push_str(&load.text());
+        }
         text
     }
 }
@@ -218,6 +319,8 @@ struct PlanView {
     revision: u64,
     grants: Vec<HandoffView>,
     handoffs: Vec<HandoffView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load: Option<LoadView>,
 }
 
 /// Partitions moving `from` a worker `to` another; null where there is
@@ -238,6 +341,7 @@ impl PlanView {
         };
         Self {
             what,
+            load: LoadView::new(plan.load, true),
             revision: plan.revision,
             grants: plan.grants.into_iter().map(handoff).collect(),
             handoffs: plan.handoffs.into_iter().map(handoff).collect(),
@@ -247,9 +351,10 @@ impl PlanView {
 
 impl View for PlanView {
     fn text(&self) -> String {
+        let load = self.load.as_ref().map(LoadView::text).unwrap_or_default();
         if self.grants.is_empty() && self.handoffs.is_empty() {
             return format!(
-                "{}: nothing to move (revision {})\n",
+                "{}: nothing to move (revision {})\n{load}",
                 self.what, self.revision
             );
         }
@@ -263,6 +368,7 @@ impl View for PlanView {
             let to = h.to.as_deref().unwrap_or("(released)");
             text.push_str(&format!("  handoff  {} {from} -> {to}\n", h.ranges));
         }
+        text.push_str(&load);
         text
     }
 }

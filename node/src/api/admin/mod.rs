@@ -12,10 +12,13 @@ mod groups;
 mod membership;
 mod state;
 
+use std::sync::Arc;
+
 use baton_proto::v1 as pb;
 use baton_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
+use crate::cluster::leases::Leases;
 use crate::cluster::Leader;
 use crate::store::LogStore;
 
@@ -32,7 +35,7 @@ pub struct AdminApi {
 }
 
 impl AdminApi {
-    pub fn new(leader: Leader, addr: String, log: LogStore) -> Self {
+    pub fn new(leader: Leader, leases: Arc<Leases>, addr: String, log: LogStore) -> Self {
         Self {
             membership: Membership {
                 leader: leader.clone(),
@@ -44,6 +47,7 @@ impl AdminApi {
             },
             assignment: Assignment {
                 leader: leader.clone(),
+                leases,
             },
             state: WholeState { leader },
         }

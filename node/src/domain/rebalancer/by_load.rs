@@ -54,10 +54,21 @@ pub struct LoadPlan {
     /// Load the plan's balancing moves carry, and the group's total.
     pub moved_load: u64,
     pub total_load: u64,
+    /// Each active worker's load (held or on its way) and capacity before
+    /// the plan, in id order; empty without reported load.
+    pub workers: Vec<WorkerLoad>,
     /// Workers of the mean capacity that the load needs at the target
     /// utilisation (each hot partition needs one of its own); `None` when
     /// no worker reported a capacity.
     pub recommended_workers: Option<u32>,
+}
+
+/// One worker's figures in a [`LoadPlan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerLoad {
+    pub worker: String,
+    pub load: u64,
+    pub capacity: u64,
 }
 
 /// Plans by load when `snapshot` has any, by count otherwise. `moved_at`:
@@ -94,6 +105,16 @@ pub fn plan_by_load(
     let capacity = snapshot.capacities(&survey.workers);
     let mut balance = Balance::new(&survey, &loads, capacity);
     let before_milli = balance.max_over_mean();
+    let workers: Vec<WorkerLoad> = survey
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| WorkerLoad {
+            worker: (*id).clone(),
+            load: balance.load[i],
+            capacity: balance.capacity[i],
+        })
+        .collect();
     let recommended_workers = snapshot
         .has_capacities()
         .then(|| balance.recommended(rules.target_utilisation_milli));
@@ -102,6 +123,7 @@ pub fn plan_by_load(
         let counted = by_count();
         return LoadPlan {
             hot,
+            workers,
             before_milli,
             after_milli: before_milli,
             total_load: balance.total,
@@ -127,6 +149,7 @@ pub fn plan_by_load(
         placed,
         plan: balance.moves(&survey),
         hot,
+        workers,
         before_milli,
         after_milli,
         moved_load,
