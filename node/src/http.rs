@@ -6,11 +6,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
+use crate::cluster::leases::Leases;
+use crate::domain::rebalancer;
 use crate::raft::metrics::RaftMetrics;
 use crate::raft::removal::Removal;
 use crate::raft::BatonRaft;
@@ -23,6 +25,8 @@ struct Http {
     log: LogStore,
     sm: StateMachineStore,
     gauges: Gauges,
+    /// The load reports (on the leader).
+    leases: Arc<Leases>,
 }
 
 /// What `/metrics` shows: each layer's own metrics (registered from there),
@@ -37,6 +41,8 @@ struct Gauges {
     handoffs: IntGaugeVec,
     unassigned: IntGaugeVec,
     tombstones: IntGaugeVec,
+    load_imbalance: GaugeVec,
+    recommended_workers: IntGaugeVec,
 }
 
 impl Gauges {
@@ -81,6 +87,20 @@ impl Gauges {
             tombstones: by(
                 "baton_tombstones",
                 "Tombstones kept, per group.",
+                &["group"],
+            )?,
+            load_imbalance: {
+                let opts = Opts::new(
+                    "baton_load_max_over_mean",
+                    "The most utilised worker's load/capacity over the group's mean, per group with load reports (leader only; workers alone with a hot partition left out).",
+                );
+                let g = GaugeVec::new(opts, &["group"])?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            recommended_workers: by(
+                "baton_load_recommended_workers",
+                "Workers of the mean capacity the reported load needs at the group's target utilisation (leader only; groups with reported capacities).",
                 &["group"],
             )?,
             raft,
@@ -142,9 +162,14 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
         &g.handoffs,
         &g.unassigned,
         &g.tombstones,
+        &g.recommended_workers,
     ] {
         v.reset();
     }
+    g.load_imbalance.reset();
+    // Load reports live on the leader, with the leases.
+    let reports = http.leases.load_snapshots();
+    let now = crate::clock::now_ms();
     http.sm.read(|state| {
         for (name, group) in &state.groups {
             g.sessions
@@ -164,6 +189,17 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
                 g.partitions
                     .with_label_values(&[name.as_str(), worker])
                     .set(as_gauge(n));
+            }
+            if let Some(snapshot) = reports.get(name) {
+                let (round, _) = rebalancer::round_for(state, name, group, now, Some(snapshot));
+                g.load_imbalance
+                    .with_label_values(&[name.as_str()])
+                    .set(round.before_milli as f64 / 1000.0);
+                if let Some(n) = round.recommended_workers {
+                    g.recommended_workers
+                        .with_label_values(&[name.as_str()])
+                        .set(i64::from(n));
+                }
             }
         }
     });
@@ -189,9 +225,11 @@ pub async fn serve(
     removal: Arc<Removal>,
     log: LogStore,
     sm: StateMachineStore,
+    leases: Arc<Leases>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = Http {
+        leases,
         raft,
         removal,
         log,

@@ -215,6 +215,7 @@ impl Node {
                 removal.clone(),
                 log.clone(),
                 sm.clone(),
+                leases.clone(),
                 until_stopped(stopped.clone()),
             ))
         });

@@ -4,7 +4,6 @@
 use baton_proto::v1 as pb;
 use tonic::Status;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::{convert, domain_error, group_not_found};
@@ -12,9 +11,7 @@ use crate::clock::now_ms;
 use crate::cluster::leases::Leases;
 use crate::cluster::Leader;
 use crate::domain::command::{Evict, Leave, MovePartitions};
-use crate::domain::load::{LoadRules, LoadSnapshot};
-use crate::domain::rebalancer::LoadPlan;
-use crate::domain::{self, quoted, rebalancer, Change, Command, Group, Locator, State};
+use crate::domain::{self, quoted, rebalancer, Change, Command, Locator};
 
 pub struct Assignment {
     pub(super) leader: Leader,
@@ -31,7 +28,8 @@ impl Assignment {
             .read(r.serializable, |s| {
                 let g = s.groups.get(&r.group)?;
                 let mut reply = convert::assignment(&r.group, s.revision, g);
-                let (planned, by_load) = plan_for(s, &r.group, g, now, snapshot.as_ref());
+                let (planned, by_load) =
+                    rebalancer::round_for(s, &r.group, g, now, snapshot.as_ref());
                 reply.load = Some(convert::load_picture(&planned, by_load, snapshot.is_some()));
                 Some(reply)
             })
@@ -50,7 +48,8 @@ impl Assignment {
             .leader
             .read(r.serializable, |s| {
                 let g = s.groups.get(&r.group)?;
-                let (planned, by_load) = plan_for(s, &r.group, g, now, snapshot.as_ref());
+                let (planned, by_load) =
+                    rebalancer::round_for(s, &r.group, g, now, snapshot.as_ref());
                 let mut reply = convert::plan(s.revision, &planned.plan);
                 reply.load = Some(convert::load_picture(&planned, by_load, snapshot.is_some()));
                 Some(reply)
@@ -203,39 +202,5 @@ impl Assignment {
         );
         let revision = committed.revision;
         Ok(pb::WorkerActionResponse { revision, outcome })
-    }
-}
-
-/// The plan the leader would carry out for `g` now, and whether it is the
-/// load planner's. A group balanced by count still gets its load figures
-/// (under the default rules) for the picture; its plan is the count rules'.
-fn plan_for(
-    s: &State,
-    name: &str,
-    g: &Group,
-    now_ms: u64,
-    snapshot: Option<&LoadSnapshot>,
-) -> (LoadPlan, bool) {
-    let empty = LoadSnapshot::default();
-    let snapshot = snapshot.unwrap_or(&empty);
-    match s.load.get(name) {
-        Some(load) => (
-            rebalancer::plan_by_load(g, now_ms, snapshot, &load.rules, &load.moved_at),
-            true,
-        ),
-        None => {
-            let figures = rebalancer::plan_by_load(
-                g,
-                now_ms,
-                snapshot,
-                &LoadRules::default(),
-                &BTreeMap::new(),
-            );
-            let plan = LoadPlan {
-                plan: rebalancer::plan(g, now_ms),
-                ..figures
-            };
-            (plan, false)
-        }
     }
 }

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 
 use super::{plan, ranges_of, Move, Plan, Standing, Survey, NONE};
 use crate::domain::load::{LoadRules, LoadSnapshot};
-use crate::domain::Group;
+use crate::domain::{Group, State};
 
 /// What the load planner decided for one group, and the figures behind it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -155,6 +155,36 @@ pub fn plan_by_load(
         moved_load,
         total_load,
         recommended_workers,
+    }
+}
+
+/// The round the leader would carry out for group `name` (`g`) of `state`
+/// now, and whether it is the load planner's. A group balanced by count
+/// still gets its load figures (under the default rules) for the picture;
+/// its plan is the count rules'.
+pub fn round_for(
+    state: &State,
+    name: &str,
+    g: &Group,
+    now_ms: u64,
+    snapshot: Option<&LoadSnapshot>,
+) -> (LoadPlan, bool) {
+    let empty = LoadSnapshot::default();
+    let snapshot = snapshot.unwrap_or(&empty);
+    match state.load.get(name) {
+        Some(load) => (
+            plan_by_load(g, now_ms, snapshot, &load.rules, &load.moved_at),
+            true,
+        ),
+        None => {
+            let figures =
+                plan_by_load(g, now_ms, snapshot, &LoadRules::default(), &BTreeMap::new());
+            let plan = LoadPlan {
+                plan: plan(g, now_ms),
+                ..figures
+            };
+            (plan, false)
+        }
     }
 }
 

@@ -21,7 +21,7 @@ mod by_load;
 use super::assignment::{ranges_of, PartitionRange};
 use super::{Change, Event, Group, SessionState};
 
-pub use by_load::{plan_by_load, LoadPlan, WorkerLoad};
+pub use by_load::{plan_by_load, round_for, LoadPlan, WorkerLoad};
 
 /// What the rebalancer decided for one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
