@@ -19,6 +19,7 @@ mod admin;
 pub mod endpoints;
 pub mod partitions;
 mod shard_map;
+pub mod simulated_load;
 mod transport;
 pub mod watch;
 pub mod worker;

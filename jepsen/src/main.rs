@@ -150,6 +150,27 @@ enum Scenario {
         #[command(flatten)]
         output: Output,
     },
+    /// Balancing by load, baton alone (the count-based assignment of the
+    /// same run is the baseline): workers report Zipf loads; phases converge,
+    /// load shifts, a join, a leave; max ÷ mean over time, rounds and what
+    /// each moves, cooldown violations, overlapping holds.
+    Balance {
+        #[arg(long, default_value_t = 8192)]
+        partitions: u32,
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+        /// The Zipf exponent of the partitions' loads.
+        #[arg(long, default_value_t = 1.1)]
+        exponent: f64,
+        /// How many times the hot set moves (another seed).
+        #[arg(long, default_value_t = 2)]
+        shifts: usize,
+        /// Longest a phase may take to converge, in seconds.
+        #[arg(long, default_value_t = 120)]
+        patience: u64,
+        #[command(flatten)]
+        output: Output,
+    },
     /// A loaded cluster (groups, sessions, tombstones): memory, disk,
     /// writes empty vs loaded, snapshot, restart of a killed follower.
     Scale {
@@ -254,7 +275,7 @@ async fn real_main() -> anyhow::Result<Verdict> {
 /// Runs one benchmark scenario in a scratch directory that is removed
 /// afterwards, then prints and stores its figures.
 async fn bench(scenario: Scenario) -> anyhow::Result<()> {
-    use baton_jepsen::bench::{self, assign, idle, scale, watch};
+    use baton_jepsen::bench::{self, assign, balance, idle, scale, watch};
     let dir = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
     let binary = |b: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
         Ok(match b {
@@ -360,6 +381,28 @@ async fn bench(scenario: Scenario) -> anyhow::Result<()> {
                     "assign",
                     output,
                     r.and_then(|r| Ok((assign::table(&r), serde_json::to_value(&r)?, None))),
+                )
+            }
+            Scenario::Balance {
+                partitions,
+                workers,
+                exponent,
+                shifts,
+                patience,
+                output,
+            } => {
+                let params = balance::Params {
+                    partitions: *partitions,
+                    workers: *workers,
+                    exponent: *exponent,
+                    shifts: *shifts,
+                    patience: Duration::from_secs(*patience),
+                };
+                let r = balance::run(&binary(&output.node_binary)?, &dir, params).await;
+                (
+                    "balance",
+                    output,
+                    r.and_then(|r| Ok((balance::table(&r), serde_json::to_value(&r)?, None))),
                 )
             }
             Scenario::Scale {

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use std::sync::Arc;
 
 use crate::cluster::leases::Leases;
+use crate::cluster::load_reports;
 use crate::domain::rebalancer;
 use crate::raft::metrics::RaftMetrics;
 use crate::raft::removal::Removal;
@@ -168,7 +169,7 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
     }
     g.load_imbalance.reset();
     // Load reports live on the leader, with the leases.
-    let reports = http.leases.load_snapshots();
+    let reports = http.leases.all_load_reports();
     let now = crate::clock::now_ms();
     http.sm.read(|state| {
         for (name, group) in &state.groups {
@@ -190,8 +191,9 @@ async fn metrics(State(http): State<Http>) -> (StatusCode, String) {
                     .with_label_values(&[name.as_str(), worker])
                     .set(as_gauge(n));
             }
-            if let Some(snapshot) = reports.get(name) {
-                let (round, _) = rebalancer::round_for(state, name, group, now, Some(snapshot));
+            if let Some(reports) = reports.get(name) {
+                let snapshot = load_reports::snapshot_of(group, reports);
+                let (round, _) = rebalancer::round_for(state, name, group, now, &snapshot);
                 g.load_imbalance
                     .with_label_values(&[name.as_str()])
                     .set(round.before_milli as f64 / 1000.0);

@@ -41,10 +41,11 @@ impl WorkerBuilder {
     }
 
     /// What this worker can carry, in the unit its load reports use
-    /// ([`Worker::report_load`]); 1 to 2^40. Default: none (it counts as its
-    /// weight times the other workers' capacity per unit of weight).
+    /// ([`Worker::report_load`]); 1 to 2^40 (clamped into that range).
+    /// Default: none (it counts as its weight times the other workers'
+    /// capacity per unit of weight).
     pub fn capacity(mut self, capacity: u64) -> Self {
-        self.capacity = Some(capacity);
+        self.capacity = Some(capacity.clamp(1, super::MAX_LOAD));
         self
     }
 

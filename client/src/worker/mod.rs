@@ -74,7 +74,14 @@ pub enum WorkerError {
         group: String,
         waited: Duration,
     },
+    #[error("load report: {0}")]
+    InvalidLoad(String),
 }
+
+/// A load figure or capacity at most this large (the server's limit).
+pub const MAX_LOAD: u64 = 1 << 40;
+/// The highest partition number a group can have.
+const MAX_PARTITION: u32 = 65_535;
 
 /// What the application is told, in order.
 #[derive(Clone, Debug)]
@@ -212,19 +219,24 @@ pub(crate) struct Shared {
     finished: watch::Sender<bool>,
     acks: watch::Sender<(u64, u64)>,
     admin: tokio::sync::Mutex<AdminClient>,
-    /// The last load report (`Worker::report_load`), sent with every keepalive.
-    loads: Mutex<Vec<baton_proto::v1::PartitionLoad>>,
+    /// The last load report (`Worker::report_load`), sent with every
+    /// keepalive for the partitions still held.
+    loads: Mutex<Vec<(u32, u64)>>,
     /// What this worker can carry, in the group's load unit.
     capacity: Option<u64>,
 }
 
 impl Shared {
-    /// `keepalive` with this worker's load report and capacity.
+    /// `keepalive` with this worker's capacity and its load report, of the
+    /// partitions it still holds: a figure for one it gave up since the
+    /// report is not its to give.
     pub(crate) fn with_load(
         &self,
         keepalive: &baton_proto::v1::KeepAliveRequest,
     ) -> baton_proto::v1::KeepAliveRequest {
-        let loads = self.loads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let reported = self.loads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let held = self.holdings().tokens().clone();
+        let loads = load_runs(reported.into_iter().filter(|(p, _)| held.contains_key(p)));
         baton_proto::v1::KeepAliveRequest {
             loads,
             capacity: self.capacity,
@@ -358,8 +370,24 @@ impl Worker {
     /// partitions left out carry no figure. Sent with every keepalive from
     /// the next on; the leader averages each report with the previous one.
     /// Each load at most 2^40.
-    pub fn report_load(&self, loads: impl IntoIterator<Item = (u32, u64)>) {
-        *self.shared.loads.lock().unwrap_or_else(|p| p.into_inner()) = load_runs(loads);
+    ///
+    /// A load over 2^40 is refused (report in a coarser unit); so is a
+    /// partition number above 65,535.
+    pub fn report_load(
+        &self,
+        loads: impl IntoIterator<Item = (u32, u64)>,
+    ) -> Result<(), WorkerError> {
+        let loads: Vec<(u32, u64)> = loads.into_iter().collect();
+        if let Some((p, l)) = loads
+            .iter()
+            .find(|(p, l)| *l > MAX_LOAD || *p > MAX_PARTITION)
+        {
+            return Err(WorkerError::InvalidLoad(format!(
+                "partition {p} with load {l}: partitions are 0 to {MAX_PARTITION}, loads at most {MAX_LOAD}"
+            )));
+        }
+        *self.shared.loads.lock().unwrap_or_else(|p| p.into_inner()) = loads;
+        Ok(())
     }
 
     pub fn id(&self) -> &str {

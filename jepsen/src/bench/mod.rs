@@ -4,6 +4,7 @@
 //! etcd's and the ratio.
 
 pub mod assign;
+pub mod balance;
 pub mod chart;
 pub mod docs;
 #[cfg(feature = "etcd")]

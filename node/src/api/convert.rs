@@ -146,6 +146,21 @@ pub fn load_report(m: &pb::KeepAliveRequest) -> Result<Report, Status> {
             load: l.load,
         });
     }
+    // Ranges that overlap would count a partition twice, and could name
+    // 2^32 partitions in one message: the leader expands each report.
+    loads.sort_by_key(|run| run.partitions.start);
+    if let Some(pair) = loads
+        .windows(2)
+        .find(|w| w[0].partitions.end > w[1].partitions.start)
+    {
+        return Err(Status::invalid_argument(format!(
+            "loads: ranges {}-{} and {}-{} overlap; report each partition once",
+            pair[0].partitions.start,
+            pair[0].partitions.end - 1,
+            pair[1].partitions.start,
+            pair[1].partitions.end - 1
+        )));
+    }
     let capacity = match m.capacity {
         Some(0) => {
             return Err(Status::invalid_argument(

@@ -21,7 +21,8 @@ use openraft::ServerState;
 use tokio::sync::watch;
 
 use super::leases::{ended, Leases, SessionKey};
-use super::{ClusterError, Leader, LOAD_BALANCING};
+use super::load_reports::{self, Reported};
+use super::{ClusterError, Leader};
 use crate::clock::now_ms;
 use crate::config::HistoryRetention;
 use crate::domain::command::{Compact, ExpireSession, PurgeTombstones, Rebalance, RebalanceByLoad};
@@ -31,6 +32,12 @@ use crate::store::StateMachineStore;
 
 /// How often the leader looks; also the debounce of rebalancing after a change.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// The least time between two balancing rounds of a group: about the
+/// keepalive period of a worker with a short lease (the SDK sends one every
+/// TTL/4 to TTL/6), so the receivers of the last round have reported what
+/// they took.
+const ROUND_PACE: Duration = Duration::from_secs(1);
 
 /// Tombstones one purge command removes at most: bounds one log entry and
 /// the work of applying it on every replica.
@@ -73,7 +80,7 @@ struct Work {
     to_rebalance: Vec<String>,
     /// Groups that balance by load and have a round to run, with the load
     /// figures it plans from.
-    to_balance: Vec<(String, LoadSnapshot)>,
+    to_balance: Vec<(String, LoadSnapshot, bool)>,
     /// Groups with expired tombstones.
     to_purge: Vec<String>,
     compacted: u64,
@@ -82,10 +89,12 @@ struct Work {
 /// What one tick plans with: whether plans are due, and the load figures.
 struct Planning<'a> {
     due: bool,
-    /// Whether every member reads load rounds (else groups with load rules
-    /// are balanced by count meanwhile: never two planners at once).
-    by_load: bool,
-    reports: &'a BTreeMap<String, LoadSnapshot>,
+    reports: &'a BTreeMap<String, Vec<(String, Reported)>>,
+    /// When this leader last proposed a load round, per group.
+    last_round: &'a BTreeMap<String, Instant>,
+    /// How long this node has led (tracked leases): reports are complete
+    /// only after a lease TTL.
+    in_office_for: Duration,
 }
 
 fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
@@ -114,16 +123,34 @@ fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
         }
         match state.load.get(name) {
             _ if !planning.due => {}
-            Some(load) if planning.by_load => {
-                let snapshot = planning.reports.get(name).cloned().unwrap_or_default();
-                let round =
-                    rebalancer::plan_by_load(g, now_ms, &snapshot, &load.rules, &load.moved_at);
-                // One balancing round at a time: the next plans from the
-                // figures after the last one's handoffs completed. What
-                // needs a holder (a free partition, a leaver's) goes now.
-                let moving = g.assignment.runs().any(|(_, slot)| slot.revoking.is_some());
-                if !round.plan.is_empty() && (round.placed > 0 || !moving) {
-                    to_balance.push((name.clone(), snapshot));
+            // Committed load rules mean every member reads load rounds
+            // (`SetLoadRules` waited for that; `add-node` refuses others).
+            Some(load) => {
+                let reports = planning.reports.get(name).map_or(&[][..], Vec::as_slice);
+                let snapshot = load_reports::snapshot_of(g, reports);
+                // A new leader has heard from every live worker only after
+                // a lease TTL: until then it places what needs a holder
+                // and moves nothing to balance (and never falls back to
+                // the count rules, which would undo the balance).
+                let longest_ttl = g.sessions.values().map(|s| s.ttl_ms).max().unwrap_or(0);
+                let place_only = planning.in_office_for < Duration::from_millis(longest_ttl);
+                let round = rebalancer::plan_by_load(
+                    g,
+                    now_ms,
+                    &snapshot,
+                    &load.rules,
+                    &load.moved_at,
+                    place_only,
+                );
+                // Balancing rounds are paced so that every worker has
+                // reported what the last one moved: a round planned before
+                // that would plan from figures that miss the move.
+                let paced = planning
+                    .last_round
+                    .get(name)
+                    .is_none_or(|at| at.elapsed() >= ROUND_PACE);
+                if !round.plan.is_empty() && (round.placed > 0 || paced) {
+                    to_balance.push((name.clone(), snapshot, place_only));
                 }
             }
             _ => {
@@ -182,6 +209,8 @@ const REPLAN_IDLE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Planned {
     last: Option<(u64, Instant)>,
+    /// When a load round was last proposed, per group (see [`ROUND_PACE`]).
+    rounds: BTreeMap<String, Instant>,
 }
 
 impl Planned {
@@ -279,8 +308,8 @@ async fn one_tick(
     }
     let now = now_ms();
     // Read before the state lock is taken (keepalives record into it).
-    let reports = leases.load_snapshots();
-    let by_load = leader.members_have(LOAD_BALANCING);
+    let reports = leases.all_load_reports();
+    let in_office_for = leases.in_office_for();
     let work = sm.read(|s| {
         let due = planned.due(s.revision);
         if due {
@@ -288,8 +317,9 @@ async fn one_tick(
         }
         let planning = Planning {
             due,
-            by_load,
             reports: &reports,
+            last_round: &planned.rounds,
+            in_office_for,
         };
         survey(s, now, &planning)
     });
@@ -309,8 +339,13 @@ async fn one_tick(
     for group in work.to_rebalance {
         propose(leader, Command::Rebalance(Rebalance { group }), now_ms()).await;
     }
-    for (group, snapshot) in work.to_balance {
-        let round = Command::RebalanceByLoad(RebalanceByLoad { group, snapshot });
+    for (group, snapshot, place_only) in work.to_balance {
+        planned.rounds.insert(group.clone(), Instant::now());
+        let round = Command::RebalanceByLoad(RebalanceByLoad {
+            group,
+            snapshot,
+            place_only,
+        });
         propose(leader, round, now_ms()).await;
     }
     for group in work.to_purge {

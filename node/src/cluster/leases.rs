@@ -11,8 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::load_reports::{self, Report, Reported};
-use crate::domain::load::LoadSnapshot;
+use super::load_reports::{Report, Reported};
 
 /// A session's place in the tracker.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,6 +70,8 @@ pub struct Leases {
 struct Tracker {
     /// The leader term the deadlines belong to; `None` when not leading.
     term: Option<u64>,
+    /// When this node took office for `term`.
+    office_since: Option<Instant>,
     leases: HashMap<SessionKey, Lease>,
 }
 
@@ -89,6 +90,7 @@ impl Leases {
         let now = Instant::now();
         let mut t = self.lock();
         t.term = Some(term);
+        t.office_since = Some(now);
         t.leases = sessions
             .into_iter()
             .map(|(key, session, ttl)| (key, Lease::new(session, ttl, now + ttl)))
@@ -98,6 +100,7 @@ impl Leases {
     pub fn leave_office(&self) {
         let mut t = self.lock();
         t.term = None;
+        t.office_since = None;
         t.leases.clear();
     }
 
@@ -206,34 +209,38 @@ impl Leases {
         }
     }
 
-    /// The load snapshot of `group`, if some worker reported for it.
-    pub fn load_snapshot(&self, group: &str) -> Option<LoadSnapshot> {
+    /// The load reports of `group`'s workers (empty when none reported).
+    pub fn load_reports(&self, group: &str) -> Vec<(String, Reported)> {
         let t = self.lock();
-        let reports: Vec<(&str, &Reported)> = t
-            .leases
+        t.leases
             .iter()
             .filter(|(key, lease)| key.group == group && !lease.reported.is_empty())
-            .map(|(key, lease)| (key.worker.as_str(), &lease.reported))
-            .collect();
-        (!reports.is_empty()).then(|| load_reports::snapshot(reports))
+            .map(|(key, lease)| (key.worker.clone(), lease.reported.clone()))
+            .collect()
     }
 
-    /// The load snapshot of every group some worker reported for.
-    pub fn load_snapshots(&self) -> BTreeMap<String, LoadSnapshot> {
+    /// Every group's load reports.
+    pub fn all_load_reports(&self) -> BTreeMap<String, Vec<(String, Reported)>> {
         let t = self.lock();
-        let mut by_group: BTreeMap<&str, Vec<(&str, &Reported)>> = BTreeMap::new();
+        let mut by_group: BTreeMap<String, Vec<(String, Reported)>> = BTreeMap::new();
         for (key, lease) in &t.leases {
             if !lease.reported.is_empty() {
                 by_group
-                    .entry(key.group.as_str())
+                    .entry(key.group.clone())
                     .or_default()
-                    .push((key.worker.as_str(), &lease.reported));
+                    .push((key.worker.clone(), lease.reported.clone()));
             }
         }
         by_group
-            .into_iter()
-            .map(|(group, reports)| (group.to_string(), load_reports::snapshot(reports)))
-            .collect()
+    }
+
+    /// How long this node has tracked leases as leader (zero when it does
+    /// not): a worker reports load on every keepalive, so after one lease
+    /// TTL in office the leader has heard every live worker.
+    pub fn in_office_for(&self) -> Duration {
+        self.lock()
+            .office_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     pub fn tracked(&self) -> usize {

@@ -13,10 +13,9 @@
 use std::collections::BTreeMap;
 
 use crate::domain::load::{LoadRun, LoadSnapshot};
+use crate::domain::Group;
 
-/// A load figure or capacity at most this large (2^40): sums over 65,536
-/// partitions cannot overflow.
-pub const MAX_LOAD: u64 = 1 << 40;
+pub use crate::domain::load::MAX_LOAD;
 
 /// One keepalive's report, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,10 +58,49 @@ impl Reported {
     }
 }
 
-/// The snapshot a load round plans from: every worker's capacity and
-/// smoothed loads, consecutive partitions with one load merged into a run.
-/// Two workers reporting one partition (the old and the new holder during
-/// a handoff) count with the larger figure.
+/// The snapshot a load round of group `g` plans from: each worker's
+/// capacity, and per partition the figure of the worker that holds it (or
+/// is receiving it) in `g` now. A partition whose holder has not reported
+/// it yet (it just moved) keeps the figure its previous holder reported
+/// (the load goes with the partition), the larger if several did; only a
+/// partition nobody reported has none.
+pub fn snapshot_of(g: &Group, reports: &[(String, Reported)]) -> LoadSnapshot {
+    let partitions = g.assignment.partitions();
+    let holder = |p: u32| {
+        let slot = g.assignment.slot(p);
+        slot.revoking
+            .as_ref()
+            .and_then(|r| r.to.as_deref())
+            .or(slot.owner.as_deref())
+    };
+    let mut capacities = BTreeMap::new();
+    let mut own: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut others: BTreeMap<u32, u64> = BTreeMap::new();
+    for (worker, r) in reports {
+        if let Some(c) = r.capacity {
+            capacities.insert(worker.clone(), c);
+        }
+        for (&p, &load) in r.loads.iter().filter(|(&p, _)| p < partitions) {
+            if holder(p) == Some(worker.as_str()) {
+                own.insert(p, load);
+            } else {
+                let at = others.entry(p).or_insert(load);
+                *at = (*at).max(load);
+            }
+        }
+    }
+    for (p, load) in others {
+        own.entry(p).or_insert(load);
+    }
+    LoadSnapshot {
+        capacities,
+        loads: runs(own),
+    }
+}
+
+/// The snapshot of `reports` as they are: consecutive partitions with one
+/// load merged into a run; two workers reporting one partition count with
+/// the larger figure.
 pub fn snapshot<'a>(reports: impl IntoIterator<Item = (&'a str, &'a Reported)>) -> LoadSnapshot {
     let mut capacities = BTreeMap::new();
     let mut loads: BTreeMap<u32, u64> = BTreeMap::new();
@@ -75,6 +113,14 @@ pub fn snapshot<'a>(reports: impl IntoIterator<Item = (&'a str, &'a Reported)>) 
             *at = (*at).max(load);
         }
     }
+    LoadSnapshot {
+        capacities,
+        loads: runs(loads),
+    }
+}
+
+/// Loads per partition as runs of consecutive partitions with one load.
+fn runs(loads: BTreeMap<u32, u64>) -> Vec<LoadRun> {
     let mut runs: Vec<LoadRun> = Vec::new();
     for (p, load) in loads {
         match runs.last_mut() {
@@ -85,10 +131,7 @@ pub fn snapshot<'a>(reports: impl IntoIterator<Item = (&'a str, &'a Reported)>) 
             }),
         }
     }
-    LoadSnapshot {
-        capacities,
-        loads: runs,
-    }
+    runs
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::assignment::PartitionRange;
 use super::error::{invalid, DomainError};
 
+/// A load figure or capacity at most this large (2^40), so that sums over
+/// every partition and products with capacities stay within `u128`.
+pub const MAX_LOAD: u64 = 1 << 40;
+
 /// The load figures a round of moves was planned from.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadSnapshot {
@@ -37,6 +41,41 @@ pub struct LoadRun {
 }
 
 impl LoadSnapshot {
+    /// Refuses figures no leader sends: loads or capacities over
+    /// [`MAX_LOAD`], a capacity of 0, runs outside the group's partitions.
+    pub fn validate(&self, partitions: u32) -> Result<(), DomainError> {
+        if self.loads.len() > partitions as usize {
+            return Err(invalid(
+                "load snapshot runs",
+                self.loads.len(),
+                format!("at most the group's {partitions} partitions"),
+            ));
+        }
+        for run in &self.loads {
+            let r = run.partitions;
+            if r.start >= r.end || r.end > partitions {
+                return Err(invalid(
+                    "load snapshot partitions",
+                    format!("{}..{}", r.start, r.end),
+                    format!("a range within the group's {partitions} partitions"),
+                ));
+            }
+            if run.load > MAX_LOAD {
+                return Err(invalid("load", run.load, format!("at most {MAX_LOAD}")));
+            }
+        }
+        for (worker, &c) in &self.capacities {
+            if c == 0 || c > MAX_LOAD {
+                return Err(invalid(
+                    "capacity",
+                    format!("{c} (worker {worker:?})"),
+                    format!("1 to {MAX_LOAD}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether anything was reported at all.
     pub fn is_empty(&self) -> bool {
         self.loads.is_empty()
@@ -79,9 +118,9 @@ impl LoadSnapshot {
         workers
             .iter()
             .map(|(id, w)| match self.capacities.get(*id) {
-                Some(&c) => c.max(1),
+                Some(&c) => c.clamp(1, MAX_LOAD),
                 None if weight > 0 => {
-                    ((u128::from(*w) * reported / weight).min(u128::from(u64::MAX)) as u64).max(1)
+                    ((u128::from(*w) * reported / weight).min(u128::from(MAX_LOAD)) as u64).max(1)
                 }
                 None => u64::from(*w).max(1),
             })

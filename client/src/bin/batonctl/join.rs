@@ -232,7 +232,10 @@ async fn report_load(worker: Worker, mut admin: AdminClient, group: String, spec
         let held = baton_client::partitions::each(&worker.held())
             .map(|p| (p, loads.get(p as usize).copied().unwrap_or(0)))
             .collect::<Vec<_>>();
-        worker.report_load(held);
+        if let Err(e) = worker.report_load(held) {
+            eprintln!("batonctl: {e}; no more load reports");
+            return;
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -12,9 +12,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
-
-/// Rank 1's load under `zipf`.
-const ZIPF_SCALE: f64 = 1_000_000.0;
+use baton_client::simulated_load;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum LoadSpec {
@@ -50,6 +48,9 @@ impl LoadSpec {
             return Self::from_lines(&text).with_context(|| format!("--load {spec}"));
         }
         match spec.parse() {
+            Ok(n) if n > baton_client::worker::MAX_LOAD => {
+                bail!("--load {spec}: a load is at most 2^40; use a coarser unit")
+            }
             Ok(n) => Ok(Self::Constant(n)),
             Err(_) => bail!(
                 "--load {spec}: give a load for every partition (100), zipf:S[:SEED] or file:PATH"
@@ -72,6 +73,12 @@ impl LoadSpec {
             };
             let (which, load) = line.split_once(char::is_whitespace).with_context(bad)?;
             let load: u64 = load.trim().parse().with_context(bad)?;
+            if load > baton_client::worker::MAX_LOAD {
+                bail!(
+                    "line {}: load {load} is over 2^40; use a coarser unit",
+                    n + 1
+                );
+            }
             let (first, last) = match which.split_once('-') {
                 Some((a, b)) => (a.parse::<u32>(), b.parse::<u32>()),
                 None => (which.parse(), which.parse()),
@@ -94,26 +101,9 @@ impl LoadSpec {
             Self::File(map) => (0..partitions)
                 .map(|p| map.get(&p).copied().unwrap_or(0))
                 .collect(),
-            Self::Zipf { exponent, seed } => {
-                let mut order: Vec<u32> = (0..partitions).collect();
-                order.sort_by_key(|&p| (splitmix64(seed ^ u64::from(p)), p));
-                let mut loads = vec![0; partitions as usize];
-                for (rank, p) in order.into_iter().enumerate() {
-                    let load = ZIPF_SCALE / ((rank + 1) as f64).powf(*exponent);
-                    loads[p as usize] = load.round() as u64;
-                }
-                loads
-            }
+            Self::Zipf { exponent, seed } => simulated_load::zipf(partitions, *exponent, *seed),
         }
     }
-}
-
-/// A well-mixed 64-bit hash (SplitMix64's finaliser).
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -140,18 +130,5 @@ mod tests {
         let file = LoadSpec::from_lines("# hot\n0 500\n2-3 7\n").expect("file");
         assert_eq!(file.loads(5), vec![500, 0, 7, 7, 0]);
         assert!(LoadSpec::from_lines("0\n").is_err());
-    }
-
-    #[test]
-    fn zipf_ranks_every_partition_once_and_the_seed_decides_the_order() {
-        let spec = LoadSpec::parse("zipf:1.0:3").expect("spec");
-        let loads = spec.loads(8);
-        let mut sorted = loads.clone();
-        sorted.sort_unstable_by(|a, b| b.cmp(a));
-        assert_eq!(sorted[0], 1_000_000);
-        assert_eq!(sorted[1], 500_000);
-        assert_eq!(sorted[7], 125_000);
-        assert_eq!(loads, spec.loads(8), "the same for every worker");
-        assert_ne!(loads, LoadSpec::parse("zipf:1.0:4").expect("spec").loads(8));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::api::{convert, domain_error, group_not_found};
 use crate::clock::now_ms;
 use crate::cluster::leases::Leases;
+use crate::cluster::load_reports;
 use crate::cluster::Leader;
 use crate::domain::command::{Evict, Leave, MovePartitions};
 use crate::domain::{self, quoted, rebalancer, Change, Command, Locator};
@@ -22,15 +23,19 @@ pub struct Assignment {
 impl Assignment {
     pub async fn get(&self, r: pb::GetAssignmentRequest) -> Result<pb::AssignmentResponse, Status> {
         let now = now_ms();
-        let snapshot = self.leases.load_snapshot(&r.group);
+        let reports = self.leases.load_reports(&r.group);
         let reply = self
             .leader
             .read(r.serializable, |s| {
                 let g = s.groups.get(&r.group)?;
                 let mut reply = convert::assignment(&r.group, s.revision, g);
-                let (planned, by_load) =
-                    rebalancer::round_for(s, &r.group, g, now, snapshot.as_ref());
-                reply.load = Some(convert::load_picture(&planned, by_load, snapshot.is_some()));
+                let snapshot = load_reports::snapshot_of(g, &reports);
+                let (planned, by_load) = rebalancer::round_for(s, &r.group, g, now, &snapshot);
+                reply.load = Some(convert::load_picture(
+                    &planned,
+                    by_load,
+                    !reports.is_empty(),
+                ));
                 Some(reply)
             })
             .await?;
@@ -43,15 +48,19 @@ impl Assignment {
     /// rules' plan otherwise.
     pub async fn plan(&self, r: pb::GetAssignmentRequest) -> Result<pb::PlanResponse, Status> {
         let now = now_ms();
-        let snapshot = self.leases.load_snapshot(&r.group);
+        let reports = self.leases.load_reports(&r.group);
         let reply = self
             .leader
             .read(r.serializable, |s| {
                 let g = s.groups.get(&r.group)?;
-                let (planned, by_load) =
-                    rebalancer::round_for(s, &r.group, g, now, snapshot.as_ref());
+                let snapshot = load_reports::snapshot_of(g, &reports);
+                let (planned, by_load) = rebalancer::round_for(s, &r.group, g, now, &snapshot);
                 let mut reply = convert::plan(s.revision, &planned.plan);
-                reply.load = Some(convert::load_picture(&planned, by_load, snapshot.is_some()));
+                reply.load = Some(convert::load_picture(
+                    &planned,
+                    by_load,
+                    !reports.is_empty(),
+                ));
                 Some(reply)
             })
             .await?;

@@ -135,6 +135,10 @@ impl Rebalance {
 pub struct RebalanceByLoad {
     pub group: String,
     pub snapshot: LoadSnapshot,
+    /// The leader may not have heard every worker yet (it took office
+    /// less than a lease TTL ago): place what needs a holder, move
+    /// nothing to balance.
+    pub place_only: bool,
 }
 
 impl RebalanceByLoad {
@@ -142,10 +146,18 @@ impl RebalanceByLoad {
     /// planned by count, as `Rebalance` would.
     pub fn decide(&self, state: &State, rev: u64, now_ms: u64) -> Decision {
         let g = state.group(&self.group)?;
+        self.snapshot.validate(g.assignment.partitions())?;
         let plan = match state.load.get(&self.group) {
             Some(load) => {
-                rebalancer::plan_by_load(g, now_ms, &self.snapshot, &load.rules, &load.moved_at)
-                    .plan
+                rebalancer::plan_by_load(
+                    g,
+                    now_ms,
+                    &self.snapshot,
+                    &load.rules,
+                    &load.moved_at,
+                    self.place_only,
+                )
+                .plan
             }
             None => rebalancer::plan(g, now_ms),
         };

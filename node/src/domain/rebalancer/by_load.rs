@@ -17,8 +17,9 @@
 //!    partitions that qualify it takes the one that brings the giver
 //!    closest to the mean (few moves), then the lightest (small moves).
 //!    Never moved for balance: a partition in a handoff, one that moved
-//!    within the cooldown, one of a worker with its quota of handoffs in
-//!    flight.
+//!    within the cooldown. A worker takes part in at most its quota of
+//!    handoffs at once (a handoff: what goes from one worker to one other,
+//!    however many partitions).
 //!
 //! A *hot* partition carries more than an equal share of the group's load
 //! (load × workers > total): no placement can balance it. The load budget
@@ -31,7 +32,7 @@
 //! reports the same load and capacities follow weights, the count rules
 //! decide, with their contiguous ranges and fewest moves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{plan, ranges_of, Move, Plan, Standing, Survey, NONE};
 use crate::domain::load::{LoadRules, LoadSnapshot};
@@ -75,12 +76,18 @@ pub struct WorkerLoad {
 /// when each partition last started a handoff (leader time), for the
 /// cooldown. Under equal loads the count rules' plan comes back with the
 /// figures of the group as it stands (`after_milli` = `before_milli`).
+///
+/// `place_only`: the figures may be incomplete (a leader that has not yet
+/// heard every worker): only what needs a holder is placed (by load, or
+/// one partition each without figures), nothing is moved to balance, and
+/// the count rules never stand in.
 pub fn plan_by_load(
     group: &Group,
     now_ms: u64,
     snapshot: &LoadSnapshot,
     rules: &LoadRules,
     moved_at: &BTreeMap<u32, u64>,
+    place_only: bool,
 ) -> LoadPlan {
     if group.frozen || group.deleting {
         return LoadPlan::default();
@@ -96,11 +103,17 @@ pub fn plan_by_load(
         ..LoadPlan::default()
     };
     let p_count = group.assignment.partitions();
-    let Some(loads) = snapshot.per_partition(p_count) else {
-        return by_count();
+    let loads = match snapshot.per_partition(p_count) {
+        Some(loads) => loads,
+        None if place_only => vec![1; p_count as usize],
+        None => return by_count(),
     };
     if survey.workers.is_empty() {
-        return by_count();
+        return if place_only {
+            LoadPlan::default()
+        } else {
+            by_count()
+        };
     }
     let capacity = snapshot.capacities(&survey.workers);
     let mut balance = Balance::new(&survey, &loads, capacity);
@@ -119,7 +132,7 @@ pub fn plan_by_load(
         .has_capacities()
         .then(|| balance.recommended(rules.target_utilisation_milli));
     let hot = balance.hot();
-    if uniform(&loads) && follows_weights(&balance.capacity, &survey.workers) {
+    if !place_only && uniform(&loads) && follows_weights(&balance.capacity, &survey.workers) {
         let counted = by_count();
         return LoadPlan {
             hot,
@@ -134,11 +147,15 @@ pub fn plan_by_load(
 
     let mut budget = u64::from(group.config.max_in_flight).saturating_sub(survey.in_flight);
     balance.place(&survey, &mut budget);
-    balance.even_out(rules, &mut budget, |p| {
-        moved_at
-            .get(&p)
-            .is_some_and(|&at| now_ms < at.saturating_add(rules.cooldown_ms))
-    });
+    // One balancing round at a time: the next plans from the figures after
+    // the last one's handoffs completed.
+    if !place_only && survey.in_flight == 0 {
+        balance.even_out(rules, &mut budget, |p| {
+            moved_at
+                .get(&p)
+                .is_some_and(|&at| now_ms < at.saturating_add(rules.cooldown_ms))
+        });
+    }
     let (after_milli, moved_load, total_load, placed) = (
         balance.max_over_mean(),
         balance.moved_load,
@@ -167,18 +184,16 @@ pub fn round_for(
     name: &str,
     g: &Group,
     now_ms: u64,
-    snapshot: Option<&LoadSnapshot>,
+    snapshot: &LoadSnapshot,
 ) -> (LoadPlan, bool) {
-    let empty = LoadSnapshot::default();
-    let snapshot = snapshot.unwrap_or(&empty);
     match state.load.get(name) {
         Some(load) => (
-            plan_by_load(g, now_ms, snapshot, &load.rules, &load.moved_at),
+            plan_by_load(g, now_ms, snapshot, &load.rules, &load.moved_at, false),
             true,
         ),
         None => {
-            let figures =
-                plan_by_load(g, now_ms, snapshot, &LoadRules::default(), &BTreeMap::new());
+            let rules = LoadRules::default();
+            let figures = plan_by_load(g, now_ms, snapshot, &rules, &BTreeMap::new(), false);
             let plan = LoadPlan {
                 plan: plan(g, now_ms),
                 ..figures
@@ -213,8 +228,12 @@ struct Balance<'s> {
     held: Vec<Vec<u32>>,
     /// Partitions held or on their way, per worker.
     count: Vec<u32>,
-    /// Handoffs in flight, given or received, per worker.
+    /// Handoffs in flight, given or received, per worker: one per worker
+    /// on the other side, however many partitions go between the two.
     busy: Vec<u32>,
+    /// The (giver, recipient) pairs those handoffs are between; a giver
+    /// that is not active (draining) is `None`.
+    pairs: BTreeSet<(Option<usize>, usize)>,
     total: u64,
     grants: Vec<Vec<u32>>,
     /// (giver's name, recipient) → partitions.
@@ -235,18 +254,12 @@ impl<'s> Balance<'s> {
             held: vec![Vec::new(); n],
             count: vec![0; n],
             busy: vec![0; n],
+            pairs: BTreeSet::new(),
             total: 0,
             grants: vec![Vec::new(); n],
             revokes: BTreeMap::new(),
             moved_load: 0,
             placed: 0,
-        };
-        let worker_index = |owner: u32| -> Option<usize> {
-            let name = *survey.owner_names.get(owner as usize)?;
-            survey
-                .workers
-                .binary_search_by(|(w, _)| w.as_str().cmp(name))
-                .ok()
         };
         for (p, &d) in survey.dest.iter().enumerate() {
             if d == NONE {
@@ -258,14 +271,31 @@ impl<'s> Balance<'s> {
             if survey.standing[p] == Standing::Held {
                 b.held[d].push(p as u32);
             } else {
-                b.busy[d] += 1;
-                if let Some(giver) = worker_index(survey.owner_of[p]) {
-                    b.busy[giver] += 1;
-                }
+                let giver = b.giver_of(survey, p as u32);
+                b.pair(giver, d);
             }
         }
         b.total = loads.iter().fold(0u64, |t, &l| t.saturating_add(l));
         b
+    }
+
+    /// The active worker (by index) that holds partition `p`, if any.
+    fn giver_of(&self, survey: &Survey<'s>, p: u32) -> Option<usize> {
+        let name = *survey
+            .owner_names
+            .get(survey.owner_of[p as usize] as usize)?;
+        self.names.binary_search(&name).ok()
+    }
+
+    /// Counts a handoff between `giver` and `recipient`, unless one between
+    /// them is counted already.
+    fn pair(&mut self, giver: Option<usize>, recipient: usize) {
+        if self.pairs.insert((giver, recipient)) {
+            self.busy[recipient] += 1;
+            if let Some(g) = giver {
+                self.busy[g] += 1;
+            }
+        }
     }
 
     /// Whether worker `a`'s utilisation with load `la` is below `b`'s with `lb`.
@@ -325,7 +355,7 @@ impl<'s> Balance<'s> {
             .iter()
             .map(|&p| u128::from(self.loads[p as usize]))
             .sum();
-        let rest = u128::from(self.total) - hot_load;
+        let rest = u128::from(self.total).saturating_sub(hot_load);
         let needed = hot.len() as u128 + rest.div_ceil(per_worker);
         needed.clamp(1, u128::from(u32::MAX)) as u32
     }
@@ -361,6 +391,12 @@ impl<'s> Balance<'s> {
         for p in pool {
             let l = self.loads[p as usize];
             let standing = survey.standing[p as usize];
+            // Never back to its own holder (an adrift handoff's owner may
+            // be active): that would be a handoff from a worker to itself.
+            let giver = self.giver_of(survey, p);
+            let Some(d) = self.least_utilised_with(l, |i| giver != Some(i)) else {
+                continue;
+            };
             if standing == Standing::MustMove {
                 // A new handoff: within the group's limit of handoffs in flight.
                 if *budget == 0 {
@@ -368,18 +404,15 @@ impl<'s> Balance<'s> {
                 }
                 *budget -= 1;
             }
-            let Some(d) = self.least_utilised_with(l, |_| true) else {
-                return;
-            };
             self.load[d] = self.load[d].saturating_add(l);
             self.count[d] += 1;
             self.placed += 1;
             if standing == Standing::Free {
                 self.grants[d].push(p);
             } else {
-                self.busy[d] += 1;
-                let giver = survey.owner_names[survey.owner_of[p as usize] as usize];
-                self.revokes.entry((giver, Some(d))).or_default().push(p);
+                self.pair(giver, d);
+                let name = survey.owner_names[survey.owner_of[p as usize] as usize];
+                self.revokes.entry((name, Some(d))).or_default().push(p);
             }
         }
     }
@@ -406,15 +439,18 @@ impl<'s> Balance<'s> {
                 }
             }
             let Some(h) = giver else { break };
-            if self.busy[h] >= rules.max_moves_per_worker {
+            // A handoff already planned between the two takes more
+            // partitions freely; a new one needs room on both sides.
+            let isolated = self.isolated();
+            let limit = rules.max_moves_per_worker;
+            let Some(d) = self.least_utilised_with(0, |i| {
+                i != h
+                    && !isolated[i]
+                    && (self.pairs.contains(&(Some(h), i))
+                        || (self.busy[h] < limit && self.busy[i] < limit))
+            }) else {
                 done[h] = true;
                 continue;
-            }
-            let isolated = self.isolated();
-            let Some(d) = self.least_utilised_with(0, |i| {
-                i != h && !isolated[i] && self.busy[i] < rules.max_moves_per_worker
-            }) else {
-                break;
             };
             let Some(p) = self.best_partition(h, d, load_budget - self.moved_load, &cooling) else {
                 done[h] = true;
@@ -426,8 +462,7 @@ impl<'s> Balance<'s> {
             self.count[h] -= 1;
             self.load[d] = self.load[d].saturating_add(l);
             self.count[d] += 1;
-            self.busy[h] += 1;
-            self.busy[d] += 1;
+            self.pair(Some(h), d);
             self.moved_load += l;
             moves += 1;
             *budget -= 1;

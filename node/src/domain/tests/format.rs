@@ -260,6 +260,7 @@ fn commands() -> Vec<(&'static str, Proposal)> {
             Command::RebalanceByLoad(RebalanceByLoad {
                 group: g(),
                 snapshot: load_snapshot(),
+                place_only: true,
             })
             .at(1_700_000_000_009),
         ),

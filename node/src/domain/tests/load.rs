@@ -2,6 +2,8 @@
 
 use proptest::prelude::*;
 
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::domain::load::{LoadRules, LoadRun, LoadSnapshot};
 use crate::domain::rebalancer::{plan_by_load, LoadPlan};
@@ -36,7 +38,7 @@ fn snapshot(loads: &[u64], capacities: &[(&str, u64)]) -> LoadSnapshot {
 }
 
 fn planned(sim: &Sim, snap: &LoadSnapshot, rules: &LoadRules) -> LoadPlan {
-    plan_by_load(sim.group(), sim.now, snap, rules, &BTreeMap::new())
+    plan_by_load(sim.group(), sim.now, snap, rules, &BTreeMap::new(), false)
 }
 
 /// Each active worker's load once the plan's moves complete (free grants
@@ -156,6 +158,7 @@ fn a_partition_in_its_cooldown_is_not_moved_for_balance() {
         &snapshot(&loads, &[]),
         &rules,
         &moved_at,
+        false,
     );
     assert!(plan.plan.is_empty(), "{plan:?}");
     let later = plan_by_load(
@@ -164,6 +167,7 @@ fn a_partition_in_its_cooldown_is_not_moved_for_balance() {
         &snapshot(&loads, &[]),
         &rules,
         &moved_at,
+        false,
     );
     assert!(!later.plan.is_empty(), "the cooldown ends");
 }
@@ -301,18 +305,22 @@ proptest! {
 
         prop_assert_eq!(&plan, &planned(&sim.clone(), &snap.clone(), &rules), "deterministic");
 
-        let mut per_worker: BTreeMap<&str, u32> = BTreeMap::new();
+        // Handoffs per worker: one per worker on the other side.
+        let mut per_worker: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         let mut moved = 0u32;
         for m in &plan.plan.moves {
             if let Move::Revoke { from, to: Some(to), partitions } = m {
-                let k: u32 = partitions.iter().map(PartitionRange::len).sum();
-                moved += k;
-                *per_worker.entry(from).or_default() += k;
-                *per_worker.entry(to).or_default() += k;
+                prop_assert_ne!(from, to, "no handoff from a worker to itself");
+                moved += partitions.iter().map(PartitionRange::len).sum::<u32>();
+                per_worker.entry(from).or_default().insert(to);
+                per_worker.entry(to).or_default().insert(from);
             }
         }
         prop_assert!(moved <= rules.max_moves, "{moved} moves, budget {}", rules.max_moves);
-        prop_assert!(per_worker.values().all(|&k| k <= rules.max_moves_per_worker));
+        prop_assert!(
+            per_worker.values().all(|others| others.len() as u32 <= rules.max_moves_per_worker),
+            "{per_worker:?}"
+        );
         prop_assert!(
             u128::from(plan.moved_load) * 1000
                 <= u128::from(plan.total_load) * u128::from(rules.max_load_milli)
@@ -391,10 +399,11 @@ fn a_round_plans_from_its_committed_snapshot_and_starts_the_cooldown() {
     };
     set_rules(&mut sim, Some(rules.clone()));
     let snap = snapshot(&[10, 10, 10, 10, 1, 1, 1, 1], &[]);
-    let expected = plan_by_load(sim.group(), sim.now, &snap, &rules, &BTreeMap::new());
+    let expected = plan_by_load(sim.group(), sim.now, &snap, &rules, &BTreeMap::new(), false);
     let round = sim.cmd(Command::RebalanceByLoad(RebalanceByLoad {
         group: "g".into(),
         snapshot: snap.clone(),
+        place_only: false,
     }));
     assert!(round.outcome.is_ok(), "{round:?}");
     assert_eq!(
@@ -413,6 +422,7 @@ fn a_round_plans_from_its_committed_snapshot_and_starts_the_cooldown() {
         &snapshot(&[1, 1, 1, 1, 10, 10, 10, 10], &[]),
         &rules,
         &sim.state.load["g"].moved_at,
+        false,
     );
     for m in &again.plan.moves {
         if let Move::Revoke { partitions, .. } = m {
@@ -451,6 +461,7 @@ fn a_split_forgets_when_partitions_moved_and_keeps_the_rules() {
     sim.cmd(Command::RebalanceByLoad(RebalanceByLoad {
         group: "g".into(),
         snapshot: snapshot(&[50, 50, 50, 50, 1, 1, 1, 1], &[]),
+        place_only: false,
     }));
     assert!(!sim.state.load["g"].moved_at.is_empty());
     sim.settle_releases();
@@ -464,4 +475,88 @@ fn a_split_forgets_when_partitions_moved_and_keeps_the_rules() {
         "partition numbers changed"
     );
     assert_eq!(sim.state.load["g"].rules, rules, "rules kept");
+}
+
+#[test]
+fn a_place_only_round_places_by_load_and_moves_nothing_to_balance() {
+    // What a leader that has not heard every worker yet proposes.
+    let mut sim = settled(8, 2);
+    let loads = [10, 10, 10, 10, 1, 1, 1, 1];
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        ..LoadRules::default()
+    };
+    let place_only = |sim: &Sim, snap: &LoadSnapshot| {
+        plan_by_load(sim.group(), sim.now, snap, &rules, &BTreeMap::new(), true)
+    };
+    assert!(place_only(&sim, &snapshot(&loads, &[])).plan.is_empty());
+    sim.join("w2", 1);
+    assert!(
+        place_only(&sim, &LoadSnapshot::default()).plan.is_empty(),
+        "a new worker gets nothing from the count rules meanwhile"
+    );
+    let leave = sim.cmd(Command::Leave(Leave {
+        group: "g".into(),
+        worker: "w0".into(),
+        session: Some(sim.sid("w0")),
+        drain: true,
+    }));
+    assert!(leave.outcome.is_ok(), "{leave:?}");
+    let placed = place_only(&sim, &LoadSnapshot::default());
+    assert_eq!(
+        placed.placed, 4,
+        "the leaver's partitions are placed: {placed:?}"
+    );
+}
+
+#[test]
+fn a_round_while_handoffs_are_in_flight_only_places() {
+    let mut sim = settled(8, 2);
+    let loads = [10, 10, 10, 10, 1, 1, 1, 1];
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        ..LoadRules::default()
+    };
+    let first = planned(&sim, &snapshot(&loads, &[]), &rules);
+    assert!(!first.plan.is_empty());
+    carry_out_without_release(&mut sim, &first.plan);
+    let second = planned(&sim, &snapshot(&loads, &[]), &rules);
+    assert!(second.plan.is_empty(), "{second:?}");
+}
+
+#[test]
+fn a_committed_snapshot_with_impossible_figures_is_refused() {
+    let mut sim = settled(8, 2);
+    set_rules(&mut sim, Some(LoadRules::default()));
+    for snap in [
+        snapshot(&[crate::domain::load::MAX_LOAD + 1], &[]),
+        snapshot(&[1; 9], &[]),
+        snapshot(&[1], &[("w0", 0)]),
+    ] {
+        let r = sim.cmd(Command::RebalanceByLoad(RebalanceByLoad {
+            group: "g".into(),
+            snapshot: snap,
+            place_only: false,
+        }));
+        assert!(r.outcome.is_err(), "{r:?}");
+    }
+}
+
+/// Starts a plan's handoffs (operator moves) without releasing them.
+fn carry_out_without_release(sim: &mut Sim, plan: &Plan) {
+    for m in &plan.moves {
+        if let Move::Revoke {
+            to: Some(to),
+            partitions,
+            ..
+        } = m
+        {
+            let r = sim.cmd(Command::Move(MovePartitions {
+                group: "g".into(),
+                partitions: partitions.clone(),
+                to: to.clone(),
+            }));
+            assert!(r.outcome.is_ok(), "{r:?}");
+        }
+    }
 }
