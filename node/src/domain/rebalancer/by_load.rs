@@ -9,10 +9,11 @@
 //!    handoff whose recipient left), heaviest first, each on the worker it
 //!    leaves least utilised — the count rules' duty, done by load;
 //! 2. if the most utilised worker exceeds the mean by more than the
-//!    threshold, moves load off the most utilised worker, one partition at
-//!    a time, to the least utilised one, until it is half-way into the band
-//!    (so the next small drift does not start another round) or a budget
-//!    runs out. Each move must leave both workers below the giver's
+//!    threshold (or the least utilised falls as far below it: a worker
+//!    that just joined), moves load off the most utilised worker, one
+//!    partition at a time, to the least utilised one, until both are
+//!    half-way into the band (so the next small drift does not start
+//!    another round) or a budget runs out. Each move must leave both workers below the giver's
 //!    utilisation before it, so no move raises the maximum; of the
 //!    partitions that qualify it takes the one that brings the giver
 //!    closest to the mean (few moves), then the lightest (small moves).
@@ -21,8 +22,10 @@
 //!    handoffs at once (a handoff: what goes from one worker to one other,
 //!    however many partitions).
 //!
-//! A *hot* partition carries more than an equal share of the group's load
-//! (load × workers > total): no placement can balance it. The load budget
+//! A *hot* partition carries more than the mean share of what the other
+//! workers carry (water-filling from the heaviest: more than an equal
+//! share of the total, then of what is left over the workers left, and so
+//! on): no placement can balance it. The load budget
 //! of a round keeps it where it is (it alone is more than a round may
 //! move, as a rule), so the balancing moves take its holder's other
 //! partitions away; the worker that holds it alone is left out of the mean
@@ -42,7 +45,7 @@ use crate::domain::{Group, State};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadPlan {
     pub plan: Plan,
-    /// Partitions carrying more than an equal share of the load.
+    /// Partitions too heavy to share a worker (see the module's notes).
     pub hot: Vec<u32>,
     /// The most utilised worker's utilisation ÷ the mean, in thousandths,
     /// now and once the plan's moves complete (workers that hold a hot
@@ -241,6 +244,8 @@ struct Balance<'s> {
     moved_load: u64,
     /// Partitions placed in step 1.
     placed: u32,
+    /// See [`Balance::hot_floor`].
+    hot_floor: u64,
 }
 
 impl<'s> Balance<'s> {
@@ -260,6 +265,7 @@ impl<'s> Balance<'s> {
             revokes: BTreeMap::new(),
             moved_load: 0,
             placed: 0,
+            hot_floor: Self::hot_floor(loads, n),
         };
         for (p, &d) in survey.dest.iter().enumerate() {
             if d == NONE {
@@ -306,24 +312,49 @@ impl<'s> Balance<'s> {
 
     /// The partitions carrying more than an equal share of the load.
     fn hot(&self) -> Vec<u32> {
-        let n = self.load.len() as u128;
         (0..self.loads.len() as u32)
-            .filter(|&p| u128::from(self.loads[p as usize]) * n > u128::from(self.total))
+            .filter(|&p| self.loads[p as usize] >= self.hot_floor)
             .collect()
+    }
+
+    /// The smallest load of a hot partition (`u64::MAX` when none is):
+    /// water-filling from the heaviest down, a partition is hot while it
+    /// carries more than the mean of what is left over the workers left.
+    /// Such a partition overloads any worker it shares, so it is best
+    /// alone; the next one is then measured against the others only.
+    fn hot_floor(loads: &[u64], workers: usize) -> u64 {
+        let mut sorted: Vec<u64> = loads.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let mut rest: u128 = sorted.iter().map(|&l| u128::from(l)).sum();
+        let mut floor = u64::MAX;
+        for (k, &l) in sorted.iter().enumerate() {
+            let left = workers.saturating_sub(k) as u128;
+            if left <= 1 || u128::from(l) * left <= rest {
+                break;
+            }
+            floor = l;
+            rest -= u128::from(l);
+        }
+        floor
     }
 
     /// Workers holding (or receiving) one hot partition and nothing else:
     /// as balanced as they can be, and left out of the mean.
     fn isolated(&self) -> Vec<bool> {
-        let n = self.load.len() as u128;
         (0..self.load.len())
-            .map(|i| self.count[i] == 1 && u128::from(self.load[i]) * n > u128::from(self.total))
+            .map(|i| self.count[i] == 1 && self.load[i] >= self.hot_floor)
             .collect()
     }
 
     /// The most utilised worker's utilisation ÷ the mean of the others
     /// than the isolated ones, in thousandths.
     fn max_over_mean(&self) -> u64 {
+        self.spread().0
+    }
+
+    /// The most and the least utilised worker's utilisation ÷ the mean,
+    /// the isolated ones left out, in thousandths ((0, 1000) without load).
+    fn spread(&self) -> (u64, u64) {
         let isolated = self.isolated();
         let (mut load, mut capacity) = (0u128, 0u128);
         for i in (0..self.load.len()).filter(|&i| !isolated[i]) {
@@ -331,17 +362,14 @@ impl<'s> Balance<'s> {
             capacity += u128::from(self.capacity[i]);
         }
         if load == 0 {
-            return 0;
+            return (0, 1000);
         }
-        (0..self.load.len())
-            .filter(|&i| !isolated[i])
-            .map(|i| {
-                let ratio = u128::from(self.load[i]) * capacity * 1000
-                    / (u128::from(self.capacity[i]) * load);
-                ratio.min(u128::from(u64::MAX)) as u64
-            })
-            .max()
-            .unwrap_or(0)
+        let ratios = (0..self.load.len()).filter(|&i| !isolated[i]).map(|i| {
+            let ratio =
+                u128::from(self.load[i]) * capacity * 1000 / (u128::from(self.capacity[i]) * load);
+            ratio.min(u128::from(u64::MAX)) as u64
+        });
+        ratios.fold((0, u64::MAX), |(max, min), r| (max.max(r), min.min(r)))
     }
 
     /// Workers of the mean capacity the load needs at `target_milli`
@@ -419,15 +447,20 @@ impl<'s> Balance<'s> {
 
     /// Step 2: moves load off the most utilised workers, within the rules.
     fn even_out(&mut self, rules: &LoadRules, budget: &mut u64, cooling: impl Fn(u32) -> bool) {
-        if self.max_over_mean() <= u64::from(rules.threshold_milli) {
+        // The band is symmetric: a worker far below the mean (one that just
+        // joined, with nothing) starts a round as one far above does.
+        let band = u64::from(rules.threshold_milli.saturating_sub(1000));
+        let (max, min) = self.spread();
+        if max <= 1000 + band && min >= 1000u64.saturating_sub(band) {
             return;
         }
-        let aim = 1000 + u64::from(rules.threshold_milli.saturating_sub(1000)) / 2;
+        let (aim, aim_low) = (1000 + band / 2, 1000u64.saturating_sub(band / 2));
         let load_budget = (u128::from(self.total) * u128::from(rules.max_load_milli) / 1000) as u64;
         let mut done = self.isolated();
         let mut moves = 0u32;
         while moves < rules.max_moves && *budget > 0 {
-            if self.max_over_mean() <= aim {
+            let (max, min) = self.spread();
+            if max <= aim && min >= aim_low {
                 break;
             }
             // The most utilised worker not yet done (lowest index on a tie).
