@@ -187,4 +187,41 @@ mod tests {
         assert_eq!(snap.loads, vec![run(0, 2, 5), run(2, 4, 9)]);
         assert_eq!(snap.capacities.len(), 1);
     }
+
+    #[test]
+    fn a_partition_counts_with_its_holders_figure_or_else_its_previous_holders() {
+        use crate::domain::{Assignment, Group, GroupConfig, Slot};
+        let mut assignment = Assignment::new(3);
+        assignment.update(PartitionRange::new(0, 2), |_| Slot {
+            owner: Some("a".into()),
+            ..Slot::default()
+        });
+        assignment.update(PartitionRange::new(2, 3), |_| Slot {
+            owner: Some("b".into()),
+            ..Slot::default()
+        });
+        let mut g = Group::new(
+            GroupConfig {
+                partitions: 3,
+                ..GroupConfig::default()
+            },
+            1,
+        );
+        g.assignment = assignment;
+        let mut a = Reported::default();
+        a.update(Report {
+            loads: vec![run(0, 1, 5), run(2, 3, 50)],
+            capacity: None,
+        });
+        let mut b = Reported::default();
+        b.update(Report {
+            loads: vec![run(0, 1, 99)],
+            capacity: None,
+        });
+        let snap = snapshot_of(&g, &[("a".into(), a), ("b".into(), b)]);
+        // 0: a holds it and reported 5 (b's 99 is not its to give); 1:
+        // nobody reported; 2: b holds it but has not reported it yet, so
+        // a's figure from before it gave it up stands.
+        assert_eq!(snap.loads, vec![run(0, 1, 5), run(2, 3, 50)]);
+    }
 }
