@@ -82,6 +82,8 @@ fn worker_id(i: usize) -> String {
 /// The smallest load of a partition too heavy to share a worker:
 /// water-filling from the heaviest, a partition is hot while it carries
 /// more than the mean of what is left over the workers left.
+/// Written again here rather than taken from the planner on purpose: the
+/// benchmark measures the planner, so it does not share its arithmetic.
 fn hot_floor(loads: &[u64], workers: usize) -> u64 {
     let mut sorted = loads.to_vec();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
