@@ -465,3 +465,68 @@ async fn three_workers_with_skewed_load_converge_within_the_threshold() {
     assert_eq!(load.total_load, 240, "{load:?}");
     assert!(load.max_over_mean_milli <= 1_100, "{load:?}");
 }
+
+/// Load reports live in the leader's memory (issue 23): after the leader is
+/// killed, the new one hears every worker's figures again with their next
+/// keepalives, keeps the balance they reached (it neither falls back to the
+/// count rules nor moves on figures it has not heard yet), and writes
+/// nothing for the reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_relearns_the_load_keeps_the_balance_and_logs_no_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (endpoints, mut procs, mut admin) = cluster_with_group(dir.path(), 12).await;
+    std::fs::write(dir.path().join("loads.txt"), "0-3 40\n4-11 10\n").expect("load file");
+    let spec = format!("file:{}", dir.path().join("loads.txt").display());
+    let ttl = Duration::from_secs(3);
+    let ttl_arg = ttl.as_millis().to_string();
+    let _workers: Vec<WorkerProc> = ["w0", "w1", "w2"]
+        .iter()
+        .map(|w| {
+            let args = ["--load", &spec, "--ttl-ms", &ttl_arg];
+            WorkerProc::spawn(dir.path(), &endpoints, "g", w, &args)
+        })
+        .collect();
+    settle(&mut admin, "g", "balanced by count", |a| {
+        a.workers.len() == 3 && a.workers.iter().all(|w| w.count == 4)
+    })
+    .await;
+    let rules = baton_client::proto::LoadRules {
+        max_load_milli: Some(1_000),
+        cooldown_ms: Some(0),
+        ..Default::default()
+    };
+    admin.set_load_rules("g", Some(rules)).await.expect("rules");
+    let even = |a: &baton_client::proto::AssignmentResponse| {
+        a.load.as_ref().is_some_and(|l| {
+            l.reported && l.workers.len() == 3 && l.workers.iter().all(|w| w.load == 80)
+        })
+    };
+    settle(&mut admin, "g", "balanced by load", even).await;
+    let before = route_all(&mut admin, "g", 12).await;
+
+    let leader = admin.cluster_status().await.expect("status").leader_id;
+    let leader_index = usize::try_from(leader).expect("id") - 1;
+    procs[leader_index].take().expect("leader").sigkill();
+    let mut admin = AdminClient::new(&survivors(&endpoints, leader_index), WAIT).expect("client");
+    let barrier = admin.barrier().await.expect("a new leader commits").revision;
+    // The new leader knows each worker's figures once it has its next
+    // keepalive (the picture is the leader's).
+    settle(&mut admin, "g", "figures heard again", even).await;
+    // Observe for two TTLs, past the new leader's place-only window: a
+    // fallback to the count rules, or a round on missing figures, would move
+    // partitions; a report written to the log would raise the revision.
+    tokio::time::sleep(ttl * 2).await;
+    let after = assignment(&mut admin, "g").await;
+    assert_eq!(
+        route_all(&mut admin, "g", 12).await,
+        before,
+        "no partition moved, no token changed"
+    );
+    assert_eq!(
+        after.revision, barrier,
+        "nothing was written after the barrier, though every worker reported about 4 times"
+    );
+    for proc in procs.into_iter().flatten() {
+        proc.sigterm(Duration::from_secs(8));
+    }
+}
