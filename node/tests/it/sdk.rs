@@ -508,7 +508,11 @@ async fn a_new_leader_relearns_the_load_keeps_the_balance_and_logs_no_reports() 
     let leader_index = usize::try_from(leader).expect("id") - 1;
     procs[leader_index].take().expect("leader").sigkill();
     let mut admin = AdminClient::new(&survivors(&endpoints, leader_index), WAIT).expect("client");
-    let barrier = admin.barrier().await.expect("a new leader commits").revision;
+    let barrier = admin
+        .barrier()
+        .await
+        .expect("a new leader commits")
+        .revision;
     // The new leader knows each worker's figures once it has its next
     // keepalive (the picture is the leader's).
     settle(&mut admin, "g", "figures heard again", even).await;
