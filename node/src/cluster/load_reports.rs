@@ -98,27 +98,6 @@ pub fn snapshot_of(g: &Group, reports: &[(String, Reported)]) -> LoadSnapshot {
     }
 }
 
-/// The snapshot of `reports` as they are: consecutive partitions with one
-/// load merged into a run; two workers reporting one partition count with
-/// the larger figure.
-pub fn snapshot<'a>(reports: impl IntoIterator<Item = (&'a str, &'a Reported)>) -> LoadSnapshot {
-    let mut capacities = BTreeMap::new();
-    let mut loads: BTreeMap<u32, u64> = BTreeMap::new();
-    for (worker, reported) in reports {
-        if let Some(c) = reported.capacity {
-            capacities.insert(worker.to_string(), c);
-        }
-        for (&p, &load) in &reported.loads {
-            let at = loads.entry(p).or_insert(load);
-            *at = (*at).max(load);
-        }
-    }
-    LoadSnapshot {
-        capacities,
-        loads: runs(loads),
-    }
-}
-
 /// Loads per partition as runs of consecutive partitions with one load.
 fn runs(loads: BTreeMap<u32, u64>) -> Vec<LoadRun> {
     let mut runs: Vec<LoadRun> = Vec::new();
@@ -146,6 +125,29 @@ mod tests {
         }
     }
 
+    /// A group of `owners.len()` partitions, partition p held by `owners[p]`.
+    fn group(owners: &[&str]) -> Group {
+        use crate::domain::{Assignment, GroupConfig, Slot};
+        let n = owners.len() as u32;
+        let mut assignment = Assignment::new(n);
+        for (p, owner) in owners.iter().enumerate() {
+            let p = p as u32;
+            assignment.update(PartitionRange::new(p, p + 1), |_| Slot {
+                owner: Some(owner.to_string()),
+                ..Slot::default()
+            });
+        }
+        let mut g = Group::new(
+            GroupConfig {
+                partitions: n,
+                ..GroupConfig::default()
+            },
+            1,
+        );
+        g.assignment = assignment;
+        g
+    }
+
     #[test]
     fn each_report_is_averaged_with_the_last_and_left_out_partitions_drop() {
         let mut r = Reported::default();
@@ -157,7 +159,8 @@ mod tests {
             loads: vec![run(1, 3, 200)],
             capacity: None,
         });
-        let snap = snapshot([("w", &r)]);
+        let g = group(&["w", "w", "w"]);
+        let snap = snapshot_of(&g, &[("w".into(), r.clone())]);
         assert_eq!(snap.loads, vec![run(1, 2, 150), run(2, 3, 200)]);
         assert_eq!(
             snap.capacities["w"], 1_000,
@@ -165,14 +168,14 @@ mod tests {
         );
         r.update(Report::default());
         assert_eq!(
-            snapshot([("w", &r)]),
+            snapshot_of(&g, &[("w".into(), r)]),
             snap,
             "a keepalive without loads keeps them"
         );
     }
 
     #[test]
-    fn a_snapshot_merges_equal_neighbours_and_takes_the_larger_of_two_reports() {
+    fn a_snapshot_merges_equal_neighbours_and_keeps_capacities() {
         let mut a = Reported::default();
         a.update(Report {
             loads: vec![run(0, 3, 5)],
@@ -183,31 +186,15 @@ mod tests {
             loads: vec![run(2, 4, 9)],
             capacity: Some(10),
         });
-        let snap = snapshot([("a", &a), ("b", &b)]);
+        let g = group(&["a", "a", "b", "b"]);
+        let snap = snapshot_of(&g, &[("a".into(), a), ("b".into(), b)]);
         assert_eq!(snap.loads, vec![run(0, 2, 5), run(2, 4, 9)]);
         assert_eq!(snap.capacities.len(), 1);
     }
 
     #[test]
     fn a_partition_counts_with_its_holders_figure_or_else_its_previous_holders() {
-        use crate::domain::{Assignment, Group, GroupConfig, Slot};
-        let mut assignment = Assignment::new(3);
-        assignment.update(PartitionRange::new(0, 2), |_| Slot {
-            owner: Some("a".into()),
-            ..Slot::default()
-        });
-        assignment.update(PartitionRange::new(2, 3), |_| Slot {
-            owner: Some("b".into()),
-            ..Slot::default()
-        });
-        let mut g = Group::new(
-            GroupConfig {
-                partitions: 3,
-                ..GroupConfig::default()
-            },
-            1,
-        );
-        g.assignment = assignment;
+        let g = group(&["a", "a", "b"]);
         let mut a = Reported::default();
         a.update(Report {
             loads: vec![run(0, 1, 5), run(2, 3, 50)],
