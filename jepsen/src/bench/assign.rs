@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_client::partitions::ranges_of;
 use baton_client::proto as pb;
 use pb::admin_client::AdminClient as AdminGrpc;
 use pb::watch_event::Event;
@@ -180,24 +179,8 @@ async fn baton_worker(
                                 by_token.entry(t).or_default().push(p);
                             }
                         }
-                        for (token, ps) in by_token {
-                            let partitions = ranges_of(ps)
-                                .into_iter()
-                                .map(|r| pb::PartitionRange {
-                                    start: *r.start(),
-                                    end: *r.end(),
-                                })
-                                .collect();
-                            WorkerClient::new(channel.clone())
-                                .release(pb::ReleaseRequest {
-                                    group: GROUP.into(),
-                                    worker: id.clone(),
-                                    session: joined.session,
-                                    partitions,
-                                    token,
-                                })
-                                .await?;
-                        }
+                        super::release_by_token(&channel, GROUP, &id, joined.session, by_token)
+                            .await?;
                     }
                     Some(Event::WorkerLeft(l)) if l.worker == id => return Ok(()),
                     _ => {}

@@ -250,21 +250,8 @@ async fn worker(channel: Channel, id: String, loads: Loads, holds: Holds) -> any
                                 hold.3 = Some(now);
                             }
                         }
-                        for (token, ps) in by_token {
-                            let partitions = ps
-                                .into_iter()
-                                .map(|p| pb::PartitionRange { start: p, end: p })
-                                .collect();
-                            WorkerClient::new(channel.clone())
-                                .release(pb::ReleaseRequest {
-                                    group: GROUP.into(),
-                                    worker: id.clone(),
-                                    session: joined.session,
-                                    partitions,
-                                    token,
-                                })
-                                .await?;
-                        }
+                        super::release_by_token(&channel, GROUP, &id, joined.session, by_token)
+                            .await?;
                     }
                     Some(Event::WorkerLeft(l)) if l.worker == id => return Ok(()),
                     _ => {}

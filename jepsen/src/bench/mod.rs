@@ -246,6 +246,36 @@ pub async fn keep_session_alive(
     true
 }
 
+/// A simulated worker's instant drain: releases revoked partitions, one
+/// call per fencing token they were granted with.
+pub async fn release_by_token(
+    channel: &Channel,
+    group: &str,
+    worker: &str,
+    session: u64,
+    by_token: std::collections::BTreeMap<u64, Vec<u32>>,
+) -> anyhow::Result<()> {
+    for (token, ps) in by_token {
+        let partitions = baton_client::partitions::ranges_of(ps)
+            .into_iter()
+            .map(|r| pb::PartitionRange {
+                start: *r.start(),
+                end: *r.end(),
+            })
+            .collect();
+        pb::worker_client::WorkerClient::new(channel.clone())
+            .release(pb::ReleaseRequest {
+                group: group.into(),
+                worker: worker.into(),
+                session,
+                partitions,
+                token,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// Longer than any run, for sessions kept alive until their task is aborted.
 pub const FOREVER: Duration = Duration::from_secs(24 * 3600);
 
