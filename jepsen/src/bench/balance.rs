@@ -506,14 +506,24 @@ pub async fn run(
     }
     watcher.abort();
     cluster.stop();
-    Ok(Report {
+    let report = Report {
         params,
         hot_partitions: hot,
         baseline_max_over_mean: baseline,
         phases,
         cooldown_violations: violations,
         overlapping_holds: overlapping,
-    })
+    };
+    // Figures the run must fail on, not only report: two holders of one
+    // partition break G1, and a move within the cooldown breaks the rules.
+    anyhow::ensure!(
+        report.overlapping_holds == 0 && report.cooldown_violations == 0,
+        "{}\nthe run broke a rule: {} overlapping holds, {} moves within the cooldown",
+        table(&report),
+        report.overlapping_holds,
+        report.cooldown_violations
+    );
+    Ok(report)
 }
 
 pub fn table(r: &Report) -> String {
