@@ -467,3 +467,40 @@ pub fn load_picture(lp: &LoadPlan, by_load: bool, reported: bool) -> pb::LoadPic
         recommended_workers: lp.recommended_workers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keepalive(loads: &[(u32, u32, u64)], capacity: Option<u64>) -> pb::KeepAliveRequest {
+        pb::KeepAliveRequest {
+            loads: loads
+                .iter()
+                .map(|&(start, end, load)| pb::PartitionLoad {
+                    partitions: Some(pb::PartitionRange { start, end }),
+                    load,
+                })
+                .collect(),
+            capacity,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_load_report_is_refused_with_what_is_wrong() {
+        let refused = |m: pb::KeepAliveRequest| {
+            let status = load_report(&m).expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            status.message().to_string()
+        };
+        assert!(refused(keepalive(&[(0, 9, 1), (5, 6, 1)], None)).contains("overlap"));
+        assert!(refused(keepalive(&[(0, 65_536, 1)], None)).contains("not a range"));
+        assert!(
+            refused(keepalive(&[(0, 0, load_reports::MAX_LOAD + 1)], None)).contains("coarser")
+        );
+        assert!(refused(keepalive(&[], Some(0))).contains("capacity 0"));
+        let ok = load_report(&keepalive(&[(4, 5, 3), (0, 1, 2)], Some(10))).expect("valid");
+        assert_eq!(ok.loads.len(), 2);
+        assert_eq!(ok.capacity, Some(10));
+    }
+}
