@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Decision, Proposal, PutRule};
+use super::rebalancer::Moved;
 use super::{
     Change, DomainError, Event, Group, PartitionRange, Reservation, Revoking, SessionState, Slot,
     State,
@@ -28,9 +29,8 @@ pub enum Reply {
     Purged {
         count: u64,
     },
-    Rebalanced {
-        moves: u64,
-    },
+    /// What a rebalancing round moved.
+    Rebalanced(Moved),
     /// The history is compacted up to and including `revision`.
     Compacted {
         revision: u64,

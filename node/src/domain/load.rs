@@ -143,7 +143,10 @@ pub struct LoadRules {
     /// 1.10). A round then aims half-way into the band (1.05), so the next
     /// small drift does not start another.
     pub threshold_milli: u32,
-    /// At most this many partitions moved per round (default 512)...
+    /// At most this many partitions moved per round (default 4,096: as a
+    /// rule the load share below binds first; isolating a hot partition
+    /// moves every other partition off its worker. Lower it for workers
+    /// whose handoff cost is per partition rather than per unit of load)...
     pub max_moves: u32,
     /// ...carrying at most this share of the group's load, in thousandths
     /// (50: 5%).
@@ -161,7 +164,7 @@ impl Default for LoadRules {
     fn default() -> Self {
         Self {
             threshold_milli: 1_100,
-            max_moves: 512,
+            max_moves: 4_096,
             max_load_milli: 50,
             cooldown_ms: 60_000,
             max_moves_per_worker: 4,

@@ -13,7 +13,7 @@ use super::schema::{history_key, KEY_COMPACTED};
 use super::state_machine::{codec_err, sm_err, written, Applied, StateMachineStore};
 use super::types::{Entry, StorageError, StoredMembership};
 use crate::clock::now_ms;
-use crate::domain::{Change, CommandResult, LeaveReason};
+use crate::domain::{Change, Command, CommandResult, LeaveReason, Reply};
 use crate::watch::hub::Batch;
 
 /// Revisions between two state checkpoints at least (more for a state with
@@ -165,6 +165,24 @@ impl StateMachineStore {
                             )
                         });
                         metrics.lease_expiries.inc_by(expiries.count() as u64);
+                        let round = match &proposal.command {
+                            Command::Rebalance(c) => Some(&c.group),
+                            Command::RebalanceByLoad(c) => Some(&c.group),
+                            _ => None,
+                        };
+                        if let (Ok(Reply::Rebalanced(moved)), Some(group)) =
+                            (&result.outcome, round)
+                        {
+                            for (reason, n) in [
+                                ("place", moved.placed),
+                                ("isolate", moved.isolated),
+                                ("balance", moved.balanced),
+                            ] {
+                                if n > 0 {
+                                    metrics.moves.with_label_values(&[group, reason]).inc_by(n);
+                                }
+                            }
+                        }
                         history.extend(Batch::of(revision, result.events.clone()));
                         result
                     })

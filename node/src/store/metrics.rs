@@ -1,10 +1,12 @@
 //! What the store observes, for `/metrics`: the size of log appends,
 //! applying, handoffs completed by an apply, lease expiries, and the cost of
-//! the last snapshot built here.
+//! the last snapshot built here, and what the rebalancer moved and why.
 //! Each store owns its own (a test can run several nodes in one process);
 //! the HTTP endpoint adds them to its registry with [`StoreMetrics::register`].
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct StoreMetrics {
@@ -23,6 +25,9 @@ pub struct StoreMetrics {
     pub handoff_seconds: Histogram,
     /// Sessions ended because their lease ran out.
     pub lease_expiries: IntCounter,
+    /// Partitions the rebalancer's rounds granted or started handing off,
+    /// per group and reason (`place`, `isolate`, `balance`).
+    pub moves: IntCounterVec,
     /// Size of the last snapshot this node built.
     pub snapshot_bytes: IntGauge,
     /// From the start of the last build to the snapshot being on disk.
@@ -61,6 +66,13 @@ impl StoreMetrics {
                 "baton_lease_expiries_total",
                 "Worker sessions ended because their lease ran out.",
             )?,
+            moves: IntCounterVec::new(
+                Opts::new(
+                    "baton_moves_total",
+                    "Partitions the rebalancer granted or started handing off, per group and reason: place (they needed a holder), isolate (off a hot partition's worker), balance (to even out load or counts).",
+                ),
+                &["group", "reason"],
+            )?,
             snapshot_bytes: IntGauge::new(
                 "baton_snapshot_bytes",
                 "Size of the last snapshot this node built.",
@@ -83,6 +95,7 @@ impl StoreMetrics {
         registry.register(Box::new(self.apply_seconds.clone()))?;
         registry.register(Box::new(self.handoff_seconds.clone()))?;
         registry.register(Box::new(self.lease_expiries.clone()))?;
+        registry.register(Box::new(self.moves.clone()))?;
         registry.register(Box::new(self.snapshot_bytes.clone()))?;
         registry.register(Box::new(self.snapshot_build_seconds.clone()))?;
         registry.register(Box::new(self.snapshot_blocked_apply_seconds.clone()))?;

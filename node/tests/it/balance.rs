@@ -219,7 +219,7 @@ async fn a_draining_workers_partitions_are_granted_only_once_it_releases_them() 
 }
 
 /// After w3's lease ran out and w2 drained, the leader's /metrics tell the
-/// same story.
+/// same story, down to the partitions the rounds placed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leaders_metrics_count_sessions_partitions_expiries_and_handoffs() {
     let mut three = Three::balanced().await;
@@ -245,6 +245,14 @@ async fn the_leaders_metrics_count_sessions_partitions_expiries_and_handoffs() {
         "w2's drained partitions count as handoffs:\n{body}"
     );
     assert!(metric(&body, "baton_apply_seconds_count").is_some_and(|n| n > 0.0));
+    // Every partition placed by a round: the 12 new ones, w3's 4 after its
+    // lease ran out, w2's 6 as it drained. (Balancing moves depend on how
+    // the joins interleaved with the first round.)
+    assert_eq!(
+        metric(&body, r#"baton_moves_total{group="g",reason="place"}"#),
+        Some(22.0),
+        "{body}"
+    );
     assert!(
         metric(&body, "baton_log_append_entries_sum").is_some_and(|n| n > 0.0),
         "every node counts the entries it appended:\n{body}"

@@ -123,7 +123,7 @@ pub struct LoadRulesArgs {
     /// factor, 1.0 to 10.0 (default 1.10); a round aims half-way into the band.
     #[arg(long)]
     threshold: Option<f64>,
-    /// Partitions moved per round to balance, at most (default 512).
+    /// Partitions moved per round to balance, at most (default 4096).
     #[arg(long)]
     max_moves: Option<u32>,
     /// Share of the group's load moved per round, at most, 0.001 to 1.0

@@ -119,11 +119,10 @@ impl Rebalance {
     /// the plan starts start then.
     pub fn decide(&self, state: &State, rev: u64, now_ms: u64) -> Decision {
         let g = state.group(&self.group)?;
-        let plan = rebalancer::plan(g, now_ms);
-        let moves = plan.moves.len() as u64;
+        let round = rebalancer::count_round(g, now_ms);
         Ok((
-            Reply::Rebalanced { moves },
-            plan_events(&self.group, &plan, rev, now_ms),
+            Reply::Rebalanced(round.moved()),
+            plan_events(&self.group, &round.plan, rev, now_ms),
         ))
     }
 }
@@ -147,24 +146,20 @@ impl RebalanceByLoad {
     pub fn decide(&self, state: &State, rev: u64, now_ms: u64) -> Decision {
         let g = state.group(&self.group)?;
         self.snapshot.validate(g.assignment.partitions())?;
-        let plan = match state.load.get(&self.group) {
-            Some(load) => {
-                rebalancer::plan_by_load(
-                    g,
-                    now_ms,
-                    &self.snapshot,
-                    &load.rules,
-                    &load.moved_at,
-                    self.place_only,
-                )
-                .plan
-            }
-            None => rebalancer::plan(g, now_ms),
+        let round = match state.load.get(&self.group) {
+            Some(load) => rebalancer::plan_by_load(
+                g,
+                now_ms,
+                &self.snapshot,
+                &load.rules,
+                &load.moved_at,
+                self.place_only,
+            ),
+            None => rebalancer::count_round(g, now_ms),
         };
-        let moves = plan.moves.len() as u64;
         Ok((
-            Reply::Rebalanced { moves },
-            plan_events(&self.group, &plan, rev, now_ms),
+            Reply::Rebalanced(round.moved()),
+            plan_events(&self.group, &round.plan, rev, now_ms),
         ))
     }
 }

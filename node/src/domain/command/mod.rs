@@ -71,7 +71,10 @@ pub enum Command {
     /// Balance a group by load under these rules, or by count again.
     SetLoadRules(SetLoadRules),
     /// A round of the load planner, with the load figures it plans from
-    /// (the leader's, committed so every replica plans the same).
+    /// (the leader's, committed so every replica plans the same). Its
+    /// planner was reworked once before any release (issue 23: hot
+    /// partitions isolated where they are, moves that fit); from the first
+    /// release on, the rule above holds for it too.
     RebalanceByLoad(RebalanceByLoad),
 }
 

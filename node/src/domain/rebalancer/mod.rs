@@ -18,10 +18,12 @@
 
 mod by_load;
 
+use serde::{Deserialize, Serialize};
+
 use super::assignment::{ranges_of, PartitionRange};
 use super::{Change, Event, Group, SessionState};
 
-pub use by_load::{plan_by_load, round_for, LoadPlan, WorkerLoad};
+pub use by_load::{count_round, plan_by_load, round_for, LoadPlan, WorkerLoad};
 
 /// What the rebalancer decided for one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,9 +48,33 @@ pub enum Move {
     },
 }
 
+/// Partitions a round granted or started handing off, by why.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// They needed a holder: free, their holder drains or left, or the
+    /// recipient of their handoff left.
+    pub placed: u64,
+    /// Off the worker of a hot partition, so it can hold it alone (or a
+    /// hot partition off a worker that holds a heavier one).
+    pub isolated: u64,
+    /// To even out load (or, by count, partitions).
+    pub balanced: u64,
+}
+
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.moves.is_empty()
+    }
+
+    /// Partitions the plan grants or hands off.
+    pub fn partitions(&self) -> u64 {
+        self.moves
+            .iter()
+            .flat_map(|m| match m {
+                Move::Grant { partitions, .. } | Move::Revoke { partitions, .. } => partitions,
+            })
+            .map(|r| u64::from(r.len()))
+            .sum()
     }
 
     /// The moves `events` carried out: their grants and handoffs, in order
