@@ -33,12 +33,6 @@ use crate::store::StateMachineStore;
 /// How often the leader looks; also the debounce of rebalancing after a change.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// The least time between two balancing rounds of a group: about the
-/// keepalive period of a worker with a short lease (the SDK sends one every
-/// TTL/4 to TTL/6), so the receivers of the last round have reported what
-/// they took.
-const ROUND_PACE: Duration = Duration::from_secs(1);
-
 /// Tombstones one purge command removes at most: bounds one log entry and
 /// the work of applying it on every replica.
 pub const PURGE_BATCH: u32 = 1_000;
@@ -81,9 +75,19 @@ struct Work {
     /// Groups that balance by load and have a round to run, with the load
     /// figures it plans from.
     to_balance: Vec<(String, LoadSnapshot, bool)>,
+    /// Groups that balance by load and want a round (run now or not).
+    wanting: Vec<String>,
     /// Groups with expired tombstones.
     to_purge: Vec<String>,
     compacted: u64,
+}
+
+/// The workers holding partitions of `g`.
+fn holders(g: &crate::domain::Group) -> std::collections::BTreeSet<&str> {
+    g.assignment
+        .runs()
+        .filter_map(|(_, slot)| slot.owner.as_deref())
+        .collect()
 }
 
 /// What one tick plans with: whether plans are due, and the load figures.
@@ -92,6 +96,8 @@ struct Planning<'a> {
     reports: &'a BTreeMap<String, Vec<(String, Reported)>>,
     /// When this leader last proposed a load round, per group.
     last_round: &'a BTreeMap<String, Instant>,
+    /// When a group was first seen wanting the round it has not had yet.
+    noticed: &'a BTreeMap<String, Instant>,
     /// How long this node has led (tracked leases): reports are complete
     /// only after a lease TTL.
     in_office_for: Duration,
@@ -101,6 +107,7 @@ fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
     let mut ended = Vec::new();
     let mut to_rebalance = Vec::new();
     let mut to_balance = Vec::new();
+    let mut wanting = Vec::new();
     let mut to_purge = Vec::new();
     for (name, g) in &state.groups {
         let key = |worker: &String| SessionKey {
@@ -142,14 +149,32 @@ fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
                     &load.moved_at,
                     place_only,
                 );
-                // Balancing rounds are paced so that every worker has
-                // reported what the last one moved: a round planned before
-                // that would plan from figures that miss the move.
-                let paced = planning
-                    .last_round
-                    .get(name)
-                    .is_none_or(|at| at.elapsed() >= ROUND_PACE);
-                if !round.plan.is_empty() && (round.placed > 0 || paced) {
+                if !round.plan.is_empty() {
+                    wanting.push(name.clone());
+                }
+                // A balancing round plans from figures newer than what it
+                // follows: every worker holding partitions has reported
+                // since the round was first wanted (a tick before at the
+                // earliest) and since the last round: after the load moved,
+                // from every worker's new figures, not from the first to
+                // report; after a round, with what it moved in them. Or a
+                // lease TTL has passed (a worker may report nothing).
+                // Placing does not wait.
+                let since = planning.noticed.get(name).map(|&noticed| {
+                    planning
+                        .last_round
+                        .get(name)
+                        .map_or(noticed, |&last| last.max(noticed))
+                });
+                let fresh = since.is_some_and(|since| {
+                    let holders = holders(g);
+                    reports
+                        .iter()
+                        .filter(|(w, _)| holders.contains(w.as_str()))
+                        .all(|(_, r)| r.reported_since(since))
+                        || since.elapsed() >= Duration::from_millis(longest_ttl)
+                });
+                if !round.plan.is_empty() && (round.placed > 0 || fresh) {
                     to_balance.push((name.clone(), snapshot, place_only));
                 }
             }
@@ -171,6 +196,7 @@ fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
         ended,
         to_rebalance,
         to_balance,
+        wanting,
         to_purge,
         compacted: state.compacted,
     }
@@ -209,8 +235,10 @@ const REPLAN_IDLE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Planned {
     last: Option<(u64, Instant)>,
-    /// When a load round was last proposed, per group (see [`ROUND_PACE`]).
+    /// When a load round was last proposed, per group.
     rounds: BTreeMap<String, Instant>,
+    /// When each group that wants a load round was first seen wanting it.
+    noticed: BTreeMap<String, Instant>,
 }
 
 impl Planned {
@@ -307,22 +335,36 @@ async fn one_tick(
         leases.take_office(metrics.current_term, sessions);
     }
     let now = now_ms();
-    // Read before the state lock is taken (keepalives record into it).
-    let reports = leases.all_load_reports();
+    // Plans are due when the state changed, or now and then: decided from
+    // the revision before the state lock is taken for the survey (a change
+    // in between is planned for on the next tick). The load reports are
+    // copied only then, and before that lock (keepalives record into them).
+    let revision = sm.read(|s| s.revision);
+    let due = planned.due(revision);
+    let reports = if due {
+        planned.last = Some((revision, Instant::now()));
+        leases.all_load_reports()
+    } else {
+        BTreeMap::new()
+    };
     let in_office_for = leases.in_office_for();
     let work = sm.read(|s| {
-        let due = planned.due(s.revision);
-        if due {
-            planned.last = Some((s.revision, Instant::now()));
-        }
         let planning = Planning {
             due,
             reports: &reports,
             last_round: &planned.rounds,
+            noticed: &planned.noticed,
             in_office_for,
         };
         survey(s, now, &planning)
     });
+    if due {
+        let seen = Instant::now();
+        planned.noticed.retain(|g, _| work.wanting.contains(g));
+        for group in &work.wanting {
+            planned.noticed.entry(group.clone()).or_insert(seen);
+        }
+    }
     leases.sync(work.sessions, work.revision);
     for (key, reason) in work.ended {
         leases.end(&key, reason.to_string());

@@ -1,16 +1,20 @@
 //! Load reports, as the leader keeps them: in memory, with the lease they
 //! came with (see `leases.rs`), never in the log.
 //!
-//! The filter: each report is averaged with the worker's previous one for
-//! the same partition (an exponential moving average with weight ½, so a
-//! step in load is 75% visible after two keepalives and 94% after four);
-//! a partition the new report leaves out is dropped (the worker no longer
+//! The filter: each report is averaged with the worker's previous figure
+//! for the same partition (an exponential moving average with weight ½),
+//! which halves noise around a level; a report more than twice or less
+//! than half the previous figure is a new level and replaces it (the hot
+//! set moved: planning from a half-old figure would move the wrong
+//! partitions, and the cooldown would then hold them where they went). A
+//! partition the new report leaves out is dropped (the worker no longer
 //! holds it, or no longer knows). A capacity replaces the last one. A new
 //! leader starts with nothing and hears every worker within one keepalive
 //! period; until then its rounds plan from what it has (the planner counts
 //! an unreported partition as the mean of the reported ones).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::domain::load::{LoadRun, LoadSnapshot};
 use crate::domain::Group;
@@ -31,17 +35,20 @@ pub struct Reported {
     /// Smoothed load per partition.
     loads: BTreeMap<u32, u64>,
     capacity: Option<u64>,
+    /// When figures last came.
+    at: Option<Instant>,
 }
 
 impl Reported {
     pub fn update(&mut self, report: Report) {
         if !report.loads.is_empty() {
+            self.at = Some(Instant::now());
             let mut next = BTreeMap::new();
             for run in report.loads {
                 for p in run.partitions.start..run.partitions.end {
                     let smoothed = match self.loads.get(&p) {
-                        Some(&old) => ((u128::from(old) + u128::from(run.load)) / 2) as u64,
-                        None => run.load,
+                        Some(&old) if !is_new_level(old, run.load) => half_way(old, run.load),
+                        _ => run.load,
                     };
                     next.insert(p, smoothed);
                 }
@@ -53,9 +60,30 @@ impl Reported {
         }
     }
 
+    /// Whether figures came at `t` or later.
+    pub fn reported_since(&self, t: Instant) -> bool {
+        self.at.is_some_and(|at| at >= t)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.loads.is_empty() && self.capacity.is_none()
     }
+}
+
+/// Half-way from `old` to `new`, rounded towards `new` so that a steady
+/// figure is reached, not approached forever one unit short.
+fn half_way(old: u64, new: u64) -> u64 {
+    if new >= old {
+        old + (new - old).div_ceil(2)
+    } else {
+        old - (old - new).div_ceil(2)
+    }
+}
+
+/// Whether `new` is more than twice or less than half of `old`.
+fn is_new_level(old: u64, new: u64) -> bool {
+    let (old, new) = (u128::from(old), u128::from(new));
+    new > 2 * old || 2 * new < old
 }
 
 /// The snapshot a load round of group `g` plans from: each worker's
@@ -172,6 +200,28 @@ mod tests {
             snap,
             "a keepalive without loads keeps them"
         );
+    }
+
+    #[test]
+    fn a_step_of_more_than_twice_or_under_half_replaces_the_figure() {
+        let g = group(&["w"]);
+        let mut r = Reported::default();
+        let mut figure = |load| {
+            r.update(Report {
+                loads: vec![run(0, 1, load)],
+                capacity: None,
+            });
+            snapshot_of(&g, &[("w".into(), r.clone())]).loads[0].load
+        };
+        assert_eq!(figure(100), 100);
+        assert_eq!(figure(180), 140, "noise around a level is averaged");
+        assert_eq!(figure(141), 141, "and a steady figure is reached");
+        assert_eq!(figure(140), 140);
+        assert_eq!(figure(281), 281, "over twice the figure: a new level");
+        assert_eq!(figure(140), 140, "under half: a new level");
+        assert_eq!(figure(0), 0);
+        assert_eq!(figure(0), 0);
+        assert_eq!(figure(1), 1, "from nothing, anything is a new level");
     }
 
     #[test]
