@@ -466,6 +466,48 @@ async fn three_workers_with_skewed_load_converge_within_the_threshold() {
     assert!(load.max_over_mean_milli <= 1_100, "{load:?}");
 }
 
+/// The scaling recommendation (issue 23) follows the reported load: three
+/// workers of capacity 100 report 20 per partition over 12 partitions (240:
+/// 4 workers at the default 70% target), then the load file triples the
+/// figures (720: 11 workers) and the leader's picture says so, from
+/// keepalives alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaling_recommendation_follows_a_load_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (endpoints, _procs, mut admin) = cluster_with_group(dir.path(), 12).await;
+    let file = dir.path().join("loads.txt");
+    std::fs::write(&file, "0-11 20\n").expect("load file");
+    let spec = format!("file:{}", file.display());
+    let _workers: Vec<WorkerProc> = ["w0", "w1", "w2"]
+        .iter()
+        .map(|w| {
+            let args = ["--load", &spec, "--capacity", "100"];
+            WorkerProc::spawn(dir.path(), &endpoints, "g", w, &args)
+        })
+        .collect();
+    admin
+        .set_load_rules("g", Some(baton_client::proto::LoadRules::default()))
+        .await
+        .expect("balance by load");
+    let recommended = |a: &baton_client::proto::AssignmentResponse| {
+        a.load
+            .as_ref()
+            .filter(|l| l.reported && l.workers.len() == 3)
+            .and_then(|l| l.recommended_workers)
+    };
+    settle(&mut admin, "g", "4 workers recommended for 240", |a| {
+        recommended(a) == Some(4)
+    })
+    .await;
+    std::fs::write(&file, "0-11 60\n").expect("load file");
+    let after = settle(&mut admin, "g", "11 workers recommended for 720", |a| {
+        recommended(a) == Some(11)
+    })
+    .await;
+    let load = after.load.expect("load picture");
+    assert_eq!(load.total_load, 720, "{load:?}");
+}
+
 /// Load reports live in the leader's memory (issue 23): after the leader is
 /// killed, the new one hears every worker's figures again with their next
 /// keepalives, keeps the balance they reached (it neither falls back to the

@@ -217,9 +217,11 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
 }
 
 /// Reports `spec`'s load for what `worker` holds every second; reads the
-/// group's partition count every ten (a split changes it).
-async fn report_load(worker: Worker, mut admin: AdminClient, group: String, spec: LoadSpec) {
+/// group's partition count every ten (a split changes it), and a load file
+/// before every report.
+async fn report_load(worker: Worker, mut admin: AdminClient, group: String, mut spec: LoadSpec) {
     let mut loads: Vec<u64> = Vec::new();
+    let mut unreadable = false;
     for tick in 0u64.. {
         if tick % 10 == 0 {
             if let Ok(r) = admin.get_group(&group, Consistency::Serializable).await {
@@ -228,6 +230,19 @@ async fn report_load(worker: Worker, mut admin: AdminClient, group: String, spec
                     loads = spec.loads(p);
                 }
             }
+        }
+        match spec.reread() {
+            Ok(changed) => {
+                if changed {
+                    loads = spec.loads(loads.len() as u32);
+                }
+                unreadable = false;
+            }
+            Err(e) if !unreadable => {
+                eprintln!("batonctl: --load: {e:#}; the last figures stand");
+                unreadable = true;
+            }
+            Err(_) => {}
         }
         let held = baton_client::partitions::each(&worker.held())
             .map(|p| (p, loads.get(p as usize).copied().unwrap_or(0)))

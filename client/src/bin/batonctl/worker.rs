@@ -58,7 +58,8 @@ pub enum WorkerCommand {
         /// (for a group balanced by load: `group balance GROUP --by load`):
         /// N (every partition), zipf:S[:SEED] (the group's partitions ranked
         /// by SEED, rank r carrying 1000000 / r^S; the same on every worker),
-        /// or file:PATH (lines `PARTITION LOAD` or `FIRST-LAST LOAD`).
+        /// or file:PATH (lines `PARTITION LOAD` or `FIRST-LAST LOAD`, read again
+        /// before every report: edit it to shift the load).
         #[arg(long, value_name = "SPEC", value_parser = LoadSpec::parse)]
         load: Option<LoadSpec>,
         /// What this worker can carry, in the unit of --load.
