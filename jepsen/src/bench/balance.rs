@@ -27,7 +27,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::cluster::{Backend, Cluster};
 
 const GROUP: &str = "balance";
-/// The hot set moves this often (the phases of shifts last this long).
+/// The hot set moves this often, from the start of balancing by load: the
+/// phases before a shift last this long.
 const SHIFT_EVERY: Duration = Duration::from_secs(30);
 /// The cooldown the run sets (the default is 60 s, longer than a shift).
 const COOLDOWN: Duration = Duration::from_secs(15);
@@ -432,8 +433,9 @@ pub async fn run(
                 (false, _) => converged_at = None,
                 _ => {}
             }
-            let shift = phase_name.starts_with("load shift");
-            let long_enough = !shift || phase_start.elapsed() >= SHIFT_EVERY;
+            let shift_next = phase_name.starts_with("load shift")
+                || phase_name.starts_with("converge") && params.shifts > 0;
+            let long_enough = !shift_next || phase_start.elapsed() >= SHIFT_EVERY;
             if long_enough && converged_at.is_some_and(|(t, _)| at - t >= 5.0) {
                 break;
             }
@@ -529,7 +531,7 @@ pub async fn run(
 pub fn table(r: &Report) -> String {
     let p = &r.params;
     let mut out = format!(
-        "{} partitions, {} workers of equal capacity, Zipf({}) loads ({} hot partitions: each heavier than the mean of what the workers left carry, so best alone on a worker, and left out of the mean). Load rules: the defaults (threshold 1.10, at most 512 partitions and 5% of the load per round, 4 handoffs per worker) with a 15 s cooldown, as the hot set moves every 30 s.\n\nCount-based assignment (the baseline): max ÷ mean {:.2}. Slicer reports its most loaded task at 30–180% of the mean.\n\n| phase | max ÷ mean before → after | converged in (s) | rounds to converge | rounds | most partitions per round | most load per round |\n|---|---|---|---|---|---|---|\n",
+        "{} partitions, {} workers of equal capacity, Zipf({}) loads ({} hot partitions: each heavier than the mean of what the workers left carry, so best alone on a worker, and left out of the mean). Load rules: the defaults (threshold 1.10, at most 4,096 partitions and 5% of the load per round, 4 handoffs per worker) with a 15 s cooldown, as the hot set moves every 30 s.\n\nCount-based assignment (the baseline): max ÷ mean {:.2}. Slicer reports its most loaded task at 30–180% of the mean.\n\n| phase | max ÷ mean before → after | converged in (s) | rounds to converge | rounds | most partitions per round | most load per round |\n|---|---|---|---|---|---|---|\n",
         p.partitions, p.workers, p.exponent, r.hot_partitions, r.baseline_max_over_mean
     );
     for ph in &r.phases {
