@@ -158,8 +158,8 @@ fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
                 // earliest) and since the last round: after the load moved,
                 // from every worker's new figures, not from the first to
                 // report; after a round, with what it moved in them. Or a
-                // lease TTL has passed (a worker may report nothing).
-                // Placing does not wait.
+                // lease TTL has passed. A holder that never reported is not
+                // waited for (it may never report). Placing does not wait.
                 let since = planning.noticed.get(name).map(|&noticed| {
                     planning
                         .last_round
@@ -175,7 +175,9 @@ fn survey(state: &State, now_ms: u64, planning: &Planning) -> Work {
                         || since.elapsed() >= Duration::from_millis(longest_ttl)
                 });
                 if !round.plan.is_empty() && (round.placed > 0 || fresh) {
-                    to_balance.push((name.clone(), snapshot, place_only));
+                    // Placing on figures that are not fresh: nothing moves
+                    // to balance in the same round.
+                    to_balance.push((name.clone(), snapshot, place_only || !fresh));
                 }
             }
             _ => {

@@ -35,14 +35,16 @@ pub struct Reported {
     /// Smoothed load per partition.
     loads: BTreeMap<u32, u64>,
     capacity: Option<u64>,
-    /// When figures last came.
+    /// When the last keepalive came (with new figures or none).
     at: Option<Instant>,
 }
 
 impl Reported {
     pub fn update(&mut self, report: Report) {
+        // Every keepalive carries the worker's figures as they stand
+        // (none new: the last ones stand), so each one makes them current.
+        self.at = Some(Instant::now());
         if !report.loads.is_empty() {
-            self.at = Some(Instant::now());
             let mut next = BTreeMap::new();
             for run in report.loads {
                 for p in run.partitions.start..run.partitions.end {
@@ -60,7 +62,7 @@ impl Reported {
         }
     }
 
-    /// Whether figures came at `t` or later.
+    /// Whether the worker's figures were current at `t` or later.
     pub fn reported_since(&self, t: Instant) -> bool {
         self.at.is_some_and(|at| at >= t)
     }

@@ -561,6 +561,61 @@ fn carry_out_without_release(sim: &mut Sim, plan: &Plan) {
     }
 }
 
+/// The pairs of workers a plan hands partitions between, per worker.
+fn counterparts(plan: &Plan) -> BTreeMap<String, BTreeSet<String>> {
+    let mut per: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in &plan.moves {
+        if let Move::Revoke {
+            from, to: Some(to), ..
+        } = m
+        {
+            per.entry(from.clone()).or_default().insert(to.clone());
+            per.entry(to.clone()).or_default().insert(from.clone());
+        }
+    }
+    per
+}
+
+/// Making room on a recipient that then has no handoff left for the giver
+/// undoes the passes; the last-resort move still keeps to the limit.
+/// (w0 [50, 50] gives to w1 [30, 10], which passes its 10 on to w2
+/// [40, 20] and so reaches its one handoff.)
+#[test]
+fn a_failed_attempt_to_make_room_leaves_the_handoff_limits_kept() {
+    let sim = settled(6, 3);
+    let loads = [50, 50, 30, 10, 40, 20];
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        max_moves_per_worker: 1,
+        ..LoadRules::default()
+    };
+    let plan = planned(&sim, &snapshot(&loads, &[]), &rules);
+    assert!(!plan.plan.is_empty(), "w0 is at 1.5× the mean: {plan:?}");
+    for (worker, others) in counterparts(&plan.plan) {
+        assert!(
+            others.len() <= 1,
+            "{worker} hands off with {others:?}: {plan:?}"
+        );
+    }
+}
+
+/// A hot partition alone on a small worker goes to a larger one where it
+/// is less utilised (the water-filling that finds hot partitions counts
+/// workers, not capacities).
+#[test]
+fn a_hot_partition_alone_on_a_small_worker_moves_to_a_larger_one() {
+    let sim = settled(4, 2);
+    // w0 (capacity 10) holds 0-1, w1 (capacity 100) holds 2-3.
+    let loads = [40, 0, 20, 10];
+    let rules = LoadRules {
+        max_load_milli: 1000,
+        ..LoadRules::default()
+    };
+    let plan = planned(&sim, &snapshot(&loads, &[("w0", 10), ("w1", 100)]), &rules);
+    let after = loads_after(&sim, &plan.plan, &loads);
+    assert_eq!(after["w1"], 70, "the hot partition goes to w1: {plan:?}");
+}
+
 /// Zipf(`exponent`) loads in an order drawn from `seed` (the shape of
 /// `baton_client::simulated_load::zipf`, which the node does not depend on).
 fn zipf(partitions: u32, exponent: f64, seed: u64) -> Vec<u64> {

@@ -6,6 +6,7 @@ use super::even_out::Round;
 use crate::domain::rebalancer::{ranges_of, Move, Plan, Standing, Survey, NONE};
 
 /// The planner's working figures, per active worker (by survey index).
+#[derive(Clone)]
 pub(super) struct Balance<'s> {
     /// Active workers' ids, by survey index.
     pub(super) names: Vec<&'s str>,
@@ -131,11 +132,12 @@ impl<'s> Balance<'s> {
         floor
     }
 
-    /// Workers holding (or receiving) one hot partition and nothing else:
-    /// as balanced as they can be, and left out of the mean.
+    /// Workers holding (or receiving) one hot partition and nothing else
+    /// that carries load: as balanced as they can be, and left out of the
+    /// mean.
     pub(super) fn isolated(&self) -> Vec<bool> {
         (0..self.load.len())
-            .map(|i| self.count[i] == 1 && self.load[i] >= self.hot_floor)
+            .map(|i| self.hot_n[i] == 1 && self.load[i] == self.hot_load[i])
             .collect()
     }
 

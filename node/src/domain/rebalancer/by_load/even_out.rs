@@ -34,12 +34,12 @@ impl Balance<'_> {
         };
         self.home_hot(&mut round, &cooling);
         *budget = round.budget;
-        let Some(aim) = Aim::of(self, rules) else {
+        let Some(aim) = Aim::of(self, rules, &round, &cooling) else {
             return;
         };
         let unsettled = |b: &Self, i: usize| {
             if b.hot_n[i] > 0 {
-                b.count[i] > b.hot_n[i]
+                b.sheddable(i, &round, &cooling) > 0
             } else {
                 let r = aim.ratio(b, i, b.load[i]);
                 r > 1000 + aim.band || r < 1000u64.saturating_sub(aim.band)
@@ -50,7 +50,7 @@ impl Balance<'_> {
         }
         let mut done = vec![false; self.load.len()];
         while round.open() {
-            let Some(h) = self.next_giver(&aim, &done) else {
+            let Some(h) = self.next_giver(&aim, &done, &round, &cooling) else {
                 break;
             };
             // Recipients: free workers a handoff from h may go to, least
@@ -68,8 +68,8 @@ impl Balance<'_> {
                 self.move_fitting(&mut round, &aim, h, d, &cooling)
                     || to
                         .iter()
-                        .find_map(|&d| self.make_room_and_move(&mut round, &aim, h, d, &cooling))
-                        == Some(true)
+                        .take(ROOM_MAKERS)
+                        .any(|&d| self.make_room_and_move(&mut round, &aim, h, d, &cooling))
                     || self.move_unfitting(&mut round, h, d, &cooling)
             });
             if !moved {
@@ -79,14 +79,24 @@ impl Balance<'_> {
         *budget = round.budget;
     }
 
-    /// The next giver: an anchor with anything else (the most of it), then
+    /// The next giver: an anchor with anything it can give away (the most
+    /// of it), then
     /// the most utilised free worker while one is above the aim or one is
     /// below it (lowest index on a tie); not one that is `done`.
-    fn next_giver(&self, aim: &Aim, done: &[bool]) -> Option<usize> {
+    fn next_giver(
+        &self,
+        aim: &Aim,
+        done: &[bool],
+        round: &Round,
+        cooling: &impl Fn(u32) -> bool,
+    ) -> Option<usize> {
         let n = self.load.len();
         let anchor = (0..n)
-            .filter(|&i| !done[i] && self.hot_n[i] > 0 && self.count[i] > self.hot_n[i])
-            .max_by_key(|&i| (self.load[i] - self.hot_load[i], std::cmp::Reverse(i)));
+            .filter(|&i| !done[i] && self.hot_n[i] > 0)
+            .map(|i| (self.sheddable(i, round, cooling), i))
+            .filter(|&(load, _)| load > 0)
+            .max_by_key(|&(load, i)| (load, std::cmp::Reverse(i)))
+            .map(|(_, i)| i);
         if anchor.is_some() {
             return anchor;
         }
@@ -113,19 +123,19 @@ impl Balance<'_> {
     ) -> bool {
         let fits = |b: &Self, l: u64| aim.fits(b, d, l);
         match self.best_partition(round, h, d, cooling, fits) {
-            Some(p) => {
+            Some((p, true)) => {
                 self.shift(round, h, d, p);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
     /// When none of `h`'s partitions fits `d`: `d` passes its lightest
     /// partitions on, each to the worker it fits least utilised (not `h`),
-    /// until `h`'s lightest movable partition fits, which then moves. When
-    /// the round's budgets run out first, what `d` passed on stays passed:
-    /// `d` is then the least utilised, and the next round goes on from there.
+    /// until `h`'s lightest movable partition fits, which then moves. All
+    /// or nothing: when the budgets or the handoff limits run out first,
+    /// the passes are undone (they would only have churned).
     fn make_room_and_move(
         &mut self,
         round: &mut Round,
@@ -133,7 +143,7 @@ impl Balance<'_> {
         h: usize,
         d: usize,
         cooling: &impl Fn(u32) -> bool,
-    ) -> Option<bool> {
+    ) -> bool {
         // h's lightest movable partition, if an empty d could take it.
         let load_left = round.load_left(self);
         let lightest = self.held[h]
@@ -144,7 +154,9 @@ impl Balance<'_> {
                 l > 0 && l < self.hot_floor && l <= load_left && !cooling(p)
             })
             .min_by_key(|&p| (self.loads[p as usize], p));
-        let p = lightest?;
+        let Some(p) = lightest else {
+            return false;
+        };
         let l = self.loads[p as usize];
         let mut passed: Vec<u32> = self.held[d]
             .iter()
@@ -157,8 +169,9 @@ impl Balance<'_> {
         // Not a start when even passing all of that would not make room.
         let passable: u64 = passed.iter().map(|&q| self.loads[q as usize]).sum();
         if !aim.fits(self, d, l.saturating_sub(passable)) || aim.ratio(self, d, l) > aim.high {
-            return None;
+            return false;
         }
+        let (before, saved) = (self.clone(), round.clone());
         passed.sort_by_key(|&q| (self.loads[q as usize], q));
         for q in passed {
             if aim.fits(self, d, l) || !round.open() {
@@ -187,8 +200,11 @@ impl Balance<'_> {
             && self.below(d, self.load[d].saturating_add(l), h, self.load[h]);
         if ok {
             self.shift(round, h, d, p);
+        } else {
+            *self = before;
+            *round = saved;
         }
-        Some(ok)
+        ok
     }
 
     /// The best of `h`'s partitions for `d` that does not fit below the
@@ -201,7 +217,7 @@ impl Balance<'_> {
         cooling: &impl Fn(u32) -> bool,
     ) -> bool {
         match self.best_partition(round, h, d, cooling, |_, _| false) {
-            Some(p) => {
+            Some((p, _)) => {
                 self.shift(round, h, d, p);
                 true
             }
@@ -213,7 +229,9 @@ impl Balance<'_> {
     /// which then gives away everything else, unless moving it costs less
     /// load: to the free worker with the least load, when the partition and
     /// that worker's load together are less than what the holder would give
-    /// away (a worker that just joined, empty). A hot partition sharing its
+    /// away (a worker that just joined, empty), or when it would be less
+    /// utilised there than alone on its holder (a larger worker). A hot
+    /// partition sharing its
     /// holder with a heavier one moves in any case. Lightest first (more of
     /// them within the load budget), never raising the maximum.
     fn home_hot(&mut self, round: &mut Round, cooling: &impl Fn(u32) -> bool) {
@@ -235,9 +253,6 @@ impl Balance<'_> {
             }
             let shared = self.hot_n[h] > 1 && self.kept_hot(h) != Some(p);
             let cold = self.load[h] - self.hot_load[h];
-            if !shared && cold == 0 {
-                continue;
-            }
             let to = (0..n)
                 .filter(|&i| i != h && self.hot_n[i] == 0 && round.may_pair(self, h, i))
                 .min_by(|&a, &b| {
@@ -247,7 +262,11 @@ impl Balance<'_> {
                         .then(a.cmp(&b))
                 });
             let Some(e) = to else { continue };
-            let worth = shared || l.saturating_add(self.load[e]) < cold;
+            // Or it would be less utilised there, with what is there, than
+            // alone here (a larger worker: never so under equal capacities).
+            let worth = shared
+                || l.saturating_add(self.load[e]) < cold
+                || self.below(e, self.load[e].saturating_add(l), h, l);
             if worth && self.below(e, self.load[e].saturating_add(l), h, self.load[h]) {
                 self.shift(round, h, e, p);
             }
@@ -270,10 +289,22 @@ impl Balance<'_> {
             .max_by_key(|&p| (self.loads[p as usize], std::cmp::Reverse(p)))
     }
 
-    /// Of `h`'s partitions that are not hot and may move to `d` now: one
-    /// that `fits` if any does, and of those the one that leaves the
-    /// busier of the two least utilised, then the lightest, then the
-    /// lowest. A move must leave both below `h`'s utilisation now.
+    /// The load of what anchor `h` can give away this round: partitions it
+    /// holds that are not hot, carry load, are out of their cooldown and
+    /// are within the round's load budget.
+    fn sheddable(&self, h: usize, round: &Round, cooling: &impl Fn(u32) -> bool) -> u64 {
+        self.held[h]
+            .iter()
+            .filter(|&&p| !cooling(p))
+            .map(|&p| self.loads[p as usize])
+            .filter(|&l| l > 0 && l < self.hot_floor && l <= round.load_budget)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Of `h`'s partitions that are not hot and may move to `d` now (and
+    /// whether it `fits`): one that fits if any does, and of those the one
+    /// that leaves the busier of the two least utilised, then the lightest,
+    /// then the lowest. A move must leave both below `h`'s utilisation now.
     fn best_partition(
         &self,
         round: &Round,
@@ -281,7 +312,7 @@ impl Balance<'_> {
         d: usize,
         cooling: &impl Fn(u32) -> bool,
         fits: impl Fn(&Self, u64) -> bool,
-    ) -> Option<u32> {
+    ) -> Option<(u32, bool)> {
         let load_left = round.load_left(self);
         // fits, (the busier of the two after the move: worker, its load), load, partition
         let mut best: Option<(bool, (usize, u64), u64, u32)> = None;
@@ -316,11 +347,15 @@ impl Balance<'_> {
                 best = Some((fit, busier, l, p));
             }
         }
-        best.map(|(_, _, _, p)| p)
+        best.map(|(fit, _, _, p)| (p, fit))
     }
 }
 
+/// Recipients a giver tries to make room on, least utilised first.
+const ROOM_MAKERS: usize = 4;
+
 /// What is left of a round's budgets.
+#[derive(Clone)]
 pub(super) struct Round {
     max_moves: u32,
     moves: u32,
@@ -365,9 +400,23 @@ struct Aim {
 }
 
 impl Aim {
-    fn of(b: &Balance, rules: &LoadRules) -> Option<Aim> {
+    /// The mean counts what free workers hold and what anchors can give
+    /// away now: what an anchor cannot (in its cooldown, no load, or more
+    /// than a round may move) stays with it, out of the mean.
+    fn of(
+        b: &Balance,
+        rules: &LoadRules,
+        round: &Round,
+        cooling: &impl Fn(u32) -> bool,
+    ) -> Option<Aim> {
         let cold = (0..b.load.len())
-            .map(|i| b.load[i] - b.hot_load[i])
+            .map(|i| {
+                if b.hot_n[i] == 0 {
+                    b.load[i]
+                } else {
+                    b.sheddable(i, round, cooling)
+                }
+            })
             .fold(0, u64::saturating_add);
         let capacity = (0..b.load.len())
             .filter(|&i| b.hot_n[i] == 0)

@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 mod balance;
 mod even_out;
 
-use super::{plan, Moved, Plan, Standing, Survey};
+use super::{plan, Move, Moved, Plan, Standing, Survey};
 use crate::domain::load::{LoadRules, LoadSnapshot};
 use crate::domain::{Group, State};
 use balance::Balance;
@@ -195,13 +195,25 @@ pub fn count_round(group: &Group, now_ms: u64) -> LoadPlan {
 }
 
 fn counted(group: &Group, survey: &Survey, now_ms: u64) -> LoadPlan {
+    let plan = plan(group, now_ms);
+    // Placed: what the plan moves that needed a holder.
+    let placed = plan
+        .moves
+        .iter()
+        .flat_map(|m| match m {
+            Move::Grant { partitions, .. } | Move::Revoke { partitions, .. } => partitions,
+        })
+        .flat_map(|r| r.start..r.end)
+        .filter(|&p| {
+            matches!(
+                survey.standing[p as usize],
+                Standing::Free | Standing::MustMove | Standing::Adrift
+            )
+        })
+        .count() as u32;
     LoadPlan {
-        plan: plan(group, now_ms),
-        placed: survey
-            .standing
-            .iter()
-            .filter(|s| matches!(s, Standing::Free | Standing::MustMove | Standing::Adrift))
-            .count() as u32,
+        plan,
+        placed,
         ..LoadPlan::default()
     }
 }
