@@ -65,12 +65,12 @@ impl Balance<'_> {
                     .then(a.cmp(&b))
             });
             let moved = to.first().is_some_and(|&d| {
-                self.move_fitting(&mut round, &aim, h, d, &cooling)
+                self.move_best(&mut round, Some(&aim), h, d, &cooling)
                     || to
                         .iter()
                         .take(ROOM_MAKERS)
                         .any(|&d| self.make_room_and_move(&mut round, &aim, h, d, &cooling))
-                    || self.move_unfitting(&mut round, h, d, &cooling)
+                    || self.move_best(&mut round, None, h, d, &cooling)
             });
             if !moved {
                 done[h] = true;
@@ -112,18 +112,20 @@ impl Balance<'_> {
         giver.filter(|&g| aim.ratio(self, g, self.load[g]) > aim.high || least < aim.low)
     }
 
-    /// Moves the best of `h`'s partitions that fit `d` below the aim.
-    fn move_fitting(
+    /// Moves the best of `h`'s partitions for `d`: one that fits it below
+    /// `aim`, or without an aim any (the last resort, which still lowers
+    /// the maximum).
+    fn move_best(
         &mut self,
         round: &mut Round,
-        aim: &Aim,
+        aim: Option<&Aim>,
         h: usize,
         d: usize,
         cooling: &impl Fn(u32) -> bool,
     ) -> bool {
-        let fits = |b: &Self, l: u64| aim.fits(b, d, l);
+        let fits = |b: &Self, l: u64| aim.is_some_and(|a| a.fits(b, d, l));
         match self.best_partition(round, h, d, cooling, fits) {
-            Some((p, true)) => {
+            Some((p, fit)) if fit || aim.is_none() => {
                 self.shift(round, h, d, p);
                 true
             }
@@ -205,24 +207,6 @@ impl Balance<'_> {
             *round = saved;
         }
         ok
-    }
-
-    /// The best of `h`'s partitions for `d` that does not fit below the
-    /// aim, as the last resort (it still lowers the maximum).
-    fn move_unfitting(
-        &mut self,
-        round: &mut Round,
-        h: usize,
-        d: usize,
-        cooling: &impl Fn(u32) -> bool,
-    ) -> bool {
-        match self.best_partition(round, h, d, cooling, |_, _| false) {
-            Some((p, _)) => {
-                self.shift(round, h, d, p);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Where each hot partition is isolated. It stays with its holder,
