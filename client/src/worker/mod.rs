@@ -368,7 +368,8 @@ impl Worker {
     /// unit (connected users, msgs/s, CPU ms/s), for a group balanced by load
     /// (`batonctl group balance GROUP --by load`). Replaces the last report;
     /// partitions left out carry no figure. Sent with every keepalive from
-    /// the next on; the leader averages each report with the previous one.
+    /// the next on; the leader averages each figure with the previous one
+    /// unless it is more than twice or under half of it (a new level).
     /// Each load at most 2^40.
     ///
     /// A load over 2^40 is refused (report in a coarser unit); so is a
