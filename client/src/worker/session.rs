@@ -114,7 +114,7 @@ pub async fn join(
     Ok(Joined {
         epoch,
         session: reply.session,
-        revision: reply.token,
+        revision: reply.revision,
         granted: reply.granted,
     })
 }

@@ -88,13 +88,29 @@ pub fn domain_error(e: &DomainError) -> Status {
     }
 }
 
+/// Metadata of an UNAVAILABLE answer from a node that is not the leader: the
+/// leader's address (host:port) and node id, when known.
+pub const LEADER_ADDR: &str = "baton-leader";
+pub const LEADER_ID: &str = "baton-leader-id";
+
 /// The reply to a request that only the leader can answer, sent by a node that
 /// is not the leader and cannot forward it.
 pub fn not_leader(leader: Option<(NodeId, String)>) -> Status {
     match leader {
-        Some((id, addr)) => Status::unavailable(format!(
-            "this node is not the leader; the leader is node {id} at {addr}: send the request there or retry"
-        )),
+        Some((id, addr)) => {
+            let mut status = Status::unavailable(format!(
+                "this node is not the leader; the leader is node {id} at {addr}: send the request there or retry"
+            ));
+            // The same, for a client to act on without parsing the text.
+            let metadata = status.metadata_mut();
+            if let Ok(value) = addr.parse() {
+                metadata.insert(LEADER_ADDR, value);
+            }
+            if let Ok(value) = id.to_string().parse() {
+                metadata.insert(LEADER_ID, value);
+            }
+            status
+        }
         None => Status::unavailable(
             "no leader is known right now (an election may be under way, or a majority of voters is down); retry in a moment",
         ),

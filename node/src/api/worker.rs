@@ -278,6 +278,7 @@ impl Worker for WorkerApi {
             ttl_ms,
             granted: convert::ranges(&granted),
             token: committed.revision,
+            revision: committed.revision,
         }))
     }
 

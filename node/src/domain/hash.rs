@@ -52,5 +52,9 @@ mod tests {
         assert_eq!(partition_of(1 << 63, 2), 1);
         // XXH3-64 of the empty input with seed 0, as published by the reference implementation.
         assert_eq!(KeyHash::Xxh3.hash(b""), 0x2D06_8005_38D3_94C2);
+        // The worked example of docs/key-hashing.md (keys are never empty).
+        let h = KeyHash::Xxh3.hash(b"order-42");
+        assert_eq!(h, 0x79CC_A591_0B9A_CE3C);
+        assert_eq!((partition_of(h, 16), partition_of(h, 32)), (7, 15));
     }
 }

@@ -224,7 +224,8 @@ async fn an_evicted_worker_loses_its_partitions_when_its_lease_runs_out() {
 }
 
 /// Keepalives are the leader's business: a follower refuses the stream with
-/// UNAVAILABLE and names the leader to reconnect to.
+/// UNAVAILABLE and names the leader to reconnect to, in the message and in
+/// the `baton-leader` and `baton-leader-id` metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_redirects_keepalive_streams_to_the_leader() {
     let cluster = three_nodes().await;
@@ -258,6 +259,16 @@ async fn a_follower_redirects_keepalive_streams_to_the_leader() {
         "{} names {leader_addr}",
         refused.message()
     );
+    // And in metadata, for a client to act on without parsing the text.
+    let metadata = |key: &str| {
+        refused
+            .metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(metadata("baton-leader"), Some(leader_addr));
+    assert_eq!(metadata("baton-leader-id"), Some(leader.to_string()));
     cluster.shutdown().await;
 }
 

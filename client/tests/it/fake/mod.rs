@@ -174,6 +174,7 @@ impl Worker for Node {
         &self,
         _request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        let revision = self.0.bump();
         Ok(Response::new(pb::JoinResponse {
             session: self.0.next_session.fetch_add(1, Ordering::SeqCst),
             ttl_ms: self.0.ttl_ms,
@@ -186,7 +187,8 @@ impl Worker for Node {
                     end: *r.end(),
                 })
                 .collect(),
-            token: self.0.bump(),
+            token: revision,
+            revision,
         }))
     }
 
