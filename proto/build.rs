@@ -4,6 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "baton/v1/raft.proto",
+        "baton/v1/types.proto",
         "baton/v1/admin.proto",
         "baton/v1/tombstones.proto",
         "baton/v1/worker.proto",
