@@ -198,10 +198,11 @@ impl ShardMap {
                 async move { AdminGrpc::new(ch).get_group(request).await }
             })
             .await?;
-        let hash = info.group.map(|g| g.key_hash).unwrap_or_default();
-        if hash != "xxh3" {
+        let hash = info.group.map(|g| g.key_hash()).unwrap_or_default();
+        if hash != pb::KeyHash::Xxh3 {
             return Err(ClientError::Status(tonic::Status::unimplemented(format!(
-                "group {group:?} hashes keys with {hash:?}; this ShardMap knows xxh3 only"
+                "group {group:?} hashes keys with {}; this ShardMap knows xxh3 only",
+                hash.as_str_name()
             ))));
         }
         let listing = list(&mut admin, group).await?;

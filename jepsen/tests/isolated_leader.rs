@@ -118,7 +118,9 @@ async fn agreed_leader(cluster: &Cluster, ids: &[usize], within: Duration) -> us
             let leads = views
                 .get(&leader)
                 .and_then(Option::as_ref)
-                .is_some_and(|s| s.state == "leader" && s.node_id == *first);
+                .is_some_and(|s| {
+                    s.state() == baton_client::proto::RaftRole::Leader && s.node_id == *first
+                });
             if agreed && leads {
                 return leader;
             }
@@ -127,10 +129,7 @@ async fn agreed_leader(cluster: &Cluster, ids: &[usize], within: Duration) -> us
             "{:?}",
             views
                 .iter()
-                .map(|(id, s)| (
-                    id,
-                    s.as_ref().map(|s| (s.state.clone(), s.term, s.leader_id))
-                ))
+                .map(|(id, s)| (id, s.as_ref().map(|s| (s.state(), s.term, s.leader_id))))
                 .collect::<Vec<_>>()
         );
         assert!(

@@ -188,8 +188,8 @@ impl Holdings {
                 .collect(),
             Some(E::WorkerLeft(l)) if l.worker == me => {
                 self.clear();
-                let reason = match l.reason.as_str() {
-                    "left" | "drained" => Ending::Left,
+                let reason = match l.reason() {
+                    pb::LeaveReason::Left | pb::LeaveReason::Drained => Ending::Left,
                     _ => Ending::Expired,
                 };
                 vec![Change::Ended { reason, revision }]

@@ -103,7 +103,7 @@ fn tombstones_on_its_partitions_and_the_end_of_the_session() {
             revision: 9
         }]
     );
-    let left = |reason: &str| {
+    let left = |reason: pb::LeaveReason| {
         event(
             10,
             E::WorkerLeft(pb::WorkerLeft {
@@ -113,7 +113,7 @@ fn tombstones_on_its_partitions_and_the_end_of_the_session() {
         )
     };
     assert_eq!(
-        h.apply(&left("expired")),
+        h.apply(&left(pb::LeaveReason::Expired)),
         vec![Change::Ended {
             reason: Ending::Expired,
             revision: 10
@@ -121,7 +121,7 @@ fn tombstones_on_its_partitions_and_the_end_of_the_session() {
     );
     assert!(h.held().is_empty());
     assert_eq!(
-        h.apply(&left("drained")),
+        h.apply(&left(pb::LeaveReason::Drained)),
         vec![Change::Ended {
             reason: Ending::Left,
             revision: 10

@@ -178,7 +178,7 @@ async fn after_a_lost_lease_the_session_is_ended_only_once_the_margin_has_passed
     fake.publish(baton_client::proto::watch_event::Event::WorkerLeft(
         baton_client::proto::WorkerLeft {
             worker: "w1".into(),
-            reason: "drained".into(),
+            reason: baton_client::proto::LeaveReason::Drained.into(),
         },
     ));
     let outcome = shutdown.await.expect("shutdown task").expect("shutdown");

@@ -54,7 +54,7 @@ pub fn group(name: &str, g: &Group, load_rules: Option<&LoadRules>) -> pb::Group
         name: name.to_string(),
         config: Some(config_to_proto(&g.config)),
         key_hash: match g.config.key_hash {
-            KeyHash::Xxh3 => "xxh3".to_string(),
+            KeyHash::Xxh3 => pb::KeyHash::Xxh3.into(),
         },
         config_revision: g.config_revision,
         frozen: g.frozen,
@@ -321,20 +321,20 @@ pub fn event_kind(kind: i32) -> Option<EventKind> {
     })
 }
 
-pub fn session_state(state: SessionState) -> &'static str {
+pub fn session_state(state: SessionState) -> pb::WorkerState {
     match state {
-        SessionState::Active => "active",
-        SessionState::Draining => "draining",
-        SessionState::Evicting => "evicting",
+        SessionState::Active => pb::WorkerState::Active,
+        SessionState::Draining => pb::WorkerState::Draining,
+        SessionState::Evicting => pb::WorkerState::Evicting,
     }
 }
 
-fn leave_reason(reason: LeaveReason) -> &'static str {
+fn leave_reason(reason: LeaveReason) -> pb::LeaveReason {
     match reason {
-        LeaveReason::Left => "left",
-        LeaveReason::Drained => "drained",
-        LeaveReason::Expired => "expired",
-        LeaveReason::Evicted => "evicted",
+        LeaveReason::Left => pb::LeaveReason::Left,
+        LeaveReason::Drained => pb::LeaveReason::Drained,
+        LeaveReason::Expired => pb::LeaveReason::Expired,
+        LeaveReason::Evicted => pb::LeaveReason::Evicted,
     }
 }
 
@@ -380,7 +380,7 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
         }),
         Change::WorkerLeft { worker, reason, .. } => E::WorkerLeft(pb::WorkerLeft {
             worker: worker.clone(),
-            reason: leave_reason(*reason).to_string(),
+            reason: leave_reason(*reason).into(),
         }),
         Change::Granted {
             worker,
@@ -449,7 +449,12 @@ pub fn watch_event(revision: u64, event: &Event) -> pb::WatchEvent {
 /// balances by load, `reported` whether this node holds any report for it.
 pub fn load_picture(lp: &LoadPlan, by_load: bool, reported: bool) -> pb::LoadPicture {
     pb::LoadPicture {
-        balance: if by_load { "load" } else { "count" }.to_string(),
+        balance: if by_load {
+            pb::BalanceBy::Load
+        } else {
+            pb::BalanceBy::Count
+        }
+        .into(),
         reported,
         workers: lp
             .workers

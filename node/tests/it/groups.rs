@@ -141,7 +141,7 @@ async fn a_group_created_through_a_follower_is_read_back_at_once() {
     let group = created.group.expect("group");
     assert_eq!(group.config.and_then(|c| c.partitions), Some(360));
     assert_eq!(group.config_revision, created.revision);
-    assert_eq!(group.key_hash, "xxh3");
+    assert_eq!(group.key_hash(), pb::KeyHash::Xxh3);
 
     // A linearizable read on a follower sees the write at once.
     let got = admin

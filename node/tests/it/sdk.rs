@@ -461,7 +461,10 @@ async fn three_workers_with_skewed_load_converge_within_the_threshold() {
     // The leader shows what it balanced by: the workers' reported figures.
     let shown = assignment(&mut admin, "g").await;
     let load = shown.load.expect("the assignment carries the load picture");
-    assert_eq!((load.balance.as_str(), load.reported), ("load", true));
+    assert_eq!(
+        (load.balance(), load.reported),
+        (baton_client::proto::BalanceBy::Load, true)
+    );
     assert_eq!(load.total_load, 240, "{load:?}");
     assert!(load.max_over_mean_milli <= 1_100, "{load:?}");
 }

@@ -320,8 +320,8 @@ async fn an_eviction_survives_a_change_of_leader() {
         .workers
         .iter()
         .find(|w| w.id == "w2")
-        .map(|w| w.state.clone());
-    assert_eq!(state.as_deref(), Some("evicting"), "{listed:?}");
+        .map(|w| w.state());
+    assert_eq!(state, Some(pb::WorkerState::Evicting), "{listed:?}");
 
     let probe = pb::KeepAliveRequest {
         group: "g".into(),
@@ -358,9 +358,7 @@ async fn an_eviction_survives_a_change_of_leader() {
         loop {
             let message = watched.read().await.expect("the watch goes on");
             let left = message.events.iter().find_map(|e| match &e.event {
-                Some(pb::watch_event::Event::WorkerLeft(l)) if l.worker == "w2" => {
-                    Some(l.reason.clone())
-                }
+                Some(pb::watch_event::Event::WorkerLeft(l)) if l.worker == "w2" => Some(l.reason()),
                 _ => None,
             });
             if let Some(reason) = left {
@@ -370,7 +368,7 @@ async fn an_eviction_survives_a_change_of_leader() {
     })
     .await
     .expect("w2's session ended within the wait");
-    assert_eq!(reason, "evicted");
+    assert_eq!(reason, pb::LeaveReason::Evicted);
     drop(w1);
     cluster.shutdown().await;
 }

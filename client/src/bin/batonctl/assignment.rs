@@ -6,7 +6,7 @@ use baton_client::{AdminClient, Consistency};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::output::{non_empty, reply, Ranges, Reply, Table, View};
+use crate::output::{non_empty, reply, word, Ranges, Reply, Table, View};
 
 #[derive(Subcommand)]
 pub enum AssignmentCommand {
@@ -137,12 +137,12 @@ impl LoadView {
     /// `None` for a group balanced by count without reports: nothing to show.
     fn new(picture: Option<pb::LoadPicture>, with_after: bool) -> Option<Self> {
         let p = picture?;
-        if p.balance != "load" && !p.reported {
+        if p.balance() != pb::BalanceBy::Load && !p.reported {
             return None;
         }
         let factor = |milli: u64| milli as f64 / 1000.0;
         Some(Self {
-            balance: p.balance,
+            balance: word(p.balance().as_str_name(), "BALANCE_BY_"),
             reported: p.reported,
             total_load: p.total_load,
             max_over_mean: factor(p.max_over_mean_milli),
@@ -250,11 +250,11 @@ impl AssignmentView {
                 .workers
                 .into_iter()
                 .map(|w| WorkerView {
+                    state: word(w.state().as_str_name(), "WORKER_STATE_"),
                     id: w.id,
                     count: w.count,
                     ranges: Ranges(w.ranges),
                     weight: w.weight,
-                    state: w.state,
                     session: w.session,
                 })
                 .collect(),

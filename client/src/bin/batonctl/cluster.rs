@@ -5,7 +5,7 @@ use baton_client::{AdminClient, MemberStatus};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::output::{reply, Reply, Table, View};
+use crate::output::{reply, word, Reply, Table, View};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
@@ -143,7 +143,7 @@ impl StatusView {
                         addr: m.addr.clone(),
                         voter: m.voter,
                         matched_index: m.matched_index,
-                        state: own.map(|s| s.state.clone()),
+                        state: own.map(|s| word(s.state().as_str_name(), "RAFT_ROLE_")),
                         term: own.map(|s| s.term),
                         last_log_index: own.map(|s| s.last_log_index),
                         applied_index: own.map(|s| s.applied_index),
@@ -316,7 +316,7 @@ mod tests {
         let leader = ClusterStatusResponse {
             node_id: 1,
             node_addr: "a:1".into(),
-            state: "leader".into(),
+            state: baton_client::proto::RaftRole::Leader.into(),
             term: 2,
             leader_id: 1,
             leader_addr: "a:1".into(),

@@ -6,7 +6,7 @@ use baton_client::{AdminClient, Consistency};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::output::{reply, Reply, Table, View};
+use crate::output::{reply, word, Reply, Table, View};
 
 /// Group settings; unset ones take their defaults (create) or keep their value (update).
 #[derive(clap::Args)]
@@ -298,7 +298,7 @@ impl GroupView {
             default_ttl_ms: c.default_ttl_ms,
             rejoin_grace_ms: c.rejoin_grace_ms,
             tombstone_ttl_ms: c.tombstone_ttl_ms,
-            key_hash: g.key_hash.clone(),
+            key_hash: word(g.key_hash().as_str_name(), "KEY_HASH_"),
             frozen: g.frozen,
             workers: g.workers,
             draining_workers: g.draining_workers,

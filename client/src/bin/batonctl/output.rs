@@ -183,3 +183,28 @@ mod tests {
         assert_eq!(Ranges::default().to_string(), "-");
     }
 }
+
+/// The word batonctl prints for a value of a protocol enum: its proto name
+/// without the enum's prefix, in lower case (`WORKER_STATE_DRAINING` with
+/// prefix `WORKER_STATE_` is `draining`), as batonctl printed before the
+/// protocol had enums.
+pub fn word(proto_name: &str, prefix: &str) -> String {
+    proto_name
+        .strip_prefix(prefix)
+        .unwrap_or(proto_name)
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod word_tests {
+    use super::word;
+    use baton_client::proto as pb;
+
+    #[test]
+    fn an_enum_prints_as_the_word_batonctl_always_printed() {
+        let state = pb::WorkerState::Draining.as_str_name();
+        assert_eq!(word(state, "WORKER_STATE_"), "draining");
+        let reason = pb::LeaveReason::Expired.as_str_name();
+        assert_eq!(word(reason, "LEAVE_REASON_"), "expired");
+    }
+}

@@ -7,7 +7,7 @@ use baton_client::proto::{self as pb, watch_event::Event};
 use baton_client::{ClientError, Transport, Watch};
 use serde::Serialize;
 
-use crate::output::{non_empty, Format, Ranges, View};
+use crate::output::{non_empty, word, Format, Ranges, View};
 
 #[derive(clap::Args)]
 pub struct WatchArgs {
@@ -189,8 +189,8 @@ impl From<pb::WatchEvent> for EventView {
             Some(Event::WorkerDraining(w)) => EventKind::WorkerDraining { worker: w.worker },
             Some(Event::WorkerEvicting(w)) => EventKind::WorkerEvicting { worker: w.worker },
             Some(Event::WorkerLeft(w)) => EventKind::WorkerLeft {
+                reason: word(w.reason().as_str_name(), "LEAVE_REASON_"),
                 worker: w.worker,
-                reason: w.reason,
             },
             Some(Event::Granted(g)) => EventKind::Granted {
                 worker: g.worker,

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::join;
-use crate::output::{reply, Reply, Table, View};
+use crate::output::{reply, word, Reply, Table, View};
 
 #[derive(Subcommand)]
 pub enum WorkerCommand {
@@ -122,9 +122,9 @@ pub async fn run(
                 .workers
                 .into_iter()
                 .map(|w| WorkerView {
+                    state: word(w.state().as_str_name(), "WORKER_STATE_"),
                     id: w.id,
                     session: w.session,
-                    state: w.state,
                     weight: w.weight,
                     ttl_ms: w.ttl_ms,
                     labels: w.labels,

@@ -326,7 +326,7 @@ impl Admin for Node {
         Ok(Response::new(pb::ClusterStatusResponse {
             node_id: 1,
             node_addr: addr.clone(),
-            state: "leader".into(),
+            state: pb::RaftRole::Leader.into(),
             leader_id: 1,
             leader_addr: addr,
             ..Default::default()

@@ -7,7 +7,7 @@ use baton_proto::v1::admin_client::AdminClient;
 use baton_proto::v1::raft_client::RaftClient;
 use baton_proto::v1::{
     AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, FeaturesRequest, Member,
-    MembershipResponse, PromoteNodeRequest, RemoveNodeRequest,
+    MembershipResponse, PromoteNodeRequest, RaftRole, RemoveNodeRequest,
 };
 use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
@@ -46,16 +46,16 @@ impl Membership {
             .filter(|_| removed_at_index.is_none())
             .unwrap_or_default();
         let state = match metrics.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Follower => RaftRole::Follower,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Shutdown,
         };
         ClusterStatusResponse {
             node_id: self.leader.id(),
             node_addr: self.addr.clone(),
-            state: state.to_string(),
+            state: state.into(),
             term: metrics.current_term,
             leader_id,
             leader_addr,
