@@ -48,15 +48,15 @@ pub fn each(ranges: &[RangeInclusive<u32>]) -> impl Iterator<Item = u32> + '_ {
 }
 
 pub(crate) fn from_proto(ranges: &[baton_proto::v1::PartitionRange]) -> Partitions {
-    ranges.iter().map(|r| r.start..=r.end).collect()
+    ranges.iter().map(|r| r.first..=r.last).collect()
 }
 
 pub(crate) fn to_proto(ranges: &[RangeInclusive<u32>]) -> Vec<baton_proto::v1::PartitionRange> {
     ranges
         .iter()
         .map(|r| baton_proto::v1::PartitionRange {
-            start: *r.start(),
-            end: *r.end(),
+            first: *r.start(),
+            last: *r.end(),
         })
         .collect()
 }

@@ -199,7 +199,7 @@ async fn final_reads(cluster: &Cluster, history: &Recorder) -> anyhow::Result<()
     for p in 0..16u32 {
         let request = pb::ListTombstonesRequest {
             group: workload::TOMBSTONES.into(),
-            partitions: Some(pb::PartitionRange { start: p, end: p }),
+            partitions: Some(pb::PartitionRange { first: p, last: p }),
             limit: 10_000,
             serializable: false,
             after_key: String::new(),
@@ -258,7 +258,7 @@ async fn final_reads(cluster: &Cluster, history: &Recorder) -> anyhow::Result<()
 fn ranges(r: &[pb::PartitionRange]) -> Value {
     Value::from(
         r.iter()
-            .map(|r| json!([r.start, r.end]))
+            .map(|r| json!([r.first, r.last]))
             .collect::<Vec<_>>(),
     )
 }

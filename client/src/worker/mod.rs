@@ -189,12 +189,12 @@ pub(crate) fn load_runs(
             run.load == load
                 && run
                     .partitions
-                    .is_some_and(|r| r.end.checked_add(1) == Some(p))
+                    .is_some_and(|r| r.last.checked_add(1) == Some(p))
         });
         match runs.last_mut().and_then(|run| run.partitions.as_mut()) {
-            Some(r) if extends => r.end = p,
+            Some(r) if extends => r.last = p,
             _ => runs.push(baton_proto::v1::PartitionLoad {
-                partitions: Some(baton_proto::v1::PartitionRange { start: p, end: p }),
+                partitions: Some(baton_proto::v1::PartitionRange { first: p, last: p }),
                 load,
             }),
         }

@@ -246,7 +246,7 @@ fn a_load_report_merges_consecutive_partitions_of_one_load() {
         .iter()
         .map(|r| {
             let p = r.partitions.unwrap_or_default();
-            (p.start, p.end, r.load)
+            (p.first, p.last, r.load)
         })
         .collect();
     assert_eq!(as_tuples, vec![(2, 4, 7), (9, 9, 1)]);

@@ -145,7 +145,7 @@ async fn baton_worker(
         let mut tokens: HashMap<u32, u64> = joined
             .granted
             .iter()
-            .flat_map(|r| r.start..=r.end)
+            .flat_map(|r| r.first..=r.last)
             .map(|p| (p, joined.token))
             .collect();
         let mut stream = pb::watch_client::WatchClient::new(channel.clone())
@@ -167,14 +167,14 @@ async fn baton_worker(
                         tokens.extend(
                             g.ranges
                                 .iter()
-                                .flat_map(|r| r.start..=r.end)
+                                .flat_map(|r| r.first..=r.last)
                                 .map(|p| (p, g.token)),
                         );
                     }
                     Some(Event::Revoking(r)) if r.from == id => {
                         // Drain is instant here: give each token's partitions back.
                         let mut by_token: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-                        for p in r.ranges.iter().flat_map(|r| r.start..=r.end) {
+                        for p in r.ranges.iter().flat_map(|r| r.first..=r.last) {
                             if let Some(t) = tokens.remove(&p) {
                                 by_token.entry(t).or_default().push(p);
                             }

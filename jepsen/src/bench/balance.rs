@@ -107,7 +107,7 @@ fn max_over_mean(a: &pb::AssignmentResponse, loads: &[u64]) -> f64 {
     let floor = hot_floor(loads, a.workers.len());
     let (mut sum, mut count, mut max) = (0u128, 0u128, 0u128);
     for w in &a.workers {
-        let parts: Vec<u32> = w.ranges.iter().flat_map(|r| r.start..=r.end).collect();
+        let parts: Vec<u32> = w.ranges.iter().flat_map(|r| r.first..=r.last).collect();
         let load: u128 = parts.iter().map(|&p| u128::from(loads[p as usize])).sum();
         if parts.len() == 1 && loads[parts[0] as usize] >= floor {
             continue;
@@ -171,7 +171,7 @@ async fn worker(channel: Channel, id: String, loads: Loads, holds: Holds) -> any
                     loads: parts
                         .into_iter()
                         .map(|p| pb::PartitionLoad {
-                            partitions: Some(pb::PartitionRange { start: p, end: p }),
+                            partitions: Some(pb::PartitionRange { first: p, last: p }),
                             load: loads[p as usize],
                         })
                         .collect(),
@@ -205,7 +205,7 @@ async fn worker(channel: Channel, id: String, loads: Loads, holds: Holds) -> any
                 None,
             ));
         };
-        for p in joined.granted.iter().flat_map(|r| r.start..=r.end) {
+        for p in joined.granted.iter().flat_map(|r| r.first..=r.last) {
             record(p);
             held.lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -224,7 +224,7 @@ async fn worker(channel: Channel, id: String, loads: Loads, holds: Holds) -> any
             for event in message.events {
                 match event.event {
                     Some(Event::Granted(g)) if g.worker == id => {
-                        for p in g.ranges.iter().flat_map(|r| r.start..=r.end) {
+                        for p in g.ranges.iter().flat_map(|r| r.first..=r.last) {
                             record(p);
                             held.lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -235,7 +235,7 @@ async fn worker(channel: Channel, id: String, loads: Loads, holds: Holds) -> any
                         let mut by_token: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
                         {
                             let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
-                            for p in r.ranges.iter().flat_map(|r| r.start..=r.end) {
+                            for p in r.ranges.iter().flat_map(|r| r.first..=r.last) {
                                 if let Some(t) = held.remove(&p) {
                                     by_token.entry(t).or_default().push(p);
                                 }
@@ -283,7 +283,7 @@ async fn watch_rounds(channel: Channel, rounds: Rounds) -> anyhow::Result<()> {
     while let Some(message) = stream.message().await? {
         for event in message.events {
             if let Some(Event::Revoking(r)) = event.event {
-                let ps = r.ranges.iter().flat_map(|r| r.start..=r.end).collect();
+                let ps = r.ranges.iter().flat_map(|r| r.first..=r.last).collect();
                 rounds.lock().unwrap_or_else(|p| p.into_inner()).push((
                     Instant::now(),
                     event.revision,
@@ -577,9 +577,9 @@ mod tests {
 
     #[test]
     fn a_worker_alone_with_a_hot_partition_is_left_out_of_the_mean() {
-        let worker = |id: &str, start: u32, end: u32| pb::WorkerAssignment {
+        let worker = |id: &str, first: u32, last: u32| pb::WorkerAssignment {
             id: id.into(),
-            ranges: vec![pb::PartitionRange { start, end }],
+            ranges: vec![pb::PartitionRange { first, last }],
             ..Default::default()
         };
         let a = pb::AssignmentResponse {

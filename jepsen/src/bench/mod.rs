@@ -259,8 +259,8 @@ pub async fn release_by_token(
         let partitions = baton_client::partitions::ranges_of(ps)
             .into_iter()
             .map(|r| pb::PartitionRange {
-                start: *r.start(),
-                end: *r.end(),
+                first: *r.start(),
+                last: *r.end(),
             })
             .collect();
         pb::worker_client::WorkerClient::new(channel.clone())

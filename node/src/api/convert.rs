@@ -97,8 +97,8 @@ pub fn ranges(ranges: &[PartitionRange]) -> Vec<pb::PartitionRange> {
     ranges
         .iter()
         .map(|r| pb::PartitionRange {
-            start: r.start,
-            end: r.end.saturating_sub(1),
+            first: r.start,
+            last: r.end.saturating_sub(1),
         })
         .collect()
 }
@@ -130,11 +130,11 @@ pub fn load_report(m: &pb::KeepAliveRequest) -> Result<Report, Status> {
         let r = l.partitions.as_ref().ok_or_else(|| {
             Status::invalid_argument("loads: each load names its partitions (an inclusive range)")
         })?;
-        if r.start > r.end || r.end >= validate::MAX_PARTITIONS {
+        if r.first > r.last || r.last >= validate::MAX_PARTITIONS {
             return Err(Status::invalid_argument(format!(
                 "loads: range {}-{} is not a range of partitions 0 to {}",
-                r.start,
-                r.end,
+                r.first,
+                r.last,
                 validate::MAX_PARTITIONS - 1
             )));
         }
@@ -142,7 +142,7 @@ pub fn load_report(m: &pb::KeepAliveRequest) -> Result<Report, Status> {
             return Err(too_large("load", l.load));
         }
         loads.push(LoadRun {
-            partitions: PartitionRange::new(r.start, r.end + 1),
+            partitions: PartitionRange::new(r.first, r.last + 1),
             load: l.load,
         });
     }
@@ -192,13 +192,13 @@ pub fn ranges_from(
     let ranges: Vec<PartitionRange> = ranges
         .iter()
         .map(|r| {
-            if r.start > r.end {
+            if r.first > r.last {
                 return Err(Status::invalid_argument(format!(
                     "{field}: range {}-{} starts after it ends",
-                    r.start, r.end
+                    r.first, r.last
                 )));
             }
-            Ok(PartitionRange::new(r.start, r.end.saturating_add(1)))
+            Ok(PartitionRange::new(r.first, r.last.saturating_add(1)))
         })
         .collect::<Result<_, Status>>()?;
     Ok(assignment::normalized(ranges))
@@ -212,7 +212,7 @@ pub fn assignment(name: &str, revision: u64, g: &Group) -> pb::AssignmentRespons
         let held = grants.entry(owner).or_default();
         match held.iter_mut().find(|grant| grant.token == slot.token) {
             Some(grant) => match grant.ranges.last_mut() {
-                Some(last) if last.end + 1 == range.start => last.end = range.end - 1,
+                Some(last) if last.last + 1 == range.start => last.last = range.end - 1,
                 _ => grant.ranges.extend(ranges(&[range])),
             },
             None => held.push(pb::Grant {
@@ -481,8 +481,8 @@ mod tests {
         pb::KeepAliveRequest {
             loads: loads
                 .iter()
-                .map(|&(start, end, load)| pb::PartitionLoad {
-                    partitions: Some(pb::PartitionRange { start, end }),
+                .map(|&(first, last, load)| pb::PartitionLoad {
+                    partitions: Some(pb::PartitionRange { first, last }),
                     load,
                 })
                 .collect(),

@@ -107,7 +107,7 @@ proptest! {
         ttl in any::<u64>(),
     ) {
         let request = pb::ReleaseRequest {
-            partitions: ranges.iter().map(|&(start, end)| pb::PartitionRange { start, end }).collect(),
+            partitions: ranges.iter().map(|&(first, last)| pb::PartitionRange { first, last }).collect(),
             ..Default::default()
         };
         every_request(&request.encode_to_vec());

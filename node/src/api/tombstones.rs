@@ -290,13 +290,13 @@ impl Tombstones for TombstonesApi {
             n => usize::try_from(n).unwrap_or(MAX_BATCH).min(MAX_BATCH),
         };
         let range = match &r.partitions {
-            Some(p) if p.start > p.end => {
+            Some(p) if p.first > p.last => {
                 return Err(Status::invalid_argument(format!(
                     "partitions: range {}-{} starts after it ends",
-                    p.start, p.end
+                    p.first, p.last
                 )))
             }
-            Some(p) => p.start..=p.end,
+            Some(p) => p.first..=p.last,
             None => 0..=u32::MAX,
         };
         if r.after_key.len() > validate::MAX_KEY_BYTES {

@@ -109,7 +109,7 @@ impl Three {
         let revoking = wait_assignment(admin, "g", WAIT, "w2's partitions revoked", |a| {
             a.moving
                 .iter()
-                .map(|m| m.ranges.iter().map(|r| r.end - r.start + 1).sum::<u32>())
+                .map(|m| m.ranges.iter().map(|r| r.last - r.first + 1).sum::<u32>())
                 .sum::<u32>()
                 == 6
         })
@@ -133,7 +133,10 @@ impl Three {
                 session: w2_session,
                 partitions: partitions
                     .iter()
-                    .map(|p| pb::PartitionRange { start: *p, end: *p })
+                    .map(|p| pb::PartitionRange {
+                        first: *p,
+                        last: *p,
+                    })
                     .collect(),
                 token,
             };
@@ -182,7 +185,7 @@ async fn a_release_with_a_stale_token_is_refused_and_changes_nothing() {
         group: "g".into(),
         worker: "w1".into(),
         session: w1.session,
-        partitions: vec![pb::PartitionRange { start: p, end: p }],
+        partitions: vec![pb::PartitionRange { first: p, last: p }],
         token: token - 1,
     };
     let err = admin

@@ -360,7 +360,10 @@ async fn a_group_without_workers_has_everything_unassigned_and_an_empty_plan() {
         .into_inner();
     assert_eq!(a.partitions, 16);
     assert!(a.workers.is_empty());
-    assert_eq!(a.unassigned, vec![pb::PartitionRange { start: 0, end: 15 }]);
+    assert_eq!(
+        a.unassigned,
+        vec![pb::PartitionRange { first: 0, last: 15 }]
+    );
     let plan = admin
         .plan_assignment(pb::GetAssignmentRequest {
             group: "chat".into(),
@@ -465,8 +468,8 @@ async fn a_tombstone_listing_keeps_to_its_partitions_and_limit() {
         .list(pb::ListTombstonesRequest {
             group: "chat".into(),
             partitions: Some(pb::PartitionRange {
-                start: partition,
-                end: partition,
+                first: partition,
+                last: partition,
             }),
             limit: 0,
             serializable: false,

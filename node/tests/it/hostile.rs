@@ -51,8 +51,8 @@ fn config(partitions: u32) -> pb::GroupConfig {
 fn full_ranges(copies: usize) -> Vec<pb::PartitionRange> {
     vec![
         pb::PartitionRange {
-            start: 0,
-            end: 65_535
+            first: 0,
+            last: 65_535
         };
         copies
     ]

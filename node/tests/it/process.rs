@@ -271,7 +271,7 @@ async fn a_stale_release_is_refused_by_a_process_cluster_and_changes_nothing() {
         group: "g".into(),
         session: session_of(admin, "g", &owner).await,
         worker: owner,
-        partitions: vec![pb::PartitionRange { start: p, end: p }],
+        partitions: vec![pb::PartitionRange { first: p, last: p }],
         token: token - 1,
     };
     let err = admin

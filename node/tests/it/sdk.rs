@@ -430,7 +430,7 @@ async fn three_workers_with_skewed_load_converge_within_the_threshold() {
             .map(|w| {
                 w.ranges
                     .iter()
-                    .flat_map(|r| r.start..=r.end)
+                    .flat_map(|r| r.first..=r.last)
                     .map(|p| loads[p as usize])
                     .sum()
             })

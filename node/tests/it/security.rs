@@ -322,7 +322,7 @@ async fn a_worker_cannot_release_or_ack_for_another_worker() {
             group: "g".into(),
             worker: "worker-b".into(),
             session: joined.session,
-            partitions: vec![pb::PartitionRange { start: 0, end: 0 }],
+            partitions: vec![pb::PartitionRange { first: 0, last: 0 }],
             token: joined.token,
         })
         .await

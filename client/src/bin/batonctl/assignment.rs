@@ -83,8 +83,8 @@ pub fn parse_ranges(text: &str) -> anyhow::Result<Vec<pb::PartitionRange>> {
                 })
             };
             Ok(pb::PartitionRange {
-                start: parse(a)?,
-                end: parse(b)?,
+                first: parse(a)?,
+                last: parse(b)?,
             })
         })
         .collect()

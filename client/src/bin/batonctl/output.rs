@@ -125,7 +125,7 @@ impl Serialize for Ranges {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for r in &self.0 {
-            seq.serialize_element(&[r.start, r.end])?;
+            seq.serialize_element(&[r.first, r.last])?;
         }
         seq.end()
     }
@@ -140,10 +140,10 @@ impl fmt::Display for Ranges {
             .0
             .iter()
             .map(|r| {
-                if r.start == r.end {
-                    r.start.to_string()
+                if r.first == r.last {
+                    r.first.to_string()
                 } else {
-                    format!("{}-{}", r.start, r.end)
+                    format!("{}-{}", r.first, r.last)
                 }
             })
             .collect();
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn ranges_print_as_pairs_and_as_text() {
-        let r = |start, end| PartitionRange { start, end };
+        let r = |first, last| PartitionRange { first, last };
         let ranges = Ranges(vec![r(0, 119), r(240, 240)]);
         assert_eq!(ranges.to_string(), "0-119, 240");
         assert_eq!(

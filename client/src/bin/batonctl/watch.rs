@@ -307,7 +307,7 @@ mod tests {
             revision: 7,
             event: Some(Event::Granted(pb::Granted {
                 worker: "w1".into(),
-                ranges: vec![pb::PartitionRange { start: 0, end: 3 }],
+                ranges: vec![pb::PartitionRange { first: 0, last: 3 }],
                 token: 7,
             })),
         });

@@ -183,8 +183,8 @@ impl Worker for Node {
                 .granted
                 .iter()
                 .map(|r| pb::PartitionRange {
-                    start: *r.start(),
-                    end: *r.end(),
+                    first: *r.start(),
+                    last: *r.end(),
                 })
                 .collect(),
             token: revision,
