@@ -66,15 +66,16 @@ impl Plan {
         self.moves.is_empty()
     }
 
+    /// The ranges the plan grants or hands off.
+    pub fn ranges(&self) -> impl Iterator<Item = &PartitionRange> {
+        self.moves.iter().flat_map(|m| match m {
+            Move::Grant { partitions, .. } | Move::Revoke { partitions, .. } => partitions,
+        })
+    }
+
     /// Partitions the plan grants or hands off.
     pub fn partitions(&self) -> u64 {
-        self.moves
-            .iter()
-            .flat_map(|m| match m {
-                Move::Grant { partitions, .. } | Move::Revoke { partitions, .. } => partitions,
-            })
-            .map(|r| u64::from(r.len()))
-            .sum()
+        self.ranges().map(|r| u64::from(r.len())).sum()
     }
 
     /// The moves `events` carried out: their grants and handoffs, in order
@@ -134,6 +135,14 @@ pub(super) enum Standing {
     Adrift,
     /// Reserved for a worker expected back; untouchable for now.
     Kept,
+}
+
+impl Standing {
+    /// Whether the partition needs a (new) holder: free, its holder drains,
+    /// or its handoff's recipient left.
+    pub(super) fn needs_holder(self) -> bool {
+        matches!(self, Standing::Free | Standing::MustMove | Standing::Adrift)
+    }
 }
 
 /// How every partition of a group stands for a plan: who may take
@@ -226,6 +235,14 @@ pub fn plan(group: &Group, now_ms: u64) -> Plan {
     if group.frozen || group.deleting {
         return Plan::default();
     }
+    plan_surveyed(group, Survey::of(group, now_ms))
+}
+
+/// [`plan`] from a survey of `group` already taken.
+pub(super) fn plan_surveyed(group: &Group, survey: Survey) -> Plan {
+    if group.frozen || group.deleting {
+        return Plan::default();
+    }
     let Survey {
         workers,
         mut standing,
@@ -233,7 +250,7 @@ pub fn plan(group: &Group, now_ms: u64) -> Plan {
         owner_of,
         owner_names,
         in_flight,
-    } = Survey::of(group, now_ms);
+    } = survey;
     let p_count = group.assignment.partitions();
 
     let n = workers.len();
@@ -288,10 +305,7 @@ pub fn plan(group: &Group, now_ms: u64) -> Plan {
     // The pool: partitions that need a (new) recipient.
     let mut pool: Vec<u32> = Vec::new();
     for p in 0..p_count {
-        if matches!(
-            standing[p as usize],
-            Standing::Free | Standing::MustMove | Standing::Adrift
-        ) {
+        if standing[p as usize].needs_holder() {
             pool.push(p);
         }
     }

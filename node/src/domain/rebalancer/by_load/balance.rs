@@ -203,12 +203,7 @@ impl<'s> Balance<'s> {
     /// Step 1: gives every partition that needs a holder one, heaviest first.
     pub(super) fn place(&mut self, survey: &Survey<'s>, budget: &mut u64) {
         let mut pool: Vec<u32> = (0..survey.standing.len() as u32)
-            .filter(|&p| {
-                matches!(
-                    survey.standing[p as usize],
-                    Standing::Free | Standing::MustMove | Standing::Adrift
-                )
-            })
+            .filter(|&p| survey.standing[p as usize].needs_holder())
             .collect();
         pool.sort_by(|&a, &b| {
             self.loads[b as usize]

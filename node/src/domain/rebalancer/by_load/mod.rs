@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 mod balance;
 mod even_out;
 
-use super::{plan, Move, Moved, Plan, Standing, Survey};
+use super::{plan, plan_surveyed, Moved, Plan, Survey};
 use crate::domain::load::{LoadRules, LoadSnapshot};
 use crate::domain::{Group, State};
 use balance::Balance;
@@ -113,7 +113,7 @@ pub fn plan_by_load(
         return LoadPlan::default();
     }
     let survey = Survey::of(group, now_ms);
-    let by_count = || counted(group, &survey, now_ms);
+    let by_count = || count_round(group, now_ms);
     let p_count = group.assignment.partitions();
     let loads = match snapshot.per_partition(p_count) {
         Some(loads) => loads,
@@ -191,25 +191,14 @@ pub fn plan_by_load(
 
 /// The count rules' round for `group`, as a [`LoadPlan`] without figures.
 pub fn count_round(group: &Group, now_ms: u64) -> LoadPlan {
-    counted(group, &Survey::of(group, now_ms), now_ms)
-}
-
-fn counted(group: &Group, survey: &Survey, now_ms: u64) -> LoadPlan {
-    let plan = plan(group, now_ms);
+    let survey = Survey::of(group, now_ms);
+    let needs: Vec<bool> = survey.standing.iter().map(|s| s.needs_holder()).collect();
+    let plan = plan_surveyed(group, survey);
     // Placed: what the plan moves that needed a holder.
     let placed = plan
-        .moves
-        .iter()
-        .flat_map(|m| match m {
-            Move::Grant { partitions, .. } | Move::Revoke { partitions, .. } => partitions,
-        })
+        .ranges()
         .flat_map(|r| r.start..r.end)
-        .filter(|&p| {
-            matches!(
-                survey.standing[p as usize],
-                Standing::Free | Standing::MustMove | Standing::Adrift
-            )
-        })
+        .filter(|&p| needs[p as usize])
         .count() as u32;
     LoadPlan {
         plan,
